@@ -1,0 +1,42 @@
+"""Options shared by every command, and opening a service context for one."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+
+from byokctl.services.context import Context, open_context
+
+STATE: dict[str, str | None] = {"db": None}
+
+Json = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")]
+As = Annotated[
+    str | None,
+    typer.Option("--as", metavar="EMAIL", help="Act as this member of the org (their role applies)."),
+]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+Org = Annotated[str, typer.Argument(metavar="ORG", help="The org's slug.")]
+
+
+@contextmanager
+def session(as_email: str | None = None) -> Iterator[Context]:
+    ctx = open_context(STATE["db"], as_email)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def confirm(question: str, yes: bool) -> bool:
+    """True if `--yes`, else ask on a terminal; refuse (False) when stdin is not a TTY."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        from byokctl.errors import Conflict
+
+        raise Conflict("Confirmation needed but stdin is not a terminal; pass --yes to confirm")
+    return typer.confirm(question, default=False, err=True)

@@ -1,0 +1,115 @@
+"""The only place that prints: tables and `--json` to stdout, status, warnings and errors to stderr.
+
+Colour and box-drawing only on a terminal; `NO_COLOR` is honoured (by rich).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+QUIET = False  # set by `--quiet`: status lines are dropped, data and errors are not
+
+
+@cache
+def stdout() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+@cache
+def stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, default=_default, ensure_ascii=False)
+
+
+def emit(as_json: bool, data: Any, human: Callable[[], None] | str) -> None:
+    """Print a command's result: `data` as JSON, or the human rendering."""
+    if as_json:
+        sys.stdout.write(dumps(data) + "\n")
+        sys.stdout.flush()
+    elif isinstance(human, str):
+        line(human)
+    else:
+        human()
+
+
+def line(text: str = "", style: str | None = None) -> None:
+    stdout().print(text, style=style, markup=False)
+
+
+def markup(text: str) -> None:
+    stdout().print(text)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    """A table on a terminal; plain aligned columns (no boxes) when piped."""
+    from rich import box
+    from rich.table import Table
+
+    con = stdout()
+    t: Table = Table(
+        title=title,
+        box=box.ROUNDED if con.is_terminal else None,
+        show_edge=con.is_terminal,
+        header_style="bold" if con.is_terminal else "",
+        pad_edge=False,
+    )
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    con.print(t)
+
+
+def fields(pairs: Iterable[tuple[str, Any]]) -> None:
+    """`label: value` lines for one object."""
+    items = [(k, "—" if v is None else str(v)) for k, v in pairs]
+    width = max((len(k) for k, _ in items), default=0)
+    for k, v in items:
+        stdout().print(f"{k + ':':<{width + 1}} {v}", markup=False, highlight=False)
+
+
+def status(text: str) -> None:
+    if not QUIET:
+        stderr().print(text, markup=False)
+
+
+def warn(text: str) -> None:
+    stderr().print(f"warning: {text}", style="yellow", markup=False)
+
+
+def banner(text: str) -> None:
+    stdout().print(text, style="bold yellow", markup=False)
+
+
+def error(message: str, code_label: str, as_json: bool) -> None:
+    if as_json:
+        sys.stderr.write(json.dumps({"error": {"code": code_label, "message": message}}) + "\n")
+    else:
+        stderr().print(f"error: {message}", style="red", markup=False)
+    sys.stderr.flush()
+
+
+def when(ts: str | None) -> str:
+    """A stored timestamp, shortened for people (`2026-11-23 14:05`)."""
+    return "—" if not ts else ts[:16].replace("T", " ")

@@ -1,0 +1,97 @@
+"""Exit codes (SPEC §4) and one exception class per code.
+
+Services raise these; only the CLI entry point turns one into a message and an exit code.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    DENIED = 4
+    PLAN_GATE = 5
+    NO_KEY = 6
+    KEY_REJECTED = 7
+    RATE_LIMITED = 8
+    INSUFFICIENT = 9
+    VAULT_LOCKED = 10
+    PROVIDER_DOWN = 11
+    CONFLICT = 12
+    INTEGRITY = 13
+
+    @property
+    def label(self) -> str:
+        """The spec's name for the code, as used in `--json` errors (`not-found`)."""
+        return self.name.lower().replace("_", "-")
+
+
+class ByokError(Exception):
+    """A failure the user can act on: one sentence that names the fix."""
+
+    code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(ByokError):
+    code = ExitCode.USAGE
+
+
+class NotFound(ByokError):
+    code = ExitCode.NOT_FOUND
+
+
+class Denied(ByokError):
+    code = ExitCode.DENIED
+
+
+class PlanGate(ByokError):
+    code = ExitCode.PLAN_GATE
+
+
+class NoKey(ByokError):
+    code = ExitCode.NO_KEY
+
+
+class KeyRejected(ByokError):
+    code = ExitCode.KEY_REJECTED
+
+
+class RateLimited(ByokError):
+    code = ExitCode.RATE_LIMITED
+
+
+class Insufficient(ByokError):
+    code = ExitCode.INSUFFICIENT
+
+
+class VaultLocked(ByokError):
+    code = ExitCode.VAULT_LOCKED
+
+
+class ProviderDown(ByokError):
+    code = ExitCode.PROVIDER_DOWN
+
+
+class Conflict(ByokError):
+    code = ExitCode.CONFLICT
+
+
+class Integrity(ByokError):
+    code = ExitCode.INTEGRITY
+
+
+ERROR_CLASSES: dict[ExitCode, type[ByokError]] = {
+    cls.code: cls
+    for cls in (
+        UsageError, NotFound, Denied, PlanGate, NoKey, KeyRejected, RateLimited,
+        Insufficient, VaultLocked, ProviderDown, Conflict, Integrity,
+    )
+}

@@ -1,0 +1,1 @@
+"""Provider adapters (lazy SDK imports), the loopback emulator and the model catalog."""

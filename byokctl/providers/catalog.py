@@ -1,0 +1,72 @@
+"""The model catalog shipped with the package: pinned ids, aliases and prices per provider."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+
+from byokctl.errors import NotFound
+
+PROVIDERS = ("anthropic", "openai")
+
+
+@dataclass(frozen=True)
+class Model:
+    provider: str
+    id: str
+    aliases: tuple[str, ...]
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
+    def to_json(self) -> dict:
+        return {
+            "provider": self.provider,
+            "id": self.id,
+            "aliases": list(self.aliases),
+            "input_per_mtok": self.input_per_mtok,
+            "output_per_mtok": self.output_per_mtok,
+        }
+
+
+@dataclass(frozen=True)
+class Catalog:
+    version: str
+    models: tuple[Model, ...]
+    info: dict  # per provider: name, default_model, default_base_url, usage_url
+
+    def for_provider(self, provider: str) -> list[Model]:
+        return [m for m in self.models if m.provider == provider]
+
+    def find(self, provider: str, name: str) -> Model:
+        """A pinned id or an alias of `provider`'s models; NotFound otherwise."""
+        for m in self.for_provider(provider):
+            if name == m.id or name in m.aliases:
+                return m
+        known = ", ".join(a for m in self.for_provider(provider) for a in (m.aliases[0],))
+        raise NotFound(
+            f"Unknown {provider} model '{name}'; choose one of {known} (see `byokctl models list`)"
+        )
+
+    def pinned(self, provider: str, name: str | None) -> Model:
+        """The model for `name`, or the provider's default when `name` is None."""
+        return self.find(provider, name or self.info[provider]["default_model"])
+
+    def is_known(self, provider: str, model_id: str | None) -> bool:
+        return any(m.id == model_id for m in self.for_provider(provider))
+
+
+@cache
+def load() -> Catalog:
+    data = json.loads(files("byokctl.providers").joinpath("catalog.json").read_text())
+    models = tuple(
+        Model(p, m["id"], tuple(m["aliases"]), m["input_per_mtok"], m["output_per_mtok"])
+        for p, spec in data["providers"].items()
+        for m in spec["models"]
+    )
+    info = {p: {k: v for k, v in spec.items() if k != "models"} for p, spec in data["providers"].items()}
+    return Catalog(data["version"], models, info)

@@ -1,0 +1,228 @@
+"""The resolution chain (SPEC §3) as one pure function: the decision and the reasons for it.
+
+`resolve` prints it, `ask` obeys it, the usage record stores it. No I/O here: the caller
+gathers the facts (org row, keys present, month-to-date BYOK cost, clock) into `Facts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from byokctl import clock
+from byokctl.errors import ByokError, Insufficient, NoKey, NotFound, PlanGate
+from byokctl.providers.catalog import Catalog
+from byokctl.services import rules
+
+GATE_LAPSED, NO_KEY, PROVIDER_ERROR = "gate-lapsed", "no-key", "provider-error"
+BUDGET_WARN_RATIO = 0.8
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    id: str
+    scope: str
+    provider: str
+    fingerprint: str
+    status: str = "active"
+
+
+@dataclass(frozen=True)
+class Facts:
+    org: str
+    plan: str
+    credits: int
+    provider: str
+    model: str | None
+    base_url: str | None
+    fallback: str
+    grace_until: str | None
+    budget_monthly_usd: float | None
+    byok_cost_mtd: float
+    member: str | None  # the acting member's email (`--as`), if any
+    member_key: KeyRef | None  # the member's personal key for the org's provider
+    org_key: KeyRef | None  # the org key for the org's provider
+    platform_provider: str
+    platform_model: str
+    platform_base_url: str | None
+    platform_key: KeyRef | None
+    now: datetime = field(default_factory=clock.now)
+
+
+@dataclass(frozen=True)
+class Gate:
+    plan: str
+    allowed: bool  # the gate holds: plan allows BYOK or a grace grant is active
+    grace_until: str | None
+    grace_active: bool
+
+    def to_json(self) -> dict:
+        return {"plan": self.plan, "allowed": self.allowed, "grace_until": self.grace_until}
+
+
+@dataclass(frozen=True)
+class Decision:
+    org: str
+    mode: str | None  # "byok" | "platform"; None when the outcome is an error
+    provider: str | None
+    model: str | None
+    base_url: str | None
+    key: KeyRef | None
+    fallback_reason: str | None
+    gate: Gate
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    error: ByokError | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "org": self.org,
+            "mode": self.mode,
+            "provider": self.provider,
+            "model": self.model,
+            "base_url": self.base_url,
+            "key_id": self.key.id if self.key else None,
+            "key_scope": self.key.scope if self.key else None,
+            "fallback_reason": self.fallback_reason,
+            "gate": self.gate.to_json(),
+            "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
+            "error": None if self.error is None else {
+                "code": self.error.code.label, "message": self.error.message},
+        }
+
+
+def _gate(f: Facts) -> Gate:
+    try:
+        plan_ok = rules.gate_allows(f.plan)
+    except ByokError:
+        plan_ok = False
+    grace = rules.grace_active(f.grace_until, f.now)
+    return Gate(f.plan, plan_ok or grace, f.grace_until, grace)
+
+
+def _platform(f: Facts, cat: Catalog, gate: Gate, reasons: list[str], warnings: list[str],
+              fallback_reason: str | None) -> Decision:
+    """Step 5: the platform's own key and default model, paid for in credits."""
+    provider, model = f.platform_provider, f.platform_model
+    error: ByokError | None = None
+    if not cat.is_known(provider, model):
+        error = NotFound(
+            f"The platform default model '{provider}/{model}' is not in the catalog; set one "
+            "with `byokctl platform set-default`"
+        )
+    elif f.platform_key is None:
+        error = NoKey(
+            f"No platform key for {provider}; add one with `byokctl key add --platform "
+            f"--provider {provider}`"
+        )
+    elif f.credits <= 0:
+        error = Insufficient(
+            f"Org {f.org} has no credits left; add some with `byokctl credits add {f.org} N`"
+        )
+    reasons.append(f"platform mode: {provider}/{model} on the platform key, billed in credits "
+                   f"(balance {f.credits})")
+    return Decision(f.org, "platform", provider, model, f.platform_base_url, f.platform_key,
+                    fallback_reason, gate, tuple(reasons), tuple(warnings), error)
+
+
+def resolve(f: Facts, cat: Catalog) -> Decision:
+    """Decide which provider, model and key a request for `f.org` uses, and say why."""
+    reasons: list[str] = []
+    warnings: list[str] = []
+    gate = _gate(f)
+
+    # Step 7 first: anything unknown in the store fails closed, never BYOK by accident.
+    if f.plan not in rules.PLANS:
+        err = PlanGate(f"Org {f.org} has unknown plan '{f.plan}'; set a known plan with "
+                       f"`byokctl plan set {f.org} PLAN`")
+        return Decision(f.org, None, None, None, None, None, None, gate,
+                        (f"plan '{f.plan}' is unknown: refusing",), (), err)
+    if f.provider not in rules.PROVIDER_SETTINGS or f.fallback not in rules.FALLBACKS:
+        bad = f.provider if f.provider not in rules.PROVIDER_SETTINGS else f.fallback
+        err = NotFound(f"Org {f.org} has an unknown provider setting '{bad}'; fix it with "
+                       f"`byokctl org set-provider {f.org}`")
+        return Decision(f.org, None, None, None, None, None, None, gate,
+                        (f"provider setting '{bad}' is unknown: refusing",), (), err)
+
+    # Step 1.
+    if f.provider == "platform":
+        reasons.append("org provider setting is platform")
+        return _platform(f, cat, gate, reasons, warnings, None)
+    reasons.append(f"org provider setting is {f.provider} (BYOK), model {f.model}")
+    if not cat.is_known(f.provider, f.model):
+        err = NotFound(f"Org {f.org} uses model '{f.model}', which is not in the {f.provider} "
+                       f"catalog; pick one with `byokctl org set-provider {f.org} {f.provider} "
+                       "--model M`")
+        return Decision(f.org, None, f.provider, f.model, f.base_url, None, None, gate,
+                        (*reasons, "model unknown: refusing"), (), err)
+
+    # Step 2: the gate.
+    if rules.gate_allows(f.plan):
+        reasons.append(f"plan {f.plan} includes BYOK")
+    elif gate.grace_active:
+        reasons.append(f"plan {f.plan} excludes BYOK, but a grace grant holds until "
+                       f"{f.grace_until}")
+    else:
+        why = (f"the grace grant ended {f.grace_until}" if f.grace_until
+               else "no grace grant")
+        reasons.append(f"plan {f.plan} excludes BYOK and {why}: falling back to platform credits")
+        warnings.append(f"BYOK is not included in org {f.org}'s plan ({f.plan}); this request "
+                        "uses platform credits. Upgrade the plan or grant grace to restore BYOK")
+        return _platform(f, cat, gate, reasons, warnings, GATE_LAPSED)
+
+    # Step 3: the key.
+    key = None
+    if f.member and f.member_key is not None:
+        key = f.member_key
+        reasons.append(f"using {f.member}'s personal {f.provider} key {key.id}")
+    elif f.org_key is not None:
+        key = f.org_key
+        if f.member:
+            reasons.append(f"{f.member} has no personal {f.provider} key")
+        reasons.append(f"using the org {f.provider} key {key.id}")
+    if key is None:
+        if f.fallback in ("missing-key", "provider-error"):
+            reasons.append(f"no {f.provider} key, and fallback policy {f.fallback} allows "
+                           "platform mode")
+            warnings.append(f"No {f.provider} key in org {f.org}; this request uses platform "
+                            "credits (fallback policy)")
+            return _platform(f, cat, gate, reasons, warnings, NO_KEY)
+        err = NoKey(f"No API key for {f.provider} in org {f.org}; add one with "
+                    f"`byokctl key add {f.org} --provider {f.provider}`")
+        return Decision(f.org, None, f.provider, f.model, f.base_url, None, None, gate,
+                        (*reasons, f"no {f.provider} key and fallback policy is {f.fallback}"),
+                        (), err)
+    if key.status == "invalid":
+        reasons.append(f"key {key.id} was rejected by {f.provider} before; it will be tried again")
+
+    # Step 6: the monthly BYOK budget.
+    error: ByokError | None = None
+    if f.budget_monthly_usd is not None:
+        spent, budget = f.byok_cost_mtd, f.budget_monthly_usd
+        if spent >= budget:
+            error = Insufficient(
+                f"Org {f.org} has reached its monthly BYOK budget (${spent:.2f} of "
+                f"${budget:.2f}); raise it with `byokctl org set-budget {f.org} --monthly-usd N`"
+            )
+            reasons.append(f"BYOK budget reached: ${spent:.2f} of ${budget:.2f} this month")
+        else:
+            if spent >= BUDGET_WARN_RATIO * budget:
+                warnings.append(f"Org {f.org} has used {spent / budget:.0%} of its monthly BYOK "
+                                f"budget (${spent:.2f} of ${budget:.2f})")
+            reasons.append(f"BYOK budget: ${spent:.2f} of ${budget:.2f} used this month")
+    return Decision(f.org, "byok", f.provider, f.model, f.base_url, key, None, gate,
+                    tuple(reasons), tuple(warnings), error)
+
+
+def after_provider_error(f: Facts, decision: Decision, cat: Catalog) -> Decision | None:
+    """Step 4: a BYOK key rejected (401/403) or rate-limited (429). Only the `provider-error`
+    policy retries once on platform mode; otherwise None (the error stands)."""
+    if decision.mode != "byok" or f.fallback != "provider-error":
+        return None
+    reasons = [*decision.reasons,
+               f"{decision.provider} refused the key, and fallback policy provider-error "
+               "allows one retry on platform mode"]
+    warnings = [*decision.warnings,
+                f"{decision.provider} refused org {f.org}'s key; retrying once on platform credits"]
+    return replace(_platform(f, cat, decision.gate, reasons, warnings, PROVIDER_ERROR))

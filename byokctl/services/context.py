@@ -1,0 +1,62 @@
+"""What every service call runs with: the store, who is acting, and the vault when needed."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from byokctl.store import Store, open_store, resolve_path
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from byokctl.vault.envelope import Vault
+
+
+def operator_name() -> str:
+    """The platform operator's name for the audit log: `$BYOKCTL_ACTOR`, else the OS user."""
+    if name := os.environ.get("BYOKCTL_ACTOR", "").strip():
+        return name
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers): still record something honest
+        return f"uid:{os.getuid()}"
+
+
+@dataclass
+class Context:
+    store: Store
+    as_email: str | None = None  # `--as EMAIL`: act as this member of the command's org
+    _vault: Vault | None = field(default=None, repr=False)
+
+    @property
+    def actor(self) -> str:
+        return self.as_email or operator_name()
+
+    def vault(self) -> Vault:
+        """Unlock on first use: commands that never ask need no master key."""
+        if self._vault is None:
+            from byokctl.vault.envelope import unlock
+
+            self._vault = unlock(self.store)
+        return self._vault
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction. Unlocks first (audit entries are MACed), so no lock is held
+        while a keyring is asked for the master key."""
+        self.vault()
+        with self.store.tx() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_context(db: str | Path | None, as_email: str | None = None) -> Context:
+    return Context(open_store(resolve_path(db)), as_email=as_email)

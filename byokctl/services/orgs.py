@@ -1,0 +1,225 @@
+"""Organizations: create, list, show (with the effective mode), delete, provider setting, budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from byokctl import clock
+from byokctl.errors import Conflict, NotFound, PlanGate
+from byokctl.providers import catalog
+from byokctl.resolve import Decision
+from byokctl.services import audit, rules
+from byokctl.services.context import Context
+from byokctl.services.permissions import require
+
+
+@dataclass
+class Org:
+    slug: str
+    name: str
+    plan: str
+    credits: int
+    provider: str
+    model: str | None
+    base_url: str | None
+    fallback: str
+    budget_monthly_usd: float | None
+    grace_until: str | None
+    grace_reason: str | None
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def from_row(cls, row: object) -> Org:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})  # type: ignore[index]
+
+    def setting(self) -> dict:
+        """The provider setting, as audited before/after."""
+        return {"provider": self.provider, "model": self.model, "base_url": self.base_url,
+                "fallback": self.fallback}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def get(ctx: Context, slug: str) -> Org:
+    row = ctx.store.one("SELECT * FROM orgs WHERE slug = ?", (slug,))
+    if row is None:
+        raise NotFound(f"No org '{slug}'; see `byokctl org list` or create it with "
+                       f"`byokctl org create {slug}`")
+    return Org.from_row(row)
+
+
+def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int,
+           if_not_exists: bool = False) -> tuple[Org, bool]:
+    """Create an org; returns (org, created). With `if_not_exists`, an existing org is kept."""
+    rules.slug(slug)
+    rules.choice(plan, rules.PLANS, "plan")
+    if credits < 0:
+        raise rules.UsageError(f"--credits must be zero or more, not {credits}")
+    if ctx.as_email is not None:
+        raise rules.Denied(f"{ctx.as_email} may not create orgs: it is the platform operator's alone")
+    if ctx.store.scalar("SELECT 1 FROM orgs WHERE slug = ?", (slug,)):
+        if if_not_exists:
+            return get(ctx, slug), False
+        raise Conflict(f"Org '{slug}' already exists; use --if-not-exists to accept that")
+    now = clock.stamp()
+    with ctx.write() as conn:
+        if conn.execute("SELECT 1 FROM orgs WHERE slug = ?", (slug,)).fetchone():
+            if if_not_exists:
+                return get(ctx, slug), False
+            raise Conflict(f"Org '{slug}' already exists; use --if-not-exists to accept that")
+        conn.execute(
+            "INSERT INTO orgs (slug, name, plan, credits, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (slug, name or slug, plan, credits, now, now),
+        )
+        org = get(ctx, slug)
+        audit.record(ctx, "org.create", org=slug, target=slug,
+                     after={"name": org.name, "plan": plan, "credits": credits})
+    return org, True
+
+
+def list_orgs(ctx: Context) -> list[Org]:
+    if ctx.as_email is not None:
+        rows = ctx.store.all(
+            "SELECT o.* FROM orgs o JOIN members m ON m.org = o.slug "
+            "WHERE m.email = ? AND m.role IN ('admin', 'staffing') ORDER BY o.slug",
+            (rules.email(ctx.as_email),),
+        )
+    else:
+        rows = ctx.store.all("SELECT * FROM orgs ORDER BY slug")
+    return [Org.from_row(r) for r in rows]
+
+
+@dataclass
+class OrgView:
+    org: Org
+    decision: Decision
+    members: int
+    keys: int
+
+    def to_json(self) -> dict:
+        d = self.decision
+        return {
+            **self.org.to_json(),
+            "effective_mode": d.mode,
+            "effective_provider": d.provider,
+            "effective_model": d.model,
+            "fallback_reason": d.fallback_reason,
+            "grace_active": d.gate.grace_active,
+            "members": self.members,
+            "keys": self.keys,
+            "reasons": list(d.reasons),
+        }
+
+
+def show(ctx: Context, slug: str) -> OrgView:
+    from byokctl.services.resolution import decide
+
+    actor = require(ctx, slug, rules.ORG_VIEW)
+    org = get(ctx, slug)
+    decision = decide(ctx, org, actor.email)
+    members = ctx.store.scalar("SELECT count(*) FROM members WHERE org = ?", (slug,))
+    keys = ctx.store.scalar("SELECT count(*) FROM keys WHERE org = ?", (slug,))
+    return OrgView(org, decision, members, keys)
+
+
+def delete(ctx: Context, slug: str) -> Org:
+    """Delete an org with its members, keys (purged) and usage; the audit log keeps its history."""
+    if ctx.as_email is not None:
+        require(ctx, slug, rules.OPERATOR)
+    org = get(ctx, slug)
+    with ctx.write() as conn:
+        nkeys = conn.execute("SELECT count(*) FROM keys WHERE org = ?", (slug,)).fetchone()[0]
+        conn.execute("DELETE FROM usage WHERE org = ?", (slug,))
+        conn.execute("DELETE FROM orgs WHERE slug = ?", (slug,))  # cascades members and keys
+        audit.record(ctx, "org.delete", org=slug, target=slug,
+                     before={**org.setting(), "plan": org.plan, "credits": org.credits,
+                             "keys": nkeys})
+    return org
+
+
+@dataclass
+class ProviderChange:
+    org: str
+    before: dict
+    after: dict
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str | None,
+                         base_url: str | None, fallback: str | None) -> ProviderChange:
+    """Validate a provider switch (permission, plan gate, model) without writing anything."""
+    rules.choice(provider, rules.PROVIDER_SETTINGS, "provider")
+    require(ctx, slug, rules.ORG_MANAGE)
+    org = get(ctx, slug)
+    if fallback is not None:
+        rules.choice(fallback, rules.FALLBACKS, "fallback policy")
+    if base_url is not None:
+        base_url = rules.base_url(base_url)
+    after = {"provider": provider, "model": None, "base_url": None,
+             "fallback": fallback or org.fallback}
+    if provider == "platform":
+        if model is not None or base_url is not None:
+            raise rules.UsageError(
+                "--model and --base-url do not apply to platform mode; the platform default "
+                "is set with `byokctl platform set-default`"
+            )
+    else:
+        gate_open = rules.gate_allows(org.plan) or rules.grace_active(org.grace_until)
+        if not gate_open:
+            raise PlanGate(
+                f"BYOK is not included in org {slug}'s plan ({org.plan}); upgrade it with "
+                f"`byokctl plan set {slug} growth` or grant grace with `byokctl plan grant-grace "
+                f"{slug}`"
+            )
+        keep_model = org.model if org.provider == provider and model is None else model
+        after["model"] = catalog.load().pinned(provider, keep_model).id
+        keep_url = org.base_url if org.provider == provider and base_url is None else base_url
+        after["base_url"] = keep_url
+    return ProviderChange(slug, org.setting(), after)
+
+
+def set_provider(ctx: Context, change: ProviderChange,
+                 confirm: Callable[[ProviderChange], bool]) -> ProviderChange:
+    """Apply a validated change after `confirm` agrees; Conflict when it does not."""
+    if not change.changed:
+        return change
+    if not confirm(change):
+        raise Conflict(f"Provider change for org {change.org} not confirmed; nothing was changed")
+    with ctx.write() as conn:
+        current = get(ctx, change.org).setting()
+        if current != change.before:
+            raise Conflict(f"Org {change.org}'s provider setting changed meanwhile; run the "
+                           "command again")
+        a = change.after
+        conn.execute(
+            "UPDATE orgs SET provider = ?, model = ?, base_url = ?, fallback = ?, updated_at = ? "
+            "WHERE slug = ?",
+            (a["provider"], a["model"], a["base_url"], a["fallback"], clock.stamp(), change.org),
+        )
+        audit.record(ctx, "org.set_provider", org=change.org, target=change.org,
+                     before=change.before, after=change.after)
+    return change
+
+
+def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[float | None, float | None]:
+    """Set (or clear, with None) the org's monthly BYOK budget; returns (before, after)."""
+    require(ctx, slug, rules.OPERATOR)
+    if monthly_usd is not None and not (monthly_usd > 0 and monthly_usd < 1e12):
+        raise rules.UsageError(f"--monthly-usd must be a positive amount, not {monthly_usd}")
+    org = get(ctx, slug)
+    if org.budget_monthly_usd == monthly_usd:
+        return org.budget_monthly_usd, monthly_usd
+    with ctx.write() as conn:
+        conn.execute("UPDATE orgs SET budget_monthly_usd = ?, updated_at = ? WHERE slug = ?",
+                     (monthly_usd, clock.stamp(), slug))
+        audit.record(ctx, "org.set_budget", org=slug, target=slug,
+                     before={"budget_monthly_usd": org.budget_monthly_usd},
+                     after={"budget_monthly_usd": monthly_usd})
+    return org.budget_monthly_usd, monthly_usd

@@ -1,0 +1,53 @@
+"""Who may do what: the operator (no `--as`) may do anything; a member only what their role allows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from byokctl.errors import Denied, NotFound
+from byokctl.services import rules
+from byokctl.services.context import Context
+
+
+@dataclass(frozen=True)
+class Actor:
+    name: str
+    email: str | None = None  # set when acting as a member
+    role: str | None = None
+
+    @property
+    def is_operator(self) -> bool:
+        return self.email is None
+
+
+def actor_in(ctx: Context, org: str) -> Actor:
+    """The actor for a command on `org`; `--as` must name one of its members."""
+    if ctx.as_email is None:
+        return Actor(ctx.actor)
+    email = rules.email(ctx.as_email)
+    role = ctx.store.scalar("SELECT role FROM members WHERE org = ? AND email = ?", (org, email))
+    if role is None:
+        raise Denied(f"{email} is not a member of org {org}; add them with `byokctl member add`")
+    return Actor(email, email, role)
+
+
+def require(ctx: Context, org: str, permission: str, hint: str = "") -> Actor:
+    """Return the actor if they hold `permission` in `org`, else raise Denied (or NotFound)."""
+    org_exists(ctx, org)
+    actor = actor_in(ctx, org)
+    if actor.is_operator:
+        return actor
+    if permission == rules.OPERATOR or not rules.permits(actor.role or "", permission):
+        raise rules.deny(actor.email or "", actor.role or "", permission, org, hint)
+    return actor
+
+
+def require_operator(ctx: Context, what: str) -> None:
+    """For commands with no org scope (platform settings): members are always denied."""
+    if ctx.as_email is not None:
+        raise Denied(f"{ctx.as_email} may not {what}: it is the platform operator's alone")
+
+
+def org_exists(ctx: Context, org: str) -> None:
+    if ctx.store.scalar("SELECT 1 FROM orgs WHERE slug = ?", (org,)) is None:
+        raise NotFound(f"No org '{org}'; see `byokctl org list` or create it with `byokctl org create {org}`")

@@ -1,0 +1,66 @@
+"""Gather the facts the resolution chain needs from the store, and run it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from byokctl import clock
+from byokctl.providers import catalog
+from byokctl.resolve import Decision, Facts, KeyRef, resolve
+from byokctl.services.context import Context
+
+if TYPE_CHECKING:
+    from byokctl.services.orgs import Org
+
+PLATFORM_DEFAULT_PROVIDER = "anthropic"
+
+
+def _key(ctx: Context, sql: str, params: tuple) -> KeyRef | None:
+    row = ctx.store.one(f"SELECT id, scope, provider, fingerprint, status FROM keys WHERE {sql}",
+                        params)
+    return None if row is None else KeyRef(row["id"], row["scope"], row["provider"],
+                                           row["fingerprint"], row["status"])
+
+
+def platform_default(ctx: Context) -> tuple[str, str, str | None]:
+    """(provider, model id, base_url) the platform uses for orgs in platform mode."""
+    provider = ctx.store.meta("platform_provider", PLATFORM_DEFAULT_PROVIDER) or PLATFORM_DEFAULT_PROVIDER
+    model = ctx.store.meta("platform_model")
+    if model is None:
+        model = catalog.load().pinned(provider, None).id
+    return provider, model, ctx.store.meta("platform_base_url")
+
+
+def month_start_iso() -> str:
+    now = clock.now()
+    return clock.iso(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
+
+
+def facts(ctx: Context, o: Org, member: str | None) -> Facts:
+    pp, pm, pu = platform_default(ctx)
+    provider = o.provider
+    slug = o.slug
+    member_key = org_key = None
+    if provider in catalog.PROVIDERS:
+        if member:
+            member_key = _key(ctx, "scope = 'member' AND org = ? AND member = ? AND provider = ?",
+                              (slug, member, provider))
+        org_key = _key(ctx, "scope = 'org' AND org = ? AND provider = ?", (slug, provider))
+    spent = 0.0
+    if o.budget_monthly_usd is not None:
+        spent = ctx.store.scalar(
+            "SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE org = ? AND mode = 'byok' "
+            "AND ts >= ?", (slug, month_start_iso())) or 0.0
+    return Facts(
+        org=slug, plan=o.plan, credits=o.credits, provider=provider,
+        model=o.model, base_url=o.base_url, fallback=o.fallback,
+        grace_until=o.grace_until, budget_monthly_usd=o.budget_monthly_usd,
+        byok_cost_mtd=spent, member=member, member_key=member_key, org_key=org_key,
+        platform_provider=pp, platform_model=pm, platform_base_url=pu,
+        platform_key=_key(ctx, "scope = 'platform' AND provider = ?", (pp,)),
+        now=clock.now(),
+    )
+
+
+def decide(ctx: Context, org: Org, member: str | None) -> Decision:
+    return resolve(facts(ctx, org, member), catalog.load())

@@ -1,0 +1,109 @@
+"""Domain vocabulary and input checks: plans, roles, permissions, slugs, emails, dates."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, time, timedelta
+
+from byokctl import clock
+from byokctl.errors import Denied, NotFound, UsageError
+
+PLANS = ("free", "starter", "growth", "scale")
+BYOK_PLANS = frozenset({"growth", "scale"})
+PROVIDER_SETTINGS = ("platform", "anthropic", "openai")
+BYOK_PROVIDERS = ("anthropic", "openai")
+FALLBACKS = ("never", "missing-key", "provider-error")
+ROLES = ("admin", "staffing", "interviewer")
+DEFAULT_GRACE_DAYS = 30
+
+ORG_VIEW, ORG_MANAGE, KEY_OWN = "org:view", "org:manage", "key:own"
+OPERATOR = "operator"  # plans, grace, credits, budgets, platform settings: never a member's
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "admin": frozenset({ORG_VIEW, ORG_MANAGE, KEY_OWN}),
+    "staffing": frozenset({ORG_VIEW, KEY_OWN}),
+    "interviewer": frozenset({KEY_OWN}),
+}
+PERMISSION_WORDS = {
+    ORG_VIEW: "view",
+    ORG_MANAGE: "manage",
+    KEY_OWN: "use",
+    OPERATOR: "change operator settings of",
+}
+
+SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+
+
+def slug(value: str) -> str:
+    if not SLUG_RE.fullmatch(value):
+        raise UsageError(
+            f"'{value}' is not a valid org slug; use 1-63 lowercase letters, digits and hyphens, "
+            "starting with a letter or digit (e.g. acme-eu)"
+        )
+    return value
+
+
+def email(value: str) -> str:
+    value = value.strip()
+    if not EMAIL_RE.fullmatch(value) or len(value) > 254:
+        raise UsageError(f"'{value}' is not an email address; give the member's email (alice@acme.com)")
+    return value.lower()
+
+
+def choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise UsageError(f"Unknown {what} '{value}'; choose one of {', '.join(allowed)}")
+    return value
+
+
+def gate_allows(plan: str) -> bool:
+    if plan not in PLANS:
+        raise NotFound(f"Unknown plan '{plan}' in the store; set a known one with `byokctl plan set`")
+    return plan in BYOK_PLANS
+
+
+def grace_active(grace_until: str | None, now: datetime | None = None) -> bool:
+    return bool(grace_until) and clock.parse(grace_until) > (now or clock.now())
+
+
+def permits(role: str, permission: str) -> bool:
+    return permission in ROLE_PERMISSIONS.get(role, frozenset())
+
+
+def deny(email_: str, role: str, permission: str, org: str, hint: str = "") -> Denied:
+    verb = PERMISSION_WORDS.get(permission, permission)
+    msg = f"{email_} ({role}) may not {verb} org {org}"
+    if permission == OPERATOR:
+        msg = f"{email_} ({role}) may not do this: it is the platform operator's alone"
+    return Denied(msg + (hint or "; ask an org admin or the platform operator"))
+
+
+def parse_when(value: str, *, end_of_day: bool = False) -> datetime:
+    """A date (`2026-12-31`) or ISO date-time; a bare date means its start (or its end)."""
+    try:
+        if len(value) == 10:
+            d = datetime.strptime(value, "%Y-%m-%d").date()
+            dt = datetime.combine(d, time.max if end_of_day else time.min, tzinfo=UTC)
+            return dt.replace(microsecond=0) if end_of_day else dt
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except ValueError:
+        raise UsageError(
+            f"'{value}' is not a date; use YYYY-MM-DD or an ISO date-time (2026-12-31T18:00Z)"
+        ) from None
+
+
+def days_from_now(days: int) -> datetime:
+    return clock.now() + timedelta(days=days)
+
+
+def positive_int(value: int, what: str) -> int:
+    if value < 1:
+        raise UsageError(f"{what} must be a positive whole number, not {value}")
+    return value
+
+
+def base_url(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise UsageError(f"'{value}' is not an http(s) URL; give e.g. https://eu.api.example.com/v1")
+    return value.rstrip("/")

@@ -1,0 +1,163 @@
+"""The vault's SQLite file: where it lives, how it is opened, transactions and meta values.
+
+Plain `sqlite3` on the hot path; sqlite-utils (which pulls in numpy) only when a schema
+migration is due.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from byokctl.errors import Conflict, Integrity, NotFound
+
+BUSY_TIMEOUT_MS = 30_000
+SCHEMA_LATEST = 1  # kept equal to migrations.LATEST by a test; avoids importing sqlite-utils
+
+
+def default_path() -> Path:
+    """`$BYOKCTL_DB`, else `vault.db` in `$BYOKCTL_HOME`, else in the platform's data dir."""
+    if env := os.environ.get("BYOKCTL_DB"):
+        return Path(env).expanduser()
+    if home := os.environ.get("BYOKCTL_HOME"):
+        return Path(home).expanduser() / "vault.db"
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("byokctl", appauthor=False)) / "vault.db"
+
+
+def resolve_path(db: str | os.PathLike[str] | None) -> Path:
+    return Path(db).expanduser() if db else default_path()
+
+
+@dataclass
+class Store:
+    path: Path
+    conn: sqlite3.Connection
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, taken up front (BEGIN IMMEDIATE) so it cannot deadlock."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Any = ()) -> Any:
+        row = self.conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        value = self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
+        return default if value is None else value
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA secure_delete = ON")
+    return conn
+
+
+def _not_a_vault(path: Path, why: str) -> Integrity:
+    return Integrity(
+        f"{path} is not a usable byokctl vault ({why}); point --db or $BYOKCTL_DB at the right "
+        "file, or restore it from a backup"
+    )
+
+
+def _make_private_file(path: Path) -> None:
+    """Create the vault file 0600 in a 0700 directory before SQLite opens it."""
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(parents=True, mode=0o700)
+        parent.chmod(0o700)  # mkdir's mode is filtered by the umask
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+
+
+def create_store(path: Path) -> Store:
+    """Create a new vault file with the current schema. Refuses to touch an existing file."""
+    if path.exists():
+        raise Conflict(f"{path} already exists; use it, or choose another path with --db")
+    _make_private_file(path)
+    old_umask = os.umask(0o077)  # -wal and -shm are created by SQLite itself
+    try:
+        conn = _connect(path)
+        conn.execute("PRAGMA journal_mode = WAL")
+        from byokctl.store import migrations
+
+        migrations.apply(conn)
+    finally:
+        os.umask(old_umask)
+    return Store(path, conn)
+
+
+def open_store(path: Path) -> Store:
+    """Open an existing vault; never creates, migrates only a byokctl file of an older schema."""
+    if not path.exists():
+        raise NotFound(f"No vault at {path}; create one with `byokctl init` (or pass --db)")
+    if path.is_dir():
+        raise _not_a_vault(path, "it is a directory")
+    old_umask = os.umask(0o077)
+    try:
+        conn = _connect(path)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            has_meta = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _not_a_vault(path, str(exc)) from None
+        if version == 0 or not has_meta:
+            conn.close()
+            why = "the file is empty" if path.stat().st_size == 0 else "no byokctl schema"
+            raise _not_a_vault(path, why)
+        if version > SCHEMA_LATEST:
+            conn.close()
+            raise Integrity(
+                f"{path} was written by a newer byokctl (schema {version}, this one knows "
+                f"{SCHEMA_LATEST}); upgrade byokctl to use it"
+            )
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError:
+            pass  # read-only media: WAL cannot be set, reads still work
+        if version < SCHEMA_LATEST:
+            from byokctl.store import migrations
+
+            migrations.apply(conn)
+    finally:
+        os.umask(old_umask)
+    return Store(path, conn)

@@ -1,0 +1,122 @@
+"""Named, append-only schema migrations (sqlite-utils `Migrations`).
+
+Never edit a migration that has shipped: add `m00N_...` below it. Each migration also sets
+`PRAGMA user_version` to its ordinal, so opening a current vault costs one pragma read and
+never imports sqlite-utils.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("byokctl")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        -- Wrapped (AES-GCM under the master key) 256-bit keys. purpose 'secrets' encrypts
+        -- API keys; 'mac' keys the audit chain and fingerprints and survives `vault rekey`.
+        CREATE TABLE data_keys (
+            id INTEGER PRIMARY KEY,
+            purpose TEXT NOT NULL CHECK (purpose IN ('secrets', 'mac')),
+            state TEXT NOT NULL CHECK (state IN ('active', 'next')),
+            wrapped BLOB NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        -- plan/provider/fallback carry no CHECK on purpose: an unknown value in the store
+        -- must be readable so that resolution can fail closed on it (SPEC §3.7).
+        CREATE TABLE orgs (
+            slug TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            plan TEXT NOT NULL,
+            credits INTEGER NOT NULL DEFAULT 0 CHECK (credits >= 0),
+            provider TEXT NOT NULL DEFAULT 'platform',
+            model TEXT,
+            base_url TEXT,
+            fallback TEXT NOT NULL DEFAULT 'never',
+            budget_monthly_usd REAL,
+            grace_until TEXT,
+            grace_reason TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE members (
+            org TEXT NOT NULL REFERENCES orgs(slug) ON DELETE CASCADE,
+            email TEXT NOT NULL,
+            role TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (org, email)
+        );
+        CREATE TABLE keys (
+            id TEXT PRIMARY KEY,
+            scope TEXT NOT NULL CHECK (scope IN ('org', 'member', 'platform')),
+            org TEXT REFERENCES orgs(slug) ON DELETE CASCADE,
+            member TEXT,
+            provider TEXT NOT NULL,
+            version INTEGER NOT NULL DEFAULT 1,
+            data_key_id INTEGER NOT NULL REFERENCES data_keys(id),
+            nonce BLOB NOT NULL,
+            ciphertext BLOB NOT NULL,
+            hint TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'active',
+            test_result TEXT,
+            created_at TEXT NOT NULL,
+            rotated_at TEXT,
+            last_used_at TEXT,
+            last_tested_at TEXT,
+            FOREIGN KEY (org, member) REFERENCES members(org, email) ON DELETE CASCADE
+        );
+        CREATE UNIQUE INDEX keys_slot ON keys (scope, ifnull(org, ''), ifnull(member, ''), provider);
+        CREATE INDEX keys_data_key ON keys (data_key_id);
+        CREATE TABLE usage (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            org TEXT NOT NULL,
+            member TEXT,
+            actor TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            provider TEXT,
+            model TEXT,
+            key_id TEXT,
+            fingerprint TEXT,
+            fallback_reason TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            catalog_version TEXT,
+            credits_charged INTEGER NOT NULL DEFAULT 0,
+            latency_ms INTEGER,
+            outcome TEXT NOT NULL
+        );
+        CREATE INDEX usage_org_ts ON usage (org, ts);
+        CREATE INDEX usage_ts ON usage (ts);
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            org TEXT,
+            target TEXT,
+            before TEXT,
+            after TEXT,
+            mac TEXT NOT NULL
+        );
+        CREATE INDEX audit_org ON audit (org, seq);
+        CREATE INDEX audit_action ON audit (action, seq);
+        PRAGMA user_version = 1;
+        """
+    )
+
+
+LATEST = len(migrations._migrations)
+
+
+def apply(conn) -> None:  # noqa: ANN001 - a sqlite3.Connection
+    migrations.apply(Database(conn))

@@ -1,0 +1,3 @@
+"""The only package that imports `cryptography` and `keyring`: master-key sources
+(`master`), envelope encryption (`crypto`, `envelope`) and keyed hashes (`macs`, stdlib only).
+"""

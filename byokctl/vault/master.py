@@ -1,0 +1,141 @@
+"""Where the master key lives: `$BYOKCTL_MASTER_KEY`, the OS keyring, or a key file.
+
+Only this module talks to `keyring`. A rotation writes the new key beside the old one first
+(`<entry>.next` / `<file>.next`), so a crash between the store commit and the swap never
+locks the vault: `load` tries the pending key when the current one does not open it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from byokctl.errors import VaultLocked
+
+ENV_VAR = "BYOKCTL_MASTER_KEY"
+KEYRING_SERVICE = "byokctl"
+
+
+@dataclass(frozen=True)
+class MasterKey:
+    key: bytes
+    source: str  # "env" | "keyring" | "file"
+    location: str  # human description: "$BYOKCTL_MASTER_KEY", "keyring byokctl/vault-…", a path
+    pending: bool = False  # the key came from a rotation's `.next` slot
+
+
+def encode(key: bytes) -> str:
+    return base64.b64encode(key).decode()
+
+
+def decode(text: str, where: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise VaultLocked(
+            f"The master key in {where} is not base64 of 32 bytes; fix it, or unset it to use "
+            "the vault's own key source"
+        )
+    return key
+
+
+def keyring_user(vault_id: str) -> str:
+    return f"vault-{vault_id}"
+
+
+def _keyring():  # noqa: ANN202 - the keyring module, imported only when needed
+    import keyring
+
+    return keyring
+
+
+def keyring_get(user: str) -> str | None:
+    try:
+        return _keyring().get_password(KEYRING_SERVICE, user)
+    except Exception as exc:  # any backend failure means "not available here"
+        raise VaultLocked(
+            f"The OS keyring could not be read ({type(exc).__name__}); unlock or start your "
+            f"keyring, or set ${ENV_VAR} to the vault's master key"
+        ) from None
+
+
+def keyring_set(user: str, value: str) -> None:
+    try:
+        _keyring().set_password(KEYRING_SERVICE, user, value)
+    except Exception as exc:
+        raise VaultLocked(
+            f"The OS keyring could not store the master key ({type(exc).__name__}); run "
+            f"`byokctl init --master-key-file PATH` or set ${ENV_VAR} instead"
+        ) from None
+
+
+def keyring_delete(user: str) -> None:
+    try:
+        _keyring().delete_password(KEYRING_SERVICE, user)
+    except Exception:  # already gone is fine
+        pass
+
+
+def read_key_file(path: Path) -> bytes | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise VaultLocked(
+            f"The master key file {path} is readable by other users; run `chmod 600 {path}`"
+        )
+    return decode(path.read_text(), str(path))
+
+
+def write_key_file(path: Path, key: bytes) -> None:
+    """Write atomically with mode 0600: a temp file in the same directory, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, (encode(key) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def candidates(vault_id: str, source: str, key_file: str | None) -> list[MasterKey]:
+    """The master keys to try, in order; raises VaultLocked when there is none at all."""
+    if env := os.environ.get(ENV_VAR):
+        return [MasterKey(decode(env, f"${ENV_VAR}"), "env", f"${ENV_VAR}")]
+    found: list[MasterKey] = []
+    if source == "keyring":
+        user = keyring_user(vault_id)
+        where = f"the OS keyring ({KEYRING_SERVICE}/{user})"
+        for name, pending in ((user, False), (user + ".next", True)):
+            if (value := keyring_get(name)) is not None:
+                found.append(MasterKey(decode(value, where), "keyring", where, pending))
+        if not found:
+            raise VaultLocked(
+                f"No master key for this vault in {where}; set ${ENV_VAR} to the vault's master "
+                "key, or restore the keyring entry"
+            )
+    elif source == "file" and key_file:
+        path = Path(key_file)
+        for p, pending in ((path, False), (path.with_name(path.name + ".next"), True)):
+            if (key := read_key_file(p)) is not None:
+                found.append(MasterKey(key, "file", str(path), pending))
+        if not found:
+            raise VaultLocked(
+                f"The master key file {path} is missing; restore it, or set ${ENV_VAR} to the "
+                "vault's master key"
+            )
+    else:
+        raise VaultLocked(
+            f"This vault keeps its master key outside the file and none was given; set "
+            f"${ENV_VAR} to the vault's master key"
+        )
+    return found
