@@ -102,10 +102,11 @@ def root(
 
 
 def _register() -> None:
-    from byokctl.cli import org, vault
+    """Each command module adds its own commands; the order here is the order in `--help`."""
+    from byokctl.cli import audit, credits, key, member, models, org, plan, platform, vault
 
-    vault.register(app)
-    app.add_typer(org.app, name="org")
+    for module in (vault, org, member, key, plan, credits, platform, models, audit):
+        module.register(app)
 
 
 _register()

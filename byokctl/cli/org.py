@@ -155,3 +155,7 @@ def set_budget(
         before, after = orgs.set_budget(ctx, org, None if none else monthly_usd)
     render.emit(json_, {"org": org, "before": before, "after": after},
                 f"Org {org} budget: " + ("none" if after is None else f"${after:.2f}/month") + ".")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="org")

@@ -6,6 +6,7 @@ migration is due.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -150,10 +151,8 @@ def open_store(path: Path) -> Store:
                 f"{path} was written by a newer byokctl (schema {version}, this one knows "
                 f"{SCHEMA_LATEST}); upgrade byokctl to use it"
             )
-        try:
+        with contextlib.suppress(sqlite3.OperationalError):  # read-only media: reads still work
             conn.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError:
-            pass  # read-only media: WAL cannot be set, reads still work
         if version < SCHEMA_LATEST:
             from byokctl.store import migrations
 

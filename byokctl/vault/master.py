@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import stat
 from dataclasses import dataclass
@@ -76,10 +77,8 @@ def keyring_set(user: str, value: str) -> None:
 
 
 def keyring_delete(user: str) -> None:
-    try:
+    with contextlib.suppress(Exception):  # already gone is fine
         _keyring().delete_password(KEYRING_SERVICE, user)
-    except Exception:  # already gone is fine
-        pass
 
 
 def read_key_file(path: Path) -> bytes | None:

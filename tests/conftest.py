@@ -1,0 +1,99 @@
+"""Every test runs in its own data directory with an in-memory keyring and a fixed actor."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import keyring
+import keyring.backend
+import pytest
+from typer.testing import CliRunner
+
+from byokctl.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A real keyring backend that keeps entries in a dict (the in-process OS keyring stand-in)."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.entries.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.entries.pop((service, username), None)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MemoryKeyring:
+    home = tmp_path / "home"
+    monkeypatch.setenv("BYOKCTL_HOME", str(home))
+    for var in ("BYOKCTL_DB", "BYOKCTL_MASTER_KEY", "BYOKCTL_DEBUG", "NO_COLOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("BYOKCTL_ACTOR", "tester")
+    ring = MemoryKeyring()
+    previous = keyring.get_keyring()
+    keyring.set_keyring(ring)
+    yield ring
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+    """Invoke byokctl in-process, as a user would, with stdout and stderr kept apart."""
+    r = CliRunner().invoke(app, list(args), input=input, env=env, catch_exceptions=False)
+    return Result(r.exit_code, r.stdout, r.stderr)
+
+
+@pytest.fixture
+def cli():
+    return run
+
+
+@pytest.fixture
+def vault(cli) -> Path:
+    """An initialised vault whose master key sits in the in-memory keyring."""
+    r = cli("init")
+    assert r.exit_code == 0, r.output
+    return Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
+
+
+def master_key_b64() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def run_proc(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run byokctl as a separate process (`python -m byokctl`)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "byokctl", *args], input=input, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)

@@ -1,0 +1,46 @@
+import json
+
+
+def test_create_list_show(cli, vault):
+    r = cli("org", "create", "acme", "--name", "Acme Inc", "--plan", "growth", "--credits", "50")
+    assert r.exit_code == 0, r.output
+    assert "Created org acme" in r.stdout
+    r = cli("org", "list", "--json")
+    assert [o["slug"] for o in json.loads(r.stdout)] == ["acme"]
+    shown = json.loads(cli("org", "show", "acme", "--json").stdout)
+    for field in ("slug", "name", "plan", "credits", "provider", "model", "base_url", "fallback",
+                  "effective_mode", "grace_until", "budget_monthly_usd"):
+        assert field in shown
+    assert shown["name"] == "Acme Inc" and shown["credits"] == 50 and shown["provider"] == "platform"
+
+
+def test_create_twice_conflicts_unless_if_not_exists(cli, vault):
+    assert cli("org", "create", "acme").exit_code == 0
+    r = cli("org", "create", "acme")
+    assert r.exit_code == 12 and "already exists" in r.stderr
+    r = cli("org", "create", "acme", "--if-not-exists", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["created"] is False
+
+
+def test_set_provider_gate_alias_and_audit(cli, vault):
+    cli("org", "create", "small", "--plan", "starter")
+    r = cli("org", "set-provider", "small", "anthropic", "--yes")
+    assert r.exit_code == 5, r.output
+    cli("org", "create", "big", "--plan", "growth")
+    r = cli("org", "set-provider", "big", "anthropic", "--model", "haiku", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["after"]["model"] == "claude-haiku-4-5-20251001"
+
+
+def test_set_provider_needs_confirmation_without_tty(cli, vault):
+    cli("org", "create", "big", "--plan", "growth")
+    r = cli("org", "set-provider", "big", "openai")
+    assert r.exit_code == 12 and "--yes" in r.stderr
+    assert json.loads(cli("org", "show", "big", "--json").stdout)["provider"] == "platform"
+
+
+def test_errors_are_json_with_json(cli, vault):
+    r = cli("org", "show", "nope", "--json")
+    assert r.exit_code == 3
+    assert json.loads(r.stderr)["error"]["code"] == "not-found"
+    assert "Traceback" not in r.output
