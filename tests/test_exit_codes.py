@@ -1,0 +1,91 @@
+"""SPEC §4's exit-code table, pinned: the enum, the JSON labels, and each code reached through
+the CLI where this code base can reach it without a provider."""
+
+import json
+
+from byokctl.errors import ERROR_CLASSES, ExitCode
+
+SPEC_TABLE = {
+    0: "ok", 1: "internal", 2: "usage", 3: "not-found", 4: "denied", 5: "plan-gate", 6: "no-key",
+    7: "key-rejected", 8: "rate-limited", 9: "insufficient", 10: "vault-locked",
+    11: "provider-down", 12: "conflict", 13: "integrity",
+}
+
+
+def test_enum_matches_the_spec_table():
+    assert {int(c): c.label for c in ExitCode} == SPEC_TABLE
+
+
+def test_every_error_code_has_one_exception_class():
+    assert set(ERROR_CLASSES) == {c for c in ExitCode if c not in (ExitCode.OK, ExitCode.INTERNAL)}
+    for code, cls in ERROR_CLASSES.items():
+        assert cls("x").code is code
+
+
+def _err(r):
+    return json.loads(r.stderr)["error"]
+
+
+def test_ok(cli, vault):
+    assert cli("org", "list").exit_code == ExitCode.OK
+
+
+def test_usage_is_clicks_own(cli, vault):
+    r = cli("org", "create", "acme", "--bogus", "--json")
+    assert r.exit_code == ExitCode.USAGE
+    assert _err(r)["code"] == "usage" and "--bogus" in _err(r)["message"]
+
+
+def test_not_found(cli, vault):
+    r = cli("org", "show", "ghost", "--json")
+    assert r.exit_code == ExitCode.NOT_FOUND and _err(r)["code"] == "not-found"
+
+
+def test_plan_gate(cli, vault):
+    cli("org", "create", "acme", "--plan", "free")
+    r = cli("org", "set-provider", "acme", "openai", "--yes", "--json")
+    assert r.exit_code == ExitCode.PLAN_GATE and _err(r)["code"] == "plan-gate"
+
+
+def test_conflict(cli, vault):
+    cli("org", "create", "acme")
+    r = cli("org", "create", "acme", "--json")
+    assert r.exit_code == ExitCode.CONFLICT and _err(r)["code"] == "conflict"
+
+
+def test_vault_locked(cli, vault, isolated):
+    isolated.entries.clear()  # the keyring entry holding the master key is gone
+    r = cli("org", "create", "acme", "--json")
+    assert r.exit_code == ExitCode.VAULT_LOCKED and _err(r)["code"] == "vault-locked"
+    assert "BYOKCTL_MASTER_KEY" in _err(r)["message"]
+
+
+def test_integrity_for_a_file_that_is_not_a_vault(cli, home):
+    home.mkdir(parents=True)
+    (home / "vault.db").write_bytes(b"this is not sqlite" * 100)
+    r = cli("org", "list", "--json")
+    assert r.exit_code == ExitCode.INTEGRITY and _err(r)["code"] == "integrity"
+
+
+def test_internal_error_shows_no_text_or_traceback(cli, vault, monkeypatch):
+    from byokctl.services import orgs
+
+    def boom(*a, **k):
+        raise RuntimeError("sk-ant-api03-SECRETSECRETSECRET must never print")
+
+    monkeypatch.setattr(orgs, "list_orgs", boom)
+    r = cli("org", "list")
+    assert r.exit_code == ExitCode.INTERNAL
+    assert "RuntimeError" in r.stderr and "SECRET" not in r.output and "Traceback" not in r.output
+
+
+def test_ctrl_c_exits_130_without_traceback(cli, vault, monkeypatch):
+    from byokctl.services import orgs
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(orgs, "list_orgs", interrupted)
+    r = cli("org", "list")
+    assert r.exit_code == 130
+    assert "Interrupted" in r.stderr and "Traceback" not in r.output
