@@ -103,9 +103,20 @@ def root(
 
 def _register() -> None:
     """Each command module adds its own commands; the order here is the order in `--help`."""
-    from byokctl.cli import audit, credits, key, member, models, org, plan, platform, vault
+    from byokctl.cli import (
+        audit,
+        credits,
+        demo,
+        key,
+        member,
+        models,
+        org,
+        plan,
+        platform,
+        vault,
+    )
 
-    for module in (vault, org, member, key, plan, credits, platform, models, audit):
+    for module in (vault, org, member, key, plan, credits, platform, models, audit, demo):
         module.register(app)
 
 
