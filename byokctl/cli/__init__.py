@@ -113,10 +113,11 @@ def _register() -> None:
         org,
         plan,
         platform,
+        usage,
         vault,
     )
 
-    for module in (vault, org, member, key, plan, credits, platform, models, audit, demo):
+    for module in (vault, org, member, key, plan, credits, platform, models, usage, audit, demo):
         module.register(app)
 
 

@@ -1,0 +1,119 @@
+"""Usage records: one per `ask` (failed calls too), never any prompt or response text."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from byokctl import clock
+from byokctl.providers import catalog
+from byokctl.services import rules
+from byokctl.services.context import Context
+from byokctl.services.permissions import require, require_operator
+
+GROUPINGS = {
+    "provider": "coalesce(provider, '-')",
+    "model": "coalesce(model, '-')",
+    "member": "coalesce(member, '-')",
+    "mode": "mode",
+    "day": "substr(ts, 1, 10)",
+    "org": "org",
+}
+
+
+@dataclass
+class Record:
+    org: str
+    actor: str
+    mode: str
+    outcome: str  # "ok" or the error's exit-code label
+    member: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    key_id: str | None = None
+    fingerprint: str | None = None
+    fallback_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    catalog_version: str | None = None
+    credits_charged: int = 0
+    latency_ms: int | None = None
+    ts: str = field(default_factory=clock.stamp)
+
+
+def insert(conn, record: Record) -> None:  # noqa: ANN001 - sqlite3.Connection in a transaction
+    row = asdict(record)
+    cols = ", ".join(row)
+    conn.execute(f"INSERT INTO usage ({cols}) VALUES ({', '.join('?' * len(row))})",  # noqa: S608
+                 tuple(row.values()))
+
+
+@dataclass
+class Report:
+    org: str | None
+    by: str
+    since: str | None
+    until: str | None
+    rows: list[dict]
+    totals: dict
+    billing: list[dict]  # BYOK orgs: billing happens at the provider; where to see it
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def show(ctx: Context, org: str | None, *, since: str | None, until: str | None,
+         by: str) -> Report:
+    rules.choice(by, tuple(GROUPINGS), "grouping (--by)")
+    if org is None:
+        require_operator(ctx, "see usage across all orgs")
+    else:
+        require(ctx, org, rules.ORG_VIEW)
+    where, params = [], []
+    if org is not None:
+        where.append("org = ?")
+        params.append(org)
+    lo = clock.iso(rules.parse_when(since)) if since else None
+    hi = clock.iso(rules.parse_when(until, end_of_day=True)) if until else None
+    if lo and hi and lo > hi:
+        raise rules.UsageError(f"--since {since} is after --until {until}; swap them")
+    if lo:
+        where.append("ts >= ?")
+        params.append(lo)
+    if hi:
+        where.append("ts <= ?")
+        params.append(hi)
+    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    measures = ("count(*) AS calls, sum(outcome != 'ok') AS errors, "
+                "coalesce(sum(input_tokens), 0) AS input_tokens, "
+                "coalesce(sum(output_tokens), 0) AS output_tokens, "
+                "coalesce(sum(cost_usd), 0) AS cost_usd, "
+                "coalesce(sum(credits_charged), 0) AS credits_charged")
+    key = GROUPINGS[by]
+    rows = [
+        {by: r[0], **_measures(r)}
+        for r in ctx.store.all(
+            f"SELECT {key} AS k, {measures} FROM usage{cond} GROUP BY k ORDER BY k", params)  # noqa: S608
+    ]
+    t = ctx.store.one(f"SELECT {measures} FROM usage{cond}", params)  # noqa: S608
+    return Report(org, by, lo, hi, rows, _measures(t), _billing(ctx, org))
+
+
+def _measures(r) -> dict:  # noqa: ANN001
+    return {
+        "calls": r["calls"], "errors": r["errors"] or 0, "input_tokens": r["input_tokens"],
+        "output_tokens": r["output_tokens"], "cost_usd": round(r["cost_usd"], 6),
+        "credits_charged": r["credits_charged"],
+    }
+
+
+def _billing(ctx: Context, org: str | None) -> list[dict]:
+    if org is None:
+        return []
+    provider = ctx.store.scalar("SELECT provider FROM orgs WHERE slug = ?", (org,))
+    info = catalog.load().info.get(provider)
+    if info is None:
+        return []
+    return [{"provider": provider, "usage_url": info["usage_url"],
+             "note": f"BYOK calls are billed by {info['name']} to the org's own key; see "
+                     f"{info['usage_url']}"}]
