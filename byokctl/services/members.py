@@ -1,0 +1,139 @@
+"""An org's members and their roles: add, list, change role, remove (purging personal keys).
+
+The platform operator may leave an org without an admin (they can always act on it); a
+member acting with `--as` may not, so no admin can lock the org out of its own management.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from byokctl import clock
+from byokctl.errors import Conflict, NotFound
+from byokctl.services import audit, rules
+from byokctl.services.context import Context
+from byokctl.services.permissions import Actor, require
+
+
+@dataclass
+class Member:
+    org: str
+    email: str
+    role: str
+    created_at: str
+    keys: int = 0  # personal keys stored for this member
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RoleChange:
+    org: str
+    email: str
+    before: str
+    after: str
+    no_admin_left: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def to_json(self) -> dict:
+        return {"org": self.org, "email": self.email, "changed": self.changed,
+                "before": self.before, "after": self.after, "no_admin_left": self.no_admin_left}
+
+
+@dataclass
+class Removal:
+    member: Member
+    purged_keys: list[dict] = field(default_factory=list)  # id, provider, hint, fingerprint
+    no_admin_left: bool = False
+
+    def to_json(self) -> dict:
+        return {"org": self.member.org, "email": self.member.email, "role": self.member.role,
+                "removed": True, "purged_keys": self.purged_keys,
+                "no_admin_left": self.no_admin_left}
+
+
+def _get(ctx: Context, org: str, email: str) -> Member:
+    row = ctx.store.one(
+        "SELECT m.org, m.email, m.role, m.created_at, "
+        "(SELECT count(*) FROM keys k WHERE k.org = m.org AND k.member = m.email) AS keys "
+        "FROM members m WHERE m.org = ? AND m.email = ?", (org, email))
+    if row is None:
+        raise NotFound(f"{email} is not a member of org {org}; see `byokctl member list {org}`")
+    return Member(row["org"], row["email"], row["role"], row["created_at"], row["keys"])
+
+
+def _admins(ctx: Context, org: str) -> int:
+    return ctx.store.scalar("SELECT count(*) FROM members WHERE org = ? AND role = 'admin'", (org,))
+
+
+def _guard_last_admin(ctx: Context, actor: Actor, org: str, target: Member, doing: str) -> bool:
+    """True when the change leaves `org` without an admin; refused for a member acting `--as`."""
+    if target.role != "admin" or _admins(ctx, org) > 1:
+        return False
+    if not actor.is_operator:
+        raise Conflict(
+            f"{doing} {target.email} would leave org {org} without an admin; make another member "
+            f"admin first with `byokctl member set-role {org} EMAIL admin`"
+        )
+    return True
+
+
+def add(ctx: Context, org: str, email: str, role: str) -> Member:
+    email = rules.email(email)
+    rules.choice(role, rules.ROLES, "role")
+    require(ctx, org, rules.ORG_MANAGE)
+    with ctx.write() as conn:
+        if conn.execute("SELECT 1 FROM members WHERE org = ? AND email = ?",
+                        (org, email)).fetchone():
+            raise Conflict(f"{email} is already a member of org {org}; change their role with "
+                           f"`byokctl member set-role {org} {email} ROLE`")
+        conn.execute("INSERT INTO members (org, email, role, created_at) VALUES (?, ?, ?, ?)",
+                     (org, email, role, clock.stamp()))
+        audit.record(ctx, "member.add", org=org, target=email, after={"role": role})
+    return _get(ctx, org, email)
+
+
+def list_members(ctx: Context, org: str) -> list[Member]:
+    require(ctx, org, rules.ORG_VIEW)
+    rows = ctx.store.all(
+        "SELECT m.org, m.email, m.role, m.created_at, "
+        "(SELECT count(*) FROM keys k WHERE k.org = m.org AND k.member = m.email) AS keys "
+        "FROM members m WHERE m.org = ? ORDER BY m.email", (org,))
+    return [Member(r["org"], r["email"], r["role"], r["created_at"], r["keys"]) for r in rows]
+
+
+def set_role(ctx: Context, org: str, email: str, role: str) -> RoleChange:
+    email = rules.email(email)
+    rules.choice(role, rules.ROLES, "role")
+    actor = require(ctx, org, rules.ORG_MANAGE)
+    with ctx.write() as conn:
+        member = _get(ctx, org, email)
+        change = RoleChange(org, email, member.role, role)
+        if not change.changed:
+            return change
+        if role != "admin":
+            change.no_admin_left = _guard_last_admin(ctx, actor, org, member, "Demoting")
+        conn.execute("UPDATE members SET role = ? WHERE org = ? AND email = ?", (role, org, email))
+        audit.record(ctx, "member.set_role", org=org, target=email,
+                     before={"role": member.role}, after={"role": role})
+    return change
+
+
+def remove(ctx: Context, org: str, email: str) -> Removal:
+    """Remove a member; the foreign key cascade purges their personal keys (secure_delete)."""
+    email = rules.email(email)
+    actor = require(ctx, org, rules.ORG_MANAGE)
+    with ctx.write() as conn:
+        member = _get(ctx, org, email)
+        no_admin_left = _guard_last_admin(ctx, actor, org, member, "Removing")
+        keys = [dict(r) for r in conn.execute(
+            "SELECT id, provider, hint, fingerprint FROM keys WHERE org = ? AND member = ? "
+            "ORDER BY id", (org, email))]
+        conn.execute("DELETE FROM members WHERE org = ? AND email = ?", (org, email))
+        audit.record(ctx, "member.remove", org=org, target=email,
+                     before={"role": member.role, "keys": keys}, after=None)
+    return Removal(member, keys, no_admin_left)
