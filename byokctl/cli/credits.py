@@ -1,10 +1,49 @@
-"""`credits` commands."""
+"""`credits add|show`."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-app = typer.Typer(help="Add and show an org's credit balance.", no_args_is_help=True)
+from byokctl.cli import render
+from byokctl.cli.common import As, Json, Org, session
+from byokctl.services import credits
+
+app = typer.Typer(help="Add to and show an org's credit balance.", no_args_is_help=True)
+
+
+# ignore_unknown_options: `credits add acme -5` reaches the service as the amount "-5" and is
+# refused as a negative amount, instead of Click's "No such option: -5".
+@app.command("add", context_settings={"ignore_unknown_options": True})
+def add(
+    org: Org,
+    amount: Annotated[str, typer.Argument(metavar="N", help="Credits to add (a positive whole number).",
+                                          show_default=False)],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the audit log.")] = None,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Add credits to an org's balance (platform operator only).
+
+    Example: byokctl credits add acme 500 --reason "monthly top-up"
+    """
+    n = credits.parse_amount(amount)
+    with session(as_) as ctx:
+        grant = credits.add(ctx, org, n, reason)
+    render.emit(json_, grant, f"Added {grant.added} credits to org {grant.org}: "
+                f"{grant.before} → {grant.balance}.")
+
+
+@app.command("show")
+def show(org: Org, as_: As = None, json_: Json = False) -> None:
+    """Show an org's credit balance.
+
+    Example: byokctl credits show acme --json
+    """
+    with session(as_) as ctx:
+        bal = credits.show(ctx, org)
+    render.emit(json_, bal, f"Org {bal.org}: {bal.balance} credits.")
 
 
 def register(root: typer.Typer) -> None:

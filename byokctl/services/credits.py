@@ -1,0 +1,71 @@
+"""Org credit balances: exact integers, changed by one atomic UPDATE inside the write
+transaction so concurrent writers never lose or double-count a credit."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from byokctl import clock
+from byokctl.errors import NotFound
+from byokctl.services import audit, rules
+from byokctl.services.context import Context
+from byokctl.services.permissions import require
+
+MAX_ADD = 1_000_000_000_000  # one grant; keeps balances far from SQLite's 64-bit limit
+
+
+def parse_amount(text: str | int) -> int:
+    """A positive whole number of credits, from the command line's text (`500`, `+500`)."""
+    value = str(text).strip()
+    if not re.fullmatch(r"\+?[0-9]{1,16}", value) or int(value) < 1:
+        raise rules.UsageError(
+            f"The credit amount must be a positive whole number (e.g. 500), not '{text}'")
+    amount = int(value)
+    if amount > MAX_ADD:
+        raise rules.UsageError(f"The credit amount must be at most {MAX_ADD:,} per grant, "
+                               f"not {amount:,}")
+    return amount
+
+
+@dataclass
+class Balance:
+    org: str
+    balance: int
+
+    def to_json(self) -> dict:
+        return {"org": self.org, "balance": self.balance}
+
+
+@dataclass
+class Grant:
+    org: str
+    added: int
+    before: int
+    balance: int
+    reason: str | None
+
+    def to_json(self) -> dict:
+        return {"org": self.org, "added": self.added, "before": self.before,
+                "balance": self.balance, "reason": self.reason}
+
+
+def add(ctx: Context, slug: str, amount: str | int, reason: str | None = None) -> Grant:
+    n = parse_amount(amount)
+    require(ctx, slug, rules.OPERATOR)
+    with ctx.write() as conn:
+        row = conn.execute(
+            "UPDATE orgs SET credits = credits + ?, updated_at = ? WHERE slug = ? RETURNING credits",
+            (n, clock.stamp(), slug)).fetchone()
+        if row is None:
+            raise NotFound(f"No org '{slug}'; see `byokctl org list`")
+        after = row[0]
+        audit.record(ctx, "credits.add", org=slug, target=slug,
+                     before={"balance": after - n},
+                     after={"balance": after, "added": n, "reason": reason or None})
+    return Grant(slug, n, after - n, after, reason or None)
+
+
+def show(ctx: Context, slug: str) -> Balance:
+    require(ctx, slug, rules.ORG_VIEW)
+    return Balance(slug, ctx.store.scalar("SELECT credits FROM orgs WHERE slug = ?", (slug,)))
