@@ -1,0 +1,70 @@
+"""The platform default: which provider and model orgs in platform mode run on.
+
+Kept in the vault's meta table (`platform_provider`, `platform_model`, `platform_base_url`),
+read by `services.resolution.platform_default`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from byokctl.providers import catalog
+from byokctl.services import audit, rules
+from byokctl.services.context import Context
+from byokctl.services.permissions import require_operator
+from byokctl.services.resolution import platform_default
+
+META_KEYS = ("platform_provider", "platform_model", "platform_base_url")
+
+
+@dataclass
+class PlatformDefault:
+    provider: str
+    model: str
+    base_url: str | None
+    configured: bool  # False: nothing set yet, these are byokctl's built-in defaults
+    key_id: str | None  # the platform's own key for this provider, if one is stored
+
+    def setting(self) -> dict:
+        return {"provider": self.provider, "model": self.model, "base_url": self.base_url}
+
+    def to_json(self) -> dict:
+        return {**self.setting(), "configured": self.configured, "key_id": self.key_id}
+
+
+def current(ctx: Context) -> PlatformDefault:
+    """Read-only: needs no master key."""
+    provider, model, base_url = platform_default(ctx)
+    key_id = ctx.store.scalar("SELECT id FROM keys WHERE scope = 'platform' AND provider = ?",
+                              (provider,))
+    configured = ctx.store.meta("platform_provider") is not None
+    return PlatformDefault(provider, model, base_url, configured, key_id)
+
+
+@dataclass
+class DefaultChange:
+    before: dict
+    after: PlatformDefault
+    changed: bool
+
+    def to_json(self) -> dict:
+        return {"changed": self.changed, "before": self.before, **self.after.to_json()}
+
+
+def set_default(ctx: Context, provider: str, model: str, base_url: str | None = None) -> DefaultChange:
+    """Point platform mode at `provider`/`model` (an alias is pinned); `base_url` or none."""
+    rules.choice(provider, rules.BYOK_PROVIDERS, "provider")
+    pinned = catalog.load().find(provider, model).id
+    if base_url is not None:
+        base_url = rules.base_url(base_url)
+    require_operator(ctx, "change the platform default")
+    before = current(ctx)
+    after = {"provider": provider, "model": pinned, "base_url": base_url}
+    # Storing the built-in default explicitly is a change too: it no longer moves with byokctl.
+    changed = after != before.setting() or not before.configured
+    if changed:
+        with ctx.write():
+            for key, value in zip(META_KEYS, (provider, pinned, base_url), strict=True):
+                ctx.store.set_meta(key, value)
+            audit.record(ctx, "platform.set_default", before=before.setting(), after=after)
+    return DefaultChange(before.setting(), current(ctx), changed)
