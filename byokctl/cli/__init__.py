@@ -57,6 +57,12 @@ def _fail(exc: Exception, as_json: bool) -> int:
         return exc.exit_code
     if isinstance(exc, BrokenPipeError):
         return 0
+    if getattr(exc, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        # Damage found past the checks made on opening (a page of one table, say).
+        render.error("The vault file is damaged (database disk image is malformed); restore it "
+                     "from a backup and run `byokctl vault check` on it", ExitCode.INTEGRITY.label,
+                     as_json)
+        return int(ExitCode.INTEGRITY)
     # A bug. Never print the exception's text or a traceback: either could carry a secret.
     detail = f" ({type(exc).__name__})"
     if os.environ.get("BYOKCTL_DEBUG"):

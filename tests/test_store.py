@@ -1,0 +1,219 @@
+"""The vault file: schema from an empty file, pragmas, file modes, path precedence, and clean
+refusals (file untouched) for files that are not a usable vault."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from byokctl import store
+from byokctl.store import migrations
+
+# "column TYPE" + " NN" (NOT NULL) + " PKn" (primary-key position), as m001 declares them.
+EXPECTED_TABLES = {
+    "meta": ["key TEXT PK1", "value TEXT NN"],
+    "data_keys": ["id INTEGER PK1", "purpose TEXT NN", "state TEXT NN", "wrapped BLOB NN",
+                  "created_at TEXT NN"],
+    "orgs": ["slug TEXT PK1", "name TEXT NN", "plan TEXT NN", "credits INTEGER NN",
+             "provider TEXT NN", "model TEXT", "base_url TEXT", "fallback TEXT NN",
+             "budget_monthly_usd REAL", "grace_until TEXT", "grace_reason TEXT",
+             "created_at TEXT NN", "updated_at TEXT NN"],
+    "members": ["org TEXT NN PK1", "email TEXT NN PK2", "role TEXT NN", "created_at TEXT NN"],
+    "keys": ["id TEXT PK1", "scope TEXT NN", "org TEXT", "member TEXT", "provider TEXT NN",
+             "version INTEGER NN", "data_key_id INTEGER NN", "nonce BLOB NN", "ciphertext BLOB NN",
+             "hint TEXT NN", "fingerprint TEXT NN", "status TEXT NN", "test_result TEXT",
+             "created_at TEXT NN", "rotated_at TEXT", "last_used_at TEXT", "last_tested_at TEXT"],
+    "usage": ["id INTEGER PK1", "ts TEXT NN", "org TEXT NN", "member TEXT", "actor TEXT NN",
+              "mode TEXT NN", "provider TEXT", "model TEXT", "key_id TEXT", "fingerprint TEXT",
+              "fallback_reason TEXT", "input_tokens INTEGER NN", "output_tokens INTEGER NN",
+              "cost_usd REAL NN", "catalog_version TEXT", "credits_charged INTEGER NN",
+              "latency_ms INTEGER", "outcome TEXT NN"],
+    "audit": ["seq INTEGER PK1", "ts TEXT NN", "actor TEXT NN", "action TEXT NN", "org TEXT",
+              "target TEXT", "before TEXT", "after TEXT", "mac TEXT NN"],
+    "_sqlite_migrations": ["id INTEGER PK1", "migration_set TEXT", "name TEXT", "applied_at TEXT"],
+}
+# name: (table, columns (None = an expression), unique)
+EXPECTED_INDEXES = {
+    "keys_slot": ("keys", ["scope", None, None, "provider"], True),
+    "keys_data_key": ("keys", ["data_key_id"], False),
+    "usage_org_ts": ("usage", ["org", "ts"], False),
+    "usage_ts": ("usage", ["ts"], False),
+    "audit_org": ("audit", ["org", "seq"], False),
+    "audit_action": ("audit", ["action", "seq"], False),
+    "idx__sqlite_migrations_migration_set_name": ("_sqlite_migrations", ["migration_set", "name"], True),
+}
+
+
+def schema_of(conn: sqlite3.Connection) -> tuple[dict, dict]:
+    tables = {}
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+        tables[name] = [
+            f"{r[1]} {r[2]}" + (" NN" if r[3] else "") + (f" PK{r[5]}" if r[5] else "")
+            for r in conn.execute(f"PRAGMA table_info({name})")
+        ]
+    indexes = {}
+    for name, table in conn.execute(
+        "SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    ):
+        unique = next(r[2] for r in conn.execute(f"PRAGMA index_list({table})") if r[1] == name)
+        cols = [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]
+        indexes[name] = (table, cols, bool(unique))
+    return tables, indexes
+
+
+def test_migrations_on_an_empty_file_give_exactly_the_schema(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "empty.db", isolation_level=None)
+    migrations.apply(conn)
+    tables, indexes = schema_of(conn)
+    assert tables == EXPECTED_TABLES
+    assert indexes == EXPECTED_INDEXES
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    assert version == store.SCHEMA_LATEST == migrations.LATEST
+    # Applying again is a no-op (each migration is recorded by name).
+    migrations.apply(conn)
+    assert schema_of(conn) == (tables, indexes)
+
+
+def test_created_vault_has_the_schema_and_pragmas(cli, vault: Path) -> None:
+    s = store.open_store(vault)
+    try:
+        assert schema_of(s.conn) == (EXPECTED_TABLES, EXPECTED_INDEXES)
+        assert s.scalar("PRAGMA journal_mode") == "wal"
+        assert s.scalar("PRAGMA foreign_keys") == 1
+        assert s.scalar("PRAGMA secure_delete") == 1
+        assert s.scalar("PRAGMA busy_timeout") == store.BUSY_TIMEOUT_MS
+        assert s.scalar("PRAGMA user_version") == store.SCHEMA_LATEST
+    finally:
+        s.close()
+    # The schema version is reported, too.
+    assert json.loads(cli("vault", "status", "--json").stdout)["schema_version"] == store.SCHEMA_LATEST
+
+
+def test_file_modes_0600_in_a_0700_dir_even_with_a_lax_umask(cli, home: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        r = cli("init")
+        assert r.exit_code == 0, r.output
+        db = home / "vault.db"
+        s = store.open_store(db)
+        try:  # -wal and -shm exist while a connection holds the file open
+            with s.tx():
+                s.set_meta("probe", "x")
+            for suffix in ("", "-wal", "-shm"):
+                f = Path(str(db) + suffix)
+                assert f.exists(), suffix
+                assert stat.S_IMODE(f.stat().st_mode) == 0o600, suffix
+        finally:
+            s.close()
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    finally:
+        os.umask(old)
+
+
+def test_path_precedence_db_flag_then_env_db_then_home_then_platform_dir(
+    cli, tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def created_at(*args: str) -> Path:
+        r = cli(*args, "init", "--json")
+        assert r.exit_code == 0, r.output
+        return Path(json.loads(r.stdout)["path"])
+
+    # $BYOKCTL_HOME (set by the test isolation)
+    assert created_at() == home / "vault.db"
+    # $BYOKCTL_DB beats $BYOKCTL_HOME
+    monkeypatch.setenv("BYOKCTL_DB", str(tmp_path / "env" / "v.db"))
+    assert created_at() == tmp_path / "env" / "v.db"
+    # --db beats both
+    assert created_at("--db", str(tmp_path / "flag.db")) == tmp_path / "flag.db"
+    # neither: the platform's user data dir
+    monkeypatch.delenv("BYOKCTL_DB")
+    monkeypatch.delenv("BYOKCTL_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert created_at() == tmp_path / "xdg" / "byokctl" / "vault.db"
+    # and a command reading the vault finds each one the same way
+    monkeypatch.setenv("BYOKCTL_DB", str(tmp_path / "env" / "v.db"))
+    r = cli("vault", "status", "--json")
+    assert json.loads(r.stdout)["path"] == str(tmp_path / "env" / "v.db")
+
+
+def test_init_refuses_an_existing_file(cli, vault: Path) -> None:
+    before = vault.read_bytes()
+    r = cli("init")
+    assert r.exit_code == 12, r.output
+    assert "already exists" in r.stderr
+    assert vault.read_bytes() == before
+
+
+def _other_schema(path: Path) -> None:
+    c = sqlite3.connect(path)
+    c.execute("CREATE TABLE notes (body TEXT)")
+    c.commit()
+    c.close()
+
+
+def _newer_schema(path: Path) -> None:
+    c = sqlite3.connect(path)
+    c.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    c.execute(f"PRAGMA user_version = {store.SCHEMA_LATEST + 1}")
+    c.commit()
+    c.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "words"),
+    [
+        (lambda p: p.write_bytes(os.urandom(8192)), 13, "not a usable byokctl vault"),
+        (lambda p: p.write_bytes(b""), 13, "the file is empty"),
+        (lambda p: p.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200), 13, "not a usable byokctl vault"),
+        (_other_schema, 13, "no byokctl schema"),
+        (_newer_schema, 13, "newer byokctl"),
+        (lambda p: p.mkdir(), 13, "is a directory"),
+    ],
+    ids=["garbage", "empty", "bad-header", "other-sqlite", "newer-schema", "directory"],
+)
+def test_unusable_files_give_a_clean_error_and_are_not_modified(cli, tmp_path: Path, make, code: int,
+                                                                words: str) -> None:
+    path = tmp_path / "x.db"
+    make(path)
+    before = None if path.is_dir() else path.read_bytes()
+    for args in (("org", "list"), ("audit", "log"), ("vault", "status")):
+        r = cli("--db", str(path), *args)
+        assert r.exit_code == code, r.output
+        assert words in r.stderr
+        assert "Traceback" not in r.output and r.stdout == ""
+    if before is not None:
+        assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.db"]  # no -wal/-shm left behind
+
+
+def test_missing_vault_is_not_found_and_not_created(cli, tmp_path: Path) -> None:
+    path = tmp_path / "nope.db"
+    r = cli("--db", str(path), "org", "list", "--json")
+    assert r.exit_code == 3, r.output
+    assert json.loads(r.stderr)["error"]["code"] == "not-found"
+    assert "byokctl init" in json.loads(r.stderr)["error"]["message"]
+    assert not path.exists()
+
+
+def test_a_damaged_page_is_an_integrity_error_not_a_crash(cli, vault: Path) -> None:
+    for i in range(5):
+        assert cli("org", "create", f"org{i}").exit_code == 0
+    conn = sqlite3.connect(vault)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'orgs'").fetchone()[0]
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    data = bytearray(vault.read_bytes())
+    data[(root - 1) * page:root * page] = b"\x5a" * page  # the orgs table's page, scribbled over
+    vault.write_bytes(bytes(data))
+    r = cli("org", "list", "--json")
+    assert r.exit_code == 13, r.output
+    err = json.loads(r.stderr)["error"]
+    assert err["code"] == "integrity" and "damaged" in err["message"]
+    assert "Traceback" not in r.output
+    assert vault.read_bytes() == bytes(data)
