@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -113,3 +114,23 @@ def error(message: str, code_label: str, as_json: bool) -> None:
 def when(ts: str | None) -> str:
     """A stored timestamp, shortened for people (`2026-11-23 14:05`)."""
     return "—" if not ts else ts[:16].replace("T", " ")
+
+
+@contextmanager
+def progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr, only on a terminal, gone when done; yields `update(done, total)`
+    for a service's progress callback (services never import rich)."""
+    con = stderr()
+    if QUIET or not con.is_terminal:
+        yield lambda done, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=con, transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

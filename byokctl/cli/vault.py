@@ -8,7 +8,9 @@ import typer
 
 from byokctl.cli import render
 from byokctl.cli.common import STATE, Json, session
+from byokctl.errors import Integrity
 from byokctl.services import vaultops
+from byokctl.services.audit import Problem
 
 app = typer.Typer(help="Inspect and maintain the vault's keys.", no_args_is_help=True)
 
@@ -40,6 +42,79 @@ def status(json_: Json = False) -> None:
     with session() as ctx:
         st = vaultops.status(ctx)
     render.emit(json_, st, lambda: render.fields(st.to_json().items()))
+
+
+@app.command("rotate-master")
+def rotate_master(json_: Json = False) -> None:
+    """Replace the master key and re-wrap the data keys (instant; secrets are not touched).
+
+    The new key goes where the old one came from: the OS keyring entry or the key file. With
+    $BYOKCTL_MASTER_KEY it is printed once on stdout, for you to store.
+
+    Example: byokctl vault rotate-master
+    """
+    with session() as ctx:
+        result = vaultops.rotate_master(ctx)
+
+    def human() -> None:
+        if result.master_key:
+            render.line(result.master_key)
+        else:
+            render.line(f"Rotated the master key: {result.data_keys} data keys re-wrapped; the new "
+                        f"key is in {result.master_location}.")
+
+    render.emit(json_, result, human)
+    for text in result.warnings:
+        render.warn(text)
+    if result.master_key:
+        render.warn("the old master key no longer opens this vault; store the new key (printed "
+                    "once, on stdout) in $BYOKCTL_MASTER_KEY and your secret store now")
+
+
+@app.command("rekey")
+def rekey(json_: Json = False) -> None:
+    """Replace the data key and re-encrypt every secret under it.
+
+    Safe to interrupt at any point (even kill -9): every secret stays readable, and running
+    it again finishes the job.
+
+    Example: byokctl vault rekey
+    """
+    with session() as ctx, render.progress("Re-encrypting secrets") as update:
+        result = vaultops.rekey(ctx, update)
+    render.emit(json_, result, lambda: render.line(
+        ("Finished the interrupted rekey" if result.resumed else "Rekeyed the vault")
+        + f": {result.reencrypted} secrets re-encrypted under data key {result.data_key_id}; "
+        f"the old data key is purged."))
+
+
+@app.command("check")
+def check(json_: Json = False) -> None:
+    """Decrypt every stored secret and verify the audit chain; exit 13 naming each broken row.
+
+    Example: byokctl vault check --json
+    """
+    with session() as ctx:
+        report = vaultops.check(ctx)
+
+    def human() -> None:
+        if report.ok:
+            render.line(f"Vault OK: {report.keys_checked} secrets decrypted, "
+                        f"{report.audit_checked} audit entries verified.")
+        else:
+            render.table(["row", "problem"], [(_row_name(p), p.problem) for p in report.problems])
+
+    render.emit(json_, report, human)
+    if not report.ok:
+        names = ", ".join(_row_name(p) for p in report.problems)
+        raise Integrity(
+            f"vault check found {len(report.problems)} problem(s) in {names}; replace a broken key "
+            "with `byokctl key rotate KEY_ID` (or remove it), and restore a tampered vault from a backup"
+        )
+
+
+def _row_name(p: Problem) -> str:
+    return {"key_id": "key ", "seq": "audit entry ", "file": "file "}.get(p.ref, "") + str(p.value)
 
 
 def register(root: typer.Typer) -> None:

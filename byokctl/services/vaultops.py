@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from byokctl.errors import ByokError, Conflict
+from byokctl.errors import ByokError, Conflict, Integrity
 from byokctl.services import audit
 from byokctl.services.context import Context
 from byokctl.store import SCHEMA_LATEST, create_store, resolve_path
 from byokctl.vault import master as mk
+
+if TYPE_CHECKING:
+    from byokctl.vault.envelope import Vault
 
 
 @dataclass
@@ -127,4 +132,205 @@ def status(ctx: Context) -> Status:
         rekey_in_progress=bool(s.scalar("SELECT 1 FROM data_keys WHERE state = 'next'")),
         orgs=count("orgs"), members=count("members"), keys=count("keys"),
         usage_records=count("usage"), audit_entries=count("audit"),
+    )
+
+
+@dataclass
+class RotateResult:
+    vault_id: str
+    master_source: str
+    master_location: str
+    data_keys: int
+    master_key: str | None  # only for an environment-variable source: printed once, then gone
+    warnings: list[str]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def rotate_master(ctx: Context) -> RotateResult:
+    """New master key; every data key re-wrapped in one transaction, the key stored where the
+    old one came from. Keyring and file sources stage the key in a `.next` slot first, so a
+    crash at any point leaves a key that opens the vault (see `vault.master`)."""
+    from byokctl.vault import crypto, envelope
+
+    store = ctx.store
+    vault = ctx.vault()
+    old = vault.master
+    vid = vault.vault_id
+    key_file = store.meta("master_key_file")
+    new = mk.MasterKey(crypto.new_key(), old.source, old.location)
+    warnings: list[str] = []
+    if new.source != "env":
+        mk.stage(new.source, vid, key_file, new.key)
+    try:
+        with ctx.write():
+            count = envelope.rewrap(store, vault, new)
+            stored_source = store.meta("master_source", "keyring")
+            if new.source == "env" and stored_source != "env":
+                store.set_meta("master_source", "env")
+                was = "its key file" if stored_source == "file" else "the OS keyring"
+                warnings.append(f"this vault used to open with {was}; that key no longer opens "
+                                "it, so keep the new key in $BYOKCTL_MASTER_KEY")
+            audit.record(ctx, "vault.rotate_master", target=vid,
+                         before={"master_source": stored_source},
+                         after={"master_source": new.source, "data_keys": count})
+    except BaseException:
+        vault.master = old
+        if new.source != "env" and envelope.opens_with(store, vault):
+            mk.unstage(new.source, vid, key_file)
+        raise
+    if new.source != "env":
+        try:
+            mk.promote(new.source, vid, key_file, new.key)
+        except (ByokError, OSError):
+            warnings.append(
+                f"the new master key is committed but still waits in the `.next` slot of "
+                f"{new.location}; it moves into place the next time the vault is opened"
+            )
+    return RotateResult(
+        vault_id=vid, master_source=new.source, master_location=new.location, data_keys=count,
+        master_key=mk.encode(new.key) if new.source == "env" else None, warnings=warnings,
+    )
+
+
+@dataclass
+class RekeyResult:
+    vault_id: str
+    data_key_id: int
+    retired_data_key_ids: list[int]
+    keys: int
+    reencrypted: int
+    resumed: bool
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+REKEY_BATCH = 50
+
+
+def rekey(ctx: Context, progress: Progress | None = None, batch_size: int = REKEY_BATCH) -> RekeyResult:
+    """New 'secrets' data key and every secret re-encrypted under it, resumably.
+
+    1. the new key is stored as 'next' (its own transaction); a rerun reuses it;
+    2. key rows move to it in small batches, each its own transaction; every row names its
+       data key, so an interruption at any point leaves every secret readable;
+    3. one last transaction moves any stragglers, makes 'next' active and purges the old key.
+    """
+    from byokctl.vault import envelope
+
+    store = ctx.store
+    vault = ctx.vault()
+    with ctx.write():
+        new_id, created = envelope.next_secrets_key(store, vault)
+    resumed = not created
+    pending_sql = "SELECT * FROM keys WHERE data_key_id != ? ORDER BY id LIMIT ?"
+    total = store.scalar("SELECT count(*) FROM keys WHERE data_key_id != ?", (new_id,))
+    done = 0
+    if progress:
+        progress(done, total)
+
+    def move(rows: list) -> None:
+        for r in rows:
+            secret = _open_for_rekey(vault, r)
+            _, nonce, ct = vault.seal(secret, key_id=r["id"], scope=r["scope"], org=r["org"],
+                                      member=r["member"], provider=r["provider"],
+                                      version=r["version"], data_key_id=new_id)
+            store.conn.execute(
+                "UPDATE keys SET data_key_id = ?, nonce = ?, ciphertext = ? WHERE id = ?",
+                (new_id, nonce, ct, r["id"]),
+            )
+
+    while True:
+        with ctx.write():
+            rows = store.all(pending_sql, (new_id, batch_size))
+            move(rows)
+        if not rows:
+            break
+        done += len(rows)
+        if progress:
+            progress(done, max(total, done))
+    with ctx.write():
+        while rows := store.all(pending_sql, (new_id, batch_size)):  # added meanwhile
+            move(rows)
+            done += len(rows)
+        retired = envelope.activate_next_secrets_key(store, vault)
+        keys = store.scalar("SELECT count(*) FROM keys")
+        audit.record(ctx, "vault.rekey", target=vault.vault_id,
+                     before={"data_key_id": retired[0] if len(retired) == 1 else retired},
+                     after={"data_key_id": new_id, "keys": keys, "reencrypted": done,
+                            "resumed": resumed})
+    return RekeyResult(vault.vault_id, new_id, retired, keys, done, resumed)
+
+
+def _open_for_rekey(vault: Vault, row: object) -> str:
+    try:
+        return vault.open(row)
+    except Integrity:
+        key_id = row["id"]  # type: ignore[index]
+        raise Integrity(
+            f"Key {key_id} cannot be decrypted, so the rekey stopped (every other secret is still "
+            f"readable); replace it with `byokctl key rotate {key_id}` or remove it, then run "
+            "`byokctl vault rekey` again to finish"
+        ) from None
+
+
+@dataclass
+class CheckReport:
+    ok: bool
+    checked: int
+    problems: list[audit.Problem]
+    keys_checked: int
+    audit_checked: int
+    rekey_in_progress: bool
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "checked": self.checked,
+                "problems": [p.to_json() for p in self.problems],
+                "keys_checked": self.keys_checked, "audit_checked": self.audit_checked,
+                "rekey_in_progress": self.rekey_in_progress}
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+def check(ctx: Context) -> CheckReport:
+    """Decrypt every stored secret and verify the audit chain; a bad row is reported, never
+    fatal, so the report names every broken row."""
+    store = ctx.store
+    vault = ctx.vault()
+    problems: list[audit.Problem] = []
+    for msg in (r[0] for r in store.all("PRAGMA quick_check")):
+        if msg != "ok":
+            problems.append(audit.Problem("file", str(store.path), f"storage damaged: {msg}"))
+    keys = 0
+    store.conn.text_factory = _lenient_text  # a mangled text column must not stop the check
+    try:
+        rows = store.conn.execute(
+            "SELECT id, scope, org, member, provider, version, data_key_id, fingerprint, "
+            "CAST(nonce AS BLOB) AS nonce, CAST(ciphertext AS BLOB) AS ciphertext "
+            "FROM keys ORDER BY id").fetchall()
+    finally:
+        store.conn.text_factory = str
+    for row in rows:
+        keys += 1
+        try:
+            secret = vault.open(row)
+        except Integrity:
+            problems.append(audit.Problem(
+                "key_id", row["id"],
+                "cannot be decrypted: its ciphertext was altered or belongs to another row"))
+            continue
+        if vault.fingerprint(secret) != row["fingerprint"]:
+            problems.append(audit.Problem("key_id", row["id"],
+                                          "fingerprint does not match the stored secret"))
+    audit_checked, audit_problems = audit.verify(ctx)
+    problems += audit_problems
+    return CheckReport(
+        ok=not problems, checked=keys + audit_checked, problems=problems, keys_checked=keys,
+        audit_checked=audit_checked, rekey_in_progress=vault.next_id is not None,
     )

@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from byokctl import clock
-from byokctl.errors import Integrity, VaultLocked
+from byokctl.errors import Conflict, Integrity, VaultLocked
 from byokctl.store import Store
 from byokctl.vault import crypto, macs
-from byokctl.vault.master import MasterKey, candidates
+from byokctl.vault.master import MasterKey, candidates, promote, unstage
 
 FINGERPRINT_PREFIX = "fp_"
 
@@ -68,11 +68,12 @@ class Vault:
             self.vault_id, r["id"], r["scope"], r["org"], r["member"],  # type: ignore[index]
             r["provider"], r["version"],  # type: ignore[index]
         )
+        nonce, ct = r["nonce"], r["ciphertext"]  # type: ignore[index]
         try:
-            if key is None:
+            if key is None or not isinstance(nonce, bytes) or not isinstance(ct, bytes):
                 raise crypto.InvalidTag
-            return crypto.open_sealed(key, r["nonce"], r["ciphertext"], ad).decode()  # type: ignore[index]
-        except (crypto.InvalidTag, UnicodeDecodeError):
+            return crypto.open_sealed(key, nonce, ct, ad).decode()
+        except (crypto.InvalidTag, UnicodeDecodeError, ValueError):
             raise Integrity(
                 f"Key {r['id']} cannot be decrypted: its ciphertext was altered or belongs to "  # type: ignore[index]
                 f"another row; replace the secret with `byokctl key rotate {r['id']}`"  # type: ignore[index]
@@ -84,12 +85,25 @@ def _data_key_rows(store: Store) -> list:
 
 
 def _open_with(master: MasterKey, vault_id: str, rows: list) -> Vault:
+    """Unwrap every data key; InvalidTag if this master key is not the vault's.
+
+    A rotation re-wraps all rows in one transaction, so a key that opens some rows but not
+    others means a damaged row, not a wrong key.
+    """
     secrets: dict[int, bytes] = {}
     active_id = next_id = None
     mac_root = None
-    for row in rows:
+    for i, row in enumerate(rows):
         ad = crypto.data_key_ad(vault_id, row["id"], row["purpose"])
-        key = crypto.unwrap(master.key, row["wrapped"], ad)  # raises InvalidTag
+        try:
+            key = crypto.unwrap(master.key, row["wrapped"], ad)
+        except crypto.InvalidTag:
+            if i == 0:
+                raise
+            raise Integrity(
+                f"Data key {row['id']} of this vault is damaged (it no longer opens with the master "
+                "key that opens the others); restore the vault from a backup"
+            ) from None
         if row["purpose"] == "mac":
             mac_root = key
         else:
@@ -111,20 +125,107 @@ def vault_id(store: Store) -> str:
 
 
 def unlock(store: Store) -> Vault:
-    """Open the vault's data keys with the first master key that fits; else VaultLocked."""
+    """Open the vault's data keys with the first master key that fits; else VaultLocked.
+
+    A key found in a rotation's `.next` slot that opens the vault means the rotation committed
+    but crashed before the swap: finish it now.
+    """
     vid = vault_id(store)
     rows = _data_key_rows(store)
-    tried = candidates(vid, store.meta("master_source", "keyring"), store.meta("master_key_file"))
+    key_file = store.meta("master_key_file")
+    tried = candidates(vid, store.meta("master_source", "keyring") or "keyring", key_file)
     for master in tried:
         try:
-            return _open_with(master, vid, rows)
+            vault = _open_with(master, vid, rows)
         except crypto.InvalidTag:
             continue
+        _settle(vault, tried, key_file)
+        return vault
     where = tried[0].location
     raise VaultLocked(
         f"The master key from {where} does not open this vault ({store.path}); set "
         "$BYOKCTL_MASTER_KEY to this vault's key, or point --db at the vault it belongs to"
     )
+
+
+def _settle(vault: Vault, tried: list[MasterKey], key_file: str | None) -> None:
+    """Finish an interrupted rotation; best effort, since the vault opens either way."""
+    m = vault.master
+    try:
+        if m.pending:
+            promote(m.source, vault.vault_id, key_file, m.key)
+            vault.master = replace(m, pending=False)
+        elif any(c.pending and c.key == m.key for c in tried):
+            unstage(m.source, vault.vault_id, key_file)  # swapped, but `.next` not yet removed
+    except (VaultLocked, OSError):
+        pass
+
+
+def rewrap(store: Store, vault: Vault, new: MasterKey) -> int:
+    """Re-wrap every data key under a new master key (inside the caller's transaction)."""
+    rows = _data_key_rows(store)
+    for row in rows:
+        ad = crypto.data_key_ad(vault.vault_id, row["id"], row["purpose"])
+        try:
+            key = crypto.unwrap(vault.master.key, row["wrapped"], ad)
+        except crypto.InvalidTag:
+            raise Conflict(
+                "The vault's master key changed while this command ran; run it again"
+            ) from None
+        store.conn.execute(
+            "UPDATE data_keys SET wrapped = ? WHERE id = ?", (crypto.wrap(new.key, key, ad), row["id"])
+        )
+    vault.master = new
+    return len(rows)
+
+
+def opens_with(store: Store, vault: Vault) -> bool:
+    """Whether the vault's current master key still opens its stored data keys."""
+    try:
+        _open_with(vault.master, vault.vault_id, _data_key_rows(store))
+    except (crypto.InvalidTag, Integrity):
+        return False
+    return True
+
+
+def next_secrets_key(store: Store, vault: Vault) -> tuple[int, bool]:
+    """The 'next' secrets data key of a rekey, created if none (inside the caller's
+    transaction). Returns (id, created)."""
+    row = store.one("SELECT id, purpose, wrapped FROM data_keys WHERE purpose = 'secrets' "
+                    "AND state = 'next' ORDER BY id LIMIT 1")
+    if row is not None:
+        if row["id"] not in vault.secrets_keys:  # started by another process after our unlock
+            ad = crypto.data_key_ad(vault.vault_id, row["id"], "secrets")
+            vault.secrets_keys[row["id"]] = crypto.unwrap(vault.master.key, row["wrapped"], ad)
+        vault.next_id = row["id"]
+        return row["id"], False
+    cur = store.conn.execute(
+        "INSERT INTO data_keys (purpose, state, wrapped, created_at) VALUES ('secrets', 'next', ?, ?)",
+        (b"", clock.stamp()),
+    )
+    dk_id = int(cur.lastrowid or 0)
+    key = crypto.new_key()
+    wrapped = crypto.wrap(vault.master.key, key, crypto.data_key_ad(vault.vault_id, dk_id, "secrets"))
+    store.conn.execute("UPDATE data_keys SET wrapped = ? WHERE id = ?", (wrapped, dk_id))
+    vault.secrets_keys[dk_id] = key
+    vault.next_id = dk_id
+    return dk_id, True
+
+
+def activate_next_secrets_key(store: Store, vault: Vault) -> list[int]:
+    """End of a rekey (inside the caller's transaction, once no row uses an old key): the
+    'next' key becomes active and the old ones are deleted. Returns the deleted ids."""
+    new_id = vault.next_id
+    if new_id is None:
+        raise Integrity("No rekey is in progress")
+    old = [r["id"] for r in store.all(
+        "SELECT id FROM data_keys WHERE purpose = 'secrets' AND id != ?", (new_id,))]
+    store.conn.execute("DELETE FROM data_keys WHERE purpose = 'secrets' AND id != ?", (new_id,))
+    store.conn.execute("UPDATE data_keys SET state = 'active' WHERE id = ?", (new_id,))
+    for dk_id in old:
+        vault.secrets_keys.pop(dk_id, None)
+    vault.active_id, vault.next_id = new_id, None
+    return old
 
 
 def new_vault_id() -> str:

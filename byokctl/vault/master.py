@@ -138,3 +138,44 @@ def candidates(vault_id: str, source: str, key_file: str | None) -> list[MasterK
             f"${ENV_VAR} to the vault's master key"
         )
     return found
+
+
+def next_path(path: Path) -> Path:
+    return path.with_name(path.name + ".next")
+
+
+def stage(source: str, vault_id: str, key_file: str | None, key: bytes) -> None:
+    """Step 1 of a rotation: keep the new key in the `.next` slot before the store commits."""
+    if source == "keyring":
+        user = keyring_user(vault_id) + ".next"
+        keyring_set(user, encode(key))
+        if keyring_get(user) != encode(key):
+            raise VaultLocked(
+                "The OS keyring did not keep the new master key; nothing was changed; check the "
+                "keyring, or move the vault to a key file with $BYOKCTL_MASTER_KEY and try again"
+            )
+    elif source == "file" and key_file:
+        write_key_file(next_path(Path(key_file)), key)
+
+
+def unstage(source: str, vault_id: str, key_file: str | None) -> None:
+    """Drop a staged key whose rotation did not commit (the current key still opens the vault)."""
+    if source == "keyring":
+        keyring_delete(keyring_user(vault_id) + ".next")
+    elif source == "file" and key_file:
+        next_path(Path(key_file)).unlink(missing_ok=True)
+
+
+def promote(source: str, vault_id: str, key_file: str | None, key: bytes) -> None:
+    """Step 3 of a rotation (or its recovery): the committed key becomes the current one."""
+    if source == "keyring":
+        user = keyring_user(vault_id)
+        keyring_set(user, encode(key))
+        keyring_delete(user + ".next")
+    elif source == "file" and key_file:
+        path = Path(key_file)
+        staged = next_path(path)
+        if staged.exists():
+            os.replace(staged, path)  # atomic: the file holds the old key or the new one
+        else:
+            write_key_file(path, key)

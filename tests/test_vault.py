@@ -1,0 +1,496 @@
+"""The vault: master-key sources and their failures, rotate-master (with crashes), rekey (with
+interruptions, including kill -9), and `vault check` naming broken rows."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import REPO, master_key_b64, run_proc
+
+from byokctl.services import vaultops
+from byokctl.services.context import open_context
+from byokctl.vault import master as mk
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def put_key(org: str, provider: str = "anthropic") -> tuple[str, str]:
+    """Store a sealed org key the way `key add` does; returns (key id, secret)."""
+    secret = "sk-ant-api03-" + secrets.token_urlsafe(24) if provider == "anthropic" else \
+        "sk-proj-" + secrets.token_urlsafe(24)
+    ctx = open_context(None)
+    try:
+        vault = ctx.vault()
+        key_id = "key_" + secrets.token_hex(5)
+        with ctx.write() as conn:
+            dk, nonce, ct = vault.seal(secret, key_id=key_id, scope="org", org=org, member=None,
+                                       provider=provider, version=1)
+            conn.execute(
+                "INSERT INTO keys (id, scope, org, provider, version, data_key_id, nonce, ciphertext, "
+                "hint, fingerprint, created_at) VALUES (?, 'org', ?, ?, 1, ?, ?, ?, ?, ?, 'now')",
+                (key_id, org, provider, dk, nonce, ct, "…" + secret[-4:], vault.fingerprint(secret)),
+            )
+    finally:
+        ctx.close()
+    return key_id, secret
+
+
+def reveal_all() -> dict[str, str]:
+    """Every stored secret, decrypted by a fresh unlock (as a new process would)."""
+    ctx = open_context(None)
+    try:
+        vault = ctx.vault()
+        return {r["id"]: vault.open(r) for r in ctx.store.all("SELECT * FROM keys")}
+    finally:
+        ctx.close()
+
+
+def db_rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def vault_id(db: Path) -> str:
+    return db_rows(db, "SELECT value FROM meta WHERE key = 'vault_id'")[0][0]
+
+
+def with_keys(cli, n: int) -> dict[str, str]:
+    """n org keys: acme and beta first, then org2, org3, ... (one key per org and provider)."""
+    orgs = ["acme", "beta", *(f"org{i}" for i in range(2, (n + 1) // 2))]
+    for org in orgs:
+        assert cli("org", "create", org, "--plan", "growth").exit_code == 0
+    return dict(put_key(orgs[i // 2], ("anthropic", "openai")[i % 2]) for i in range(n))
+
+
+def audit_text(db: Path) -> str:
+    return json.dumps(db_rows(db, "SELECT * FROM audit"))
+
+
+# ---- master-key sources -------------------------------------------------------------------------
+
+def test_init_with_the_os_keyring(cli, isolated, home: Path) -> None:
+    r = cli("init", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["master_source"] == "keyring"
+    entry = isolated.entries[("byokctl", f"vault-{doc['vault_id']}")]
+    assert len(base64.b64decode(entry)) == 32
+    assert entry not in r.output
+    st = json.loads(cli("vault", "status", "--json").stdout)
+    assert st["unlocked"] is True and st["master_source"] == "keyring"
+    assert cli("org", "create", "acme").exit_code == 0
+
+
+def test_missing_keyring_entry_is_vault_locked_but_reads_work(cli, vault: Path, isolated) -> None:
+    assert cli("org", "create", "acme").exit_code == 0
+    isolated.entries.clear()
+    r = cli("org", "create", "beta")
+    assert r.exit_code == 10, r.output
+    assert "No master key for this vault in the OS keyring" in r.stderr
+    assert "BYOKCTL_MASTER_KEY" in r.stderr  # names the fix
+    r = cli("org", "list", "--json")
+    assert r.exit_code == 0, r.output
+    assert [o["slug"] for o in json.loads(r.stdout)] == ["acme"]
+    assert cli("audit", "log", "--json").exit_code == 0
+    st = cli("vault", "status", "--json")
+    assert st.exit_code == 0 and json.loads(st.stdout)["unlocked"] is False
+
+
+def test_init_with_a_master_key_file(cli, tmp_path: Path, isolated) -> None:
+    kf = tmp_path / "keys" / "master.key"
+    r = cli("init", "--master-key-file", str(kf), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["master_source"] == "file"
+    assert stat.S_IMODE(kf.stat().st_mode) == 0o600
+    assert len(base64.b64decode(kf.read_text())) == 32
+    assert isolated.entries == {}  # the keyring was not used
+    assert cli("org", "create", "acme").exit_code == 0
+
+    kf.chmod(0o644)
+    r = cli("org", "create", "beta")
+    assert r.exit_code == 10, r.output
+    assert f"chmod 600 {kf}" in r.stderr
+    assert cli("org", "list").exit_code == 0
+
+    kf.chmod(0o600)
+    kf.rename(kf.with_name("elsewhere"))
+    r = cli("org", "create", "beta")
+    assert r.exit_code == 10, r.output
+    assert "is missing; restore it" in r.stderr
+    assert cli("org", "list").exit_code == 0
+
+
+def test_init_with_the_environment_key(cli, monkeypatch: pytest.MonkeyPatch, isolated) -> None:
+    key = master_key_b64()
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", key)
+    r = cli("init", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["master_source"] == "env"
+    assert isolated.entries == {}
+    assert cli("org", "create", "acme").exit_code == 0
+
+    monkeypatch.delenv("BYOKCTL_MASTER_KEY")
+    r = cli("org", "create", "beta")
+    assert r.exit_code == 10, r.output
+    assert "set $BYOKCTL_MASTER_KEY" in r.stderr
+
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", master_key_b64())  # some other vault's key
+    r = cli("org", "create", "beta", "--json")
+    assert r.exit_code == 10, r.output
+    err = json.loads(r.stderr)["error"]
+    assert err["code"] == "vault-locked" and "does not open this vault" in err["message"]
+
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", "not base64!")
+    r = cli("org", "create", "beta")
+    assert r.exit_code == 10, r.output
+    assert "not base64 of 32 bytes" in r.stderr and "not base64!" not in r.stderr
+
+    for args in (("org", "list"), ("audit", "log"), ("vault", "status")):
+        assert cli(*args).exit_code == 0, args
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", key)
+    assert cli("org", "create", "beta").exit_code == 0
+
+
+# ---- rotate-master ------------------------------------------------------------------------------
+
+def test_rotate_master_keyring(cli, vault: Path, isolated) -> None:
+    keys = with_keys(cli, 3)
+    user = f"vault-{vault_id(vault)}"
+    old = isolated.entries[("byokctl", user)]
+    r = cli("vault", "rotate-master", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["master_source"] == "keyring" and doc["master_key"] is None and doc["data_keys"] == 2
+    new = isolated.entries[("byokctl", user)]
+    assert new != old and ("byokctl", user + ".next") not in isolated.entries
+    assert new not in r.output
+    assert reveal_all() == keys
+    isolated.entries[("byokctl", user)] = old  # the old key no longer opens the vault
+    assert cli("org", "create", "gamma").exit_code == 10
+    isolated.entries[("byokctl", user)] = new
+    text = audit_text(vault)
+    assert "vault.rotate_master" in text and old not in text and new not in text
+    assert cli("vault", "check").exit_code == 0
+
+
+def test_rotate_master_key_file(cli, tmp_path: Path) -> None:
+    kf = tmp_path / "master.key"
+    assert cli("init", "--master-key-file", str(kf)).exit_code == 0
+    keys = with_keys(cli, 2)
+    old = kf.read_text()
+    r = cli("vault", "rotate-master")
+    assert r.exit_code == 0, r.output
+    assert str(kf) in r.stdout
+    assert kf.read_text() != old and stat.S_IMODE(kf.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("master")) == ["master.key"]
+    assert reveal_all() == keys
+    assert kf.read_text().strip() not in audit_text(tmp_path / "home" / "vault.db")
+
+
+def test_rotate_master_env_prints_the_new_key_once(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = master_key_b64()
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", old)
+    assert cli("init").exit_code == 0
+    keys = with_keys(cli, 2)
+    r = cli("vault", "rotate-master", "--json")
+    assert r.exit_code == 0, r.output
+    new = json.loads(r.stdout)["master_key"]
+    assert len(base64.b64decode(new)) == 32 and new != old
+    assert "$BYOKCTL_MASTER_KEY" in r.stderr and new not in r.stderr
+    assert cli("org", "create", "gamma").exit_code == 10  # the old key is useless now
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", new)
+    assert reveal_all() == keys
+    r = cli("vault", "rotate-master")  # people get the bare key on stdout
+    assert r.exit_code == 0, r.output
+    newer = r.stdout.strip()
+    assert len(base64.b64decode(newer)) == 32 and newer not in r.stderr
+    assert new not in audit_text(Path(os.environ["BYOKCTL_HOME"]) / "vault.db")
+
+
+class Crash(BaseException):
+    """Stands in for the process dying at that instant."""
+
+
+def crash(*_args: object, **_kw: object) -> None:
+    raise Crash
+
+
+def rotate_in_process() -> None:
+    ctx = open_context(None)
+    try:
+        vaultops.rotate_master(ctx)
+    finally:
+        ctx.close()
+
+
+def test_keyring_crash_after_commit_recovers_from_the_next_slot(
+    cli, vault: Path, isolated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = with_keys(cli, 2)
+    user = f"vault-{vault_id(vault)}"
+    old = isolated.entries[("byokctl", user)]
+    with monkeypatch.context() as m, pytest.raises(Crash):
+        m.setattr(mk, "promote", crash)  # dies between the commit and the swap
+        rotate_in_process()
+    staged = isolated.entries[("byokctl", user + ".next")]
+    assert isolated.entries[("byokctl", user)] == old and staged != old
+    # The next command opens the vault with the staged key and finishes the swap.
+    r = cli("vault", "check", "--json")
+    assert r.exit_code == 0, r.output
+    assert isolated.entries[("byokctl", user)] == staged
+    assert ("byokctl", user + ".next") not in isolated.entries
+    assert reveal_all() == keys
+
+
+def test_keyring_crash_before_commit_keeps_the_old_key(cli, vault: Path, isolated,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = with_keys(cli, 2)
+    user = f"vault-{vault_id(vault)}"
+    old = isolated.entries[("byokctl", user)]
+    from byokctl.vault import envelope
+
+    with monkeypatch.context() as m, pytest.raises(Crash):
+        m.setattr(envelope, "rewrap", crash)  # dies inside the transaction
+        rotate_in_process()
+    assert isolated.entries[("byokctl", user)] == old
+    assert ("byokctl", user + ".next") not in isolated.entries  # the rolled-back key was dropped
+    assert reveal_all() == keys
+    # A stale staged key (the process died before it could even clean up) is harmless.
+    isolated.entries[("byokctl", user + ".next")] = master_key_b64()
+    assert cli("org", "create", "gamma").exit_code == 0
+    assert isolated.entries[("byokctl", user)] == old
+
+
+def test_key_file_crash_after_commit_recovers_from_the_next_file(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kf = tmp_path / "master.key"
+    assert cli("init", "--master-key-file", str(kf)).exit_code == 0
+    keys = with_keys(cli, 2)
+    old = kf.read_text()
+    with monkeypatch.context() as m, pytest.raises(Crash):
+        m.setattr(mk, "promote", crash)
+        rotate_in_process()
+    staged = kf.with_name("master.key.next")
+    assert kf.read_text() == old and stat.S_IMODE(staged.stat().st_mode) == 0o600
+    new = staged.read_text()
+    r = cli("vault", "check")
+    assert r.exit_code == 0, r.output
+    assert kf.read_text() == new and not staged.exists()
+    assert reveal_all() == keys
+
+
+# ---- rekey --------------------------------------------------------------------------------------
+
+def data_keys(db: Path) -> list[tuple]:
+    return db_rows(db, "SELECT id, purpose, state FROM data_keys ORDER BY id")
+
+
+def test_rekey_reencrypts_every_secret_under_a_new_data_key(cli, vault: Path) -> None:
+    keys = with_keys(cli, 5)
+    before = {r[0]: (r[1], r[2]) for r in db_rows(vault, "SELECT id, nonce, ciphertext FROM keys")}
+    r = cli("vault", "rekey", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["reencrypted"] == 5 and doc["keys"] == 5 and doc["resumed"] is False
+    assert doc["retired_data_key_ids"] == [1]
+    assert data_keys(vault) == [(2, "mac", "active"), (doc["data_key_id"], "secrets", "active")]
+    after = {r[0]: (r[1], r[2], r[3]) for r in
+             db_rows(vault, "SELECT id, nonce, ciphertext, data_key_id FROM keys")}
+    for key_id, (nonce, ct, dk) in after.items():
+        assert dk == doc["data_key_id"] and (nonce, ct) != before[key_id]
+    assert reveal_all() == keys
+    entry = json.loads(cli("audit", "log", "--action", "vault.rekey", "--json").stdout)[0]
+    assert entry["after"]["reencrypted"] == 5 and entry["after"]["keys"] == 5
+    assert r.stderr == ""  # no progress bar when stderr is not a terminal
+    assert cli("vault", "check").exit_code == 0
+
+
+def test_rekey_interrupted_leaves_every_secret_readable_and_a_rerun_finishes(cli, vault: Path) -> None:
+    keys = with_keys(cli, 7)
+
+    def stop_after_first_batch(done: int, total: int) -> None:
+        if done >= 2:
+            raise KeyboardInterrupt
+
+    ctx = open_context(None)
+    with pytest.raises(KeyboardInterrupt):
+        vaultops.rekey(ctx, stop_after_first_batch, batch_size=2)
+    ctx.close()
+    dks = data_keys(vault)
+    next_id = next(i for i, p, s in dks if s == "next")
+    moved = db_rows(vault, "SELECT count(*) FROM keys WHERE data_key_id = ?", (next_id,))[0][0]
+    assert moved == 2  # one batch committed, the rest untouched
+    assert reveal_all() == keys
+    st = json.loads(cli("vault", "status", "--json").stdout)
+    assert st["rekey_in_progress"] is True
+    r = cli("vault", "check", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["rekey_in_progress"] is True
+    # keys added meanwhile are swept up too
+    assert cli("org", "create", "late").exit_code == 0
+    extra_id, extra = put_key("late")
+    r = cli("vault", "rekey", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["resumed"] is True and doc["data_key_id"] == next_id and doc["reencrypted"] == 6
+    assert data_keys(vault) == [(2, "mac", "active"), (next_id, "secrets", "active")]
+    assert reveal_all() == {**keys, extra_id: extra}
+    assert json.loads(cli("vault", "status", "--json").stdout)["rekey_in_progress"] is False
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from byokctl.services import vaultops
+    from byokctl.services.context import open_context
+    where, n = sys.argv[1], int(sys.argv[2])
+    ctx = open_context(None)
+    vault = ctx.vault()
+    if where == "seal":  # die inside a batch's transaction, after n seals
+        calls = []
+        real = vault.seal
+        def seal(*a, **kw):
+            calls.append(1)
+            if len(calls) > n:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*a, **kw)
+        vault.seal = seal
+    def progress(done, total):
+        if where == "progress" and done >= n:
+            os.kill(os.getpid(), signal.SIGKILL)
+    vaultops.rekey(ctx, progress, batch_size=2)
+""")
+
+
+@pytest.mark.parametrize(("where", "n"), [("progress", 0), ("progress", 4), ("seal", 3)],
+                         ids=["after-new-key", "after-two-batches", "inside-a-batch"])
+def test_rekey_killed_with_sigkill_then_rerun(cli, monkeypatch: pytest.MonkeyPatch, where: str,
+                                              n: int) -> None:
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", master_key_b64())  # shared with the subprocesses
+    assert cli("init").exit_code == 0
+    keys = with_keys(cli, 7)
+    db = Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
+    proc = subprocess.run([sys.executable, "-c", KILLER, where, str(n)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert any(s == "next" for _, _, s in data_keys(db))
+    assert reveal_all() == keys
+    r = run_proc("vault", "check")
+    assert r.returncode == 0, r.stderr
+    r = run_proc("vault", "rekey", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["resumed"] is True
+    assert [s for _, p, s in data_keys(db) if p == "secrets"] == ["active"]
+    assert reveal_all() == keys
+
+
+def test_rekey_stops_on_a_broken_row_naming_it(cli, vault: Path) -> None:
+    keys = with_keys(cli, 4)
+    ids = sorted(keys)
+    conn = sqlite3.connect(vault)
+    conn.execute("UPDATE keys SET ciphertext = ? WHERE id = ?", (b"\x00" * 40, ids[2]))
+    conn.commit()
+    conn.close()
+    r = cli("vault", "rekey")
+    assert r.exit_code == 13, r.output
+    assert ids[2] in r.stderr and "vault rekey` again" in r.stderr
+    del keys[ids[2]]
+    readable = {k: v for k, v in reveal_all_but(ids[2]).items()}
+    assert readable == keys
+    conn = sqlite3.connect(vault)
+    conn.execute("DELETE FROM keys WHERE id = ?", (ids[2],))
+    conn.commit()
+    conn.close()
+    r = cli("vault", "rekey", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["resumed"] is True
+    assert reveal_all() == keys
+
+
+def reveal_all_but(skip: str) -> dict[str, str]:
+    ctx = open_context(None)
+    try:
+        vault = ctx.vault()
+        return {r["id"]: vault.open(r) for r in ctx.store.all("SELECT * FROM keys WHERE id != ?", (skip,))}
+    finally:
+        ctx.close()
+
+
+# ---- vault check --------------------------------------------------------------------------------
+
+def test_check_clean_vault(cli, vault: Path) -> None:
+    with_keys(cli, 3)
+    r = cli("vault", "check", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True and doc["problems"] == []
+    assert doc["keys_checked"] == 3 and doc["checked"] == 3 + doc["audit_checked"]
+    r = cli("vault", "check")
+    assert r.exit_code == 0 and "Vault OK: 3 secrets decrypted" in r.stdout
+
+
+def test_check_names_a_row_carrying_another_rows_ciphertext(cli, vault: Path) -> None:
+    keys = with_keys(cli, 4)
+    acme = sorted(k for k, _ in db_rows(vault, "SELECT id, org FROM keys WHERE org = 'acme'"))
+    beta = sorted(k for k, _ in db_rows(vault, "SELECT id, org FROM keys WHERE org = 'beta'"))
+    victim, source = beta[0], acme[0]
+    conn = sqlite3.connect(vault)
+    conn.execute("UPDATE keys SET nonce = (SELECT nonce FROM keys WHERE id = ?), "
+                 "ciphertext = (SELECT ciphertext FROM keys WHERE id = ?) WHERE id = ?",
+                 (source, source, victim))
+    conn.commit()
+    conn.close()
+    r = cli("vault", "check", "--json")
+    assert r.exit_code == 13, r.output
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is False and doc["keys_checked"] == 4
+    assert doc["problems"] == [{"key_id": victim, "problem": doc["problems"][0]["problem"]}]
+    assert "cannot be decrypted" in doc["problems"][0]["problem"]
+    err = json.loads(r.stderr)["error"]
+    assert err["code"] == "integrity" and victim in err["message"]
+    assert keys[source] not in r.output  # the secret is never shown
+    r = cli("vault", "check")
+    assert r.exit_code == 13 and victim in r.stdout and victim in r.stderr
+    # The other keys keep working; only the copied-onto row is refused.
+    others = reveal_all_but(victim)
+    assert others == {k: v for k, v in keys.items() if k != victim}
+    assert cli("org", "list").exit_code == 0
+    assert cli("org", "create", "gamma").exit_code == 0
+
+
+def test_check_reports_every_bad_row_and_audit_tampering(cli, vault: Path) -> None:
+    keys = with_keys(cli, 4)
+    ids = sorted(keys)
+    assert cli("org", "create", "gamma").exit_code == 0
+    conn = sqlite3.connect(vault)
+    ct = bytearray(conn.execute("SELECT ciphertext FROM keys WHERE id = ?", (ids[0],)).fetchone()[0])
+    ct[10] ^= 1  # one flipped bit
+    conn.execute("UPDATE keys SET ciphertext = ? WHERE id = ?", (bytes(ct), ids[0]))
+    conn.execute("UPDATE keys SET org = 'gamma' WHERE id = ?", (ids[1],))  # moved to another org
+    conn.execute("UPDATE keys SET fingerprint = 'fp_0000000000000000' WHERE id = ?", (ids[2],))
+    # a ciphertext turned into text that is not even UTF-8: reported, no crash
+    conn.execute("UPDATE keys SET ciphertext = CAST(x'ff00fe' AS TEXT) WHERE id = ?", (ids[3],))
+    conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 2")
+    conn.commit()
+    conn.close()
+    r = cli("vault", "check", "--json")
+    assert r.exit_code == 13, r.output
+    problems = json.loads(r.stdout)["problems"]
+    named = [p.get("key_id", p.get("seq")) for p in problems]
+    assert named == [ids[0], ids[1], ids[2], ids[3], 2]
+    assert "fingerprint" in problems[2]["problem"]
+    message = json.loads(r.stderr)["error"]["message"]
+    assert all(str(n) in message for n in named)
