@@ -1,10 +1,208 @@
-"""`key` commands."""
+"""`key add|list|rotate|remove`: secrets come from a hidden prompt, stdin or an environment
+variable, never from argv, and are never printed."""
 
 from __future__ import annotations
 
-import typer
+import os
+import re
+import sys
+from typing import Annotated, Any
 
-app = typer.Typer(help="Store, test, rotate and remove API keys (secrets never shown).", no_args_is_help=True)
+import typer
+from typer.core import TyperGroup
+
+from byokctl.cli import render
+from byokctl.cli.common import As, Json, Yes, confirm, session
+from byokctl.errors import Conflict, UsageError
+from byokctl.services import keys
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+SECRET_ON_ARGV = (
+    "An API key was given as a command-line argument, where shell history and `ps` can see it; "
+    "pass it with --from-stdin, --from-env VAR or at the prompt (and rotate that key, since "
+    "your shell history now holds it)"
+)
+
+
+class KeyGroup(TyperGroup):
+    """Refuses a secret-looking argument before Click parses it: Click's own usage errors
+    ("Got unexpected extra argument (sk-ant-…)") would print it back."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        for arg in args:
+            value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+            if keys.looks_like_secret(value):
+                raise UsageError(SECRET_ON_ARGV)
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=KeyGroup, help="Store, rotate and remove API keys (secrets never shown).",
+                  no_args_is_help=True)
+
+KeyId = Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (see `key list`).")]
+FromStdin = Annotated[bool, typer.Option(
+    "--from-stdin", help="Read the secret from stdin (e.g. piped from a password manager).")]
+FromEnv = Annotated[str | None, typer.Option(
+    "--from-env", metavar="VAR", help="Read the secret from this environment variable.")]
+AllowAdmin = Annotated[bool, typer.Option(
+    "--allow-admin-key", help="Accept an admin key (sk-ant-admin…, sk-admin-…) though only "
+    "inference is needed.")]
+Provider = Annotated[str, typer.Option("--provider", metavar="P", help="anthropic or openai.")]
+
+
+def read_secret(provider: str, from_stdin: bool, from_env: str | None) -> str:
+    """The secret from exactly one source: --from-env, --from-stdin, or a hidden prompt."""
+    name = keys.PROVIDER_NAMES[provider]
+    if from_stdin and from_env is not None:
+        raise UsageError("Give only one of --from-stdin and --from-env VAR")
+    if from_env is not None:
+        if not ENV_NAME.fullmatch(from_env):
+            raise UsageError("--from-env takes the NAME of an environment variable holding the "
+                             "key (e.g. ANTHROPIC_API_KEY), not the key itself")
+        secret = os.environ.get(from_env, "").strip()
+        if not secret:
+            raise UsageError(f"${from_env} is not set or is empty; export the key in it, or pipe "
+                             "the key in with --from-stdin")
+        return secret
+    if from_stdin:
+        secret = sys.stdin.read().strip()
+        if not secret:
+            raise UsageError("Nothing on stdin; pipe the key in, e.g. `pass show api/anthropic | "
+                             "byokctl key add acme --provider anthropic --from-stdin`")
+        return secret
+    if not sys.stdin.isatty():
+        raise UsageError("stdin is not a terminal, so there is no prompt for the key; pass "
+                         "--from-stdin (and pipe the key in) or --from-env VAR")
+    return typer.prompt(f"{name} API key (input hidden)", hide_input=True, err=True).strip()
+
+
+@app.command("add")
+def add(
+    provider: Provider,
+    org: Annotated[str | None, typer.Argument(
+        metavar="[ORG]", help="The org's slug (omit with --platform).", show_default=False)] = None,
+    member: Annotated[str | None, typer.Option(
+        "--member", metavar="EMAIL", help="Store this member's personal key instead of the "
+        "org's.")] = None,
+    platform: Annotated[bool, typer.Option(
+        "--platform", help="Store the platform's own key (operator only; no ORG).")] = False,
+    from_stdin: FromStdin = False,
+    from_env: FromEnv = None,
+    allow_admin_key: AllowAdmin = False,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Store an API key for an org, one of its members, or the platform.
+
+    The secret is read from a hidden prompt, from stdin (--from-stdin) or from an
+    environment variable (--from-env VAR), never from the command line.
+
+    Example: pass show api/anthropic | byokctl key add acme --provider anthropic --from-stdin
+    """
+    with session(as_) as ctx:
+        slot = keys.prepare_add(ctx, provider=provider, org=org, member=member, platform=platform)
+        secret = read_secret(provider, from_stdin, from_env)
+        key = keys.add(ctx, slot, secret, allow_admin_key=allow_admin_key)
+    render.emit(json_, key, f"Added {keys.PROVIDER_NAMES[key.provider]} key {key.id} for "
+                f"{key.owner} ({key.hint}, {key.fingerprint}).")
+
+
+def _owner(k: keys.Key) -> str:
+    """The scope in one word: `platform`, the org's slug, or `member@org.com (org)`."""
+    return {"platform": "platform", "org": k.org, "member": f"{k.member} ({k.org})"}[k.scope] or ""
+
+
+def _status(k: keys.Key) -> str:
+    return k.status + (f" ({k.test_result})" if k.test_result else "")
+
+
+@app.command("list")
+def list_(
+    org: Annotated[str | None, typer.Argument(
+        metavar="[ORG]", help="Only this org's keys (default: all you may see).",
+        show_default=False)] = None,
+    provider: Annotated[str | None, typer.Option(
+        "--provider", metavar="P", help="Only keys for anthropic or openai.")] = None,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """List stored keys: id, owner, provider, hint, fingerprint, version, status and times.
+
+    Needs no master key. Secrets are never shown, only their last 4 characters.
+
+    Example: byokctl key list acme --json
+    """
+    with session(as_) as ctx:
+        items = keys.list_keys(ctx, org, provider)
+
+    def human() -> None:
+        if not items:
+            render.status("No keys; add one with `byokctl key add ORG --provider anthropic`.")
+            return
+        render.table(
+            ["id", "owner", "provider", "hint", "fingerprint", "ver", "status", "created",
+             "rotated", "last used", "last tested"],
+            [(k.id, _owner(k), k.provider, k.hint, k.fingerprint, k.version, _status(k),
+              render.when(k.created_at), render.when(k.rotated_at), render.when(k.last_used_at),
+              render.when(k.last_tested_at)) for k in items])
+
+    render.emit(json_, items, human)
+
+
+@app.command("rotate")
+def rotate(
+    key_id: KeyId,
+    from_stdin: FromStdin = False,
+    from_env: FromEnv = None,
+    allow_admin_key: AllowAdmin = False,
+    no_test: Annotated[bool, typer.Option(
+        "--no-test", help="Store the new secret without testing it first.")] = False,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Replace a key's secret in place: same id, version + 1, the old ciphertext purged.
+
+    Example: byokctl key rotate key_3kq7xw2mfa --from-env NEW_ANTHROPIC_KEY
+    """
+    # Provider calls (byokctl/providers) are not wired in yet: until `key test` exists a
+    # rotation is stored untested whether or not --no-test is given; the flag is accepted so
+    # scripts written today keep their meaning. The tester slots in as `tester=`.
+    tester: keys.KeyTester | None = None
+    with session(as_) as ctx:
+        key = keys.prepare_rotate(ctx, key_id)
+        secret = read_secret(key.provider, from_stdin, from_env)
+        done = keys.rotate(ctx, key_id, secret, allow_admin_key=allow_admin_key, tester=tester)
+    if done.same_secret:
+        render.warn(f"the new secret of {key_id} is the one it already had; it was re-encrypted, "
+                    "but nothing was rotated at the provider")
+    if not done.purged:
+        render.warn("another process has the vault open; the old ciphertext is purged from the "
+                    "write-ahead log at its next checkpoint")
+    k = done.key
+    render.emit(json_, done, f"Rotated {k.id} ({k.owner}, {k.provider}): "
+                f"{done.previous['hint']} v{done.previous['version']} → {k.hint} v{k.version}.")
+
+
+@app.command("remove")
+def remove(key_id: KeyId, yes: Yes = False, as_: As = None, json_: Json = False) -> None:
+    """Remove a key; its secret is purged from the vault file and cannot be recovered.
+
+    Example: byokctl key remove key_3kq7xw2mfa --yes
+    """
+    with session(as_) as ctx:
+        key = keys.require_key(ctx, key_id, "remove")
+        if not confirm(f"Remove {key.provider} key {key.id} of {key.owner} ({key.hint})? "
+                       "The secret is purged and cannot be recovered.", yes):
+            raise Conflict(f"Removal of key {key_id} not confirmed; nothing was changed")
+        gone = keys.remove(ctx, key_id)
+    if gone.org_uses_it:
+        render.warn(f"org {key.org} uses {key.provider}; its requests fail with the no-key error "
+                    f"until a key is added with `byokctl key add {key.org} --provider "
+                    f"{key.provider}`, unless its fallback policy allows platform mode")
+    if not gone.purged:
+        render.warn("another process has the vault open; the old ciphertext is purged from the "
+                    "write-ahead log at its next checkpoint")
+    render.emit(json_, gone, f"Removed {key.provider} key {key.id} of {key.owner} ({key.hint}).")
 
 
 def register(root: typer.Typer) -> None:

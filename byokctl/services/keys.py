@@ -1,0 +1,451 @@
+"""Stored API keys: format checks, add, list, rotate, remove, and the hooks other code uses
+(`reveal` to decrypt one, `find` for a slot, `mark_used`/`mark_tested` to record outcomes).
+
+Secrets pass through here only as arguments: they are sealed by the vault before they touch
+the store, and no message, audit entry or return value ever carries one (hint + fingerprint).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from byokctl import clock
+from byokctl.errors import Conflict, Denied, KeyRejected, NotFound, UsageError
+from byokctl.services import audit, rules
+from byokctl.services.context import Context
+from byokctl.services.permissions import Actor, actor_in, org_exists, require, require_operator
+
+if TYPE_CHECKING:
+    import sqlite3
+
+SCOPES = ("org", "member", "platform")
+ACTIVE, INVALID, RATE_LIMITED = "active", "invalid", "rate-limited"
+STATUSES = (ACTIVE, INVALID, RATE_LIMITED)
+MIN_LENGTH, MAX_LENGTH = 20, 512
+SECRET_CHARS = re.compile(r"[A-Za-z0-9_-]+")
+PREFIX = {"anthropic": "sk-ant-", "openai": "sk-"}
+ADMIN_PREFIX = {"anthropic": "sk-ant-admin", "openai": "sk-admin-"}
+PROVIDER_NAMES = {"anthropic": "Anthropic", "openai": "OpenAI"}
+
+_COLUMNS = ("id, scope, org, member, provider, hint, fingerprint, version, status, test_result, "
+            "created_at, rotated_at, last_used_at, last_tested_at")
+
+
+@dataclass
+class Key:
+    """A stored key as anyone may see it: everything but the secret."""
+
+    id: str
+    scope: str
+    org: str | None
+    member: str | None
+    provider: str
+    hint: str
+    fingerprint: str
+    version: int
+    status: str
+    test_result: str | None
+    created_at: str
+    rotated_at: str | None
+    last_used_at: str | None
+    last_tested_at: str | None
+
+    @classmethod
+    def from_row(cls, row: object) -> Key:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})  # type: ignore[index]
+
+    @property
+    def owner(self) -> str:
+        """Who the key belongs to, for people: `acme`, `alice@acme.com in acme`, `platform`."""
+        if self.scope == "platform":
+            return "platform"
+        if self.scope == "member":
+            return f"{self.member} in {self.org}"
+        return f"org {self.org}"
+
+    def public(self) -> dict:
+        """What the audit log may record about the key: never the secret."""
+        return {"scope": self.scope, "member": self.member, "provider": self.provider,
+                "hint": self.hint, "fingerprint": self.fingerprint, "version": self.version}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# ---- secrets: format and display -------------------------------------------------------------
+
+def hint(secret: str) -> str:
+    """The last four characters, the only part of a secret ever shown (`…xK7q`)."""
+    return "…" + secret[-4:]
+
+
+def looks_like_secret(text: str) -> bool:
+    """True for anything that could be an API key byokctl would accept (it refuses it on argv)."""
+    return text.startswith("sk-") and len(text) >= MIN_LENGTH
+
+
+def check_format(provider: str, secret: str, *, allow_admin_key: bool = False) -> None:
+    """Refuse (KeyRejected) what cannot be an inference key for `provider`; never echo it."""
+    name = PROVIDER_NAMES[provider]
+    prefix = PREFIX[provider]
+    if not secret:
+        raise UsageError(f"The {name} API key is empty; give the key itself")
+    if not SECRET_CHARS.fullmatch(secret):
+        raise KeyRejected(
+            f"The {name} API key contains spaces or characters API keys never have; paste the "
+            "key alone, exactly as the provider shows it")
+    if provider == "openai" and secret.startswith(PREFIX["anthropic"]):
+        raise KeyRejected("That is an Anthropic key (sk-ant-…), not an OpenAI one; use "
+                          "--provider anthropic")
+    if not secret.startswith(prefix):
+        if provider == "anthropic" and secret.startswith("sk-"):
+            raise KeyRejected("That looks like an OpenAI key (sk-…), not an Anthropic one; use "
+                              "--provider openai")
+        raise KeyRejected(f"That is not an {name} API key ({name} keys start with {prefix}); "
+                          "check that you copied the whole key")
+    if not MIN_LENGTH <= len(secret) <= MAX_LENGTH:
+        raise KeyRejected(
+            f"The {name} API key is {'too short' if len(secret) < MIN_LENGTH else 'too long'} "
+            f"({len(secret)} characters; real keys have {MIN_LENGTH}-{MAX_LENGTH}); check that you "
+            "copied the whole key")
+    if secret.startswith(ADMIN_PREFIX[provider]) and not allow_admin_key:
+        raise KeyRejected(
+            f"That is an {name} admin key ({ADMIN_PREFIX[provider]}…), which can manage the whole "
+            f"{name} organization; a BYOK platform needs only inference, so create a regular API "
+            "key (or pass --allow-admin-key if you really mean to store this one)")
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+def _row(ctx: Context, key_id: str) -> sqlite3.Row:
+    row = ctx.store.one("SELECT * FROM keys WHERE id = ?", (key_id,))
+    if row is None:
+        raise _no_key(key_id)
+    return row
+
+
+def _no_key(key_id: str) -> NotFound:
+    shown = "that key id" if looks_like_secret(key_id) else f"'{key_id}'"
+    return NotFound(f"No key {shown}; see `byokctl key list` for the ids")
+
+
+def get(ctx: Context, key_id: str) -> Key:
+    """A key by id, with no permission check (callers that act for a user use `require_key`)."""
+    return Key.from_row(_row(ctx, key_id))
+
+
+def find(ctx: Context, *, provider: str, org: str | None = None, member: str | None = None,
+         platform: bool = False) -> Key | None:
+    """The key in one slot: platform, an org's, or a member's personal key for `provider`."""
+    scope = "platform" if platform else "member" if member else "org"
+    row = ctx.store.one(
+        f"SELECT {_COLUMNS} FROM keys WHERE scope = ? AND ifnull(org, '') = ? "  # noqa: S608
+        "AND ifnull(member, '') = ? AND provider = ?",
+        (scope, "" if platform else org or "", member or "", provider),
+    )
+    return None if row is None else Key.from_row(row)
+
+
+def list_keys(ctx: Context, org: str | None = None, provider: str | None = None) -> list[Key]:
+    """The keys the actor may see; needs no master key.
+
+    Operator: all (without ORG, platform keys too). A member with org:view: the org's keys;
+    with key:own only: their own personal keys. Without ORG, a member sees this across the
+    orgs they belong to, and never platform keys.
+    """
+    if provider is not None:
+        rules.choice(provider, rules.BYOK_PROVIDERS, "provider")
+    where, params = [], []
+    if org is not None:
+        org_exists(ctx, org)
+        where.append("org = ?")
+        params.append(org)
+    if provider is not None:
+        where.append("provider = ?")
+        params.append(provider)
+    if ctx.as_email is not None:
+        email = rules.email(ctx.as_email)
+        if org is not None:
+            actor_in(ctx, org)  # Denied unless a member
+        viewer_roles = [r for r in rules.ROLES if rules.permits(r, rules.ORG_VIEW)]
+        marks = ", ".join("?" * len(viewer_roles))
+        where.append(
+            "org IN (SELECT org FROM members WHERE email = ?) AND ("
+            f"org IN (SELECT org FROM members WHERE email = ? AND role IN ({marks})) "
+            "OR (scope = 'member' AND member = ?))")
+        params += [email, email, *viewer_roles, email]
+    sql = f"SELECT {_COLUMNS} FROM keys"  # noqa: S608 - fixed column list
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY scope = 'platform' DESC, org, scope, member, provider"
+    return [Key.from_row(r) for r in ctx.store.all(sql, params)]
+
+
+def reveal(ctx: Context, key_id: str) -> str:
+    """Decrypt one key's secret (for provider calls only). Integrity if the row is bad."""
+    return ctx.vault().open(_row(ctx, key_id))
+
+
+# ---- who may change what ------------------------------------------------------------------------
+
+def _may_own(ctx: Context, org: str, member: str, verb: str) -> Actor:
+    """A member's personal key: that member (key:own) or an org manager."""
+    org_exists(ctx, org)
+    actor = actor_in(ctx, org)
+    if actor.is_operator or rules.permits(actor.role or "", rules.ORG_MANAGE):
+        return actor
+    if actor.email == member and rules.permits(actor.role or "", rules.KEY_OWN):
+        return actor
+    raise Denied(f"{actor.email} ({actor.role}) may not {verb} {member}'s personal key in org "
+                 f"{org}; members manage only their own keys, admins manage all of them")
+
+
+def require_key(ctx: Context, key_id: str, verb: str = "change") -> Key:
+    """The key if the actor may use/test/rotate/remove it (a member never learns of another
+    org's keys: NotFound, as for an unknown id)."""
+    key = get(ctx, key_id)
+    if key.scope == "platform":
+        require_operator(ctx, f"{verb} platform keys")
+        return key
+    assert key.org is not None
+    if ctx.as_email is not None and ctx.store.scalar(
+            "SELECT 1 FROM members WHERE org = ? AND email = ?",
+            (key.org, rules.email(ctx.as_email))) is None:
+        raise _no_key(key_id)
+    if key.scope == "member":
+        assert key.member is not None
+        _may_own(ctx, key.org, key.member, verb)
+    else:
+        require(ctx, key.org, rules.ORG_MANAGE,
+                "; org keys are managed by org admins, members may add a personal key with "
+                f"`byokctl key add {key.org} --provider {key.provider} --member EMAIL`")
+    return key
+
+
+# ---- adding -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Slot:
+    scope: str
+    org: str | None
+    member: str | None
+    provider: str
+
+    def describe(self) -> str:
+        name = PROVIDER_NAMES[self.provider]
+        if self.scope == "platform":
+            return f"The platform already has an {name} key"
+        if self.scope == "member":
+            return f"{self.member} already has a personal {name} key in org {self.org}"
+        return f"Org {self.org} already has an {name} key"
+
+
+def prepare_add(ctx: Context, *, provider: str, org: str | None = None,
+                member: str | None = None, platform: bool = False) -> Slot:
+    """Everything `add` checks before it needs the secret: arguments, permission, a free slot,
+    an unlocked vault. Call it before asking for the secret so nobody types a key in vain."""
+    rules.choice(provider, rules.BYOK_PROVIDERS, "provider")
+    if platform:
+        if org is not None or member is not None:
+            raise UsageError("A platform key belongs to no org or member; drop ORG and --member, "
+                             "or drop --platform")
+        require_operator(ctx, "add platform keys")
+        slot = Slot("platform", None, None, provider)
+    else:
+        if org is None:
+            raise UsageError("Give the ORG the key is for (or --platform for the platform's own "
+                             "key); e.g. `byokctl key add acme --provider anthropic`")
+        if member is not None:
+            member = rules.email(member)
+            _may_own(ctx, org, member, "add")
+            if ctx.store.scalar("SELECT 1 FROM members WHERE org = ? AND email = ?",
+                                (org, member)) is None:
+                raise NotFound(f"{member} is not a member of org {org}; add them first with "
+                               f"`byokctl member add {org} {member} --role interviewer`")
+            slot = Slot("member", org, member, provider)
+        else:
+            require(ctx, org, rules.ORG_MANAGE,
+                    "; org keys are managed by org admins, add a personal key with "
+                    f"`byokctl key add {org} --provider {provider} --member EMAIL`")
+            slot = Slot("org", org, None, provider)
+    _ensure_free(ctx, slot)
+    ctx.vault()  # a locked vault fails here, before anyone types a secret
+    return slot
+
+
+def _ensure_free(ctx: Context, slot: Slot) -> None:
+    existing = find(ctx, provider=slot.provider, org=slot.org, member=slot.member,
+                    platform=slot.scope == "platform")
+    if existing is not None:
+        raise Conflict(f"{slot.describe()} ({existing.id}, {existing.hint}); replace its secret "
+                       f"with `byokctl key rotate {existing.id}`")
+
+
+def new_key_id() -> str:
+    """`key_` + 10 lowercase base32 characters (50 random bits)."""
+    return "key_" + base64.b32encode(os.urandom(10)).decode().lower()[:10]
+
+
+def add(ctx: Context, slot: Slot, secret: str, *, allow_admin_key: bool = False) -> Key:
+    """Store `secret` in `slot` (from `prepare_add`), sealed and audited."""
+    check_format(slot.provider, secret, allow_admin_key=allow_admin_key)
+    vault = ctx.vault()
+    now = clock.stamp()
+    with ctx.write() as conn:
+        _ensure_free(ctx, slot)  # again, under the write lock
+        key_id = new_key_id()
+        while conn.execute("SELECT 1 FROM keys WHERE id = ?", (key_id,)).fetchone():
+            key_id = new_key_id()
+        dk_id, nonce, ct = vault.seal(secret, key_id=key_id, scope=slot.scope, org=slot.org,
+                                      member=slot.member, provider=slot.provider, version=1)
+        conn.execute(
+            "INSERT INTO keys (id, scope, org, member, provider, version, data_key_id, nonce, "
+            "ciphertext, hint, fingerprint, status, created_at) "
+            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+            (key_id, slot.scope, slot.org, slot.member, slot.provider, dk_id, nonce, ct,
+             hint(secret), vault.fingerprint(secret), ACTIVE, now),
+        )
+        key = get(ctx, key_id)
+        audit.record(ctx, "key.add", org=key.org, target=key.id, after=key.public())
+    return key
+
+
+# ---- rotating and removing ----------------------------------------------------------------------
+
+KeyTester = Callable[[Key, str], str]
+"""Tries a candidate secret for a key against its provider before it is stored. Returns a
+short result (`ok: 9 models`) or raises KeyRejected / RateLimited / ProviderDown."""
+
+
+@dataclass
+class Rotation:
+    key: Key  # after
+    previous: dict  # hint, fingerprint, version before
+    tested: bool
+    same_secret: bool
+    purged: bool  # the old ciphertext left the WAL too (False: another process holds it open)
+
+    def to_json(self) -> dict:
+        return {**self.key.to_json(), "previous": self.previous, "tested": self.tested,
+                "same_secret": self.same_secret, "purged": self.purged}
+
+
+def prepare_rotate(ctx: Context, key_id: str) -> Key:
+    """Permission and an unlocked vault, before anyone is asked for the new secret."""
+    key = require_key(ctx, key_id, "rotate")
+    ctx.vault()
+    return key
+
+
+def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = False,
+           tester: KeyTester | None = None) -> Rotation:
+    """Replace a key's secret in one transaction: same id, version + 1, status reset, old
+    ciphertext overwritten. With `tester`, the new secret must pass it before anything changes."""
+    key = prepare_rotate(ctx, key_id)
+    check_format(key.provider, secret, allow_admin_key=allow_admin_key)
+    test_result = tester(key, secret) if tester is not None else None
+    vault = ctx.vault()
+    fingerprint = vault.fingerprint(secret)
+    now = clock.stamp()
+    with ctx.write() as conn:
+        current = get(ctx, key_id)
+        if current.version != key.version:
+            raise Conflict(f"Key {key_id} was rotated meanwhile (now version {current.version}); "
+                           "run the command again")
+        version = key.version + 1
+        dk_id, nonce, ct = vault.seal(secret, key_id=key.id, scope=key.scope, org=key.org,
+                                      member=key.member, provider=key.provider, version=version)
+        conn.execute(
+            "UPDATE keys SET version = ?, data_key_id = ?, nonce = ?, ciphertext = ?, hint = ?, "
+            "fingerprint = ?, status = ?, rotated_at = ?, test_result = ?, "
+            "last_tested_at = CASE WHEN ? THEN ? ELSE last_tested_at END WHERE id = ?",
+            (version, dk_id, nonce, ct, hint(secret), fingerprint, ACTIVE, now, test_result,
+             tester is not None, now, key.id),
+        )
+        after = get(ctx, key_id)
+        audit.record(ctx, "key.rotate", org=key.org, target=key.id,
+                     before={**key.public(), "status": key.status},
+                     after={**after.public(), "status": after.status, "tested": tester is not None})
+    purged = _purge(ctx)
+    return Rotation(after, {"hint": key.hint, "fingerprint": key.fingerprint,
+                            "version": key.version},
+                    tester is not None, fingerprint == key.fingerprint, purged)
+
+
+@dataclass
+class Removal:
+    key: Key
+    purged: bool
+    org_uses_it: bool  # an org key for the provider the org currently uses
+
+    def to_json(self) -> dict:
+        return {**self.key.to_json(), "removed": True, "purged": self.purged}
+
+
+def remove(ctx: Context, key_id: str) -> Removal:
+    """Delete a key; its ciphertext is overwritten in the file (secure_delete) and the WAL."""
+    key = require_key(ctx, key_id, "remove")
+    with ctx.write() as conn:
+        if conn.execute("DELETE FROM keys WHERE id = ?", (key_id,)).rowcount == 0:
+            raise _no_key(key_id)
+        audit.record(ctx, "key.remove", org=key.org, target=key.id,
+                     before={**key.public(), "status": key.status})
+    in_use = key.scope == "org" and ctx.store.scalar(
+        "SELECT provider FROM orgs WHERE slug = ?", (key.org,)) == key.provider
+    return Removal(key, _purge(ctx), in_use)
+
+
+def _purge(ctx: Context) -> bool:
+    """Copy the WAL into the file and truncate it, so old page images (and the ciphertext in
+    them) leave the disk now rather than at some later checkpoint. False if a reader in
+    another process blocks it; the next checkpoint finishes the job."""
+    busy, _, _ = ctx.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return busy == 0
+
+
+# ---- outcomes recorded by provider calls --------------------------------------------------------
+
+@contextmanager
+def _writing(ctx: Context) -> Iterator[sqlite3.Connection]:
+    """Join the caller's write transaction (e.g. a usage record's), or open one."""
+    if ctx.store.conn.in_transaction:
+        yield ctx.store.conn
+    else:
+        with ctx.write() as conn:
+            yield conn
+
+
+def mark_used(ctx: Context, key_id: str, *, status: str = ACTIVE, why: str | None = None) -> None:
+    """Record a provider call made with the key and what it said about it: `invalid` (401/403,
+    shown in `key list` until rotated or tested ok), `rate-limited` (429) or `active`. A status
+    change is audited (`key.status`). Joins the caller's write transaction if there is one."""
+    rules.choice(status, STATUSES, "key status")
+    now = clock.stamp()
+    with _writing(ctx) as conn:
+        key = get(ctx, key_id)
+        conn.execute("UPDATE keys SET last_used_at = ?, status = ? WHERE id = ?",
+                     (now, status, key_id))
+        if key.status != status:
+            audit.record(ctx, "key.status", org=key.org, target=key.id,
+                         before={"status": key.status}, after={"status": status, "why": why})
+
+
+def mark_tested(ctx: Context, key_id: str, *, ok: bool, result: str) -> Key:
+    """Record a `key test`: status active (ok) or invalid, the result text and time; audited."""
+    now = clock.stamp()
+    with _writing(ctx) as conn:
+        before = get(ctx, key_id)
+        status = ACTIVE if ok else INVALID
+        conn.execute("UPDATE keys SET status = ?, test_result = ?, last_tested_at = ? WHERE id = ?",
+                     (status, result, now, key_id))
+        audit.record(ctx, "key.test", org=before.org, target=key_id,
+                     before={"status": before.status},
+                     after={"status": status, "result": result, "hint": before.hint,
+                            "fingerprint": before.fingerprint, "version": before.version})
+    return get(ctx, key_id)
