@@ -36,7 +36,8 @@ class Context:
 
     @property
     def actor(self) -> str:
-        return self.as_email or operator_name()
+        """Who the audit log names: the member acting with `--as` (as stored), else the operator."""
+        return self.as_email.strip().lower() if self.as_email else operator_name()
 
     def vault(self) -> Vault:
         """Unlock on first use: commands that never ask need no master key."""

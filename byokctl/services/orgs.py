@@ -6,12 +6,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from byokctl import clock
-from byokctl.errors import Conflict, NotFound, PlanGate
+from byokctl.errors import Conflict, PlanGate
 from byokctl.providers import catalog
 from byokctl.resolve import Decision
 from byokctl.services import audit, rules
 from byokctl.services.context import Context
-from byokctl.services.permissions import require
+from byokctl.services.permissions import org_exists, require
 
 
 @dataclass
@@ -46,8 +46,7 @@ class Org:
 def get(ctx: Context, slug: str) -> Org:
     row = ctx.store.one("SELECT * FROM orgs WHERE slug = ?", (slug,))
     if row is None:
-        raise NotFound(f"No org '{slug}'; see `byokctl org list` or create it with "
-                       f"`byokctl org create {slug}`")
+        org_exists(ctx, slug)  # raises the one NotFound message
     return Org.from_row(row)
 
 
