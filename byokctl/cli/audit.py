@@ -1,10 +1,106 @@
-"""`audit` commands."""
+"""`audit log|verify`: read the tamper-evident audit log, and check its chain."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
 
+from byokctl import clock
+from byokctl.cli import render
+from byokctl.cli.common import As, Json, session
+from byokctl.errors import Integrity, UsageError
+from byokctl.services import audit, rules
+from byokctl.services.permissions import require
+
 app = typer.Typer(help="Read and verify the tamper-evident audit log.", no_args_is_help=True)
+
+
+@app.command("log")
+def log(
+    org: Annotated[str | None, typer.Option("--org", metavar="ORG", help="Only this org's entries.")] = None,
+    action: Annotated[str | None, typer.Option(
+        "--action", metavar="A", help="An action (key.rotate) or a group of them (key).")] = None,
+    actor: Annotated[str | None, typer.Option(
+        "--actor", metavar="X", help="Only this actor's entries.")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="D", help="From this date (YYYY-MM-DD) or ISO time, UTC.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", metavar="N", help="At most N entries.")] = None,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Show audit entries, newest first (needs no master key).
+
+    Example: byokctl audit log --org acme --action key --since 2026-11-01
+    """
+    since_ts = clock.iso(rules.parse_when(since)) if since else None
+    if limit is not None:
+        rules.positive_int(limit, "--limit")
+    with session(as_) as ctx:
+        if as_ is not None:
+            if org is None:
+                raise UsageError("A member may read only their org's audit log; add --org ORG")
+            require(ctx, org, rules.ORG_VIEW)
+        entries = audit.log(ctx, org=org, action=action, actor=actor, since=since_ts, limit=limit)
+    render.emit(json_, entries, lambda: render.table(
+        ["seq", "time (UTC)", "actor", "action", "org / target", "change"],
+        [(e.seq, render.when(e.ts), e.actor, e.action, subject(e), change(e.before, e.after))
+         for e in entries], no_wrap=("seq", "time (UTC)", "action")))
+
+
+def subject(e: audit.Entry) -> str:
+    """What an entry is about, in one short cell: `acme`, `acme sam@acme.com`, `vault`."""
+    if e.action.startswith("vault."):
+        return "vault"
+    if e.target in (None, e.org):
+        return e.org or "—"
+    return f"{e.org} {_short(e.target, 24)}" if e.org else _short(e.target, 24)
+
+
+def change(before: Any, after: Any) -> str:
+    """A compact before→after: for objects only what changed (`plan: free→growth`) and what
+    was added (`credits=50`); the whole value otherwise."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        parts = [f"{k}: {_short(before[k])}→{_short(after[k])}" if k in before and k in after
+                 else f"{k}={_short(after[k])}" if k in after
+                 else f"{k}: {_short(before[k])}→—"
+                 for k in {**before, **after} if before.get(k, _MISSING) != after.get(k, _MISSING)]
+        return ", ".join(parts) or "—"
+    if isinstance(after, dict) and before is None:
+        return ", ".join(f"{k}={_short(v)}" for k, v in after.items()) or "—"
+    if isinstance(before, dict) and after is None:
+        return "removed: " + ", ".join(f"{k}={_short(v)}" for k, v in before.items())
+    if before is None and after is None:
+        return "—"
+    return f"{_short(before)}→{_short(after)}"
+
+
+_MISSING = object()
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = "—" if value is None else str(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+@app.command("verify")
+def verify(json_: Json = False) -> None:
+    """Verify the audit chain; exit 13 naming the first entry that was altered or removed.
+
+    Example: byokctl audit verify --json
+    """
+    with session() as ctx:
+        checked, problems = audit.verify(ctx)
+    doc = {"ok": not problems, "checked": checked, "problems": problems}
+    render.emit(json_, doc, lambda: render.line(
+        f"Audit log OK: {checked} entries verified, chain head matches." if not problems
+        else f"Audit log BROKEN after {checked} entries checked."))
+    if problems:
+        first = problems[0]
+        raise Integrity(
+            f"Audit entry {first.value}: {first.problem}; the log was changed outside byokctl, "
+            "so restore the vault from a backup and find out who had access to the file"
+        )
 
 
 def register(root: typer.Typer) -> None:

@@ -62,8 +62,10 @@ def markup(text: str) -> None:
     stdout().print(text)
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
-    """A table on a terminal; plain aligned columns (no boxes) when piped."""
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
+          no_wrap: Sequence[str] = ()) -> None:
+    """A table on a terminal; plain aligned columns (no boxes) when piped. Columns named in
+    `no_wrap` are kept on one line (others wrap to make room)."""
     from rich import box
     from rich.table import Table
 
@@ -76,7 +78,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
         pad_edge=False,
     )
     for c in columns:
-        t.add_column(c, overflow="fold")
+        t.add_column(c, overflow="fold", no_wrap=c in no_wrap)
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
     con.print(t)

@@ -158,6 +158,8 @@ def verify(ctx: Context) -> tuple[int, list[Problem]]:
         if head is None:
             if last:
                 problems.append(Problem("seq", 1, "entries present but the chain head is missing"))
+            elif store.meta("vault_id"):  # `init` always writes entry 1
+                problems.append(Problem("seq", 1, "the whole log and its chain head were deleted"))
         elif head_tag != macs.tag(key, "audit-head|" + head):
             problems.append(Problem("seq", last, "chain head altered"))
         else:
