@@ -254,6 +254,20 @@ def test_rotate_keeps_id_bumps_version_and_decrypts(cli, acme):
     assert reveal(k["id"]) == new and listed(cli, "acme")[0]["version"] == 3
 
 
+def test_rotate_makes_an_invalid_key_active_again(cli, acme):
+    k = add(cli, "acme", "--provider", "anthropic")
+    ctx = open_context(None)
+    try:
+        keys.mark_used(ctx, k["id"], status=keys.INVALID, why="anthropic answered 401")
+    finally:
+        ctx.close()
+    assert listed(cli, "acme")[0]["status"] == "invalid"
+    r = cli("key", "list", "acme", env={"COLUMNS": "200"})
+    assert "invalid" in r.stdout
+    assert cli("key", "rotate", k["id"], "--from-stdin", input=ant()).exit_code == 0
+    assert listed(cli, "acme")[0]["status"] == "active"
+
+
 def test_rotate_refuses_a_bad_secret_and_changes_nothing(cli, acme):
     old = ant()
     k = add(cli, "acme", "--provider", "anthropic", secret=old)
@@ -382,6 +396,9 @@ def test_list_visibility_by_role(cli, acme):
     assert ids("--as", "int@acme.com") == {mine["id"], beta["id"]}  # admin of beta
     assert ids("--as", "staff@acme.com") == acme_ids
     assert ids("acme", "--provider", "openai", "--as", "staff@acme.com") == {theirs["id"]}
+    r = cli("key", "list", "acme", "--as", "int@acme.com", env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and mine["id"] in r.stdout and "int@acme.com (acme)" in r.stdout
+    assert org["id"] not in r.stdout and theirs["id"] not in r.stdout
     r = cli("key", "list", "acme", "--as", "stranger@else.com")
     assert r.exit_code == 4 and "not a member of org acme" in r.stderr
 

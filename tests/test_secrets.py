@@ -258,3 +258,24 @@ def test_hidden_prompt_does_not_echo(tmp_path):
     assert secret.encode() not in transcript and secret[-12:].encode() not in transcript
     listed = json.loads(run_proc("key", "list", "--json", env=env).stdout)
     assert listed[0]["hint"] == "…" + secret[-4:]
+
+
+def test_purge_waits_briefly_for_a_reader_then_says_so(cli, acme):
+    """A reader in another process that holds an old snapshot blocks the WAL purge: the
+    rotation still succeeds, quickly, and says the purge is deferred."""
+    r = cli("key", "add", "acme", "--provider", "anthropic", "--from-stdin", "--json",
+            input=distinctive())
+    key_id = json.loads(r.stdout)["id"]
+    reader = sqlite3.connect(acme, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM keys").fetchall()  # holds this snapshot open
+    try:
+        started = time.monotonic()
+        r = cli("key", "rotate", key_id, "--from-stdin", "--json", input=distinctive())
+        assert r.exit_code == 0, r.output
+        assert time.monotonic() - started < 10
+        assert json.loads(r.stdout)["purged"] is False
+        assert "next checkpoint" in r.stderr
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
