@@ -110,6 +110,7 @@ def root(
 def _register() -> None:
     """Each command module adds its own commands; the order here is the order in `--help`."""
     from byokctl.cli import (
+        ask,
         audit,
         credits,
         demo,
@@ -123,7 +124,8 @@ def _register() -> None:
         vault,
     )
 
-    for module in (vault, org, member, key, plan, credits, platform, models, usage, audit, demo):
+    modules = (vault, org, member, key, plan, credits, platform, models, ask, usage, audit, demo)
+    for module in modules:
         module.register(app)
 
 

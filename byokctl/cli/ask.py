@@ -1,0 +1,96 @@
+"""`resolve` and `ask`: which provider and key a request uses, and sending one."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from byokctl.cli import render
+from byokctl.cli.common import As, Json, Org, session
+from byokctl.errors import UsageError
+
+
+def resolve(org: Org, as_: As = None, json_: Json = False) -> None:
+    """Show which provider, model and key a request for ORG would use, and why (no call made).
+
+    Example: byokctl resolve acme --as alice@acme.com
+    """
+    from byokctl.services.ask import resolve_for
+
+    with session(as_) as ctx:
+        d, _ = resolve_for(ctx, org)
+
+    def human() -> None:
+        key = f"{d.key.id} ({d.key.scope} key)" if d.key else "none"
+        render.fields([
+            ("org", d.org), ("mode", d.mode or "none"),
+            ("provider", d.provider), ("model", d.model), ("key", key),
+            ("fallback", d.fallback_reason),
+            ("gate", f"plan {d.gate.plan}: " + ("BYOK allowed" if d.gate.allowed else "no BYOK")
+             + (f", grace until {render.when(d.gate.grace_until)}" if d.gate.grace_active else "")),
+        ])
+        render.line("why:")
+        for i, reason in enumerate(d.reasons, 1):
+            render.line(f"  {i}. {reason}")
+
+    render.emit(json_, d, human)
+    for w in d.warnings:
+        render.warn(w)
+    if d.error is not None:
+        raise d.error
+
+
+def ask(
+    org: Org,
+    prompt: Annotated[str | None, typer.Argument(
+        metavar="[PROMPT|-]", help="The prompt; `-` or nothing reads it from stdin.")] = None,
+    as_: As = None,
+    system: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Most tokens to generate.")] = 1024,
+    no_stream: Annotated[bool, typer.Option(
+        "--no-stream", help="Print the answer when complete instead of as it arrives.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS",
+                                           help="Give up on the provider after this long.")] = 60.0,
+    retries: Annotated[int, typer.Option("--retries", help="Retries on 429/5xx/network errors.")] = 2,
+    json_: Json = False,
+) -> None:
+    """Send a prompt for ORG through the provider and key the rules resolve, and account for it.
+
+    Example: echo "Summarise BYOK in one line" | byokctl ask acme - --no-stream
+    """
+    from byokctl.services.ask import Request
+    from byokctl.services.ask import ask as run
+
+    if prompt is None or prompt == "-":
+        if prompt is None and sys.stdin.isatty():
+            raise UsageError("Give a prompt, or `-` to read it from stdin")
+        prompt = sys.stdin.read()
+    stream = not no_stream and not json_
+    printed = []
+
+    def on_text(chunk: str) -> None:
+        printed.append(chunk)
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+    req = Request(prompt, system, max_tokens, stream, timeout, retries)
+    with session(as_) as ctx:
+        answer = run(ctx, org, req, on_text=on_text if stream else None, on_warning=render.warn)
+    if stream:
+        sys.stdout.write("\n" if printed and not printed[-1].endswith("\n") else "")
+    elif not json_:
+        render.line(answer.text)
+    if json_:
+        render.emit(True, answer, "")
+    render.status(
+        f"{answer.mode} · {answer.provider}/{answer.model} · key {answer.key_id} · "
+        f"{answer.input_tokens}+{answer.output_tokens} tokens · ${answer.cost_usd:.6f}"
+        + (f" · {answer.credits_charged} credits" if answer.mode == "platform" else "")
+        + (f" · fallback: {answer.fallback_reason}" if answer.fallback_reason else ""))
+
+
+def register(root: typer.Typer) -> None:
+    root.command("resolve")(resolve)
+    root.command("ask")(ask)

@@ -1,0 +1,153 @@
+"""`ask`: resolve, call the provider, account for it. One usage record per call, never any text."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from byokctl.errors import ByokError, KeyRejected, RateLimited
+from byokctl.providers import catalog
+from byokctl.resolve import Decision, after_provider_error, resolve
+from byokctl.services import keys, rules, usage
+from byokctl.services.context import Context
+from byokctl.services.orgs import get as get_org
+from byokctl.services.permissions import require
+from byokctl.services.resolution import facts
+
+DEFAULT_CREDIT_USD = 0.01
+
+
+@dataclass
+class Request:
+    prompt: str
+    system: str | None = None
+    max_tokens: int = 1024
+    stream: bool = True
+    timeout: float = 60.0
+    retries: int = 2
+
+
+@dataclass
+class Answer:
+    text: str
+    mode: str
+    provider: str
+    model: str
+    key_id: str
+    fallback_reason: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    credits_charged: int
+    latency_ms: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def credit_usd(ctx: Context) -> float:
+    return float(ctx.store.meta("credit_usd") or DEFAULT_CREDIT_USD)
+
+
+def credits_for(cost_usd: float, credit_value: float) -> int:
+    """A platform call costs max(1, ceil(cost / credit value)) credits (SPEC §1)."""
+    # round() first: 0.03 / 0.01 is 2.9999999999999996 in floating point, and must be 3.
+    return max(1, math.ceil(round(cost_usd / credit_value, 9)))
+
+
+def resolve_for(ctx: Context, org: str) -> tuple[Decision, object]:
+    """The decision for a request by the current actor on `org` (no call is made)."""
+    actor = require(ctx, org, rules.KEY_OWN)
+    f = facts(ctx, get_org(ctx, org), actor.email)
+    return resolve(f, catalog.load()), f
+
+
+def ask(ctx: Context, org: str, req: Request, *, on_text: Callable[[str], None] | None = None,
+        on_warning: Callable[[str], None] = lambda _: None) -> Answer:
+    if not req.prompt.strip():
+        raise rules.UsageError("The prompt is empty; pass it as an argument or on stdin with -")
+    if req.max_tokens < 1:
+        raise rules.UsageError(f"--max-tokens must be at least 1, not {req.max_tokens}")
+    if req.timeout <= 0 or req.retries < 0:
+        raise rules.UsageError("--timeout must be positive and --retries zero or more")
+    decision, f = resolve_for(ctx, org)
+    for w in decision.warnings:
+        on_warning(w)
+    try:
+        return _call(ctx, decision, req, on_text)
+    except (KeyRejected, RateLimited):
+        retry = after_provider_error(f, decision, catalog.load())  # type: ignore[arg-type]
+        if retry is None:
+            raise
+        on_warning(retry.warnings[-1])
+        return _call(ctx, retry, req, on_text)
+
+
+def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None] | None) -> Answer:
+    from byokctl.providers import registry
+
+    member = ctx.as_email.lower() if ctx.as_email else None
+    record = usage.Record(org=d.org, actor=ctx.actor, member=member, mode=d.mode or "none",
+                          outcome="ok", provider=d.provider, model=d.model,
+                          key_id=d.key.id if d.key else None,
+                          fingerprint=d.key.fingerprint if d.key else None,
+                          fallback_reason=d.fallback_reason,
+                          catalog_version=catalog.load().version)
+    if d.error is not None:
+        _fail(ctx, record, d.error)
+        raise d.error
+    assert d.key is not None and d.provider and d.model and d.mode
+    started = time.monotonic()
+    try:
+        secret = keys.reveal(ctx, d.key.id)
+        result = registry.get(d.provider).complete(
+            secret=secret, model=d.model, prompt=req.prompt, system=req.system,
+            max_tokens=req.max_tokens, base_url=d.base_url, timeout=req.timeout,
+            retries=req.retries, stream=req.stream, on_text=on_text)
+    except ByokError as exc:
+        record.latency_ms = int((time.monotonic() - started) * 1000)
+        _fail(ctx, record, exc, key_status=_status_after(exc))
+        raise
+    model = catalog.load().find(d.provider, d.model)
+    cost = model.cost_usd(result.input_tokens, result.output_tokens)
+    record.input_tokens, record.output_tokens = result.input_tokens, result.output_tokens
+    record.cost_usd = cost
+    record.latency_ms = int((time.monotonic() - started) * 1000)
+    charged = 0
+    with ctx.write() as conn:
+        if d.mode == "platform":
+            want = credits_for(cost, credit_usd(ctx))
+            # One statement, so concurrent calls never lose or double-count a credit; a call
+            # may overshoot the balance, which then stops at zero.
+            before = conn.execute("SELECT credits FROM orgs WHERE slug = ?", (d.org,)).fetchone()[0]
+            charged = min(want, before)
+            conn.execute("UPDATE orgs SET credits = credits - ? WHERE slug = ?", (charged, d.org))
+        record.credits_charged = charged
+        usage.insert(conn, record)
+        keys.mark_used(ctx, d.key.id, status=keys.ACTIVE, why="it answered a request")
+    return Answer(result.text, d.mode, d.provider, d.model, d.key.id, d.fallback_reason,
+                  result.input_tokens, result.output_tokens, round(cost, 8), charged,
+                  record.latency_ms)
+
+
+def _status_after(exc: ByokError) -> str | None:
+    """The key status a provider refusal leaves behind (SPEC §3 step 4)."""
+    if isinstance(exc, KeyRejected):
+        return keys.INVALID
+    if isinstance(exc, RateLimited):
+        return keys.RATE_LIMITED
+    return None
+
+
+def _fail(ctx: Context, record: usage.Record, exc: ByokError, key_status: str | None = None) -> None:
+    """Record a failed call (and what it says about the key); the caller re-raises the error."""
+    record.outcome = exc.code.label
+    # Only a key-status change is audited (and so needs the vault); a refusal decided before
+    # any call is recorded even when the vault is locked.
+    with (ctx.write() if key_status else ctx.store.tx()) as conn:
+        usage.insert(conn, record)
+        if key_status and record.key_id:
+            keys.mark_used(ctx, record.key_id, status=key_status,
+                           why=f"{record.provider} answered {exc.code.label}")
