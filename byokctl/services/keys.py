@@ -25,7 +25,6 @@ from byokctl.store import BUSY_TIMEOUT_MS
 if TYPE_CHECKING:
     import sqlite3
 
-SCOPES = ("org", "member", "platform")
 ACTIVE, INVALID, RATE_LIMITED = "active", "invalid", "rate-limited"
 STATUSES = (ACTIVE, INVALID, RATE_LIMITED)
 MIN_LENGTH, MAX_LENGTH = 20, 512
