@@ -16,8 +16,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, master_key_b64, run_proc
+from conftest import REPO, master_key_b64, run, run_proc
 
+from byokctl.errors import Integrity
+from byokctl.services import keys as keys_service
 from byokctl.services import vaultops
 from byokctl.services.context import open_context
 from byokctl.vault import master as mk
@@ -25,24 +27,12 @@ from byokctl.vault import master as mk
 # ---- helpers ------------------------------------------------------------------------------------
 
 def put_key(org: str, provider: str = "anthropic") -> tuple[str, str]:
-    """Store a sealed org key the way `key add` does; returns (key id, secret)."""
-    secret = "sk-ant-api03-" + secrets.token_urlsafe(24) if provider == "anthropic" else \
-        "sk-proj-" + secrets.token_urlsafe(24)
-    ctx = open_context(None)
-    try:
-        vault = ctx.vault()
-        key_id = "key_" + secrets.token_hex(5)
-        with ctx.write() as conn:
-            dk, nonce, ct = vault.seal(secret, key_id=key_id, scope="org", org=org, member=None,
-                                       provider=provider, version=1)
-            conn.execute(
-                "INSERT INTO keys (id, scope, org, provider, version, data_key_id, nonce, ciphertext, "
-                "hint, fingerprint, created_at) VALUES (?, 'org', ?, ?, 1, ?, ?, ?, ?, ?, 'now')",
-                (key_id, org, provider, dk, nonce, ct, "…" + secret[-4:], vault.fingerprint(secret)),
-            )
-    finally:
-        ctx.close()
-    return key_id, secret
+    """Store a fresh org key with `key add --from-stdin`; returns (key id, secret)."""
+    prefix = "sk-ant-api03-" if provider == "anthropic" else "sk-proj-"
+    secret = prefix + secrets.token_urlsafe(24)
+    r = run("key", "add", org, "--provider", provider, "--from-stdin", "--json", input=secret + "\n")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)["id"], secret
 
 
 def reveal_all() -> dict[str, str]:
@@ -467,8 +457,22 @@ def test_check_names_a_row_carrying_another_rows_ciphertext(cli, vault: Path) ->
     # The other keys keep working; only the copied-onto row is refused.
     others = reveal_all_but(victim)
     assert others == {k: v for k, v in keys.items() if k != victim}
-    assert cli("org", "list").exit_code == 0
+    ctx = open_context(None)
+    try:
+        assert keys_service.reveal(ctx, source) == keys[source]
+        with pytest.raises(Integrity, match=victim):
+            keys_service.reveal(ctx, victim)
+    finally:
+        ctx.close()
+    listed = cli("key", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert sorted(k["id"] for k in json.loads(listed.stdout)) == sorted(keys)
     assert cli("org", "create", "gamma").exit_code == 0
+    # The fix the message names works: a new secret for the broken row.
+    r = cli("key", "rotate", victim, "--from-stdin", "--no-test", input=keys[victim] + "\n")
+    assert r.exit_code == 0, r.output
+    assert cli("vault", "check").exit_code == 0
+    assert reveal_all() == keys
 
 
 def test_check_reports_every_bad_row_and_audit_tampering(cli, vault: Path) -> None:
