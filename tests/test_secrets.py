@@ -279,3 +279,29 @@ def test_purge_waits_briefly_for_a_reader_then_says_so(cli, acme):
     finally:
         reader.execute("COMMIT")
         reader.close()
+
+
+def _vault_bytes(home):
+    return b"".join(f.read_bytes() for f in home.iterdir() if f.name.startswith("vault.db"))
+
+
+@pytest.mark.parametrize("how", ["org delete", "member remove"])
+def test_cascaded_deletes_purge_the_ciphertext(cli, vault, home, how):
+    """Deleting an org or a member removes their keys by cascade; the ciphertext leaves the
+    file and the WAL then and there, as it does for `key remove`."""
+    from byokctl.services.context import open_context
+
+    cli("org", "create", "acme", "--plan", "growth")
+    cli("member", "add", "acme", "ann@acme.com", "--role", "admin")
+    secret = "sk-ant-api03-" + "cascade" * 6
+    r = cli("key", "add", "acme", "--provider", "anthropic", "--member", "ann@acme.com",
+            "--from-stdin", "--json", input=secret)
+    assert r.exit_code == 0, r.output
+    ctx = open_context(str(vault))
+    ct = ctx.store.scalar("SELECT ciphertext FROM keys")
+    ctx.close()
+    assert ct in _vault_bytes(home)
+    args = ("org", "delete", "acme", "--yes") if how == "org delete" else (
+        "member", "remove", "acme", "ann@acme.com")
+    assert cli(*args).exit_code == 0
+    assert ct not in _vault_bytes(home)

@@ -136,4 +136,8 @@ def remove(ctx: Context, org: str, email: str) -> Removal:
         conn.execute("DELETE FROM members WHERE org = ? AND email = ?", (org, email))
         audit.record(ctx, "member.remove", org=org, target=email,
                      before={"role": member.role, "keys": keys}, after=None)
+    if keys:
+        from byokctl.services.keys import purge_wal
+
+        purge_wal(ctx)  # the cascade deleted ciphertext: get its old pages out of the WAL too
     return Removal(member, keys, no_admin_left)

@@ -137,6 +137,10 @@ def delete(ctx: Context, slug: str) -> Org:
         audit.record(ctx, "org.delete", org=slug, target=slug,
                      before={**org.setting(), "plan": org.plan, "credits": org.credits,
                              "keys": nkeys})
+    if nkeys:
+        from byokctl.services.keys import purge_wal
+
+        purge_wal(ctx)  # the cascade deleted ciphertext: get its old pages out of the WAL too
     return org
 
 
