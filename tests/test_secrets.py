@@ -288,9 +288,12 @@ def _vault_bytes(home):
 @pytest.mark.parametrize("how", ["org delete", "member remove"])
 def test_cascaded_deletes_purge_the_ciphertext(cli, vault, home, how):
     """Deleting an org or a member removes their keys by cascade; the ciphertext leaves the
-    file and the WAL then and there, as it does for `key remove`."""
+    file and the WAL then and there, as it does for `key remove` -- even while another process
+    keeps the vault open (the last connection's close would otherwise hide a missing purge)."""
     from byokctl.services.context import open_context
 
+    other = sqlite3.connect(vault)  # another process's idle connection keeps the WAL alive
+    other.execute("SELECT count(*) FROM orgs").fetchone()
     cli("org", "create", "acme", "--plan", "growth")
     cli("member", "add", "acme", "ann@acme.com", "--role", "admin")
     secret = "sk-ant-api03-" + "cascade" * 6
@@ -305,3 +308,4 @@ def test_cascaded_deletes_purge_the_ciphertext(cli, vault, home, how):
         "member", "remove", "acme", "ann@acme.com")
     assert cli(*args).exit_code == 0
     assert ct not in _vault_bytes(home)
+    other.close()
