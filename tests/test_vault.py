@@ -387,6 +387,26 @@ def test_rekey_killed_with_sigkill_then_rerun(cli, monkeypatch: pytest.MonkeyPat
     assert reveal_all() == keys
 
 
+def test_a_process_unlocked_before_a_rekey_seals_under_the_new_data_key(cli, vault: Path) -> None:
+    keys = with_keys(cli, 2)
+    ctx = open_context(None)  # e.g. a long `apply` that unlocked before the rekey ran
+    try:
+        early = ctx.vault()
+        assert cli("vault", "rekey").exit_code == 0  # retires the data key `early` knows
+        assert cli("org", "create", "late").exit_code == 0
+        with ctx.write() as conn:  # what `key add` does: seal inside the write transaction
+            dk, nonce, ct = early.seal("sk-ant-api03-" + "x" * 30, key_id="key_late", scope="org",
+                                       org="late", member=None, provider="anthropic", version=1)
+            conn.execute(
+                "INSERT INTO keys (id, scope, org, provider, data_key_id, nonce, ciphertext, hint, "
+                "fingerprint, created_at) VALUES ('key_late', 'org', 'late', 'anthropic', ?, ?, ?, "
+                "'…xxxx', ?, 'now')", (dk, nonce, ct, early.fingerprint("sk-ant-api03-" + "x" * 30)))
+    finally:
+        ctx.close()
+    assert reveal_all() == {**keys, "key_late": "sk-ant-api03-" + "x" * 30}
+    assert cli("vault", "check").exit_code == 0
+
+
 def test_rekey_stops_on_a_broken_row_naming_it(cli, vault: Path) -> None:
     keys = with_keys(cli, 4)
     ids = sorted(keys)

@@ -51,8 +51,11 @@ class Context:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction. Unlocks first (audit entries are MACed), so no lock is held
         while a keyring is asked for the master key."""
-        self.vault()
+        vault = self.vault()
         with self.store.tx() as conn:
+            from byokctl.vault.envelope import refresh
+
+            refresh(self.store, vault)  # a concurrent rekey may have retired our data key
             yield conn
 
     def close(self) -> None:

@@ -161,6 +161,22 @@ def _settle(vault: Vault, tried: list[MasterKey], key_file: str | None) -> None:
         pass
 
 
+def refresh(store: Store, vault: Vault) -> None:
+    """Catch up, in place, with a rekey another process started or finished since `unlock`
+    (call inside a write transaction, so that a new secret is never sealed under a data key
+    that was just retired). Same master key, so no keyring round trip."""
+    rows = _data_key_rows(store)
+    stored = {(r["id"], r["state"]) for r in rows if r["purpose"] == "secrets"}
+    known = {(vault.active_id, "active")} | ({(vault.next_id, "next")} if vault.next_id else set())
+    if stored == known:
+        return
+    try:
+        fresh = _open_with(vault.master, vault.vault_id, rows)
+    except crypto.InvalidTag:
+        raise Conflict("The vault's master key changed while this command ran; run it again") from None
+    vault.secrets_keys, vault.active_id, vault.next_id = fresh.secrets_keys, fresh.active_id, fresh.next_id
+
+
 def rewrap(store: Store, vault: Vault, new: MasterKey) -> int:
     """Re-wrap every data key under a new master key (inside the caller's transaction)."""
     rows = _data_key_rows(store)
