@@ -97,3 +97,23 @@ def run_proc(*args: str, env: dict[str, str] | None = None, input: str | None = 
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "byokctl", *args], input=input, env=full_env,
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+# -- the loopback provider emulator (byokctl/providers/emulator.py) ----------------------------
+ANTHROPIC_TEST_KEY = "sk-ant-api03-emulator-" + "a1B2c3D4e5" * 4
+OPENAI_TEST_KEY = "sk-proj-emulator-" + "Z9y8X7w6V5" * 4
+EMULATOR_KEYS = {"anthropic": ANTHROPIC_TEST_KEY, "openai": OPENAI_TEST_KEY}
+
+
+@pytest.fixture
+def emulator():
+    """The emulator in a background thread on a free 127.0.0.1 port, accepting EMULATOR_KEYS.
+
+    Use `.anthropic_base_url` / `.openai_base_url` (or `.base_url(provider)`), `.inject(...)`
+    to make it misbehave, and `.requests` to see what reached it.
+    """
+    from byokctl.providers.emulator import Config, Emulator
+
+    emu = Emulator(Config(valid_keys={p: {k} for p, k in EMULATOR_KEYS.items()})).start()
+    yield emu
+    emu.stop()

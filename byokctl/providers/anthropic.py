@@ -1,0 +1,109 @@
+"""The Anthropic adapter: the Messages API over the official `anthropic` SDK (imported lazily)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from byokctl.providers.base import (
+    Adapter,
+    Failure,
+    MalformedResponse,
+    StreamTruncated,
+    error_fields,
+    expecting_shape,
+    retry_after,
+    should_retry,
+)
+
+if TYPE_CHECKING:
+    import anthropic
+
+
+class AnthropicAdapter(Adapter):
+    name = "anthropic"
+    label = "Anthropic"
+    custom_headers_env = "ANTHROPIC_CUSTOM_HEADERS"
+
+    def _client(self, secret: str, base_url: str, timeout: float) -> anthropic.Anthropic:
+        import anthropic
+
+        # An explicit api_key makes the SDK skip ANTHROPIC_API_KEY/AUTH_TOKEN, profiles and
+        # federation; an explicit base_url skips ANTHROPIC_BASE_URL; tracing stays off so no
+        # prompt reaches an OpenTelemetry exporter configured in the environment.
+        return anthropic.Anthropic(
+            api_key=secret, base_url=base_url, timeout=timeout, max_retries=0,
+            default_headers=self.neutral_headers(secret),
+            open_telemetry={"traces": False, "propagation": False},
+        )
+
+    def _omit(self) -> Any:
+        import anthropic
+
+        return anthropic.Omit()
+
+    def _list_models(self, client: anthropic.Anthropic) -> list[str]:
+        with expecting_shape():  # the SDK itself trips over a body that is not the API's
+            return [str(m.id) for m in client.models.list(limit=1000)]
+
+    def _complete(self, client: anthropic.Anthropic, *, model: str, prompt: str, system: str | None,
+                  max_tokens: int, stream: bool, emit: Callable[[str], None]) -> tuple[str, int, int, str]:
+        params: dict[str, Any] = {"model": model, "max_tokens": max_tokens,
+                                  "messages": [{"role": "user", "content": prompt}]}
+        if system:
+            params["system"] = system
+        if not stream:
+            with expecting_shape():
+                message = client.messages.create(**params)
+                text = "".join(b.text for b in message.content if b.type == "text")
+                return text, message.usage.input_tokens, message.usage.output_tokens, message.model
+        parts: list[str] = []
+        input_tokens = output_tokens = 0
+        used_model, finished = model, False
+        with client.messages.create(**params, stream=True) as events, expecting_shape():
+            for event in events:
+                if event.type == "message_start":
+                    used_model = event.message.model or model
+                    input_tokens = event.message.usage.input_tokens
+                    output_tokens = event.message.usage.output_tokens
+                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    parts.append(event.delta.text)
+                    emit(event.delta.text)
+                elif event.type == "message_delta":
+                    # Cumulative counts: the last message_delta carries the final usage.
+                    output_tokens = event.usage.output_tokens
+                    if event.usage.input_tokens is not None:
+                        input_tokens = event.usage.input_tokens
+                elif event.type == "message_stop":
+                    finished = True
+        if not finished:
+            raise StreamTruncated
+        return "".join(parts), input_tokens, output_tokens, used_model
+
+    def _failure(self, exc: Exception) -> Failure | None:
+        import json
+
+        import anthropic
+        import httpx2
+        import pydantic
+
+        if isinstance(exc, StreamTruncated):
+            return Failure("truncated")
+        if isinstance(exc, MalformedResponse):
+            return Failure("malformed")
+        if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+            return Failure("timeout")
+        if isinstance(exc, anthropic.APIConnectionError):
+            return Failure("connection", detail=str(exc.__cause__ or ""))
+        if isinstance(exc, httpx2.TransportError):  # raised as-is while reading a stream
+            return Failure("connection", detail=str(exc))
+        if isinstance(exc, anthropic.APIResponseValidationError | json.JSONDecodeError
+                      | pydantic.ValidationError):
+            return Failure("malformed")
+        if isinstance(exc, anthropic.APIStatusError):
+            kind, message = error_fields(exc.body)
+            headers = exc.response.headers
+            return Failure("status", status=exc.status_code, error_type=exc.type or kind,
+                           detail=message or exc.message, retry_after=retry_after(headers),
+                           should_retry=should_retry(headers))
+        return None

@@ -1,0 +1,304 @@
+"""What every provider adapter offers, and what they share: the retry loop, the SDK client
+hygiene (no ambient configuration) and the mapping of provider failures onto byokctl's errors.
+
+Mapping (SPEC §4): 401/403 → KeyRejected (7); 429 and 402 (quota/billing) → RateLimited (8);
+5xx incl. 529, 408/409 after retries, timeouts, connection errors, malformed or truncated
+responses → ProviderDown (11); 404 → NotFound (3: model or endpoint unknown);
+400/413/422 → UsageError (2: the request itself was refused); any other status → ProviderDown.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from byokctl.errors import ByokError, KeyRejected, NotFound, ProviderDown, RateLimited, UsageError
+from byokctl.providers import catalog
+from byokctl.providers.redact import one_line, redact, safe_url
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_RETRIES = 2
+MAX_RETRY_WAIT = 30.0  # a provider asking for a longer pause gets no retry: we fail fast instead
+_BACKOFF_START, _BACKOFF_MAX = 0.5, 8.0
+
+# Provider error types (Anthropic `error.type`, OpenAI `error.type`/`code`) for failures that
+# arrive without a meaningful HTTP status, e.g. an `error` event in the middle of a stream.
+_STATUS_BY_TYPE = {
+    "authentication_error": 401, "invalid_api_key": 401, "permission_error": 403,
+    "billing_error": 402, "insufficient_quota": 429, "rate_limit_error": 429,
+    "rate_limit_exceeded": 429, "not_found_error": 404, "invalid_request_error": 400,
+    "request_too_large": 413, "timeout_error": 504, "api_error": 500, "server_error": 500,
+    "overloaded_error": 529,
+}
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    model: str
+    latency_ms: int
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens, "model": self.model, "latency_ms": self.latency_ms}
+
+
+@dataclass
+class Failure:
+    """A provider failure, in SDK-neutral terms; `detail` is raw and is redacted before use."""
+
+    kind: str                      # "status", "timeout", "connection", "malformed", "truncated"
+    status: int | None = None
+    error_type: str | None = None  # the provider's error type or code
+    detail: str = ""
+    retry_after: float | None = None
+    should_retry: bool | None = None  # the provider's `x-should-retry` header, when sent
+
+    @property
+    def effective_status(self) -> int | None:
+        if self.status and self.status >= 400:
+            return self.status
+        return _STATUS_BY_TYPE.get(self.error_type or "")
+
+    @property
+    def retryable(self) -> bool:
+        if self.should_retry is not None:
+            return self.should_retry
+        if self.kind in ("timeout", "connection"):
+            return True
+        status = self.effective_status
+        return self.kind == "status" and status is not None and (status in (408, 409, 429) or status >= 500)
+
+
+class StreamTruncated(Exception):
+    """The stream ended without its final event: the answer is incomplete."""
+
+
+class MalformedResponse(Exception):
+    """The response parsed, but not into the shape of the provider's API."""
+
+
+@contextmanager
+def expecting_shape() -> Iterator[None]:
+    """Reading a parsed response: a missing field or wrong type means the server is not the API
+    (without strict validation the SDKs hand back whatever came, even an HTML page as text)."""
+    try:
+        yield
+    except (AttributeError, TypeError, KeyError, IndexError):
+        raise MalformedResponse from None
+
+
+class Adapter:
+    """One provider over its official SDK. Subclasses import the SDK inside their methods only."""
+
+    name: str = ""   # catalog provider id
+    label: str = ""  # the provider's name for messages
+    custom_headers_env: str = ""  # the SDK's env var of extra headers, which we neutralise
+
+    # -- the interface ------------------------------------------------------------------------
+    def list_models(self, secret: str, *, base_url: str | None = None,
+                    timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
+                    key_id: str | None = None) -> list[str]:
+        """The model ids the key may use: a token-free call that proves the key works."""
+        url = self.base_url(base_url)
+        return self._run(secret, url, timeout, retries, key_id, lambda c: self._list_models(c))
+
+    def complete(self, secret: str, *, model: str, prompt: str, system: str | None = None,
+                 max_tokens: int = 1024, base_url: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES, stream: bool = True,
+                 on_text: Callable[[str], None] | None = None, key_id: str | None = None) -> Completion:
+        """One prompt, one answer. When streaming, `on_text` gets each piece of text as it arrives
+        (it is not called without streaming: use `.text`). A failed attempt is retried only while
+        no text has been handed to `on_text`."""
+        url = self.base_url(base_url)
+        delivered = [False]
+
+        def emit(piece: str) -> None:
+            if piece:
+                delivered[0] = True
+                if on_text is not None:
+                    on_text(piece)
+
+        started = time.monotonic()
+        text, input_tokens, output_tokens, used_model = self._run(
+            secret, url, timeout, retries, key_id,
+            lambda c: self._complete(c, model=model, prompt=prompt, system=system,
+                                     max_tokens=max_tokens, stream=stream, emit=emit),
+            can_retry=lambda: not delivered[0])
+        return Completion(text, int(input_tokens or 0), int(output_tokens or 0), used_model or model,
+                          int((time.monotonic() - started) * 1000))
+
+    def base_url(self, base_url: str | None) -> str:
+        """The explicit base URL, else the catalog's default — never the SDK's environment variable."""
+        return base_url or catalog.load().info[self.name]["default_base_url"]
+
+    # -- for subclasses -----------------------------------------------------------------------
+    def _client(self, secret: str, base_url: str, timeout: float) -> Any:
+        raise NotImplementedError
+
+    def _list_models(self, client: Any) -> list[str]:
+        raise NotImplementedError
+
+    def _complete(self, client: Any, *, model: str, prompt: str, system: str | None, max_tokens: int,
+                  stream: bool, emit: Callable[[str], None]) -> tuple[str, int, int, str]:
+        raise NotImplementedError
+
+    def _failure(self, exc: Exception) -> Failure | None:
+        """The provider failure `exc` stands for, or None if it is not one (a bug: let it rise)."""
+        raise NotImplementedError
+
+    def neutral_headers(self, secret: str) -> dict[str, Any]:
+        """Default headers that cancel the SDK's `*_CUSTOM_HEADERS` environment variable (each
+        name it sets is omitted) and pin `Authorization` to this key, so nothing ambient —
+        another credential, a tenant header — rides along with an org's request."""
+        omit = self._omit()
+        headers: dict[str, Any] = {}
+        for line in os.environ.get(self.custom_headers_env, "").split("\n"):
+            name = line.partition(":")[0].strip()
+            if ":" in line and name and name.lower() != "authorization":
+                headers[name] = omit
+        headers["Authorization"] = f"Bearer {secret}"
+        return headers
+
+    def _omit(self) -> Any:
+        raise NotImplementedError
+
+    # -- the retry loop -----------------------------------------------------------------------
+    def _run(self, secret: str, base_url: str, timeout: float, retries: int, key_id: str | None,
+             call: Callable[[Any], T], can_retry: Callable[[], bool] = lambda: True) -> T:
+        """`call(client)` with byokctl's retry policy (the SDK's own is off: `max_retries=0`).
+
+        Retries 408/409/429/5xx, timeouts and connection errors with exponential backoff, or
+        after the provider's `retry-after` when that is at most MAX_RETRY_WAIT seconds.
+        """
+        client = self._client(secret, base_url, timeout)
+        attempt = 0
+        try:
+            while True:
+                try:
+                    return call(client)
+                except Exception as exc:  # noqa: BLE001 - sorted below, bugs re-raised
+                    failure = self._failure(exc)
+                    if failure is None:
+                        raise
+                attempt += 1
+                wait = _wait_before_retry(failure, attempt)
+                if attempt > retries or not failure.retryable or wait is None or not can_retry():
+                    break
+                time.sleep(wait)
+        finally:
+            client.close()
+        # Raised outside the `except` block so the SDK exception is neither chained nor context.
+        raise to_error(self.label, failure, secret=secret, attempts=attempt, base_url=base_url,
+                       timeout=timeout, key_id=key_id) from None
+
+
+def _wait_before_retry(failure: Failure, attempt: int) -> float | None:
+    """Seconds to wait before the next attempt, or None if the provider's pause is too long."""
+    if failure.retry_after is not None and failure.retry_after > 0:
+        return failure.retry_after if failure.retry_after <= MAX_RETRY_WAIT else None
+    backoff = min(_BACKOFF_START * 2 ** (attempt - 1), _BACKOFF_MAX)
+    return backoff * (1 - 0.25 * random.random())
+
+
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """The pause a response asks for (`retry-after-ms`, `retry-after` seconds or HTTP date)."""
+    if not headers:
+        return None
+    try:
+        return float(headers["retry-after-ms"]) / 1000
+    except (KeyError, TypeError, ValueError):
+        pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def should_retry(headers: Mapping[str, str] | None) -> bool | None:
+    value = (headers or {}).get("x-should-retry")
+    return {"true": True, "false": False}.get(value or "")
+
+
+def error_fields(body: object) -> tuple[str | None, str | None]:
+    """(type or code, message) from a provider error body, wrapped in `error` or not."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            kind = inner.get("code") if inner.get("code") in _STATUS_BY_TYPE else inner.get("type")
+            message = inner.get("message")
+            return (kind if isinstance(kind, str) else None,
+                    message if isinstance(message, str) else None)
+        if isinstance(inner, str):
+            return None, inner
+    if isinstance(body, str):
+        return None, body
+    return None, None
+
+
+def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_url: str,
+             timeout: float, key_id: str | None = None) -> ByokError:
+    """The byokctl error for `failure`: one redacted sentence that names the fix."""
+    where = safe_url(base_url)
+    detail = one_line(redact(failure.detail, secret)) if failure.detail else ""
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    key = f"`byokctl key rotate {key_id}`" if key_id else "`byokctl key rotate KEY_ID`"
+    status = failure.effective_status
+    what = f"HTTP {status}" if failure.status and failure.status >= 400 else (failure.error_type or "error")
+    said = f" ({what}: {detail})" if detail else f" ({what})"
+
+    if failure.kind == "timeout":
+        error: ByokError = ProviderDown(
+            f"{label} did not answer within {timeout:g} s at {where}{tries}; try again later, "
+            "or raise --timeout")
+    elif failure.kind == "connection":
+        error = ProviderDown(
+            f"The connection to {label} at {where} failed{tries}{f' ({detail})' if detail else ''}; "
+            "check the network and the org's base_url, or try again later")
+    elif failure.kind == "malformed":
+        error = ProviderDown(
+            f"{label} sent a response that is not valid JSON for its API (at {where}); check that the "
+            "base_url points at the real API, or try again later")
+    elif failure.kind == "truncated":
+        error = ProviderDown(
+            f"{label} ended the response before it was complete (at {where}); try again later")
+    elif status in (401, 403):
+        refused = "rejected the API key" if status == 401 else "refused this API key access"
+        error = KeyRejected(
+            f"{label} {refused}{said}; check the key at the provider and replace it with {key}")
+    elif status == 429 or status == 402:
+        pause = (f", retry after {failure.retry_after:g} s" if failure.retry_after else "")
+        if status == 402 or failure.error_type in ("insufficient_quota", "billing_error"):
+            error = RateLimited(f"{label} says the account behind this key is out of quota or credit"
+                                f"{said}; add credit or raise its limits at the provider")
+        else:
+            error = RateLimited(f"{label} rate-limited this key{said}{tries}{pause}; wait and try again, "
+                                "or raise the account's rate limits at the provider")
+    elif status == 404:
+        error = NotFound(f"{label} answered not found{said}; check the model (`byokctl models list`) "
+                         "and the org's base_url")
+    elif status in (400, 413, 422):
+        error = UsageError(f"{label} refused the request as invalid{said}; check the model, "
+                           "--max-tokens and the prompt")
+    elif status is not None and status >= 500:
+        error = ProviderDown(f"{label} is unavailable{said}{tries}; try again later, or raise --retries")
+    else:
+        error = ProviderDown(f"{label} answered unexpectedly{said} at {where}; check the org's base_url")
+    # The message as a whole is scrubbed once more: nothing of the secret may leave this function.
+    error.message = redact(error.message, secret)
+    error.args = (error.message,)
+    return error

@@ -1,0 +1,114 @@
+"""The OpenAI adapter: Chat Completions over the official `openai` SDK (imported lazily)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from byokctl.providers.base import (
+    Adapter,
+    Failure,
+    MalformedResponse,
+    StreamTruncated,
+    error_fields,
+    expecting_shape,
+    retry_after,
+    should_retry,
+)
+
+if TYPE_CHECKING:
+    import openai
+
+
+class OpenAIAdapter(Adapter):
+    name = "openai"
+    label = "OpenAI"
+    custom_headers_env = "OPENAI_CUSTOM_HEADERS"
+
+    def _client(self, secret: str, base_url: str, timeout: float) -> openai.OpenAI:
+        import openai
+
+        omit = openai.Omit()
+        client = openai.OpenAI(
+            api_key=secret, base_url=base_url, timeout=timeout, max_retries=0,
+            # OPENAI_ORG_ID / OPENAI_PROJECT_ID would bill another tenant's org or project.
+            default_headers={**self.neutral_headers(secret), "OpenAI-Organization": omit,
+                             "OpenAI-Project": omit},
+        )
+        # Read from OPENAI_ADMIN_KEY even when api_key is given; never wanted here.
+        client.admin_api_key = None
+        return client
+
+    def _omit(self) -> Any:
+        import openai
+
+        return openai.Omit()
+
+    def _list_models(self, client: openai.OpenAI) -> list[str]:
+        with expecting_shape():  # the SDK itself trips over a body that is not the API's
+            return [str(m.id) for m in client.models.list()]
+
+    def _complete(self, client: openai.OpenAI, *, model: str, prompt: str, system: str | None,
+                  max_tokens: int, stream: bool, emit: Callable[[str], None]) -> tuple[str, int, int, str]:
+        messages: list[dict[str, str]] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": prompt})
+        params: dict[str, Any] = {"model": model, "messages": messages, "max_completion_tokens": max_tokens}
+        if not stream:
+            with expecting_shape():
+                completion = client.chat.completions.create(**params)
+                text = (completion.choices[0].message.content or "") if completion.choices else ""
+                usage = completion.usage
+                return (text, usage.prompt_tokens if usage else 0,
+                        usage.completion_tokens if usage else 0, completion.model)
+        parts: list[str] = []
+        input_tokens = output_tokens = 0
+        used_model, finished = model, False
+        chunks = client.chat.completions.create(**params, stream=True,
+                                                stream_options={"include_usage": True})
+        with chunks, expecting_shape():
+            for chunk in chunks:
+                used_model = chunk.model or used_model
+                if chunk.usage is not None:  # the last chunk, with no choices
+                    input_tokens, output_tokens = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+                for choice in chunk.choices:
+                    if choice.delta is not None and choice.delta.content:
+                        parts.append(choice.delta.content)
+                        emit(choice.delta.content)
+                    if choice.finish_reason:
+                        finished = True
+        if not finished:
+            raise StreamTruncated
+        return "".join(parts), input_tokens, output_tokens, used_model
+
+    def _failure(self, exc: Exception) -> Failure | None:
+        import json
+
+        import httpx2
+        import openai
+        import pydantic
+
+        if isinstance(exc, StreamTruncated):
+            return Failure("truncated")
+        if isinstance(exc, MalformedResponse):
+            return Failure("malformed")
+        if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+            return Failure("timeout")
+        if isinstance(exc, openai.APIConnectionError):
+            return Failure("connection", detail=str(exc.__cause__ or ""))
+        if isinstance(exc, httpx2.TransportError):
+            return Failure("connection", detail=str(exc))
+        if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError
+                      | pydantic.ValidationError):
+            return Failure("malformed")
+        if isinstance(exc, openai.APIStatusError):
+            kind, message = error_fields(exc.body)
+            headers = exc.response.headers
+            return Failure("status", status=exc.status_code, error_type=kind,
+                           detail=message or exc.message, retry_after=retry_after(headers),
+                           should_retry=should_retry(headers))
+        if isinstance(exc, openai.APIError):  # an error event in the middle of a stream
+            kind, message = error_fields(exc.body)
+            return Failure("status", error_type=kind or "server_error", detail=message or exc.message)
+        return None
