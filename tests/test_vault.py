@@ -210,6 +210,43 @@ def test_rotate_master_env_prints_the_new_key_once(cli, monkeypatch: pytest.Monk
     assert new not in audit_text(Path(os.environ["BYOKCTL_HOME"]) / "vault.db")
 
 
+def test_rotate_master_with_an_env_override_moves_the_vault_to_env(
+    cli, vault: Path, isolated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = with_keys(cli, 2)
+    user = f"vault-{vault_id(vault)}"
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", isolated.entries[("byokctl", user)])  # e.g. in CI
+    r = cli("vault", "rotate-master", "--json")
+    assert r.exit_code == 0, r.output
+    new = json.loads(r.stdout)["master_key"]
+    assert "OS keyring" in r.stderr and "no longer opens" in r.stderr
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", new)
+    assert json.loads(cli("vault", "status", "--json").stdout)["master_source"] == "env"
+    assert reveal_all() == keys
+    monkeypatch.delenv("BYOKCTL_MASTER_KEY")
+    r = cli("org", "create", "gamma")
+    assert r.exit_code == 10 and "set $BYOKCTL_MASTER_KEY" in r.stderr
+
+
+def test_rotate_master_when_the_keyring_refuses_changes_nothing(
+    cli, vault: Path, isolated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = with_keys(cli, 2)
+    before = dict(isolated.entries)
+    wrapped = db_rows(vault, "SELECT wrapped FROM data_keys ORDER BY id")
+
+    def refuse(service: str, username: str, password: str) -> None:
+        raise RuntimeError("keyring locked")
+
+    monkeypatch.setattr(isolated, "set_password", refuse)
+    r = cli("vault", "rotate-master")
+    assert r.exit_code == 10, r.output
+    assert "could not store the new master key" in r.stderr and "nothing was changed" in r.stderr
+    assert isolated.entries == before
+    assert db_rows(vault, "SELECT wrapped FROM data_keys ORDER BY id") == wrapped
+    assert reveal_all() == keys
+
+
 class Crash(BaseException):
     """Stands in for the process dying at that instant."""
 

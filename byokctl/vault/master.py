@@ -148,11 +148,18 @@ def stage(source: str, vault_id: str, key_file: str | None, key: bytes) -> None:
     """Step 1 of a rotation: keep the new key in the `.next` slot before the store commits."""
     if source == "keyring":
         user = keyring_user(vault_id) + ".next"
-        keyring_set(user, encode(key))
-        if keyring_get(user) != encode(key):
+        try:
+            _keyring().set_password(KEYRING_SERVICE, user, encode(key))
+            kept = _keyring().get_password(KEYRING_SERVICE, user) == encode(key)
+        except Exception as exc:  # any backend failure
             raise VaultLocked(
-                "The OS keyring did not keep the new master key; nothing was changed; check the "
-                "keyring, or move the vault to a key file with $BYOKCTL_MASTER_KEY and try again"
+                f"The OS keyring could not store the new master key ({type(exc).__name__}), so "
+                "nothing was changed; unlock your keyring and run `byokctl vault rotate-master` again"
+            ) from None
+        if not kept:
+            raise VaultLocked(
+                "The OS keyring did not keep the new master key, so nothing was changed; check "
+                "your keyring and run `byokctl vault rotate-master` again"
             )
     elif source == "file" and key_file:
         write_key_file(next_path(Path(key_file)), key)
