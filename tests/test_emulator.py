@@ -43,6 +43,22 @@ def test_anthropic_models_list(emulator):
     assert page.has_more is False and page.first_id == page.data[0].id and page.last_id == page.data[-1].id
 
 
+def test_anthropic_models_pages_like_the_api(emulator):
+    ids = [m.id for m in catalog.load().for_provider("anthropic")]
+    first = anthropic_client(emulator).models.list(limit=1)
+    assert [m.id for m in first.data] == ids[:1] and first.has_more is True
+    assert [m.id for m in first] == ids  # the SDK follows after_id through every page
+    status, body = _raw(emulator, "/anthropic/v1/models?limit=many", {"x-api-key": ANTHROPIC_TEST_KEY})
+    assert status == 400 and body["error"]["type"] == "invalid_request_error"
+
+
+def test_unknown_paths_are_404(emulator):
+    status, body = _raw(emulator, "/v1/models", {"x-api-key": ANTHROPIC_TEST_KEY})
+    assert status == 404 and "/anthropic" in body["error"]["message"]
+    status, body = _raw(emulator, "/openai/v1/embeddings", {"Authorization": f"Bearer {OPENAI_TEST_KEY}"})
+    assert status == 404 and body["error"]["type"] == "invalid_request_error"
+
+
 def test_anthropic_message_with_usage(emulator):
     msg = anthropic_client(emulator).messages.create(
         model=HAIKU, max_tokens=100, system="be brief",
