@@ -119,7 +119,8 @@ class Adapter:
                  on_text: Callable[[str], None] | None = None, key_id: str | None = None) -> Completion:
         """One prompt, one answer. When streaming, `on_text` gets each piece of text as it arrives
         (it is not called without streaming: use `.text`). A failed attempt is retried only while
-        no text has been handed to `on_text`."""
+        no text has been handed to `on_text`. `timeout` bounds each network step (connecting,
+        each read), as the SDKs define it; `latency_ms` spans every attempt."""
         url = self.base_url(base_url)
         delivered = [False]
 

@@ -50,6 +50,8 @@ class OpenAIAdapter(Adapter):
 
     def _complete(self, client: openai.OpenAI, *, model: str, prompt: str, system: str | None,
                   max_tokens: int, stream: bool, emit: Callable[[str], None]) -> tuple[str, int, int, str]:
+        # `system` rather than `developer`: OpenAI treats it as developer for reasoning models,
+        # and OpenAI-compatible gateways (a base_url) understand it.
         messages: list[dict[str, str]] = []
         if system:
             messages.append({"role": "system", "content": system})
