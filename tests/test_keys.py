@@ -233,7 +233,7 @@ def test_unit_check_format_accepts_real_shapes():
 def test_rotate_keeps_id_bumps_version_and_decrypts(cli, acme):
     old, new = ant(), ant()
     k = add(cli, "acme", "--provider", "anthropic", secret=old)
-    r = cli("key", "rotate", k["id"], "--from-stdin", "--json", input=new + "\n")
+    r = cli("key", "rotate", k["id"], "--no-test", "--from-stdin", "--json", input=new + "\n")
     assert r.exit_code == 0, r.output
     done = json.loads(r.stdout)
     assert done["id"] == k["id"] and done["version"] == 2 and done["status"] == "active"
@@ -264,7 +264,7 @@ def test_rotate_makes_an_invalid_key_active_again(cli, acme):
     assert listed(cli, "acme")[0]["status"] == "invalid"
     r = cli("key", "list", "acme", env={"COLUMNS": "200"})
     assert "invalid" in r.stdout
-    assert cli("key", "rotate", k["id"], "--from-stdin", input=ant()).exit_code == 0
+    assert cli("key", "rotate", k["id"], "--no-test", "--from-stdin", input=ant()).exit_code == 0
     assert listed(cli, "acme")[0]["status"] == "active"
 
 
@@ -290,7 +290,7 @@ def test_rotated_ciphertext_is_bound_to_its_version(cli, acme):
         old_nonce, old_ct = bytes(old["nonce"]), bytes(old["ciphertext"])
     finally:
         ctx.close()
-    assert cli("key", "rotate", k["id"], "--from-stdin", input=ant()).exit_code == 0
+    assert cli("key", "rotate", k["id"], "--no-test", "--from-stdin", input=ant()).exit_code == 0
     ctx = open_context(None)
     try:
         ctx.store.conn.execute("UPDATE keys SET nonce = ?, ciphertext = ? WHERE id = ?",
@@ -344,7 +344,7 @@ def test_org_key_add_rotate_remove_need_org_manage(cli, acme, actor, codes):
     if by_org:
         assert "may not manage org acme" in r.stderr or "not a member of org acme" in r.stderr
     k = listed(cli, "acme")[0] if by_org == 0 else add(cli, "acme", "--provider", "anthropic")
-    r = cli("key", "rotate", k["id"], "--from-stdin", "--as", actor, input=ant())
+    r = cli("key", "rotate", k["id"], "--no-test", "--from-stdin", "--as", actor, input=ant())
     assert r.exit_code == by_id, r.output
     r = cli("key", "remove", k["id"], "--yes", "--as", actor)
     assert r.exit_code == by_id, r.output
@@ -369,7 +369,7 @@ def test_personal_keys_own_vs_other(cli, acme, actor, owner, code):
     else:
         [k] = listed(cli, "acme")
         assert k["member"] == owner
-    r = cli("key", "rotate", k["id"], "--from-stdin", "--as", actor, input=ant())
+    r = cli("key", "rotate", k["id"], "--no-test", "--from-stdin", "--as", actor, input=ant())
     assert r.exit_code == code, r.output
     r = cli("key", "remove", k["id"], "--yes", "--as", actor)
     assert r.exit_code == code, r.output
@@ -453,12 +453,12 @@ def test_mark_used_and_tested_record_status_and_audit(cli, acme):
         keys.mark_used(ctx, k["id"], status=keys.INVALID, why="anthropic answered key-rejected")
         got = keys.get(ctx, k["id"])
         assert got.status == "invalid" and got.last_used_at is not None
-        tested = keys.mark_tested(ctx, k["id"], ok=True, result="ok: 3 models")
+        tested = keys.mark_tested(ctx, k["id"], result="ok", status=keys.ACTIVE)
         assert tested.status == "active" and tested.last_tested_at is not None
     finally:
         ctx.close()
     [row] = listed(cli, "acme")
-    assert (row["status"], row["test_result"]) == ("active", "ok: 3 models")
+    assert (row["status"], row["test_result"]) == ("active", "ok")
     assert [e.action for e in audit_entries("key")][:2] == ["key.test", "key.status"]
 
 

@@ -1,4 +1,4 @@
-"""`key add|list|rotate|remove`: secrets come from a hidden prompt, stdin or an environment
+"""`key add|list|test|rotate|remove`: secrets come from a hidden prompt, stdin or an environment
 variable, never from argv, and are never printed."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 from byokctl.cli import render
 from byokctl.cli.common import As, Json, Yes, confirm, session
 from byokctl.errors import Conflict, UsageError
+from byokctl.providers.redact import safe_url
 from byokctl.services import keys
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -36,7 +37,8 @@ class KeyGroup(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-app = typer.Typer(cls=KeyGroup, help="Store, rotate and remove API keys (secrets never shown).",
+app = typer.Typer(cls=KeyGroup, help="Store, test, rotate and remove API keys (secrets never "
+                  "shown).",
                   no_args_is_help=True)
 
 KeyId = Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (see `key list`).")]
@@ -48,6 +50,10 @@ AllowAdmin = Annotated[bool, typer.Option(
     "--allow-admin-key", help="Accept an admin key (sk-ant-admin…, sk-admin-…) though only "
     "inference is needed.")]
 Provider = Annotated[str, typer.Option("--provider", metavar="P", help="anthropic or openai.")]
+Timeout = Annotated[float, typer.Option(
+    "--timeout", metavar="SECONDS", help="Give up on the provider after this long.")]
+Retries = Annotated[int, typer.Option(
+    "--retries", metavar="N", help="Retries on 429/5xx/network errors.")]
 
 
 def read_secret(provider: str, from_stdin: bool, from_env: str | None) -> str:
@@ -88,6 +94,11 @@ def add(
         "--platform", help="Store the platform's own key (operator only; no ORG).")] = False,
     from_stdin: FromStdin = False,
     from_env: FromEnv = None,
+    test: Annotated[bool, typer.Option(
+        "--test", help="Test the key with the provider first (a token-free call); store it only "
+        "if it works.")] = False,
+    timeout: Timeout = keys.DEFAULT_TIMEOUT,
+    retries: Retries = keys.DEFAULT_RETRIES,
     allow_admin_key: AllowAdmin = False,
     as_: As = None,
     json_: Json = False,
@@ -96,15 +107,49 @@ def add(
 
     The secret is read from a hidden prompt, from stdin (--from-stdin) or from an
     environment variable (--from-env VAR), never from the command line.
+    With --test it is stored only if the provider accepts it.
 
-    Example: pass show api/anthropic | byokctl key add acme --provider anthropic --from-stdin
+    Example: pass show api/anthropic | byokctl key add acme --provider anthropic --from-stdin --test
     """
     with session(as_) as ctx:
+        tester = keys.ProviderTester(ctx, timeout=timeout, retries=retries) if test else None
         slot = keys.prepare_add(ctx, provider=provider, org=org, member=member, platform=platform)
         secret = read_secret(provider, from_stdin, from_env)
-        key = keys.add(ctx, slot, secret, allow_admin_key=allow_admin_key)
+        key = keys.add(ctx, slot, secret, allow_admin_key=allow_admin_key, tester=tester)
+    tested = f"; tested: {_visible(tester.last)}" if tester and tester.last else ""
     render.emit(json_, key, f"Added {keys.PROVIDER_NAMES[key.provider]} key {key.id} for "
-                f"{key.owner} ({key.hint}, {key.fingerprint}).")
+                f"{key.owner} ({key.hint}, {key.fingerprint}){tested}.")
+
+
+def _visible(probe: keys.Probe) -> str:
+    """`3 models visible` (and where, when that is not the provider's own API)."""
+    where = f" at {safe_url(probe.base_url)}" if probe.base_url else ""
+    return f"{probe.models} model{'' if probe.models == 1 else 's'} visible{where}"
+
+
+@app.command("test")
+def test(
+    key_id: KeyId,
+    timeout: Timeout = keys.DEFAULT_TIMEOUT,
+    retries: Retries = keys.DEFAULT_RETRIES,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Test a stored key with a real, token-free call to its provider (list models).
+
+    The call goes where the key is used: the org's (or the platform's) base_url
+    when that is set for the key's provider. The result is recorded on the key
+    and audited. ok makes the key active; a rejection (exit 7) marks it invalid;
+    429 (exit 8) marks it rate-limited; an unreachable provider (exit 11) leaves
+    its status as it was.
+
+    Example: byokctl key test key_3kq7xw2mfa --timeout 10
+    """
+    with session(as_) as ctx:
+        done = keys.run_test(ctx, key_id, timeout=timeout, retries=retries)
+    k = done.key
+    render.emit(json_, done, f"Key {k.id} ({k.provider}, {k.hint}): {done.probe.result} — "
+                f"{_visible(done.probe)}")
 
 
 def _owner(k: keys.Key) -> str:
@@ -156,19 +201,22 @@ def rotate(
     from_env: FromEnv = None,
     allow_admin_key: AllowAdmin = False,
     no_test: Annotated[bool, typer.Option(
-        "--no-test", help="Store the new secret without testing it first.")] = False,
+        "--no-test", help="Store the new secret without testing it with the provider first.")
+    ] = False,
+    timeout: Timeout = keys.DEFAULT_TIMEOUT,
+    retries: Retries = keys.DEFAULT_RETRIES,
     as_: As = None,
     json_: Json = False,
 ) -> None:
     """Replace a key's secret in place: same id, version + 1, the old ciphertext purged.
 
+    The new secret is first tested with the provider (a token-free call) unless
+    --no-test; if the test fails, the key keeps its current secret.
+
     Example: byokctl key rotate key_3kq7xw2mfa --from-env NEW_ANTHROPIC_KEY
     """
-    # Provider calls (byokctl/providers) are not wired in yet: until `key test` exists a
-    # rotation is stored untested whether or not --no-test is given; the flag is accepted so
-    # scripts written today keep their meaning. The tester slots in as `tester=`.
-    tester: keys.KeyTester | None = None
     with session(as_) as ctx:
+        tester = None if no_test else keys.ProviderTester(ctx, timeout=timeout, retries=retries)
         key = keys.prepare_rotate(ctx, key_id)
         secret = read_secret(key.provider, from_stdin, from_env)
         done = keys.rotate(ctx, key_id, secret, allow_admin_key=allow_admin_key, tester=tester)
@@ -179,8 +227,10 @@ def rotate(
         render.warn("another process has the vault open; the old ciphertext is purged from the "
                     "write-ahead log at its next checkpoint")
     k = done.key
+    tested = f"; tested: {_visible(tester.last)}" if tester and tester.last else " (untested)"
     render.emit(json_, done, f"Rotated {k.id} ({k.owner}, {k.provider}): "
-                f"{done.previous['hint']} v{done.previous['version']} → {k.hint} v{k.version}.")
+                f"{done.previous['hint']} v{done.previous['version']} → {k.hint} v{k.version}"
+                f"{tested}.")
 
 
 @app.command("remove")

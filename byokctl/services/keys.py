@@ -10,16 +10,27 @@ from __future__ import annotations
 import base64
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from byokctl import clock
-from byokctl.errors import Conflict, Denied, KeyRejected, NotFound, UsageError
+from byokctl.errors import (
+    ByokError,
+    Conflict,
+    Denied,
+    KeyRejected,
+    NotFound,
+    ProviderDown,
+    RateLimited,
+    UsageError,
+)
 from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import Actor, actor_in, org_exists, require, require_operator
+from byokctl.services.resolution import platform_default
 from byokctl.store import BUSY_TIMEOUT_MS
 
 if TYPE_CHECKING:
@@ -293,9 +304,13 @@ def new_key_id() -> str:
     return "key_" + base64.b32encode(os.urandom(10)).decode().lower()[:10]
 
 
-def add(ctx: Context, slot: Slot, secret: str, *, allow_admin_key: bool = False) -> Key:
-    """Store `secret` in `slot` (from `prepare_add`), sealed and audited."""
+def add(ctx: Context, slot: Slot, secret: str, *, allow_admin_key: bool = False,
+        tester: KeyTester | None = None) -> Key:
+    """Store `secret` in `slot` (from `prepare_add`), sealed and audited. With `tester`, the
+    secret must pass it first: a secret the provider refuses is never stored."""
     check_format(slot.provider, secret, allow_admin_key=allow_admin_key)
+    test_result = (_tried(tester, slot, secret, "the key was not stored", "add it without --test")
+                   if tester is not None else None)
     vault = ctx.vault()
     now = clock.stamp()
     with ctx.write() as conn:
@@ -307,21 +322,24 @@ def add(ctx: Context, slot: Slot, secret: str, *, allow_admin_key: bool = False)
                                       member=slot.member, provider=slot.provider, version=1)
         conn.execute(
             "INSERT INTO keys (id, scope, org, member, provider, version, data_key_id, nonce, "
-            "ciphertext, hint, fingerprint, status, created_at) "
-            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+            "ciphertext, hint, fingerprint, status, test_result, last_tested_at, created_at) "
+            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key_id, slot.scope, slot.org, slot.member, slot.provider, dk_id, nonce, ct,
-             hint(secret), vault.fingerprint(secret), ACTIVE, now),
+             hint(secret), vault.fingerprint(secret), ACTIVE, test_result,
+             now if tester is not None else None, now),
         )
         key = get(ctx, key_id)
-        audit.record(ctx, "key.add", org=key.org, target=key.id, after=key.public())
+        after = key.public() if tester is None else {**key.public(), "test_result": test_result}
+        audit.record(ctx, "key.add", org=key.org, target=key.id, after=after)
     return key
 
 
 # ---- rotating and removing ----------------------------------------------------------------------
 
-KeyTester = Callable[[Key, str], str]
-"""Tries a candidate secret for a key against its provider before it is stored. Returns a
-short result (`ok: 9 models`) or raises KeyRejected / RateLimited / ProviderDown."""
+KeyTester = Callable[[Key | Slot, str], str]
+"""Tries a candidate secret for a key (or a slot, before `add`) against its provider before it
+is stored. Returns the result to record (`ok`) or raises KeyRejected / RateLimited /
+ProviderDown. `ProviderTester` is the real one."""
 
 
 @dataclass
@@ -350,7 +368,8 @@ def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = Fa
     ciphertext overwritten. With `tester`, the new secret must pass it before anything changes."""
     key = prepare_rotate(ctx, key_id)
     check_format(key.provider, secret, allow_admin_key=allow_admin_key)
-    test_result = tester(key, secret) if tester is not None else None
+    test_result = (_tried(tester, key, secret, f"{key.id} keeps its current secret",
+                          "rotate with --no-test") if tester is not None else None)
     vault = ctx.vault()
     fingerprint = vault.fingerprint(secret)
     now = clock.stamp()
@@ -443,16 +462,161 @@ def mark_used(ctx: Context, key_id: str, *, status: str = ACTIVE, why: str | Non
                          before={"status": key.status}, after={"status": status, "why": why})
 
 
-def mark_tested(ctx: Context, key_id: str, *, ok: bool, result: str) -> Key:
-    """Record a `key test`: status active (ok) or invalid, the result text and time; audited."""
+def mark_tested(ctx: Context, key_id: str, *, result: str, status: str | None,
+                version: int | None = None) -> Key:
+    """Record a test of the key: its result (`ok`, `rejected`, `rate-limited`, `unreachable`),
+    when, and the key's status after it; `status=None` leaves the status as it was (an
+    unreachable provider says nothing about the key). Audited (`key.test`) whatever the result.
+    With `version`, a key rotated since the test began is left alone (Conflict): the result
+    was about its previous secret."""
+    if status is not None:
+        rules.choice(status, STATUSES, "key status")
     now = clock.stamp()
     with _writing(ctx) as conn:
         before = get(ctx, key_id)
-        status = ACTIVE if ok else INVALID
+        if version is not None and before.version != version:
+            raise Conflict(f"Key {key_id} was rotated while it was being tested (now version "
+                           f"{before.version}); test it again with `byokctl key test {key_id}`")
+        after_status = before.status if status is None else status
         conn.execute("UPDATE keys SET status = ?, test_result = ?, last_tested_at = ? WHERE id = ?",
-                     (status, result, now, key_id))
+                     (after_status, result, now, key_id))
         audit.record(ctx, "key.test", org=before.org, target=key_id,
-                     before={"status": before.status},
-                     after={"status": status, "result": result, "hint": before.hint,
+                     before={"status": before.status, "test_result": before.test_result},
+                     after={"status": after_status, "result": result, "hint": before.hint,
                             "fingerprint": before.fingerprint, "version": before.version})
     return get(ctx, key_id)
+
+
+# ---- testing against the provider ---------------------------------------------------------------
+
+DEFAULT_TIMEOUT, DEFAULT_RETRIES = 60.0, 2  # as for `ask`
+OK, REJECTED, RATE_LIMITED_RESULT, UNREACHABLE = "ok", "rejected", "rate-limited", "unreachable"
+_RESULTS: tuple[tuple[type[ByokError], str, str | None], ...] = (
+    # error → (test result, the key's status after it; None: unchanged)
+    (KeyRejected, REJECTED, INVALID),
+    (RateLimited, RATE_LIMITED_RESULT, RATE_LIMITED),
+    (ProviderDown, UNREACHABLE, None),  # the key may be fine: the provider never judged it
+)
+
+
+def base_url_for(ctx: Context, owner: Key | Slot) -> str | None:
+    """Where calls with this key go: the org's `base_url` if the org's provider is the key's,
+    the platform default base URL if the platform's default provider is the key's, else None
+    (the provider's own API). A base URL set for one provider never receives another's key:
+    it may be a gateway that speaks only that provider's API, or a host that must not see it."""
+    if owner.scope == "platform":
+        provider, _, url = platform_default(ctx)
+    else:
+        row = ctx.store.one("SELECT provider, base_url FROM orgs WHERE slug = ?", (owner.org,))
+        provider, url = (row["provider"], row["base_url"]) if row is not None else (None, None)
+    return url if provider == owner.provider else None
+
+
+def check_limits(timeout: float, retries: int) -> None:
+    if not timeout > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
+    if retries < 0:
+        raise UsageError(f"--retries must be zero or more, not {retries}")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one token-free provider call (list models) said about a secret."""
+
+    result: str  # ok, rejected, rate-limited, unreachable, or the error's code (e.g. not-found)
+    models: int  # how many models the key may use (0 unless ok)
+    latency_ms: int
+    base_url: str | None  # None: the provider's own API
+    error: ByokError | None = None  # redacted by the provider layer
+
+    @property
+    def status(self) -> str | None:
+        """The key's status after this result; None: as it was."""
+        if self.error is None:
+            return ACTIVE
+        for kind, _, status in _RESULTS:
+            if isinstance(self.error, kind):
+                return status
+        return None
+
+
+def probe(provider: str, secret: str, *, base_url: str | None, timeout: float = DEFAULT_TIMEOUT,
+          retries: int = DEFAULT_RETRIES, key_id: str | None = None) -> Probe:
+    """List the models `secret` may use at `base_url` (None: the provider's API), costing no
+    tokens. Never raises a provider failure: it comes back in `Probe.error`."""
+    from byokctl.providers import registry  # imports no SDK until the call itself
+
+    started = time.monotonic()
+    try:
+        models = registry.get(provider).list_models(secret, base_url=base_url, timeout=timeout,
+                                                    retries=retries, key_id=key_id)
+    except ByokError as exc:
+        result = next((r for kind, r, _ in _RESULTS if isinstance(exc, kind)), exc.code.label)
+        return Probe(result, 0, _ms_since(started), base_url, exc)
+    return Probe(OK, len(models), _ms_since(started), base_url)
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+class ProviderTester:
+    """The real KeyTester: probes the provider where the key will be used (`base_url_for`) and
+    keeps the last Probe for the caller to show."""
+
+    def __init__(self, ctx: Context, *, timeout: float = DEFAULT_TIMEOUT,
+                 retries: int = DEFAULT_RETRIES) -> None:
+        check_limits(timeout, retries)
+        self.ctx, self.timeout, self.retries = ctx, timeout, retries
+        self.last: Probe | None = None
+
+    def __call__(self, owner: Key | Slot, secret: str) -> str:
+        self.last = probe(owner.provider, secret, base_url=base_url_for(self.ctx, owner),
+                          timeout=self.timeout, retries=self.retries,
+                          key_id=getattr(owner, "id", None))
+        if self.last.error is not None:
+            raise self.last.error
+        return self.last.result
+
+
+def _tried(tester: KeyTester, owner: Key | Slot, secret: str, outcome: str, skip: str) -> str:
+    """`tester(owner, secret)`; a refusal is raised again (same class, so the same exit code)
+    saying what did not happen and what to do instead."""
+    try:
+        return tester(owner, secret)
+    except ByokError as exc:
+        what, _, fix = exc.message.rpartition("; ")  # provider messages: "<what>; <fix>"
+        what = what or exc.message
+        if isinstance(exc, KeyRejected):
+            fix = "check that it is the right key, and still active, at the provider"
+        elif isinstance(exc, RateLimited):
+            fix = f"wait and try again, or {skip}"
+        elif isinstance(exc, ProviderDown):
+            fix = f"try again later, or {skip}"
+        raise type(exc)(f"{what}; {outcome}: {fix}" if fix else f"{what}; {outcome}") from None
+
+
+@dataclass
+class Tested:
+    key: Key  # after the result was recorded
+    probe: Probe
+
+    def to_json(self) -> dict:
+        return {**self.key.to_json(), "test_result": self.probe.result,
+                "models": self.probe.models, "latency_ms": self.probe.latency_ms,
+                "base_url": self.probe.base_url}
+
+
+def run_test(ctx: Context, key_id: str, *, timeout: float = DEFAULT_TIMEOUT,
+             retries: int = DEFAULT_RETRIES) -> Tested:
+    """`key test`: a token-free call with the stored secret, where the key is used. The result
+    is recorded on the key and audited whatever it is; then a failure is raised (exit 7, 8, 11...)."""
+    check_limits(timeout, retries)
+    key = require_key(ctx, key_id, "test")
+    secret = reveal(ctx, key_id)
+    seen = probe(key.provider, secret, base_url=base_url_for(ctx, key), timeout=timeout,
+                 retries=retries, key_id=key.id)
+    after = mark_tested(ctx, key_id, result=seen.result, status=seen.status, version=key.version)
+    if seen.error is not None:
+        raise seen.error
+    return Tested(after, seen)
