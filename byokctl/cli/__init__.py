@@ -11,13 +11,62 @@ import typer
 from typer.core import TyperGroup
 
 from byokctl import __version__
-from byokctl.cli import render
+from byokctl.cli import _fastparams, render
 from byokctl.cli.common import STATE
 from byokctl.errors import ByokError, ExitCode
 
+# Each top-level command: the module that registers it, and its one-line help. Modules are
+# imported only when their command runs, so `byokctl org list` never loads the key, provider
+# or audit code; tests/test_cli_registry.py keeps these lines equal to the real help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("vault", "Create a new vault and its master key."),
+    "vault": ("vault", "Inspect and maintain the vault's keys."),
+    "org": ("org", "Create and configure organizations."),
+    "member": ("member", "Add and manage an org's members and their roles."),
+    "key": ("key", "Store, test, rotate and remove API keys (secrets never shown)."),
+    "plan": ("plan", "Set plans and grant or revoke BYOK grace."),
+    "credits": ("credits", "Add to and show an org's credit balance."),
+    "platform": ("platform", "Platform-wide settings: the default provider and model."),
+    "models": ("models", "The model catalog: aliases, pinned ids and prices."),
+    "resolve": ("ask", "Show which provider, model and key a request for ORG would use, and why "
+                          "(no call made)."),
+    "ask": ("ask", "Send a prompt for ORG through the provider and key the rules resolve, and "
+                  "account for it."),
+    "usage": ("usage", "Tokens, cost and credits per org, provider, model, member or day."),
+    "audit": ("audit", "Read and verify the tamper-evident audit log."),
+    "emulator": ("emulator", "A loopback emulator of the Anthropic and OpenAI APIs."),
+    "demo": ("demo", "Walk through the whole flow offline, in a throwaway vault, command by command."),
+}
+
+
+def load_module_commands(module_name: str) -> dict[str, Any]:
+    """Import one command module and build its click commands, keyed by name."""
+    from importlib import import_module
+
+    from typer.main import get_command
+
+    holder = typer.Typer(rich_markup_mode=None)
+    holder.callback()(lambda: None)  # a callback keeps typer from collapsing one command
+    import_module(f"byokctl.cli.{module_name}").register(holder)
+    return dict(get_command(holder).commands)  # type: ignore[attr-defined]
+
 
 class ByokGroup(TyperGroup):
-    """Runs the command non-standalone so every failure passes through `_fail`."""
+    """The root group: loads command modules on demand, and runs the command non-standalone so
+    every failure passes through `_fail`."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.commands.update(load_module_commands(COMMANDS[cmd_name][0]))
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """List commands from the registry: `byokctl --help` imports no command module."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -72,9 +121,12 @@ def _fail(exc: Exception, as_json: bool) -> int:
     return int(ExitCode.INTERNAL)
 
 
+_fastparams.install()
+
 app = typer.Typer(
     cls=ByokGroup,
     name="byokctl",
+    rich_markup_mode=None,
     help="Administer a bring-your-own-AI-key platform from a local encrypted vault.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -105,31 +157,6 @@ def root(
     """
     STATE["db"] = db
     render.QUIET = quiet
-
-
-def _register() -> None:
-    """Each command module adds its own commands; the order here is the order in `--help`."""
-    from byokctl.cli import (
-        ask,
-        audit,
-        credits,
-        demo,
-        key,
-        member,
-        models,
-        org,
-        plan,
-        platform,
-        usage,
-        vault,
-    )
-
-    modules = (vault, org, member, key, plan, credits, platform, models, ask, usage, audit, demo)
-    for module in modules:
-        module.register(app)
-
-
-_register()
 
 
 def main() -> None:

@@ -1,0 +1,117 @@
+"""`ask` overhead: whole-process `byokctl ask` against a bare script making the same SDK call to
+the same loopback emulator, for both providers, streaming and not. Prints medians and ratios.
+
+    python benchmarks/ask.py [--runs N] [--check RATIO]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from byokctl.providers.emulator import Config, Emulator
+
+KEYS = {"anthropic": "sk-ant-api03-bench-" + "k" * 40, "openai": "sk-proj-bench-" + "k" * 40}
+MODELS = {"anthropic": "claude-haiku-4-5-20251001", "openai": "gpt-5-nano-2025-08-07"}
+PROMPT = "Name three colours"
+
+# The bare scripts read the key from the environment, like any careful script would.
+BARE = {
+    ("anthropic", False): (
+        "import os, anthropic\n"
+        "c = anthropic.Anthropic(api_key=os.environ['K'], base_url=os.environ['U'], max_retries=0)\n"
+        "m = c.messages.create(model=os.environ['M'], max_tokens=256,"
+        " messages=[{'role': 'user', 'content': os.environ['P']}])\n"
+        "print(''.join(b.text for b in m.content))\n"),
+    ("anthropic", True): (
+        "import os, sys, anthropic\n"
+        "c = anthropic.Anthropic(api_key=os.environ['K'], base_url=os.environ['U'], max_retries=0)\n"
+        "with c.messages.stream(model=os.environ['M'], max_tokens=256,"
+        " messages=[{'role': 'user', 'content': os.environ['P']}]) as s:\n"
+        "    for t in s.text_stream: sys.stdout.write(t)\n"
+        "print()\n"),
+    ("openai", False): (
+        "import os, openai\n"
+        "c = openai.OpenAI(api_key=os.environ['K'], base_url=os.environ['U'], max_retries=0)\n"
+        "r = c.chat.completions.create(model=os.environ['M'], max_completion_tokens=256,"
+        " messages=[{'role': 'user', 'content': os.environ['P']}])\n"
+        "print(r.choices[0].message.content)\n"),
+    ("openai", True): (
+        "import os, sys, openai\n"
+        "c = openai.OpenAI(api_key=os.environ['K'], base_url=os.environ['U'], max_retries=0)\n"
+        "for ch in c.chat.completions.create(model=os.environ['M'], max_completion_tokens=256,"
+        " stream=True, stream_options={'include_usage': True},"
+        " messages=[{'role': 'user', 'content': os.environ['P']}]):\n"
+        "    if ch.choices and ch.choices[0].delta.content: sys.stdout.write(ch.choices[0].delta.content)\n"
+        "print()\n"),
+}
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])}... failed ({r.returncode}): {r.stderr.strip()}")
+    return elapsed
+
+
+def byokctl(env: dict[str, str], *args: str, stdin: str | None = None) -> None:
+    r = subprocess.run([sys.executable, "-m", "byokctl", *args], env=env, input=stdin,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"byokctl {' '.join(args)} failed: {r.stderr.strip()}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--check", type=float, metavar="RATIO",
+                    help="exit 1 if any byokctl/bare median ratio is above RATIO")
+    opts = ap.parse_args()
+
+    emu = Emulator(Config(valid_keys={p: {k} for p, k in KEYS.items()})).start()
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "BYOKCTL_HOME": home,
+               "BYOKCTL_MASTER_KEY": base64.b64encode(os.urandom(32)).decode()}
+        byokctl(env, "init")
+        for p in KEYS:
+            byokctl(env, "org", "create", p, "--plan", "growth")
+            byokctl(env, "key", "add", p, "--provider", p, "--from-stdin", stdin=KEYS[p])
+            byokctl(env, "org", "set-provider", p, p, "--model", MODELS[p], "--base-url",
+                    emu.base_url(p), "--yes")
+        rows, worst = [], 0.0
+        for (provider, stream), script in BARE.items():
+            bare_env = {**env, "K": KEYS[provider], "U": emu.base_url(provider),
+                        "M": MODELS[provider], "P": PROMPT}
+            mine = [sys.executable, "-m", "byokctl", "ask", provider, PROMPT, "--max-tokens", "256"]
+            if not stream:
+                mine.append("--no-stream")
+            bare = [sys.executable, "-c", script]
+            timed(bare, bare_env), timed(mine, env)  # warm the page cache
+            b, m = [], []
+            for _ in range(opts.runs):  # interleaved, so drift hits both alike
+                b.append(timed(bare, bare_env))
+                m.append(timed(mine, env))
+            mb, mm = statistics.median(b), statistics.median(m)
+            worst = max(worst, mm / mb)
+            rows.append((provider, "stream" if stream else "no-stream", mb, mm, mm / mb))
+    emu.stop()
+    print(f"{'provider':<10} {'mode':<10} {'bare SDK':>10} {'byokctl':>10} {'ratio':>7}")
+    for provider, mode, mb, mm, ratio in rows:
+        print(f"{provider:<10} {mode:<10} {mb * 1000:>8.0f}ms {mm * 1000:>8.0f}ms {ratio:>6.2f}x")
+    if opts.check and worst > opts.check:
+        print(f"FAIL: worst ratio {worst:.2f}x is above {opts.check:.2f}x", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Start-up: coerce plain `str`/`int`/`float`/`bool` parameters without pydantic.
+
+typer 0.29 validates every non-flag parameter through a pydantic `TypeAdapter`, which costs
+about 60 ms per process (the pydantic import plus one schema build per parameter) -- more than
+the rest of a command like `org list`. byokctl's parameters are plain scalars, so those are
+coerced here directly, with Click-style errors; anything else (choices, ranges, paths, files,
+lists, custom parsers) still goes through typer's own machinery. If typer's internals change,
+`install()` leaves typer alone, and tests/test_startup.py notices the lost speed.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from dataclasses import dataclass
+from typing import Any, Union, get_args, get_origin
+
+_NAMES = {int: "integer", float: "number", str: "text", bool: "boolean"}
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True,
+          "0": False, "false": False, "no": False, "off": False}
+
+
+def _scalar(annotation: Any) -> type | None:
+    """`str`, `int`, `float` or `bool`, also inside `X | None`; None for anything else."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            return None
+        annotation = args[0]
+    return annotation if annotation in _NAMES else None
+
+
+def install() -> bool:
+    try:
+        from typer import _coercion, core
+        from typer._click.exceptions import BadParameter
+
+        base = _coercion.RuntimeParam
+        original = core._TyperParameter.get_runtime_param
+    except (ImportError, AttributeError):
+        return False
+
+    @dataclass(frozen=True)
+    class ScalarParam(base):  # type: ignore[valid-type, misc]
+        kind: type = str
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            kind = self.kind
+            if type(value) is kind:
+                return value
+            try:
+                out = _BOOLS.get(str(value).lower()) if kind is bool else kind(value)
+            except (TypeError, ValueError):
+                out = None
+            if out is None or (kind is float and not math.isfinite(out)):
+                raise BadParameter(f"'{value}' is not a valid {_NAMES[kind]}", ctx=ctx, param=param)
+            return out
+
+    def get_runtime_param(self: Any) -> Any:
+        if self._runtime_param is None:
+            d = self.type_descriptor
+            kind = _scalar(d.annotation)
+            info = d.parameter_info
+            plain = not (d.is_choice or d.is_ranged or d.is_file or d.is_path or d.is_list
+                         or d.is_tuple or getattr(info, "parser", None)
+                         or getattr(info, "click_type", None))
+            if kind is not None and plain:
+                self._runtime_param = ScalarParam(parameter_info=info, annotation=d.annotation,
+                                                  kind=kind)
+        return original(self)
+
+    core._TyperParameter.get_runtime_param = get_runtime_param
+    return True
