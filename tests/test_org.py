@@ -44,3 +44,13 @@ def test_errors_are_json_with_json(cli, vault):
     assert r.exit_code == 3
     assert json.loads(r.stderr)["error"]["code"] == "not-found"
     assert "Traceback" not in r.output
+
+
+def test_piped_tables_keep_one_row_per_line(cli, vault):
+    long_name = "A very long organisation name " * 4
+    cli("org", "create", "acme-international-holdings", "--name", long_name.strip())
+    r = cli("org", "list")
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["slug", "name", "plan", "credits", "provider", "model"]
+    assert len(lines) == 2 and lines[1].startswith("acme-international-holdings  ")
+    assert long_name.strip() in lines[1] and "│" not in r.stdout

@@ -95,7 +95,7 @@ def test_secret_never_in_files_output_or_audit_and_old_ciphertext_is_purged(cli,
     holder = sqlite3.connect(db)
     holder.execute("SELECT count(*) FROM keys").fetchall()
     try:
-        run("key", "rotate", k["id"], "--from-stdin", input=s2)
+        run("key", "rotate", k["id"], "--no-test", "--from-stdin", input=s2)
         run("key", "rotate", k["id"], "--from-stdin", "--json", input="sk-proj-" + s2[13:], code=7)
         ct2 = ciphertext(db, k["id"])
         files = vault_files(db)
@@ -177,9 +177,10 @@ def test_no_option_takes_the_secret():
         for name, command in get_group(app).commands.items()
     }
     assert valued == {
-        "add": ["--as", "--from-env", "--member", "--provider"],
+        "add": ["--as", "--from-env", "--member", "--provider", "--retries", "--timeout"],
         "list": ["--as", "--provider"],
-        "rotate": ["--as", "--from-env"],
+        "test": ["--as", "--retries", "--timeout"],
+        "rotate": ["--as", "--from-env", "--retries", "--timeout"],
         "remove": ["--as"],
     }
 
@@ -208,7 +209,8 @@ def test_real_process_output_and_files(tmp_path):
     proc("key", "add", "acme", "--provider", "anthropic", secret, "--json", code=2)
     proc("key", "add", "acme", "--provider", "anthropic", "--from-stdin", input=secret, code=12)
     proc("key", "add", "--platform", "--provider", "anthropic", input="", code=2)  # no TTY
-    proc("key", "rotate", k["id"], "--from-env", "NEW_KEY", "--json", extra={"NEW_KEY": new})
+    proc("key", "rotate", k["id"], "--no-test", "--from-env", "NEW_KEY", "--json",
+         extra={"NEW_KEY": new})
     proc("key", "remove", k["id"], "--yes")
     for out in outputs:
         for s in (secret, new, "sk-proj-" + secret[13:]):
@@ -271,7 +273,7 @@ def test_purge_waits_briefly_for_a_reader_then_says_so(cli, acme):
     reader.execute("SELECT count(*) FROM keys").fetchall()  # holds this snapshot open
     try:
         started = time.monotonic()
-        r = cli("key", "rotate", key_id, "--from-stdin", "--json", input=distinctive())
+        r = cli("key", "rotate", key_id, "--no-test", "--from-stdin", "--json", input=distinctive())
         assert r.exit_code == 0, r.output
         assert time.monotonic() - started < 10
         assert json.loads(r.stdout)["purged"] is False

@@ -64,24 +64,32 @@ def markup(text: str) -> None:
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
           no_wrap: Sequence[str] = ()) -> None:
-    """A table on a terminal; plain aligned columns (no boxes) when piped. Columns named in
-    `no_wrap` are kept on one line (others wrap to make room)."""
+    """A table on a terminal. Piped, plain aligned columns that never wrap, one row per line,
+    so ids stay whole for `grep`/`awk`. Columns named in `no_wrap` are kept on one line on a
+    terminal too (others wrap to make room)."""
+    cells = [["" if v is None else str(v) for v in r] for r in rows]
+    con = stdout()
+    if not con.is_terminal:
+        _plain_table(list(columns), cells, title)
+        return
     from rich import box
     from rich.table import Table
 
-    con = stdout()
-    t: Table = Table(
-        title=title,
-        box=box.ROUNDED if con.is_terminal else None,
-        show_edge=con.is_terminal,
-        header_style="bold" if con.is_terminal else "",
-        pad_edge=False,
-    )
+    t: Table = Table(title=title, box=box.ROUNDED, header_style="bold", pad_edge=False)
     for c in columns:
         t.add_column(c, overflow="fold", no_wrap=c in no_wrap)
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
+    for r in cells:
+        t.add_row(*r)
     con.print(t)
+
+
+def _plain_table(columns: list[str], cells: list[list[str]], title: str | None) -> None:
+    lines = [columns, *([" ".join(c.split()) for c in r] for r in cells)]
+    widths = [max(len(r[i]) for r in lines) for i in range(len(columns))]
+    out = [title] if title else []
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in lines]
+    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.flush()
 
 
 def fields(pairs: Iterable[tuple[str, Any]]) -> None:
