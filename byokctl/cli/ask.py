@@ -87,7 +87,8 @@ def ask(
     render.status(
         f"{answer.mode} · {answer.provider}/{answer.model} · key {answer.key_id} · "
         f"{answer.input_tokens}+{answer.output_tokens} tokens · ${answer.cost_usd:.6f}"
-        + (f" · {answer.credits_charged} credits" if answer.mode == "platform" else "")
+        + (f" · {answer.credits_charged} credit{'s' if answer.credits_charged != 1 else ''}"
+           if answer.mode == "platform" else "")
         + (f" · fallback: {answer.fallback_reason}" if answer.fallback_reason else ""))
 
 

@@ -21,7 +21,8 @@ from byokctl.cli import render
 from byokctl.cli.common import Json
 from byokctl.errors import ByokError, Conflict
 
-DEMO_KEY_VAR = "BYOKCTL_DEMO_ANTHROPIC_KEY"
+ANTHROPIC_VAR = "BYOKCTL_DEMO_ANTHROPIC_KEY"
+OPENAI_VAR = "BYOKCTL_DEMO_OPENAI_KEY"
 
 
 @dataclass(frozen=True)
@@ -31,31 +32,47 @@ class Step:
     expect: int = 0
 
 
-STEPS: tuple[Step, ...] = (
-    Step("Create the vault; its master key comes from $BYOKCTL_MASTER_KEY here (CI-style).",
-         ("init",)),
-    Step("Provision an org on the growth plan (BYOK included) with 100 credits.",
-         ("org", "create", "acme", "--name", "Acme Inc", "--plan", "growth", "--credits", "100")),
-    Step("Add an org admin and an interviewer.",
-         ("member", "add", "acme", "alice@acme.com", "--role", "admin")),
-    Step("", ("member", "add", "acme", "ivan@acme.com", "--role", "interviewer")),
-    Step("Store the org's Anthropic key, read from an environment variable (never from argv).",
-         ("key", "add", "acme", "--provider", "anthropic", "--from-env", DEMO_KEY_VAR)),
-    Step("Switch the org to its own Anthropic account; the alias is pinned to a model id.",
-         ("org", "set-provider", "acme", "anthropic", "--model", "sonnet", "--yes")),
-    Step("Keys are listed by hint and fingerprint; the secret is never shown again.",
-         ("key", "list", "acme")),
-    Step("An interviewer may not redirect the org's AI traffic (exit 4).",
-         ("org", "set-provider", "acme", "openai", "--yes", "--as", "ivan@acme.com"), expect=4),
-    Step("Downgrade to starter with a 14-day grace grant: BYOK keeps working until it ends.",
-         ("plan", "set", "acme", "starter", "--grace-days", "14")),
-    Step("", ("org", "show", "acme")),
-    Step("Revoke the grace: requests now fall back to platform credits (the setting is kept).",
-         ("plan", "revoke-grace", "acme")),
-    Step("", ("org", "show", "acme")),
-    Step("Every change is in the tamper-evident audit log...", ("audit", "log", "--limit", "6")),
-    Step("...and the chain verifies.", ("audit", "verify")),
-)
+def steps(anthropic_url: str, openai_url: str) -> tuple[Step, ...]:
+    """The tour, against the emulator's base URLs."""
+    return (
+        Step("Create the vault; its master key comes from $BYOKCTL_MASTER_KEY here (CI-style).",
+             ("init",)),
+        Step("Provision an org on the growth plan (BYOK included) with 100 credits.",
+             ("org", "create", "acme", "--name", "Acme Inc", "--plan", "growth", "--credits", "100")),
+        Step("Add an org admin and an interviewer.",
+             ("member", "add", "acme", "alice@acme.com", "--role", "admin")),
+        Step("", ("member", "add", "acme", "ivan@acme.com", "--role", "interviewer")),
+        Step("Switch the org to its own Anthropic account (the emulator stands in for it); the "
+             "alias is pinned to a model id.",
+             ("org", "set-provider", "acme", "anthropic", "--model", "sonnet", "--base-url",
+              anthropic_url, "--yes")),
+        Step("Store the org's key from an environment variable (never argv), tested first with a "
+             "token-free call.",
+             ("key", "add", "acme", "--provider", "anthropic", "--from-env", ANTHROPIC_VAR, "--test")),
+        Step("The platform's own OpenAI key and default model, for orgs that pay in credits.",
+             ("key", "add", "--platform", "--provider", "openai", "--from-env", OPENAI_VAR)),
+        Step("", ("platform", "set-default", "openai", "--model", "gpt-5-mini", "--base-url",
+                  openai_url)),
+        Step("Keys are listed by hint and fingerprint; the secret is never shown again.",
+             ("key", "list")),
+        Step("Which provider and key would a request use, and why?", ("resolve", "acme")),
+        Step("Ask: the answer streams from the org's own Anthropic account; no credits are spent.",
+             ("ask", "acme", "Explain bring-your-own-key in one sentence")),
+        Step("An interviewer may not redirect the org's AI traffic (exit 4).",
+             ("org", "set-provider", "acme", "openai", "--yes", "--as", "ivan@acme.com"), expect=4),
+        Step("Downgrade to starter: BYOK is no longer included, so requests fall back to credits "
+             "(the setting is kept).", ("plan", "set", "acme", "starter")),
+        Step("", ("resolve", "acme")),
+        Step("", ("ask", "acme", "Explain bring-your-own-key in one sentence", "--no-stream")),
+        Step("A 14-day grace grant restores BYOK until it ends.",
+             ("plan", "grant-grace", "acme", "--days", "14", "--reason", "contract renewal")),
+        Step("", ("org", "show", "acme")),
+        Step("Usage: one record per call, tokens and cost, never the prompt or the answer.",
+             ("usage", "show", "acme", "--by", "mode")),
+        Step("Every change is in the tamper-evident audit log...",
+             ("audit", "log", "--org", "acme", "--limit", "6")),
+        Step("...and the chain verifies.", ("audit", "verify")),
+    )
 
 
 @contextlib.contextmanager
@@ -105,30 +122,47 @@ def demo(
 
     Example: byokctl demo
     """
+    from byokctl.providers.emulator import Config, Emulator
+
     master = base64.b64encode(secrets.token_bytes(32)).decode()
-    demo_key = "sk-ant-api03-demo" + secrets.token_urlsafe(30)
+    demo_keys = {"anthropic": "sk-ant-api03-demo" + secrets.token_urlsafe(30),
+                 "openai": "sk-proj-demo" + secrets.token_urlsafe(30)}
     results = []
-    with _scratch(keep) as where, _env(BYOKCTL_MASTER_KEY=master, **{DEMO_KEY_VAR: demo_key}):
-        db = str(where / "vault.db")
-        if (where / "vault.db").exists():
-            raise Conflict(f"{db} already exists; give --keep an empty directory")
-        for step in STEPS:
-            args = ["--db", db, *step.args] + (["--json"] if json_ else [])
+    emulator = Emulator(Config(valid_keys={p: {k} for p, k in demo_keys.items()})).start()
+    try:
+        with _scratch(keep) as where, _env(BYOKCTL_MASTER_KEY=master,
+                                           **{ANTHROPIC_VAR: demo_keys["anthropic"],
+                                              OPENAI_VAR: demo_keys["openai"]}):
+            db = str(where / "vault.db")
+            if (where / "vault.db").exists():
+                raise Conflict(f"{db} already exists; give --keep an empty directory")
             if not json_:
-                if step.say:
-                    render.line("")
-                    render.line(f"# {step.say}", style="dim")
-                render.line(f"$ byokctl {shlex.join(step.args)}", style="bold")
-            code, out = _run(args, capture=json_)
-            if code != step.expect:
-                raise ByokError(f"The demo stopped at `byokctl {shlex.join(step.args)}` (exit "
-                                f"{code}); please report it")
-            results.append({"command": "byokctl " + shlex.join(step.args), "exit_code": code,
-                            "output": json.loads(out) if out.strip() else None})
+                render.line(f"# A loopback emulator of both provider APIs is listening on "
+                            f"127.0.0.1:{emulator.port}: nothing here leaves this machine.",
+                            style="dim")
+            for step in steps(emulator.anthropic_base_url, emulator.openai_base_url):
+                results.append(_step(step, db, json_))
+    finally:
+        emulator.stop()
     summary = {"vault": db if keep else None, "steps": results}
     render.emit(json_, summary, lambda: render.line(
         "\nDone: " + (f"the demo vault is kept at {db} (its master key was temporary)."
                       if keep else "the throwaway vault is gone.")))
+
+
+def _step(step: Step, db: str, json_: bool) -> dict:
+    args = ["--db", db, *step.args] + (["--json"] if json_ else [])
+    if not json_:
+        if step.say:
+            render.line("")
+            render.line(f"# {step.say}", style="dim")
+        render.line(f"$ byokctl {shlex.join(step.args)}", style="bold")
+    code, out = _run(args, capture=json_)
+    if code != step.expect:
+        raise ByokError(f"The demo stopped at `byokctl {shlex.join(step.args)}` (exit {code}); "
+                        "please report it")
+    return {"command": "byokctl " + shlex.join(step.args), "exit_code": code,
+            "output": json.loads(out) if out.strip() else None}
 
 
 def register(root: typer.Typer) -> None:
