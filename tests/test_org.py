@@ -29,7 +29,7 @@ def test_set_provider_gate_alias_and_audit(cli, vault):
     cli("org", "create", "big", "--plan", "growth")
     r = cli("org", "set-provider", "big", "anthropic", "--model", "haiku", "--yes", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["after"]["model"] == "claude-haiku-4-5-20251001"
+    assert json.loads(r.stdout)["after"]["model"] == "claude-haiku-5-5"
 
 
 def test_set_provider_needs_confirmation_without_tty(cli, vault):

@@ -76,7 +76,7 @@ def test_downgrade_without_grace_falls_back_softly_and_says_so(cli, byok_org):
     assert "starter" in r.stdout
     shown = json.loads(cli("org", "show", "acme", "--json").stdout)
     assert shown["provider"] == "anthropic"  # the setting is kept
-    assert shown["model"] == "claude-haiku-4-5-20251001"
+    assert shown["model"] == "claude-haiku-5-5"
     assert shown["effective_mode"] == "platform" and shown["fallback_reason"] == "gate-lapsed"
     g = show(cli)
     assert g["byok_allowed"] is False and g["soft_fallback"] is True

@@ -31,7 +31,7 @@ def meta(db, key):
 def test_show_builtin_default(cli, vault):
     r = cli("platform", "show", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout) == {"provider": "anthropic", "model": "claude-sonnet-4-5-20250929",
+    assert json.loads(r.stdout) == {"provider": "anthropic", "model": "claude-sonnet-5-5",
                                     "base_url": None, "configured": False, "key_id": None}
     r = cli("platform", "show")
     assert "built-in default" in r.stdout
@@ -52,7 +52,7 @@ def test_set_default_pins_alias_stores_meta_and_audits(cli, vault):
     [entry] = audit_rows(vault, "platform.set_default")
     assert entry["org"] is None and entry["actor"] == "tester"
     assert json.loads(entry["before"]) == {"provider": "anthropic",
-                                           "model": "claude-sonnet-4-5-20250929", "base_url": None}
+                                           "model": "claude-sonnet-5-5", "base_url": None}
     assert json.loads(entry["after"]) == {"provider": "openai", "model": "gpt-5-mini-2025-08-07",
                                           "base_url": "https://gw.example.com/v1"}
     # no platform key for openai yet: said on stderr, not in the JSON
@@ -77,7 +77,7 @@ def test_set_default_without_base_url_clears_it(cli, vault):
 
 def test_set_default_unchanged_writes_nothing(cli, vault):
     cli("platform", "set-default", "anthropic", "--model", "opus")
-    r = cli("platform", "set-default", "anthropic", "--model", "claude-opus-4-5-20251101")
+    r = cli("platform", "set-default", "anthropic", "--model", "claude-opus-5-5")
     assert r.exit_code == 0, r.output
     assert "nothing changed" in r.stdout
     assert len(audit_rows(vault, "platform.set_default")) == 1
@@ -115,11 +115,13 @@ def test_models_list_json_covers_the_catalog(cli):
     assert out["catalog_version"] == cat.version
     assert [m["id"] for m in out["models"]] == [m.id for m in cat.models]
     sonnet = next(m for m in out["models"] if "sonnet" in m["aliases"])
-    assert sonnet == {"provider": "anthropic", "id": "claude-sonnet-4-5-20250929",
-                      "aliases": ["sonnet", "claude-sonnet-4-5"], "input_per_mtok": 3.0,
-                      "output_per_mtok": 15.0, "default": True, "catalog_version": cat.version}
+    assert sonnet == {"provider": "anthropic", "id": "claude-sonnet-5-5",
+                      "aliases": ["sonnet"], "input_per_mtok": 2.0, "output_per_mtok": 10.0,
+                      "deprecated": None, "default": True, "catalog_version": cat.version}
+    old = next(m for m in out["models"] if m["id"] == "claude-sonnet-4-5-20250929")
+    assert old["deprecated"] == "2026-11-30" and old["aliases"] == ["claude-sonnet-4-5"]
     defaults = {m["provider"]: m["id"] for m in out["models"] if m["default"]}
-    assert defaults == {"anthropic": "claude-sonnet-4-5-20250929",
+    assert defaults == {"anthropic": "claude-sonnet-5-5",
                         "openai": "gpt-5-mini-2025-08-07"}
 
 

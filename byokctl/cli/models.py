@@ -32,9 +32,9 @@ def list_(
         items += [{**m.to_json(), "default": m.id == default, "catalog_version": cat.version}
                   for m in cat.for_provider(p)]
     render.emit(json_, {"catalog_version": cat.version, "models": items}, lambda: render.table(
-        ["provider", "model", "aliases", "$/Mtok in", "$/Mtok out", "default"],
+        ["provider", "model", "aliases", "$/Mtok in", "$/Mtok out", "default", "end of life"],
         [(m["provider"], m["id"], ", ".join(m["aliases"]), f"{m['input_per_mtok']:.2f}",
-          f"{m['output_per_mtok']:.2f}", "yes" if m["default"] else "")
+          f"{m['output_per_mtok']:.2f}", "yes" if m["default"] else "", m["deprecated"] or "")
          for m in items],
         title=f"catalog {cat.version}"))
 

@@ -19,6 +19,7 @@ class Model:
     aliases: tuple[str, ...]
     input_per_mtok: float
     output_per_mtok: float
+    deprecated: str | None = None  # the provider's end-of-life date, when announced
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
@@ -30,6 +31,7 @@ class Model:
             "aliases": list(self.aliases),
             "input_per_mtok": self.input_per_mtok,
             "output_per_mtok": self.output_per_mtok,
+            "deprecated": self.deprecated,
         }
 
 
@@ -64,7 +66,8 @@ class Catalog:
 def load() -> Catalog:
     data = json.loads(files("byokctl.providers").joinpath("catalog.json").read_text())
     models = tuple(
-        Model(p, m["id"], tuple(m["aliases"]), m["input_per_mtok"], m["output_per_mtok"])
+        Model(p, m["id"], tuple(m["aliases"]), m["input_per_mtok"], m["output_per_mtok"],
+              m.get("deprecated"))
         for p, spec in data["providers"].items()
         for m in spec["models"]
     )
