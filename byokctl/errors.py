@@ -95,3 +95,30 @@ ERROR_CLASSES: dict[ExitCode, type[ByokError]] = {
         Insufficient, VaultLocked, ProviderDown, Conflict, Integrity,
     )
 }
+
+
+# What each exit status means: the man page's EXIT STATUS is generated from this, and
+# tests/test_docs.py keeps the README's table equal to it.
+EXIT_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "",
+    ExitCode.INTERNAL: "a bug: unexpected exception (no traceback, no locals)",
+    ExitCode.USAGE: "bad arguments",
+    ExitCode.NOT_FOUND: "org, member, key, model unknown",
+    ExitCode.DENIED: "the actor lacks the permission",
+    ExitCode.PLAN_GATE: "BYOK not allowed on the org's plan",
+    ExitCode.NO_KEY: "BYOK active and no key resolves",
+    ExitCode.KEY_REJECTED: "the provider rejected the key (401/403) or its format is invalid",
+    ExitCode.RATE_LIMITED: "the provider answered 429 / quota exhausted",
+    ExitCode.INSUFFICIENT: "no credits left, or the BYOK budget is reached",
+    ExitCode.VAULT_LOCKED: "no master key, or it does not open this vault",
+    ExitCode.PROVIDER_DOWN: "network error, timeout, 5xx after retries",
+    ExitCode.CONFLICT: "already exists, confirmation refused",
+    ExitCode.INTEGRITY: "tampering or corruption found; a file that is not a usable vault",
+}
+INTERRUPTED = 130  # Ctrl-C; not an ExitCode because no error class raises it
+
+
+def exit_statuses() -> list[tuple[int, str, str]]:
+    """(code, name, meaning) for every exit status byokctl uses, in order."""
+    return [(int(c), c.label, EXIT_MEANINGS[c]) for c in ExitCode] + [
+        (INTERRUPTED, "interrupted", "Ctrl-C")]

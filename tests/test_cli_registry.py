@@ -45,4 +45,5 @@ def test_cheap_commands_import_nothing_heavy(cli, vault, args):
 def test_help_imports_no_command_module():
     modules = _imported("--help")
     loaded = {m for m in modules if m.startswith("byokctl.cli.")}
-    assert loaded <= {"byokctl.cli.render", "byokctl.cli.common", "byokctl.cli._fastparams"}
+    assert loaded <= {"byokctl.cli.render", "byokctl.cli.common", "byokctl.cli._fastparams",
+                      "byokctl.cli.complete"}  # completion callbacks of the shared Org argument

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from byokctl import clock
-from byokctl.cli import render
+from byokctl.cli import complete, render
 from byokctl.cli.common import As, Json, session
 from byokctl.errors import Integrity, UsageError
 from byokctl.services import audit, rules
@@ -18,7 +18,8 @@ app = typer.Typer(help="Read and verify the tamper-evident audit log.", no_args_
 
 @app.command("log")
 def log(
-    org: Annotated[str | None, typer.Option("--org", metavar="ORG", help="Only this org's entries.")] = None,
+    org: Annotated[str | None, typer.Option(
+        "--org", metavar="ORG", help="Only this org's entries.", autocompletion=complete.org_slugs)] = None,
     action: Annotated[str | None, typer.Option(
         "--action", metavar="A", help="An action (key.rotate) or a group of them (key).")] = None,
     actor: Annotated[str | None, typer.Option(
@@ -31,6 +32,7 @@ def log(
 ) -> None:
     """Show audit entries, newest first (needs no master key).
 
+    \b
     Example: byokctl audit log --org acme --action key --since 2026-11-01
     """
     since_ts = clock.iso(rules.parse_when(since)) if since else None
@@ -87,6 +89,7 @@ def _short(value: Any, width: int = 40) -> str:
 def verify(json_: Json = False) -> None:
     """Verify the audit chain; exit 13 naming the first entry that was altered or removed.
 
+    \b
     Example: byokctl audit verify --json
     """
     with session() as ctx:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from byokctl.cli import complete
 from byokctl.services.context import Context, open_context
 
 STATE: dict[str, str | None] = {"db": None}
@@ -19,7 +20,8 @@ As = Annotated[
     typer.Option("--as", metavar="EMAIL", help="Act as this member of the org (their role applies)."),
 ]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-Org = Annotated[str, typer.Argument(metavar="ORG", help="The org's slug.")]
+Org = Annotated[str, typer.Argument(metavar="ORG", help="The org's slug.",
+                                    autocompletion=complete.org_slugs)]
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from byokctl.cli import render
+from byokctl.cli import complete, render
 from byokctl.cli.common import As, Json, Yes, confirm, session
 from byokctl.errors import Conflict, UsageError
 from byokctl.providers.redact import safe_url
@@ -41,7 +41,8 @@ app = typer.Typer(cls=KeyGroup, help="Store, test, rotate and remove API keys (s
                   "shown).",
                   no_args_is_help=True)
 
-KeyId = Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (see `key list`).")]
+KeyId = Annotated[str, typer.Argument(metavar="KEY_ID", help="The key's id (see `key list`).",
+                                      autocompletion=complete.key_ids)]
 FromStdin = Annotated[bool, typer.Option(
     "--from-stdin", help="Read the secret from stdin (e.g. piped from a password manager).")]
 FromEnv = Annotated[str | None, typer.Option(
@@ -86,7 +87,8 @@ def read_secret(provider: str, from_stdin: bool, from_env: str | None) -> str:
 def add(
     provider: Provider,
     org: Annotated[str | None, typer.Argument(
-        metavar="[ORG]", help="The org's slug (omit with --platform).", show_default=False)] = None,
+        metavar="[ORG]", help="The org's slug (omit with --platform).", show_default=False,
+        autocompletion=complete.org_slugs)] = None,
     member: Annotated[str | None, typer.Option(
         "--member", metavar="EMAIL", help="Store this member's personal key instead of the "
         "org's.")] = None,
@@ -165,7 +167,7 @@ def _status(k: keys.Key) -> str:
 def list_(
     org: Annotated[str | None, typer.Argument(
         metavar="[ORG]", help="Only this org's keys (default: all you may see).",
-        show_default=False)] = None,
+        show_default=False, autocompletion=complete.org_slugs)] = None,
     provider: Annotated[str | None, typer.Option(
         "--provider", metavar="P", help="Only keys for anthropic or openai.")] = None,
     as_: As = None,

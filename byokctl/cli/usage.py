@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from byokctl.cli import render
+from byokctl.cli import complete, render
 from byokctl.cli.common import As, Json, session
 from byokctl.services import usage
 
@@ -16,7 +16,8 @@ app = typer.Typer(help="Tokens, cost and credits per org, provider, model, membe
 
 @app.command("show")
 def show(
-    org: Annotated[str | None, typer.Argument(metavar="[ORG]", help="One org (default: all).")] = None,
+    org: Annotated[str | None, typer.Argument(
+        metavar="[ORG]", help="One org (default: all).", autocompletion=complete.org_slugs)] = None,
     since: Annotated[str | None, typer.Option("--since", metavar="DATE",
                                               help="From this date (UTC).")] = None,
     until: Annotated[str | None, typer.Option("--until", metavar="DATE",
@@ -27,6 +28,7 @@ def show(
 ) -> None:
     """Report calls, tokens, estimated cost and credits charged.
 
+    \b
     Example: byokctl usage show acme --since 2026-11-01 --by day
     """
     with session(as_) as ctx:

@@ -1,0 +1,329 @@
+"""Generate the man page and the shell-completion scripts from the command tree.
+
+Not a command module and never imported by `byokctl` itself. Regenerate after changing any
+command or its help, from the checkout:
+
+    python -m byokctl.cli.docs            # writes man/byokctl.1 and completions/*
+    python -m byokctl.cli.docs --check    # exits 1 naming the files that are stale
+
+tests/test_docs.py and tests/test_completion.py fail while a committed file is stale.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from byokctl import __version__
+from byokctl.errors import exit_statuses
+
+PROG = "byokctl"
+COMPLETE_VAR = "_BYOKCTL_COMPLETE"
+SHELLS = {"bash": "completions/byokctl.bash", "zsh": "completions/_byokctl",
+          "fish": "completions/byokctl.fish"}
+MAN_PAGE = "man/byokctl.1"
+EXAMPLE = re.compile(r"^Example:\s*(.+)$")
+
+# Typer's zsh script registers itself with `compdef` when run; autoloaded from $fpath (how
+# `_byokctl` is meant to be installed) that only happens on the first TAB, which then
+# completes nothing. This is Click's own fix: complete at once when autoloaded.
+ZSH_COMPDEF = f"compdef _{PROG}_completion {PROG}"
+ZSH_AUTOLOAD = f"""\
+if [[ $zsh_eval_context[-1] == loadautofunc ]]; then
+  # autoloaded from $fpath by the first TAB: complete now
+  _{PROG}_completion "$@"
+else
+  # sourced or eval'ed: register for the next TAB
+  {ZSH_COMPDEF}
+fi"""
+
+
+def completion_script(shell: str) -> str:
+    """The script `byokctl --show-completion SHELL` prints (zsh: fixed for $fpath)."""
+    from typer._completion_shared import get_completion_script
+
+    script = get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell)
+    if shell == "bash":
+        # typer's template writes IFS=$'\n' with a real line break inside the quotes
+        script = script.replace("local IFS=$'\n'", "local IFS=$'\\n'")
+    if shell == "zsh":
+        assert script.count(ZSH_COMPDEF) == 1, "typer's zsh template changed; review ZSH_AUTOLOAD"
+        script = script.replace(ZSH_COMPDEF, ZSH_AUTOLOAD)
+    return script.rstrip("\n") + "\n"
+
+
+# -- the command tree ---------------------------------------------------------------------------
+
+@dataclass
+class Node:
+    path: list[str]  # ["byokctl", "org", "create"]
+    command: Any  # a click command or group
+    ctx: Any  # its click context
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.path)
+
+    @property
+    def is_group(self) -> bool:
+        return hasattr(self.command, "list_commands")
+
+    @property
+    def help(self) -> str:
+        return inspect.cleandoc(self.command.help or "")
+
+    def examples(self) -> list[str]:
+        return [m.group(1).strip() for line in self.help.splitlines()
+                if (m := EXAMPLE.match(line.strip()))]
+
+
+def walk() -> Iterator[Node]:
+    """The root, then every group and command depth-first in `--help` order, lazily loaded
+    modules included (ByokGroup.get_command imports them)."""
+    from typer import _click
+    from typer.main import get_command
+
+    from byokctl.cli import app
+
+    def visit(node: Node) -> Iterator[Node]:
+        yield node
+        if node.is_group:
+            for name in node.command.list_commands(node.ctx):
+                sub = node.command.get_command(node.ctx, name)
+                if sub is None or sub.hidden:
+                    continue
+                ctx = _click.Context(sub, info_name=name, parent=node.ctx)
+                yield from visit(Node([*node.path, name], sub, ctx))
+
+    root = get_command(app)
+    yield from visit(Node([PROG], root, _click.Context(root, info_name=PROG)))
+
+
+# -- roff ---------------------------------------------------------------------------------------
+
+def roff(text: str) -> str:
+    """Text for a roff line: backslashes and hyphens escaped (so commands copy as typed),
+    anything beyond ASCII as a named glyph, no line starting with a control character."""
+    out = text.replace("\\", "\\e").replace("-", "\\-")
+    out = "".join(c if ord(c) < 128 else f"\\[u{ord(c):04X}]" for c in out)
+    return "\n".join("\\&" + line if line[:1] in (".", "'") else line
+                     for line in out.split("\n"))
+
+
+def paragraphs(help_text: str) -> Iterator[tuple[str, str]]:
+    """("text", joined paragraph) | ("verbatim", lines) | ("example", command) from a help
+    text, as Click reads it: a paragraph after a `\\b` line keeps its line breaks."""
+    for block in re.split(r"\n\s*\n", help_text.strip()):
+        lines = block.splitlines()
+        verbatim = lines[0].strip() == "\b"
+        lines = [line for line in lines if line.strip() != "\b"]
+        if not lines:
+            continue
+        if all(EXAMPLE.match(line.strip()) for line in lines):
+            for line in lines:
+                yield "example", EXAMPLE.match(line.strip()).group(1).strip()  # type: ignore[union-attr]
+        elif verbatim:
+            yield "verbatim", "\n".join(lines)
+        else:
+            yield "text", " ".join(line.strip() for line in lines)
+
+
+def _render_help(help_text: str, examples: bool = True) -> list[str]:
+    out: list[str] = []
+    for kind, body in paragraphs(help_text):
+        if kind == "text":
+            out += [".PP", roff(body)]
+        elif kind == "verbatim":
+            out += [".PP", ".nf", roff(body), ".fi"]
+        elif examples:
+            out += [".PP", "Example:", ".RS 4", ".nf", roff(body), ".fi", ".RE"]
+    return out
+
+
+def _examples(help_text: str) -> list[str]:
+    return [line for kind, body in paragraphs(help_text) if kind == "example"
+            for line in (".PP", "Example:", ".RS 4", ".nf", roff(body), ".fi", ".RE")]
+
+
+def _params(node: Node) -> list[str]:
+    out: list[str] = []
+    for param in node.command.get_params(node.ctx):
+        if getattr(param, "name", None) == "help":
+            continue
+        record = param.get_help_record(node.ctx)
+        if record:
+            names, text = record
+            out += [".TP", f"\\fB{roff(names)}\\fR", roff(" ".join(text.split()) or "")]
+    return out
+
+
+def _usage(node: Node) -> str:
+    pieces = node.command.collect_usage_pieces(node.ctx)
+    return f".B {roff(node.name)}\n" + roff(" ".join(pieces))
+
+
+def _summary(node: Node) -> str:
+    """The first paragraph of a command's help: its one-line summary."""
+    return next(paragraphs(node.help), ("text", ""))[1]
+
+
+def _name_line(root: Node) -> str:
+    """`Administer a ... vault.` as the NAME section wants it: `administer a ... vault`."""
+    summary = _summary(root).rstrip(".")
+    return summary[:1].lower() + summary[1:]
+
+
+ENVIRONMENT = [
+    ("BYOKCTL_MASTER_KEY", "The master key, base64 of 32 bytes, for CI and scripts. When set it "
+     "is used before the OS keyring or a key file, and `init` creates a vault for it."),
+    ("BYOKCTL_DB", "The vault file (as --db, which takes precedence)."),
+    ("BYOKCTL_HOME", "The data directory; the vault is $BYOKCTL_HOME/vault.db unless --db or "
+     "$BYOKCTL_DB say otherwise."),
+    ("BYOKCTL_ACTOR", "The operator's name recorded in the audit log (default: the OS user "
+     "name). A member acting with --as is recorded by email."),
+    ("NO_COLOR", "When set, tables and messages are printed without colour."),
+    ("BYOKCTL_DEBUG", "When set, an internal error (exit 1) also prints the exception's text. "
+     "Never set it where the output is shared: the text may contain data from the vault."),
+]
+
+FILES = [
+    ("~/.local/share/byokctl/vault.db", "The default vault on Linux (in the platform's user "
+     "data directory elsewhere; $XDG_DATA_HOME is honoured): one SQLite file, mode 0600 in a "
+     "0700 directory, with its vault.db-wal and vault.db-shm companions. The secrets in it are "
+     "encrypted; it never holds the master key."),
+    ("$BYOKCTL_HOME/vault.db", "The vault when $BYOKCTL_HOME is set."),
+    ("PATH of init --master-key-file", "The master key file (mode 0600), for headless servers "
+     "without a keyring. `vault rotate-master` stages the new key in PATH.next first."),
+]
+
+DESCRIPTION = [
+    "byokctl is the administration plane of a bring-your-own-AI-key (BYOK) platform: "
+    "organizations with plans, credits and budgets, their members and roles, the API keys they "
+    "bring (Anthropic, OpenAI) or the platform's own, which provider and key each request "
+    "resolves to, usage, and a tamper-evident audit log, all in a local encrypted vault.",
+    "Secrets are read from a hidden prompt, from stdin or from an environment variable, never "
+    "from the command line, and are never printed. The master key lives outside the vault: in "
+    "$BYOKCTL_MASTER_KEY, the OS keyring (the default) or a key file. Commands that need no "
+    "secret (listing orgs, keys, usage, the audit log) work without it.",
+    "Every command takes --json and then prints one JSON document on stdout. Messages and "
+    "errors go to stderr; an error is one sentence that names the fix (with --json: "
+    '{"error": {"code": ..., "message": ...}}) and sets the exit status below.',
+]
+
+COMPLETION = [
+    ("bash", "Copy the script where bash-completion finds it (or source it from ~/.bashrc):",
+     "mkdir -p ~/.local/share/bash-completion/completions\n"
+     "cp completions/byokctl.bash ~/.local/share/bash-completion/completions/byokctl"),
+    ("zsh", "Copy the script to a directory in $fpath, set before compinit in ~/.zshrc:",
+     "mkdir -p ~/.zfunc && cp completions/_byokctl ~/.zfunc/\n"
+     "# ~/.zshrc: fpath=(~/.zfunc $fpath); autoload -Uz compinit && compinit"),
+    ("fish", "Copy the script to fish's completions directory:",
+     "cp completions/byokctl.fish ~/.config/fish/completions/"),
+]
+
+
+def man_page() -> str:
+    nodes = list(walk())
+    root = nodes[0]
+    out = [
+        f'.\\" Generated by `python -m byokctl.cli.docs` from byokctl {__version__}; do not edit.',
+        f'.TH BYOKCTL 1 "" "byokctl {__version__}" "User Commands"',
+        ".nh",  # command lines and option names must not be hyphenated
+        ".ad l",
+        ".SH NAME",
+        f"byokctl \\- {roff(_name_line(root))}",
+        ".SH SYNOPSIS",
+        f".B {PROG}",
+        roff("[--db PATH] [--quiet] COMMAND [ARGS]... [--json]"),
+        ".br",
+        f".B {PROG}",
+        roff("COMMAND --help"),
+        ".SH DESCRIPTION",
+    ]
+    for text in DESCRIPTION:
+        out += [".PP", roff(text)]
+    out += [".SH OPTIONS", *_params(root), ".TP", "\\fB\\-h, \\-\\-help\\fR",
+            "Show help for byokctl or any command, e.g. " + roff("byokctl org create --help.")]
+    out += [".SH COMMANDS"]
+    for node in nodes[1:]:
+        if len(node.path) == 2:
+            out += [f".SS {roff(node.path[1])}"]
+            if node.is_group:
+                out += _render_help(node.help)
+        if node.is_group:
+            continue
+        out += [".PP", _usage(node), ".RS 4", *_render_help(node.help, examples=False),
+                *_params(node), *_examples(node.help), ".RE"]
+    out += [".SH EXIT STATUS"]
+    for code, label, meaning in exit_statuses():
+        out += [".TP", f"\\fB{code}\\fR {roff(label)}", roff(meaning or "Success.")]
+    out += [".SH ENVIRONMENT"]
+    for name, text in ENVIRONMENT:
+        out += [".TP", f"\\fB{roff(name)}\\fR", roff(text)]
+    out += [".SH FILES"]
+    for name, text in FILES:
+        out += [".TP", f"\\fI{roff(name)}\\fR", roff(text)]
+    out += [".SH SHELL COMPLETION", ".PP",
+            roff("Commands, options, org slugs and key ids complete on TAB; slugs and ids are "
+                 "read from the vault (as --db, $BYOKCTL_DB or $BYOKCTL_HOME select it) "
+                 "without the master key. The scripts are in completions/ in the source tree:")]
+    for shell, how, commands in COMPLETION:
+        out += [".TP", f"\\fB{shell}\\fR", roff(how), ".nf", roff(commands), ".fi"]
+    out += [".SH EXAMPLES"]
+    for node in nodes:
+        for example in node.examples():
+            out += [".PP", roff(_summary(node)), ".RS 4", ".nf", roff(example), ".fi", ".RE"]
+    out += [".SH SEE ALSO", ".PP", roff(f"byokctl COMMAND --help; the README of byokctl {__version__}.")]
+    return "\n".join(out) + "\n"
+
+
+# -- writing and checking -----------------------------------------------------------------------
+
+def outputs() -> dict[str, str]:
+    """Each generated file, by its path relative to the checkout."""
+    files = {MAN_PAGE: man_page()}
+    for shell, path in SHELLS.items():
+        files[path] = completion_script(shell)
+    return files
+
+
+def checkout() -> Path:
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "pyproject.toml").is_file() and (candidate / "byokctl").is_dir():
+            return candidate
+    raise SystemExit("error: run this inside the byokctl checkout (no pyproject.toml found)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["--check"]):
+        sys.stderr.write("usage: python -m byokctl.cli.docs [--check]\n")
+        return 2
+    root = checkout()
+    stale = []
+    for rel, text in outputs().items():
+        path = root / rel
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current == text:
+            continue
+        stale.append(rel)
+        if not args:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if args:
+        for rel in stale:
+            sys.stderr.write(f"stale: {rel}; regenerate with `python -m byokctl.cli.docs`\n")
+        return 1 if stale else 0
+    for rel in stale:
+        sys.stderr.write(f"wrote {rel}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

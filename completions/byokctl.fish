@@ -1,0 +1,1 @@
+complete --command byokctl --no-files --arguments "(env _BYOKCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) byokctl)" --condition "env _BYOKCTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) byokctl"

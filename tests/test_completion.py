@@ -1,0 +1,249 @@
+"""Shell completion: the committed scripts are current, the completion protocol returns org
+slugs and key ids straight from the vault (no master key, nothing heavy imported), and the
+scripts work in real bash, zsh and fish."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from byokctl.cli.docs import SHELLS, completion_script
+from tests.conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
+
+HEAVY = {"anthropic", "openai", "cryptography", "keyring", "sqlite_utils", "pydantic"}
+
+
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_committed_script_is_current(shell):
+    committed = (REPO / SHELLS[shell]).read_text(encoding="utf-8")
+    assert committed == completion_script(shell), (
+        f"{SHELLS[shell]} is stale: regenerate it with `python -m byokctl.cli.docs`")
+
+
+@pytest.fixture
+def orgs(cli, vault) -> dict[str, str]:
+    """A vault with orgs acme, acorn and zeta, an org key, a member key and a platform key;
+    returns the key ids by owner. The master key is then removed: completion needs none."""
+    for args in (["acme", "--plan", "growth"], ["acorn"], ["zeta", "--name", "Zeta's \"$(x)\""]):
+        r = cli("org", "create", *args)
+        assert r.exit_code == 0, r.output
+    r = cli("member", "add", "acme", "bob@acme.com", "--role", "staffing")
+    assert r.exit_code == 0, r.output
+    ids = {}
+    for owner, args, secret in (
+        ("acme", ["acme", "--provider", "anthropic"], ANTHROPIC_TEST_KEY),
+        ("bob", ["acme", "--provider", "openai", "--member", "bob@acme.com"], OPENAI_TEST_KEY),
+        ("platform", ["--platform", "--provider", "anthropic"], ANTHROPIC_TEST_KEY),
+    ):
+        r = cli("key", "add", *args, "--from-stdin", "--json", input=secret + "\n")
+        assert r.exit_code == 0, r.output
+        ids[owner] = json.loads(r.stdout)["id"]
+    return ids
+
+
+def complete(shell: str, line: str, env: dict[str, str] | None = None,
+             importtime: bool = False) -> subprocess.CompletedProcess[str]:
+    """Ask byokctl for completions of `line` (the cursor at its end) the way the shell's
+    script does: typer's protocol through environment variables."""
+    words = line.split()
+    full = {**os.environ, "_BYOKCTL_COMPLETE": f"complete_{shell}", **(env or {})}
+    if shell == "bash":
+        full["COMP_WORDS"] = line
+        full["COMP_CWORD"] = str(len(words) if line.endswith(" ") else len(words) - 1)
+    else:
+        full["_TYPER_COMPLETE_ARGS"] = line
+        full["_TYPER_COMPLETE_FISH_ACTION"] = "get-args"
+    cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "byokctl"]
+    return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=30, cwd=REPO)
+
+
+def values(r: subprocess.CompletedProcess[str]) -> list[str]:
+    assert r.returncode == 0, r.stderr
+    return [line.split("\t")[0] for line in r.stdout.splitlines() if line]
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("byokctl org show ", ["acme", "acorn", "zeta"]),
+    ("byokctl org show a", ["acme", "acorn"]),
+    ("byokctl plan set ac", ["acme", "acorn"]),
+    ("byokctl member list z", ["zeta"]),
+    ("byokctl key add --provider anthropic a", ["acme", "acorn"]),
+    ("byokctl key list ", ["acme", "acorn", "zeta"]),
+    ("byokctl usage show a", ["acme", "acorn"]),
+    ("byokctl audit log --org ", ["acme", "acorn", "zeta"]),
+    ("byokctl resolve acm", ["acme"]),
+    ("byokctl org show q", []),
+])
+def test_bash_completes_org_slugs(orgs, line, expected):
+    r = complete("bash", line)
+    assert values(r) == expected
+    assert r.stderr == ""
+
+
+@pytest.mark.parametrize("command", ["test", "rotate", "remove"])
+def test_bash_completes_key_ids(orgs, command):
+    assert sorted(values(complete("bash", f"byokctl key {command} "))) == sorted(orgs.values())
+    one = orgs["bob"]
+    assert values(complete("bash", f"byokctl key {command} {one[:9]}")) == [
+        k for k in sorted(orgs.values()) if k.startswith(one[:9])]
+
+
+def test_zsh_and_fish_describe_each_value(orgs):
+    r = complete("zsh", "byokctl org show a")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("_arguments ")
+    assert '"acme":"acme (growth)"' in r.stdout and '"acorn":"acorn (free)"' in r.stdout
+    assert "zeta" not in r.stdout
+
+    r = complete("fish", "byokctl key rotate ")
+    assert r.returncode == 0, r.stderr
+    lines = set(r.stdout.splitlines())
+    assert f"{orgs['acme']}\tanthropic key of acme" in lines
+    assert f"{orgs['bob']}\topenai key of bob@acme.com (acme)" in lines
+    assert f"{orgs['platform']}\tanthropic key of platform" in lines
+
+
+def test_descriptions_carry_no_shell_syntax(orgs):
+    r = complete("fish", "byokctl org show z")
+    assert r.stdout.splitlines() == ["zeta\tZeta s (x) (free)"]
+
+
+def test_db_option_and_environment_choose_the_vault(orgs, tmp_path, cli):
+    other = tmp_path / "other.db"
+    env = {"BYOKCTL_MASTER_KEY": master_key_b64()}
+    r = cli("--db", str(other), "init", env=env)
+    assert r.exit_code == 0, r.output
+    r = cli("--db", str(other), "org", "create", "other-org", env=env)
+    assert r.exit_code == 0, r.output
+
+    assert values(complete("bash", f"byokctl --db {other} org show ")) == ["other-org"]
+    assert values(complete("bash", "byokctl org show ", {"BYOKCTL_DB": str(other)})) == ["other-org"]
+    assert values(complete("bash", "byokctl org show ")) == ["acme", "acorn", "zeta"]
+
+
+@pytest.mark.parametrize("setup", ["missing", "garbage", "directory", "empty", "locked"])
+def test_no_usable_vault_completes_to_nothing_silently(tmp_path, setup):
+    path = tmp_path / "vault.db"
+    if setup == "garbage":
+        path.write_bytes(b"not a database" * 100)
+    elif setup == "directory":
+        path.mkdir()
+    elif setup == "empty":
+        path.touch()
+    elif setup == "locked":
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("CREATE TABLE orgs (slug TEXT, name TEXT, plan TEXT)")
+        conn.execute("INSERT INTO orgs VALUES ('acme', 'acme', 'free')")
+        conn.execute("BEGIN EXCLUSIVE")  # a writer holds the (rollback-journal) file
+    try:
+        r = complete("bash", "byokctl org show ", {"BYOKCTL_DB": str(path)})
+    finally:
+        if setup == "locked":
+            conn.execute("ROLLBACK")
+            conn.close()
+    assert r.returncode == 0, r.stderr
+    assert (r.stdout.strip(), r.stderr) == ("", "")
+    if setup == "missing":
+        assert not path.exists()  # completion never creates a vault
+
+
+def test_completion_reads_without_master_key_and_changes_nothing(orgs):
+    path = Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
+    before = path.read_bytes()
+    assert values(complete("bash", "byokctl org show ", {"BYOKCTL_MASTER_KEY": "bm9wZQ=="})) == [
+        "acme", "acorn", "zeta"]
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("line", ["byokctl org show a", "byokctl key rotate ", "byokctl ",
+                                  "byokctl key ", "byokctl ask ", "byokctl audit log --org "])
+def test_completion_imports_no_sdk_crypto_or_keyring(orgs, line):
+    r = complete("bash", line, importtime=True)
+    assert r.returncode == 0
+    imported = {row.split("|")[-1].strip().split(".")[0] for row in r.stderr.splitlines()
+                if "|" in row}
+    assert "byokctl" in imported  # the measurement works
+    assert not imported & HEAVY, imported & HEAVY
+    assert r.stdout.strip()
+
+
+# -- the committed scripts in real shells ------------------------------------------------------
+
+@pytest.fixture
+def on_path(tmp_path) -> dict[str, str]:
+    """An environment whose PATH runs this checkout's byokctl, as the scripts call it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "byokctl"
+    exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m byokctl "$@"\n')
+    exe.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(REPO)}
+
+
+def test_bash_script_completes_in_bash(orgs, on_path):
+    script = REPO / SHELLS["bash"]
+    program = (f'source "{script}"; COMP_WORDS=(byokctl key test ""); COMP_CWORD=3; '
+               '_byokctl_completion byokctl; printf "%s\\n" "${COMPREPLY[@]}"; '
+               'COMP_WORDS=(byokctl org show a); COMP_CWORD=3; '
+               '_byokctl_completion byokctl; printf "%s\\n" "${COMPREPLY[@]}"; complete -p byokctl')
+    r = subprocess.run(["bash", "--norc", "--noprofile", "-c", program], env=on_path,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:3] == sorted(orgs.values())
+    assert lines[3:5] == ["acme", "acorn"]
+    assert lines[5] == "complete -o default -F _byokctl_completion byokctl"
+
+
+@pytest.mark.skipif(not shutil.which("fish"), reason="fish is not installed")
+def test_fish_script_completes_in_fish(orgs, on_path):
+    script = REPO / SHELLS["fish"]
+    r = subprocess.run(["fish", "--no-config", "-c",
+                        f'source "{script}"; complete -C "byokctl org show a"; '
+                        'complete -C "byokctl key rem"'],
+                       env=on_path, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["acme\tacme (growth)", "acorn\tacorn (free)",
+                                     "remove\tRemove a key; its secret is purged from..."]
+
+
+ZPTY = r"""
+zmodload zsh/zpty
+zpty z 'zsh -f -i'
+zpty -w z "PS1=''; fpath=($1 \$fpath); autoload -U compinit; compinit -u -D"
+# type the words, TAB once, then put `print` in front of the line and run it
+zpty -w -n z "$2"$'\t'$'\x01'"print -r -- R''ESULT: "$'\n'
+while zpty -r z line; do
+  line=${line//$'\r'/}
+  if [[ $line == RESULT:* ]]; then print -r -- "$line"; break; fi
+done
+zpty -d z
+"""
+
+
+@pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")
+@pytest.mark.parametrize("typed, completed", [
+    ("byokctl org show z", "byokctl org show zeta"),
+    ("byokctl key rot", "byokctl key rotate"),
+    ("byokctl plan set acm", "byokctl plan set acme"),
+])
+def test_zsh_script_completes_on_the_first_tab_from_fpath(orgs, on_path, tmp_path, typed,
+                                                          completed):
+    """Installed as `_byokctl` in $fpath, the very first TAB completes (typer's own script
+    only registers itself then)."""
+    fpath = tmp_path / "zfunc"
+    fpath.mkdir()
+    shutil.copy(REPO / SHELLS["zsh"], fpath / "_byokctl")
+    harness = tmp_path / "zpty.zsh"
+    harness.write_text(ZPTY)
+    r = subprocess.run(["zsh", "-f", str(harness), str(fpath), typed], env=on_path,
+                       capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip() == f"RESULT: {completed}", r.stdout + r.stderr
