@@ -15,6 +15,7 @@ from byokctl.errors import UsageError
 def resolve(org: Org, as_: As = None, json_: Json = False) -> None:
     """Show which provider, model and key a request for ORG would use, and why (no call made).
 
+    \b
     Example: byokctl resolve acme --as alice@acme.com
     """
     from byokctl.services.ask import resolve_for
@@ -58,7 +59,10 @@ def ask(
 ) -> None:
     """Send a prompt for ORG through the provider and key the rules resolve, and account for it.
 
-    Example: echo "Summarise BYOK in one line" | byokctl ask acme - --no-stream
+    With `-`, or no prompt and piped input, the prompt is read from stdin.
+
+    \b
+    Example: byokctl ask acme "Summarise BYOK in one line" --no-stream
     """
     from byokctl.services.ask import Request
     from byokctl.services.ask import ask as run

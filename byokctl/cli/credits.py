@@ -26,6 +26,7 @@ def add(
 ) -> None:
     """Add credits to an org's balance (platform operator only).
 
+    \b
     Example: byokctl credits add acme 500 --reason "monthly top-up"
     """
     n = credits.parse_amount(amount)
@@ -39,6 +40,7 @@ def add(
 def show(org: Org, as_: As = None, json_: Json = False) -> None:
     """Show an org's credit balance.
 
+    \b
     Example: byokctl credits show acme --json
     """
     with session(as_) as ctx:

@@ -120,6 +120,7 @@ def demo(
 ) -> None:
     """Walk through the whole flow offline, in a throwaway vault, command by command.
 
+    \b
     Example: byokctl demo
     """
     from byokctl.providers.emulator import Config, Emulator

@@ -45,6 +45,7 @@ def serve(
 
     Prints one base URL per provider, to use as an org's --base-url or with the SDKs.
 
+    \b
     Example: byokctl emulator serve --port 8765 --valid-key sk-ant-test-key --valid-key sk-test-key
     """
     from byokctl.providers.emulator import Config, Emulator, Fault

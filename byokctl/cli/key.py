@@ -111,7 +111,8 @@ def add(
     environment variable (--from-env VAR), never from the command line.
     With --test it is stored only if the provider accepts it.
 
-    Example: pass show api/anthropic | byokctl key add acme --provider anthropic --from-stdin --test
+    \b
+    Example: byokctl key add acme --provider anthropic --from-env ANTHROPIC_API_KEY --test
     """
     with session(as_) as ctx:
         tester = keys.ProviderTester(ctx, timeout=timeout, retries=retries) if test else None
@@ -145,6 +146,7 @@ def test(
     429 (exit 8) marks it rate-limited; an unreachable provider (exit 11) leaves
     its status as it was.
 
+    \b
     Example: byokctl key test key_3kq7xw2mfa --timeout 10
     """
     with session(as_) as ctx:
@@ -177,6 +179,7 @@ def list_(
 
     Needs no master key. Secrets are never shown, only their last 4 characters.
 
+    \b
     Example: byokctl key list acme --json
     """
     with session(as_) as ctx:
@@ -215,6 +218,7 @@ def rotate(
     The new secret is first tested with the provider (a token-free call) unless
     --no-test; if the test fails, the key keeps its current secret.
 
+    \b
     Example: byokctl key rotate key_3kq7xw2mfa --from-env NEW_ANTHROPIC_KEY
     """
     with session(as_) as ctx:
@@ -239,6 +243,7 @@ def rotate(
 def remove(key_id: KeyId, yes: Yes = False, as_: As = None, json_: Json = False) -> None:
     """Remove a key; its secret is purged from the vault file and cannot be recovered.
 
+    \b
     Example: byokctl key remove key_3kq7xw2mfa --yes
     """
     with session(as_) as ctx:

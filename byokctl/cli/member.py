@@ -30,6 +30,7 @@ def add(
 ) -> None:
     """Add a member to an org with a role.
 
+    \b
     Example: byokctl member add acme alice@acme.com --role admin
     """
     with session(as_) as ctx:
@@ -41,6 +42,7 @@ def add(
 def list_(org: Org, as_: As = None, json_: Json = False) -> None:
     """List an org's members, their roles and personal keys.
 
+    \b
     Example: byokctl member list acme --json
     """
     with session(as_) as ctx:
@@ -60,6 +62,7 @@ def set_role(
 ) -> None:
     """Change a member's role.
 
+    \b
     Example: byokctl member set-role acme bob@acme.com staffing
     """
     with session(as_) as ctx:
@@ -75,6 +78,7 @@ def set_role(
 def remove(org: Org, email: Email, as_: As = None, json_: Json = False) -> None:
     """Remove a member from an org; their personal keys are purged with them.
 
+    \b
     Example: byokctl member remove acme bob@acme.com
     """
     with session(as_) as ctx:

@@ -21,6 +21,7 @@ def list_(
 ) -> None:
     """List the models byokctl knows: pinned ids, aliases and prices per million tokens.
 
+    \b
     Example: byokctl models list --provider openai
     """
     if provider is not None:

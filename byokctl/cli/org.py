@@ -25,6 +25,7 @@ def create(
 ) -> None:
     """Create an organization.
 
+    \b
     Example: byokctl org create acme --name "Acme Inc" --plan growth --credits 500
     """
     with session() as ctx:
@@ -39,6 +40,7 @@ def create(
 def list_(as_: As = None, json_: Json = False) -> None:
     """List organizations.
 
+    \b
     Example: byokctl org list --json
     """
     with session(as_) as ctx:
@@ -52,6 +54,7 @@ def list_(as_: As = None, json_: Json = False) -> None:
 def show(org: Org, as_: As = None, json_: Json = False) -> None:
     """Show an org: plan, credits, provider setting, grace and the effective mode.
 
+    \b
     Example: byokctl org show acme
     """
     with session(as_) as ctx:
@@ -87,6 +90,7 @@ def show(org: Org, as_: As = None, json_: Json = False) -> None:
 def delete(org: Org, yes: Yes = False, as_: As = None, json_: Json = False) -> None:
     """Delete an org with its members, keys (purged) and usage; the audit log is kept.
 
+    \b
     Example: byokctl org delete acme --yes
     """
     with session(as_) as ctx:
@@ -114,6 +118,7 @@ def set_provider(
 ) -> None:
     """Switch an org's AI provider (BYOK needs a plan that includes it).
 
+    \b
     Example: byokctl org set-provider acme anthropic --model sonnet --yes
     """
     with session(as_) as ctx:
@@ -147,6 +152,7 @@ def set_budget(
 ) -> None:
     """Set or remove an org's monthly BYOK budget (warns at 80%, refuses at 100%).
 
+    \b
     Example: byokctl org set-budget acme --monthly-usd 250
     """
     if (monthly_usd is None) == (not none):

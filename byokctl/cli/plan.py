@@ -43,6 +43,7 @@ def set_(
 ) -> None:
     """Change an org's plan (platform operator only); BYOK follows the plan.
 
+    \b
     Example: byokctl plan set acme starter --grace-days 30
     """
     with session(as_) as ctx:
@@ -71,6 +72,7 @@ def grant_grace(
 ) -> None:
     """Let an org keep BYOK on a plan without it until a date (platform operator only).
 
+    \b
     Example: byokctl plan grant-grace acme --until 2026-12-31 --reason "contract renewal"
     """
     with session(as_) as ctx:
@@ -86,6 +88,7 @@ def grant_grace(
 def revoke_grace(org: Org, as_: As = None, json_: Json = False) -> None:
     """End an org's BYOK grace grant now (platform operator only).
 
+    \b
     Example: byokctl plan revoke-grace acme
     """
     with session(as_) as ctx:
@@ -100,6 +103,7 @@ def revoke_grace(org: Org, as_: As = None, json_: Json = False) -> None:
 def show(org: Org, as_: As = None, json_: Json = False) -> None:
     """Show an org's plan, grace grant and whether BYOK is allowed.
 
+    \b
     Example: byokctl plan show acme --json
     """
     with session(as_) as ctx:

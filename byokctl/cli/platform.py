@@ -30,6 +30,7 @@ def set_default(
 ) -> None:
     """Set the provider and model platform-mode orgs run on (platform operator only).
 
+    \b
     Example: byokctl platform set-default anthropic --model haiku
     """
     with session(as_) as ctx:
@@ -47,6 +48,7 @@ def set_default(
 def show(json_: Json = False) -> None:
     """Show the provider and model platform-mode orgs run on.
 
+    \b
     Example: byokctl platform show --json
     """
     with session() as ctx:

@@ -26,6 +26,7 @@ def init(
     The master key goes to the OS keyring unless $BYOKCTL_MASTER_KEY is set (CI) or
     --master-key-file is given (headless servers).
 
+    \b
     Example: byokctl init --master-key-file ~/.config/byokctl/master.key
     """
     result = vaultops.init(STATE["db"], master_key_file)
@@ -37,6 +38,7 @@ def init(
 def status(json_: Json = False) -> None:
     """Show where the vault and its master key live, schema version and counts.
 
+    \b
     Example: byokctl vault status --json
     """
     with session() as ctx:
@@ -51,6 +53,7 @@ def rotate_master(json_: Json = False) -> None:
     The new key goes where the old one came from: the OS keyring entry or the key file. With
     $BYOKCTL_MASTER_KEY it is printed once on stdout, for you to store.
 
+    \b
     Example: byokctl vault rotate-master
     """
     with session() as ctx:
@@ -78,6 +81,7 @@ def rekey(json_: Json = False) -> None:
     Safe to interrupt at any point (even kill -9): every secret stays readable, and running
     it again finishes the job.
 
+    \b
     Example: byokctl vault rekey
     """
     with session() as ctx, render.progress("Re-encrypting secrets") as update:
@@ -92,6 +96,7 @@ def rekey(json_: Json = False) -> None:
 def check(json_: Json = False) -> None:
     """Decrypt every stored secret and verify the audit chain; exit 13 naming each broken row.
 
+    \b
     Example: byokctl vault check --json
     """
     with session() as ctx:
