@@ -46,7 +46,7 @@ def resolve(org: Org, as_: As = None, json_: Json = False) -> None:
 def ask(
     org: Org,
     prompt: Annotated[str | None, typer.Argument(
-        metavar="[PROMPT|-]", help="The prompt; `-` or nothing reads it from stdin.")] = None,
+        metavar="PROMPT|-", help="The prompt; `-` or nothing reads it from stdin.")] = None,
     as_: As = None,
     system: Annotated[str | None, typer.Option("--system", help="A system prompt.")] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Most tokens to generate.")] = 1024,

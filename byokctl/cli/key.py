@@ -87,7 +87,7 @@ def read_secret(provider: str, from_stdin: bool, from_env: str | None) -> str:
 def add(
     provider: Provider,
     org: Annotated[str | None, typer.Argument(
-        metavar="[ORG]", help="The org's slug (omit with --platform).", show_default=False,
+        metavar="ORG", help="The org's slug (omit with --platform).", show_default=False,
         autocompletion=complete.org_slugs)] = None,
     member: Annotated[str | None, typer.Option(
         "--member", metavar="EMAIL", help="Store this member's personal key instead of the "
@@ -168,7 +168,7 @@ def _status(k: keys.Key) -> str:
 @app.command("list")
 def list_(
     org: Annotated[str | None, typer.Argument(
-        metavar="[ORG]", help="Only this org's keys (default: all you may see).",
+        metavar="ORG", help="Only this org's keys (default: all you may see).",
         show_default=False, autocompletion=complete.org_slugs)] = None,
     provider: Annotated[str | None, typer.Option(
         "--provider", metavar="P", help="Only keys for anthropic or openai.")] = None,

@@ -104,7 +104,7 @@ def delete(org: Org, yes: Yes = False, as_: As = None, json_: Json = False) -> N
 @app.command("set-provider")
 def set_provider(
     org: Org,
-    provider: Annotated[str, typer.Argument(metavar="{platform|anthropic|openai}",
+    provider: Annotated[str, typer.Argument(metavar="platform|anthropic|openai",
                                             help="platform (credits) or a BYOK provider.")],
     model: Annotated[str | None, typer.Option(
         "--model", help="Model alias or pinned id (aliases are pinned when stored).")] = None,

@@ -17,7 +17,7 @@ app = typer.Typer(help="Tokens, cost and credits per org, provider, model, membe
 @app.command("show")
 def show(
     org: Annotated[str | None, typer.Argument(
-        metavar="[ORG]", help="One org (default: all).", autocompletion=complete.org_slugs)] = None,
+        metavar="ORG", help="One org (default: all).", autocompletion=complete.org_slugs)] = None,
     since: Annotated[str | None, typer.Option("--since", metavar="DATE",
                                               help="From this date (UTC).")] = None,
     until: Annotated[str | None, typer.Option("--until", metavar="DATE",
