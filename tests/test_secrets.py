@@ -311,3 +311,22 @@ def test_cascaded_deletes_purge_the_ciphertext(cli, vault, home, how):
     assert cli(*args).exit_code == 0
     assert ct not in _vault_bytes(home)
     other.close()
+
+
+@pytest.mark.parametrize("args", [
+    ["org", "create", "acme", "--name", "sk-ant-api03-" + "n" * 30],
+    ["org", "create", "sk-proj-" + "s" * 30],
+    ["member", "add", "acme", "sk-ant-api03-" + "m" * 30, "--role", "admin"],
+    ["credits", "add", "acme", "5", "--reason=sk-ant-api03-" + "r" * 30],
+    ["ask", "acme", "sk-ant-api03-" + "p" * 30],
+])
+def test_any_command_refuses_a_key_on_argv_without_echoing_it(cli, vault, args):
+    secret = next(a.split("=", 1)[-1] for a in args if "sk-" in a)
+    r = cli(*args)
+    assert r.exit_code == 2
+    assert "command-line argument" in r.stderr and secret not in r.output
+    from byokctl.services.context import open_context
+
+    ctx = open_context(str(vault))
+    assert ctx.store.scalar("SELECT count(*) FROM audit") == 1  # only vault.init
+    ctx.close()

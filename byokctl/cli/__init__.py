@@ -14,6 +14,7 @@ from byokctl import __version__
 from byokctl.cli import _fastparams, render
 from byokctl.cli.common import STATE
 from byokctl.errors import ByokError, ExitCode
+from byokctl.services import rules
 
 # Each top-level command: the module that registers it, and its one-line help. Modules are
 # imported only when their command runs, so `byokctl org list` never loads the key, provider
@@ -72,6 +73,15 @@ class ByokGroup(TyperGroup):
              standalone_mode: bool = True, **extra: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         as_json = "--json" in argv
+        # Refuse an API key on the command line before Click parses it: Click's own errors
+        # ("Got unexpected extra argument (sk-ant-…)") would print it back. The emulator's
+        # --valid-key takes made-up test keys, by design.
+        if "emulator" not in argv and rules.secret_in_argv(argv):
+            render.error(rules.SECRET_ON_ARGV, ExitCode.USAGE.label, as_json)
+            code = int(ExitCode.USAGE)
+            if standalone_mode:
+                sys.exit(code)
+            return code
         try:
             rv = super().main(args=argv, prog_name=prog_name or "byokctl",
                               complete_var=complete_var, standalone_mode=False, **extra)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from typer.core import TyperGroup
 
 from byokctl.cli import complete, render
 from byokctl.cli.common import As, Json, Yes, confirm, session
@@ -18,26 +17,7 @@ from byokctl.providers.redact import safe_url
 from byokctl.services import keys
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-SECRET_ON_ARGV = (
-    "An API key was given as a command-line argument, where shell history and `ps` can see it; "
-    "pass it with --from-stdin, --from-env VAR or at the prompt (and rotate that key, since "
-    "your shell history now holds it)"
-)
-
-
-class KeyGroup(TyperGroup):
-    """Refuses a secret-looking argument before Click parses it: Click's own usage errors
-    ("Got unexpected extra argument (sk-ant-…)") would print it back."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        for arg in args:
-            value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
-            if keys.looks_like_secret(value):
-                raise UsageError(SECRET_ON_ARGV)
-        return super().parse_args(ctx, args)
-
-
-app = typer.Typer(cls=KeyGroup, help="Store, test, rotate and remove API keys (secrets never "
+app = typer.Typer(help="Store, test, rotate and remove API keys (secrets never "
                   "shown).",
                   no_args_is_help=True)
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 ACTIVE, INVALID, RATE_LIMITED = "active", "invalid", "rate-limited"
 STATUSES = (ACTIVE, INVALID, RATE_LIMITED)
-MIN_LENGTH, MAX_LENGTH = 20, 512
+MIN_LENGTH, MAX_LENGTH = rules.SECRET_MIN_LENGTH, 512
 PURGE_WAIT_MS = 2_000
 SECRET_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 PREFIX = {"anthropic": "sk-ant-", "openai": "sk-"}
@@ -97,11 +97,6 @@ def hint(secret: str) -> str:
     return "…" + secret[-4:]
 
 
-def looks_like_secret(text: str) -> bool:
-    """True for anything that could be an API key byokctl would accept (it refuses it on argv)."""
-    return text.startswith("sk-") and len(text) >= MIN_LENGTH
-
-
 def check_format(provider: str, secret: str, *, allow_admin_key: bool = False) -> None:
     """Refuse (KeyRejected) what cannot be an inference key for `provider`; never echo it."""
     name = PROVIDER_NAMES[provider]
@@ -143,7 +138,7 @@ def _row(ctx: Context, key_id: str) -> sqlite3.Row:
 
 
 def _no_key(key_id: str) -> NotFound:
-    shown = "that key id" if looks_like_secret(key_id) else f"'{key_id}'"
+    shown = "that key id" if rules.looks_like_secret(key_id) else f"'{key_id}'"
     return NotFound(f"No key {shown}; see `byokctl key list` for the ids")
 
 
@@ -427,6 +422,8 @@ def purge_wal(ctx: Context) -> bool:
     that deletes or replaces ciphertext (secure_delete only zeroes the file's current pages).
     False if a reader in another process blocks it; the next checkpoint finishes the job."""
     conn = ctx.store.conn
+    if conn.in_transaction:  # joined a caller's transaction (`apply`): it purges after commit
+        return False
     conn.execute(f"PRAGMA busy_timeout = {PURGE_WAIT_MS}")  # never hang behind a long reader
     try:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

@@ -30,6 +30,13 @@ PERMISSION_WORDS = {
     OPERATOR: "change operator settings of",
 }
 
+SECRET_MIN_LENGTH = 20  # the shortest API key byokctl accepts
+SECRET_ON_ARGV = (
+    "An API key was given as a command-line argument, where shell history and `ps` can see it; "
+    "pass it with --from-stdin, --from-env VAR or at the prompt (and rotate that key, since "
+    "your shell history now holds it)"
+)
+
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 
@@ -41,6 +48,17 @@ def slug(value: str) -> str:
             "starting with a letter or digit (e.g. acme-eu)"
         )
     return value
+
+
+def looks_like_secret(text: str) -> bool:
+    """True for anything that could be an API key byokctl would accept (refused on argv)."""
+    return text.startswith("sk-") and len(text) >= SECRET_MIN_LENGTH
+
+
+def secret_in_argv(args: list[str]) -> bool:
+    """Does any argument, or any `--option=value`, look like an API key?"""
+    return any(looks_like_secret(a.split("=", 1)[1] if a.startswith("-") and "=" in a else a)
+               for a in args)
 
 
 def email(value: str) -> str:
