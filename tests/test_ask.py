@@ -136,6 +136,7 @@ def test_rejected_key_is_marked_invalid_and_never_printed(cli, vault, byok):
     for args in (["--no-stream"], [], ["--json"]):
         r = cli("ask", "acme", PROMPT, *args)
         assert r.exit_code == ExitCode.KEY_REJECTED, r.output
+        assert f"key rotate {byok['org_key']}" in r.stderr  # the fix, for this very key
         assert ANTHROPIC_TEST_KEY not in r.output
         assert not any(ANTHROPIC_TEST_KEY[i:i + 16] in r.output for i in range(len(ANTHROPIC_TEST_KEY) - 15))
     listed = json.loads(cli("key", "list", "acme", "--json").stdout)

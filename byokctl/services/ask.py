@@ -105,7 +105,7 @@ def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None
         result = registry.get(d.provider).complete(
             secret=secret, model=d.model, prompt=req.prompt, system=req.system,
             max_tokens=req.max_tokens, base_url=d.base_url, timeout=req.timeout,
-            retries=req.retries, stream=req.stream, on_text=on_text)
+            retries=req.retries, stream=req.stream, on_text=on_text, key_id=d.key.id)
     except ByokError as exc:
         record.latency_ms = int((time.monotonic() - started) * 1000)
         _fail(ctx, record, exc, key_status=_status_after(exc))

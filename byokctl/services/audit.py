@@ -13,7 +13,6 @@ from typing import Any
 
 from byokctl import clock
 from byokctl.services.context import Context
-from byokctl.vault import macs
 
 GENESIS = "genesis"
 
@@ -43,6 +42,8 @@ def record(
     after: Any = None,
 ) -> int:
     """Append one entry; must run inside `ctx.write()`. Returns its sequence number."""
+    from byokctl.vault import macs  # hashlib/hmac: not needed by commands that only read
+
     store = ctx.store
     key = ctx.vault().audit_key
     head = store.meta("audit_head")
@@ -130,6 +131,8 @@ class Problem:
 
 def verify(ctx: Context) -> tuple[int, list[Problem]]:
     """Walk the chain; returns (entries checked, problems), the first bad entry first."""
+    from byokctl.vault import macs
+
     key = ctx.vault().audit_key
     store = ctx.store
     problems: list[Problem] = []
