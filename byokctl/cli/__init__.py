@@ -35,6 +35,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
                   "account for it."),
     "usage": ("usage", "Tokens, cost and credits per org, provider, model, member or day."),
     "audit": ("audit", "Read and verify the tamper-evident audit log."),
+    "apply": ("apply", "Converge the vault to a provisioning file (TOML or JSON), all or nothing."),
+    "export": ("apply", "Print the vault's settings as an `apply` file (TOML, or JSON), without "
+                        "secrets."),
     "emulator": ("emulator", "A loopback emulator of the Anthropic and OpenAI APIs."),
     "demo": ("demo", "Walk through the whole flow offline, in a throwaway vault, command by command."),
 }

@@ -144,3 +144,10 @@ def progress(description: str) -> Iterator[Callable[[int, int], None]]:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+def raw(text: str) -> None:
+    """Text exactly as given on stdout (a file's content, e.g. `export`): no markup, no emoji
+    codes, no wrapping."""
+    sys.stdout.write(text)
+    sys.stdout.flush()

@@ -226,3 +226,23 @@ def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[floa
                      before={"budget_monthly_usd": org.budget_monthly_usd},
                      after={"budget_monthly_usd": monthly_usd})
     return org.budget_monthly_usd, monthly_usd
+
+
+MAX_NAME = 200
+
+
+def rename(ctx: Context, slug: str, name: str) -> tuple[str, str]:
+    """Change an org's display name (the slug stays); returns (before, after). Audited."""
+    require(ctx, slug, rules.ORG_MANAGE)
+    name = name.strip()
+    if not name or len(name) > MAX_NAME:
+        raise rules.UsageError(f"An org name must be 1-{MAX_NAME} characters, not {len(name)}")
+    org = get(ctx, slug)
+    if org.name == name:
+        return org.name, name
+    with ctx.write() as conn:
+        conn.execute("UPDATE orgs SET name = ?, updated_at = ? WHERE slug = ?",
+                     (name, clock.stamp(), slug))
+        audit.record(ctx, "org.rename", org=slug, target=slug, before={"name": org.name},
+                     after={"name": name})
+    return org.name, name

@@ -11,7 +11,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,19 @@ def resolve_path(db: str | os.PathLike[str] | None) -> Path:
 class Store:
     path: Path
     conn: sqlite3.Connection
+    _depth: int = field(default=0, repr=False)  # open savepoints (nested `tx()`)
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, taken up front (BEGIN IMMEDIATE) so it cannot deadlock."""
+        """A write transaction, taken up front (BEGIN IMMEDIATE) so it cannot deadlock.
+
+        Inside another one (`apply` runs many service calls in one transaction) it is a
+        savepoint: a failure undoes only its own part, and the outer owner commits or rolls back.
+        """
+        if self.conn.in_transaction:
+            with self._savepoint():
+                yield self.conn
+            return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
@@ -52,6 +61,22 @@ class Store:
             raise
         else:
             self.conn.execute("COMMIT")
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self._depth += 1
+        name = f"nested_{self._depth}"
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
+            raise
+        else:
+            self.conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
 
     def one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         return self.conn.execute(sql, params).fetchone()

@@ -1,0 +1,164 @@
+"""`export`: the vault's settings as an `apply` file (TOML or JSON), without a single secret.
+
+Reads only non-secret columns, so it needs no master key. Each stored key becomes an entry
+naming an environment variable derived from its slot (`BYOKCTL_KEY_ACME_ANTHROPIC`), so that
+`export | apply -` round-trips once those variables hold the secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from byokctl.services import keys, members, orgs, platform, rules
+from byokctl.services.context import Context
+from byokctl.services.permissions import require_operator
+
+HEADER = """\
+# byokctl export: the vault's settings, without secrets. Apply with `byokctl apply FILE`.
+# Keys are named by environment variable (from_env): set each one to that key's secret
+# before applying; apply refuses a variable that is not set. `credits` is a starting
+# balance: apply uses it only when it creates the org."""
+
+
+@dataclass
+class Export:
+    doc: dict
+    notes: dict[str, str] = field(default_factory=dict)  # TOML comments, by table path
+
+    def to_json(self) -> dict:
+        return self.doc
+
+
+def env_name(org: str | None, member: str | None, provider: str, taken: set[str]) -> str:
+    """`BYOKCTL_KEY_<ORG>[_<MEMBER>]_<PROVIDER>` (`BYOKCTL_PLATFORM_KEY_<PROVIDER>`), made
+    unique with `_2`, `_3`... in the order keys are exported, so it is stable for a vault."""
+    parts = ["BYOKCTL_PLATFORM_KEY"] if org is None else ["BYOKCTL_KEY", org, member or ""]
+    base = re.sub(r"[^A-Z0-9]+", "_", "_".join([*parts, provider]).upper()).strip("_")
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}"
+    taken.add(name)
+    return name
+
+
+def snapshot(ctx: Context) -> Export:
+    """Everything `apply` can set, as it stands: platform default and keys, orgs, members."""
+    require_operator(ctx, "export the vault")
+    out = Export({})
+    taken: set[str] = set()
+    all_keys = keys.list_keys(ctx)
+
+    def key_entries(found: list[keys.Key], path: str, org: str | None) -> list[dict]:
+        entries = []
+        for i, k in enumerate(sorted(found, key=lambda k: (k.member or "", k.provider))):
+            entry = {"provider": k.provider}
+            if k.member:
+                entry["member"] = k.member
+            entry["from_env"] = env_name(org, k.member, k.provider, taken)
+            entries.append(entry)
+            out.notes[f"{path}[{i}]"] = (f"{k.id}: {k.hint}, version {k.version}, {k.status}; "
+                                        f"set ${entry['from_env']} to its secret")
+        return entries
+
+    current = platform.current(ctx)
+    platform_keys = [k for k in all_keys if k.scope == "platform"]
+    if current.configured or platform_keys:
+        p: dict = {}
+        if current.configured:
+            p.update({"provider": current.provider, "model": current.model})
+            if current.base_url:
+                p["base_url"] = current.base_url
+        if platform_keys:
+            p["keys"] = key_entries(platform_keys, "platform.keys", None)
+        out.doc["platform"] = p
+    table: dict = {}
+    for o in orgs.list_orgs(ctx):
+        path = f"orgs.{o.slug}"
+        entry: dict = {"name": o.name, "plan": o.plan, "credits": o.credits}
+        gate_open = o.plan in rules.BYOK_PLANS or rules.grace_active(o.grace_until)
+        if o.provider in rules.BYOK_PROVIDERS and not gate_open:
+            # Stored but unusable (soft fallback): apply would refuse to select it on this plan.
+            out.notes[path] = (f"provider {o.provider}/{o.model} is stored but not exported: "
+                               f"plan {o.plan} does not allow BYOK (soft fallback)")
+        else:
+            entry["provider"] = o.provider
+            if o.model:
+                entry["model"] = o.model
+            if o.base_url:
+                entry["base_url"] = o.base_url
+        entry["fallback"] = o.fallback
+        if o.budget_monthly_usd is not None:
+            entry["budget_monthly_usd"] = o.budget_monthly_usd
+        if rules.grace_active(o.grace_until):  # a lapsed grant is history, not a setting
+            entry["grace"] = {"until": o.grace_until}
+            if o.grace_reason:
+                entry["grace"]["reason"] = o.grace_reason
+        entry["members"] = {m.email: m.role for m in members.list_members(ctx, o.slug)}
+        entry["keys"] = key_entries([k for k in all_keys if k.org == o.slug], f"{path}.keys",
+                                    o.slug)
+        table[o.slug] = entry
+    out.doc["orgs"] = table
+    return out
+
+
+# ---- TOML ---------------------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _key(name: str) -> str:
+    return name if _BARE_KEY.fullmatch(name) else _string(name)
+
+
+def _string(text: str) -> str:
+    # JSON's escapes are TOML's, except that TOML wants DEL escaped too.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _table(lines: list[str], path: str, table: dict, notes: dict[str, str]) -> None:
+    """Scalars (and inline tables, empty lists) first, then sub-tables, then arrays of tables."""
+    if note := notes.get(path):
+        lines.append(f"# {note}")
+    lines.append(f"[{path}]")
+    nested = {k: v for k, v in table.items()
+              if (isinstance(v, dict) and k != "grace") or (isinstance(v, list) and v)}
+    lines += [f"{_key(k)} = {_value(v)}" for k, v in table.items() if k not in nested]
+    for k, v in nested.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{path}.{_key(k)}]"]
+            lines += [f"{_key(e)} = {_value(r)}" for e, r in v.items()]
+        else:
+            for i, item in enumerate(v):
+                lines.append("")
+                if note := notes.get(f"{path}.{k}[{i}]"):
+                    lines.append(f"# {note}")
+                lines.append(f"[[{path}.{_key(k)}]]")
+                lines += [f"{_key(e)} = {_value(r)}" for e, r in item.items()]
+
+
+def to_toml(export: Export) -> str:
+    lines = [HEADER]
+    if "platform" in export.doc:
+        lines.append("")
+        _table(lines, "platform", export.doc["platform"], export.notes)
+    for slug, entry in export.doc["orgs"].items():
+        lines.append("")
+        _table(lines, f"orgs.{_key(slug)}", entry, export.notes)
+    return "\n".join(lines) + "\n"
