@@ -11,10 +11,11 @@ from byokctl.cli import render
 from byokctl.cli.common import Json, session
 from byokctl.errors import UsageError
 from byokctl.services import apply as provisioning
+from byokctl.services import apply_file
 from byokctl.services import export as exporting
 
 # Click rewraps help paragraphs; `\b` keeps the schema's columns as written.
-_SCHEMA_HELP = "\n\n".join("\b\n" + part for part in provisioning.SCHEMA.split("\n\n"))
+_SCHEMA_HELP = "\n\n".join("\b\n" + part for part in apply_file.SCHEMA.split("\n\n"))
 
 APPLY_HELP = f"""Converge the vault to a provisioning file (TOML or JSON), all or nothing.
 
