@@ -294,9 +294,38 @@ def test_a_missing_or_broken_file_is_a_usage_error(cli, vault, tmp_path):
 
 
 def test_a_locked_vault_changes_nothing(cli, vault, env, tmp_path, isolated):
+    snapshot = state(vault)
     isolated.entries.clear()  # the master key is gone
-    r = cli("apply", write(tmp_path, FILE))
-    assert r.exit_code == 10, r.output
+    for args in ((), ("--dry-run",)):
+        r = cli("apply", write(tmp_path, FILE), *args)
+        assert r.exit_code == 10, r.output
+    assert state(vault) == snapshot
+
+
+def test_a_transaction_inside_another_is_a_savepoint(vault):
+    """What lets apply run the services' own transactions inside its one: an inner failure
+    undoes only the inner part; the outer owner decides about the rest."""
+    from byokctl.store import open_store
+
+    s = open_store(vault)
+    try:
+        with s.tx():
+            s.set_meta("outer", "1")
+            with pytest.raises(RuntimeError), s.tx():
+                s.set_meta("inner", "1")
+                raise RuntimeError
+            with s.tx():
+                s.set_meta("inner2", "1")
+        assert (s.meta("outer"), s.meta("inner"), s.meta("inner2")) == ("1", None, "1")
+        with pytest.raises(RuntimeError), s.tx():
+            s.set_meta("gone", "1")
+            with s.tx():
+                s.set_meta("gone2", "1")
+            raise RuntimeError
+        assert (s.meta("gone"), s.meta("gone2")) == (None, None)
+        assert not s.conn.in_transaction
+    finally:
+        s.close()
 
 
 # ---- formats and input ------------------------------------------------------------------------
