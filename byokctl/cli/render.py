@@ -68,10 +68,10 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     so ids stay whole for `grep`/`awk`. Columns named in `no_wrap` are kept on one line on a
     terminal too (others wrap to make room)."""
     cells = [["" if v is None else str(v) for v in r] for r in rows]
-    con = stdout()
-    if not con.is_terminal:
+    if not sys.stdout.isatty():  # decided without rich: piped output never loads it
         _plain_table(list(columns), cells, title)
         return
+    con = stdout()
     from rich import box
     from rich.table import Table
 
@@ -130,10 +130,10 @@ def when(ts: str | None) -> str:
 def progress(description: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr, only on a terminal, gone when done; yields `update(done, total)`
     for a service's progress callback (services never import rich)."""
-    con = stderr()
-    if QUIET or not con.is_terminal:
+    if QUIET or not sys.stderr.isatty():
         yield lambda done, total: None
         return
+    con = stderr()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from byokctl import clock
 from byokctl.errors import Conflict, PlanGate
 from byokctl.providers import catalog
-from byokctl.resolve import Decision
 from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import org_exists, require
+
+if TYPE_CHECKING:
+    from byokctl.resolve import Decision
 
 
 @dataclass
