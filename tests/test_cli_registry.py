@@ -47,3 +47,59 @@ def test_help_imports_no_command_module():
     loaded = {m for m in modules if m.startswith("byokctl.cli.")}
     assert loaded <= {"byokctl.cli.render", "byokctl.cli.common", "byokctl.cli._fastparams",
                       "byokctl.cli.complete"}  # completion callbacks of the shared Org argument
+
+
+def _leaves(command, path=()):
+    subs = getattr(command, "commands", None)
+    if subs is None:
+        yield path, command
+        return
+    for name in command.list_commands(None) if hasattr(command, "list_commands") else subs:
+        yield from _leaves(command.get_command(None, name), (*path, name))
+
+
+def test_every_command_takes_json():
+    from typer.main import get_command
+
+    from byokctl.cli import app
+
+    leaves = list(_leaves(get_command(app)))
+    assert len(leaves) > 30
+    missing = [" ".join(p) for p, c in leaves if not any("--json" in prm.opts for prm in c.params)]
+    assert missing == []
+
+
+def test_no_color_under_a_terminal(cli, vault):
+    """On a terminal byokctl uses colour; NO_COLOR turns it off (tables and banners alike)."""
+    import os
+    import pty
+
+    cli("org", "create", "acme", "--plan", "starter")
+    cli("plan", "grant-grace", "acme", "--days", "3")
+
+    def under_pty(extra_env):
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.environ.update(extra_env)
+            os.execv(sys.executable, [sys.executable, "-m", "byokctl", "org", "show", "acme"])
+        out = b""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.waitpid(pid, 0)
+        return out.decode(errors="replace")
+
+    import re
+
+    # an SGR sequence setting a foreground/background colour (bold alone is not colour)
+    colour = re.compile(r"\x1b\[(?:[0-9]+;)*(?:3[0-8]|4[0-8]|9[0-7]|10[0-7])(?:;[0-9]+)*m")
+    os.environ.pop("NO_COLOR", None)
+    coloured = under_pty({"TERM": "xterm-256color"})
+    assert "grace grant active" in coloured and colour.search(coloured)
+    uncoloured = under_pty({"TERM": "xterm-256color", "NO_COLOR": "1"})
+    assert "grace grant active" in uncoloured and not colour.search(uncoloured)
