@@ -19,7 +19,7 @@ from pathlib import Path
 from byokctl.providers.emulator import Config, Emulator
 
 KEYS = {"anthropic": "sk-ant-api03-bench-" + "k" * 40, "openai": "sk-proj-bench-" + "k" * 40}
-MODELS = {"anthropic": "claude-haiku-4-5-20251001", "openai": "gpt-5-nano-2025-08-07"}
+MODELS = {"anthropic": "claude-haiku-5-5", "openai": "gpt-5-nano-2025-08-07"}
 PROMPT = "Name three colours"
 
 # The bare scripts read the key from the environment, like any careful script would.
