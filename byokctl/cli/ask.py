@@ -18,7 +18,7 @@ def resolve(org: Org, as_: As = None, json_: Json = False) -> None:
     \b
     Example: byokctl resolve acme --as alice@acme.com
     """
-    from byokctl.services.ask import resolve_for
+    from byokctl.services.resolution import resolve_for
 
     with session(as_) as ctx:
         d, _ = resolve_for(ctx, org)

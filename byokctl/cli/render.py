@@ -1,6 +1,7 @@
 """The only place that prints: tables and `--json` to stdout, status, warnings and errors to stderr.
 
-Colour and box-drawing only on a terminal; `NO_COLOR` is honoured (by rich).
+Colour and box-drawing only on a terminal (through rich, which honours `NO_COLOR`); a stream
+that is not a terminal gets plain text written directly, and rich is never imported for it.
 """
 
 from __future__ import annotations
@@ -54,12 +55,18 @@ def emit(as_json: bool, data: Any, human: Callable[[], None] | str) -> None:
         human()
 
 
+def _say(text: str, style: str | None = None, *, err: bool = False) -> None:
+    """One line of text: styled on a terminal, verbatim otherwise."""
+    stream = sys.stderr if err else sys.stdout
+    if not stream.isatty():
+        stream.write(text + "\n")
+        stream.flush()
+        return
+    (stderr() if err else stdout()).print(text, style=style, markup=False, emoji=False)
+
+
 def line(text: str = "", style: str | None = None) -> None:
-    stdout().print(text, style=style, markup=False)
-
-
-def markup(text: str) -> None:
-    stdout().print(text)
+    _say(text, style)
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
@@ -97,28 +104,28 @@ def fields(pairs: Iterable[tuple[str, Any]]) -> None:
     items = [(k, "—" if v is None else str(v)) for k, v in pairs]
     width = max((len(k) for k, _ in items), default=0)
     for k, v in items:
-        stdout().print(f"{k + ':':<{width + 1}} {v}", markup=False, highlight=False)
+        _say(f"{k + ':':<{width + 1}} {v}")
 
 
 def status(text: str) -> None:
     if not QUIET:
-        stderr().print(text, markup=False)
+        _say(text, err=True)
 
 
 def warn(text: str) -> None:
-    stderr().print(f"warning: {text}", style="yellow", markup=False)
+    _say(f"warning: {text}", "yellow", err=True)
 
 
 def banner(text: str) -> None:
-    stdout().print(text, style="bold yellow", markup=False)
+    _say(text, "bold yellow")
 
 
 def error(message: str, code_label: str, as_json: bool) -> None:
     if as_json:
         sys.stderr.write(json.dumps({"error": {"code": code_label, "message": message}}) + "\n")
+        sys.stderr.flush()
     else:
-        stderr().print(f"error: {message}", style="red", markup=False)
-    sys.stderr.flush()
+        _say(f"error: {message}", "red", err=True)
 
 
 def when(ts: str | None) -> str:

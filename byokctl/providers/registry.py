@@ -18,6 +18,16 @@ _ADAPTERS = {
 }
 
 
+def prefetch(provider: str) -> None:
+    """Start importing `provider`'s SDK in the background (about 0.5-1 s), so that the caller's
+    own work before the call (decrypting the key) overlaps with it. Harmless if unused: the
+    adapter's own import then waits for this one to finish."""
+    import threading
+
+    if provider in _ADAPTERS:
+        threading.Thread(target=import_module, args=(provider,), daemon=True).start()
+
+
 def get(provider: str) -> Adapter:
     """The adapter for `provider` (`anthropic` or `openai`)."""
     if provider not in _ADAPTERS:

@@ -9,12 +9,10 @@ from dataclasses import asdict, dataclass
 
 from byokctl.errors import ByokError, KeyRejected, RateLimited
 from byokctl.providers import catalog
-from byokctl.resolve import Decision, after_provider_error, resolve
+from byokctl.resolve import Decision, after_provider_error
 from byokctl.services import keys, rules, usage
 from byokctl.services.context import Context
-from byokctl.services.orgs import get as get_org
-from byokctl.services.permissions import require
-from byokctl.services.resolution import facts
+from byokctl.services.resolution import resolve_for
 
 DEFAULT_CREDIT_USD = 0.01
 
@@ -57,13 +55,6 @@ def credits_for(cost_usd: float, credit_value: float) -> int:
     return max(1, math.ceil(round(cost_usd / credit_value, 9)))
 
 
-def resolve_for(ctx: Context, org: str) -> tuple[Decision, object]:
-    """The decision for a request by the current actor on `org` (no call is made)."""
-    actor = require(ctx, org, rules.KEY_OWN)
-    f = facts(ctx, get_org(ctx, org), actor.email)
-    return resolve(f, catalog.load()), f
-
-
 def ask(ctx: Context, org: str, req: Request, *, on_text: Callable[[str], None] | None = None,
         on_warning: Callable[[str], None] = lambda _: None) -> Answer:
     if not req.prompt.strip():
@@ -78,7 +69,7 @@ def ask(ctx: Context, org: str, req: Request, *, on_text: Callable[[str], None] 
     try:
         return _call(ctx, decision, req, on_text)
     except (KeyRejected, RateLimited):
-        retry = after_provider_error(f, decision, catalog.load())  # type: ignore[arg-type]
+        retry = after_provider_error(f, decision, catalog.load())
         if retry is None:
             raise
         on_warning(retry.warnings[-1])
@@ -99,6 +90,7 @@ def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None
         _fail(ctx, record, d.error)
         raise d.error
     assert d.key is not None and d.provider and d.model and d.mode
+    registry.prefetch(d.provider)  # the SDK loads while the key is decrypted
     started = time.monotonic()
     try:
         secret = keys.reveal(ctx, d.key.id)

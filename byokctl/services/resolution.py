@@ -6,16 +6,19 @@ from typing import TYPE_CHECKING
 
 from byokctl import clock
 from byokctl.providers import catalog
-from byokctl.resolve import Decision, Facts, KeyRef, resolve
+from byokctl.services import rules
 from byokctl.services.context import Context
 
 if TYPE_CHECKING:
+    from byokctl.resolve import Decision, Facts, KeyRef
     from byokctl.services.orgs import Org
 
 PLATFORM_DEFAULT_PROVIDER = "anthropic"
 
 
 def _key(ctx: Context, sql: str, params: tuple) -> KeyRef | None:
+    from byokctl.resolve import KeyRef
+
     row = ctx.store.one(f"SELECT id, scope, provider, fingerprint, status FROM keys WHERE {sql}",
                         params)
     return None if row is None else KeyRef(row["id"], row["scope"], row["provider"],
@@ -37,6 +40,8 @@ def month_start_iso() -> str:
 
 
 def facts(ctx: Context, o: Org, member: str | None) -> Facts:
+    from byokctl.resolve import Facts
+
     pp, pm, pu = platform_default(ctx)
     provider = o.provider
     slug = o.slug
@@ -63,4 +68,18 @@ def facts(ctx: Context, o: Org, member: str | None) -> Facts:
 
 
 def decide(ctx: Context, org: Org, member: str | None) -> Decision:
+    from byokctl.resolve import resolve
+
     return resolve(facts(ctx, org, member), catalog.load())
+
+
+def resolve_for(ctx: Context, org: str) -> tuple[Decision, Facts]:
+    """The decision for a request by the current actor on `org` (no call is made), and the
+    facts it was made from (`ask` needs them again if the provider refuses the key)."""
+    from byokctl.resolve import resolve
+    from byokctl.services.orgs import get
+    from byokctl.services.permissions import require
+
+    actor = require(ctx, org, rules.KEY_OWN)
+    f = facts(ctx, get(ctx, org), actor.email)
+    return resolve(f, catalog.load()), f
