@@ -163,6 +163,7 @@ def open_store(path: Path) -> Store:
             has_meta = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
             ).fetchone()
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise _not_a_vault(path, str(exc)) from None
@@ -170,6 +171,11 @@ def open_store(path: Path) -> Store:
             conn.close()
             why = "the file is empty" if path.stat().st_size == 0 else "no byokctl schema"
             raise _not_a_vault(path, why)
+        if (size := path.stat().st_size) % page_size:
+            # SQLite reads a cut last page as zeros: rows would come back blank, not as errors.
+            conn.close()
+            raise _not_a_vault(path, f"it was cut short: {size} bytes is not a whole number of "
+                                     f"{page_size}-byte pages")
         if version > SCHEMA_LATEST:
             conn.close()
             raise Integrity(
