@@ -119,6 +119,12 @@ def _fail(exc: Exception, as_json: bool) -> int:
         return exc.exit_code
     if isinstance(exc, BrokenPipeError):
         return 0
+    from byokctl.store import busy_error, is_busy, resolve_path
+
+    if is_busy(exc):  # another process held the vault's lock past the busy timeout
+        busy = busy_error(resolve_path(STATE["db"]))
+        render.error(busy.message, busy.code.label, as_json)
+        return int(busy.code)
     if getattr(exc, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
         # Damage found past the checks made on opening (a page of one table, say).
         render.error("The vault file is damaged (database disk image is malformed); restore it "

@@ -115,6 +115,18 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def is_busy(exc: BaseException) -> bool:
+    """SQLite gave up waiting for another connection's lock (after the busy timeout)."""
+    return str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
+
+
+def busy_error(path: Path) -> Conflict:
+    return Conflict(
+        f"The vault {path} is busy: another process has held its lock for over "
+        f"{BUSY_TIMEOUT_MS / 1000:g} seconds; let it finish (or stop it) and run the command again"
+    )
+
+
 def _not_a_vault(path: Path, why: str) -> Integrity:
     return Integrity(
         f"{path} is not a usable byokctl vault ({why}); point --db or $BYOKCTL_DB at the right "
@@ -166,7 +178,7 @@ def open_store(path: Path) -> Store:
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise _not_a_vault(path, str(exc)) from None
+            raise (busy_error(path) if is_busy(exc) else _not_a_vault(path, str(exc))) from None
         if version == 0 or not has_meta:
             conn.close()
             why = "the file is empty" if path.stat().st_size == 0 else "no byokctl schema"
