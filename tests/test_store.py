@@ -45,6 +45,8 @@ EXPECTED_INDEXES = {
     "usage_ts": ("usage", ["ts"], False),
     "audit_org": ("audit", ["org", "seq"], False),
     "audit_action": ("audit", ["action", "seq"], False),
+    "keys_org_member": ("keys", ["org", "member"], False),
+    "members_email": ("members", ["email"], False),
     "idx__sqlite_migrations_migration_set_name": ("_sqlite_migrations", ["migration_set", "name"], True),
 }
 
@@ -92,6 +94,26 @@ def test_created_vault_has_the_schema_and_pragmas(cli, vault: Path) -> None:
         s.close()
     # The schema version is reported, too.
     assert json.loads(cli("vault", "status", "--json").stdout)["schema_version"] == store.SCHEMA_LATEST
+
+
+def test_a_schema_1_vault_is_upgraded_in_place_on_open(cli, vault: Path) -> None:
+    assert cli("org", "create", "acme").exit_code == 0
+    conn = sqlite3.connect(vault, isolation_level=None)  # back to what m001 alone left
+    conn.execute("DROP INDEX keys_org_member")
+    conn.execute("DROP INDEX members_email")
+    conn.execute("DELETE FROM _sqlite_migrations WHERE name != 'm001_initial'")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    r = cli("org", "list", "--json")
+    assert r.exit_code == 0, r.output
+    assert [o["slug"] for o in json.loads(r.stdout)] == ["acme"]
+    s = store.open_store(vault)
+    try:
+        assert schema_of(s.conn) == (EXPECTED_TABLES, EXPECTED_INDEXES)
+        assert s.scalar("PRAGMA user_version") == store.SCHEMA_LATEST
+    finally:
+        s.close()
+    assert cli("audit", "verify").exit_code == 0
 
 
 def test_file_modes_0600_in_a_0700_dir_even_with_a_lax_umask(cli, home: Path) -> None:

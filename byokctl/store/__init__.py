@@ -18,7 +18,7 @@ from typing import Any
 from byokctl.errors import Conflict, Integrity, NotFound
 
 BUSY_TIMEOUT_MS = 30_000
-SCHEMA_LATEST = 1  # kept equal to migrations.LATEST by a test; avoids importing sqlite-utils
+SCHEMA_LATEST = 2  # kept equal to migrations.LATEST by a test; avoids importing sqlite-utils
 
 
 def default_path() -> Path:

@@ -115,6 +115,17 @@ def m001_initial(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_lookup_indexes(db: Database) -> None:
+    """Per-org lookups independent of the vault's size: an org's keys (`key list ORG`, `org
+    show`, `member list`, and the (org, member) foreign key that `member remove` and `org
+    delete` cascade through), and a member's orgs by email (`--as`). Plain statements, not
+    executescript, so they run inside the migration's transaction."""
+    db.execute("CREATE INDEX IF NOT EXISTS keys_org_member ON keys (org, member)")
+    db.execute("CREATE INDEX IF NOT EXISTS members_email ON members (email)")
+    db.execute("PRAGMA user_version = 2")
+
+
 LATEST = len(migrations._migrations)
 
 
