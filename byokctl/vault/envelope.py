@@ -6,10 +6,10 @@ they keep working without a master key (and never import `cryptography` or `keyr
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from byokctl import clock
 from byokctl.errors import Conflict, Integrity, VaultLocked
@@ -28,19 +28,35 @@ class Vault:
     active_id: int
     next_id: int | None
     mac_root: bytes
+    # One AESGCM per data key (by its bytes, which a rekey or refresh cannot make stale):
+    # `vault check` and `rekey` open every secret, and building the cipher costs more than
+    # decrypting one short secret.
+    _ciphers: dict[bytes, crypto.AESGCM] = field(default_factory=dict, repr=False)
 
-    @property
+    @cached_property
     def audit_key(self) -> bytes:
         return macs.subkey(self.mac_root, "audit-chain")
 
-    @property
+    @cached_property
     def fingerprint_key(self) -> bytes:
         return macs.subkey(self.mac_root, "fingerprint")
 
+    @cached_property
+    def _fingerprint_mac(self) -> Callable[[bytes], str]:
+        return macs.hmac_sha256_hex(self.fingerprint_key)
+
     def fingerprint(self, secret: str) -> str:
         """A keyed hash: the same secret is recognisable across orgs, yet never revealed."""
-        digest = hmac.new(self.fingerprint_key, secret.encode(), hashlib.sha256).hexdigest()
-        return FINGERPRINT_PREFIX + digest[:16]
+        return FINGERPRINT_PREFIX + self._fingerprint_mac(secret.encode())[:16]
+
+    def _cipher(self, dk_id: int) -> crypto.AESGCM | None:
+        key = self.secrets_keys.get(dk_id)
+        if key is None:
+            return None
+        cipher = self._ciphers.get(key)
+        if cipher is None:
+            cipher = self._ciphers[key] = crypto.AESGCM(key)
+        return cipher
 
     def seal(
         self,
@@ -56,28 +72,50 @@ class Vault:
     ) -> tuple[int, bytes, bytes]:
         """Encrypt a secret bound to its row; returns (data_key_id, nonce, ciphertext)."""
         dk_id = self.active_id if data_key_id is None else data_key_id
+        if dk_id not in self.secrets_keys:
+            raise KeyError(dk_id)
         ad = crypto.secret_ad(self.vault_id, key_id, scope, org, member, provider, version)
-        nonce, ct = crypto.seal(self.secrets_keys[dk_id], secret.encode(), ad)
+        nonce, ct = crypto.seal(self._cipher(dk_id), secret.encode(), ad)  # type: ignore[arg-type]
         return dk_id, nonce, ct
 
     def open(self, row: object) -> str:
         """Decrypt a `keys` row; raises Integrity if it was tampered with or moved."""
         r = row  # sqlite3.Row or mapping with the keys-table columns
-        key = self.secrets_keys.get(r["data_key_id"])  # type: ignore[index]
-        ad = crypto.secret_ad(
-            self.vault_id, r["id"], r["scope"], r["org"], r["member"],  # type: ignore[index]
-            r["provider"], r["version"],  # type: ignore[index]
+        return self.open_fields(
+            r["id"], r["scope"], r["org"], r["member"], r["provider"],  # type: ignore[index]
+            r["version"], r["data_key_id"], r["nonce"], r["ciphertext"],  # type: ignore[index]
         )
-        nonce, ct = r["nonce"], r["ciphertext"]  # type: ignore[index]
+
+    def open_with_ad(self, key_id: str, data_key_id: int, nonce: bytes, ciphertext: bytes,
+                     ad: bytes) -> str:
+        """`open` with the associated data already built (`crypto.SECRET_AD_SQL`)."""
+        cipher = self._cipher(data_key_id)
         try:
-            if key is None or not isinstance(nonce, bytes) or not isinstance(ct, bytes):
+            if cipher is None or not isinstance(nonce, bytes) or not isinstance(ciphertext, bytes):
                 raise crypto.InvalidTag
-            return crypto.open_sealed(key, nonce, ct, ad).decode()
-        except (crypto.InvalidTag, UnicodeDecodeError, ValueError):
-            raise Integrity(
-                f"Key {r['id']} cannot be decrypted: its ciphertext was altered or belongs to "  # type: ignore[index]
-                f"another row; replace the secret with `byokctl key rotate {r['id']}`"  # type: ignore[index]
-            ) from None
+            return crypto.open_sealed(cipher, nonce, ciphertext, ad).decode()
+        except (crypto.InvalidTag, UnicodeDecodeError, ValueError, TypeError):
+            raise _undecryptable(key_id) from None
+
+    def open_fields(self, key_id: str, scope: str, org: str | None, member: str | None,
+                    provider: str, version: int, data_key_id: int, nonce: bytes,
+                    ciphertext: bytes) -> str:
+        """`open` for a row already taken apart (the keys-table columns, in schema order)."""
+        cipher = self._cipher(data_key_id)
+        try:
+            if cipher is None or not isinstance(nonce, bytes) or not isinstance(ciphertext, bytes):
+                raise crypto.InvalidTag
+            ad = crypto.secret_ad(self.vault_id, key_id, scope, org, member, provider, version)
+            return crypto.open_sealed(cipher, nonce, ciphertext, ad).decode()
+        except (crypto.InvalidTag, UnicodeDecodeError, ValueError, TypeError):
+            raise _undecryptable(key_id) from None
+
+
+def _undecryptable(key_id: str) -> Integrity:
+    return Integrity(
+        f"Key {key_id} cannot be decrypted: its ciphertext was altered or belongs to another "
+        f"row; replace the secret with `byokctl key rotate {key_id}`"
+    )
 
 
 def _data_key_rows(store: Store) -> list:
