@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from byokctl.services import audit
+from byokctl.vault import macs
+
 ITEM_FIELDS = {"seq", "ts", "actor", "action", "org", "target", "before", "after"}
 
 
@@ -134,6 +137,13 @@ COLS = "ts, actor, action, org, target, before, after, mac"
                        ())], 4, "MAC mismatch", id="edit-after"),
         pytest.param([("UPDATE audit SET ts = '2020-01-01T00:00:00.000000Z' WHERE seq = 2", ())], 2,
                       "MAC mismatch", id="edit-time"),
+        # values no entry byokctl writes can hold: reported, never a crash
+        pytest.param([("UPDATE audit SET actor = CAST('tester' AS BLOB) WHERE seq = 4", ())], 4,
+                     "MAC mismatch", id="blob-actor"),
+        pytest.param([("UPDATE audit SET target = CAST(x'ff00fe' AS TEXT) WHERE seq = 3", ())], 3,
+                     "MAC mismatch", id="target-not-utf8"),
+        pytest.param([("UPDATE audit SET mac = CAST(x'ff' AS TEXT) WHERE seq = 5", ())], 5,
+                     "MAC mismatch", id="mac-not-utf8"),
         pytest.param([("DELETE FROM audit WHERE seq = 3", ())], 3, "missing", id="delete-middle"),
         pytest.param([("DELETE FROM audit WHERE seq = 1", ())], 1, "missing", id="delete-first"),
         pytest.param([("DELETE FROM audit WHERE seq >= 6", ())], 6, "truncated", id="truncate-tail"),
@@ -184,6 +194,24 @@ def test_verify_names_the_first_bad_entry(cli, history: Path, statements, first_
     r = cli("vault", "check", "--json")
     assert r.exit_code == 13
     assert json.loads(r.stdout)["problems"][0]["seq"] == first_bad
+
+
+def test_entries_with_any_text_verify(cli, vault: Path) -> None:
+    """The verifier's fast path (SQLite writes each entry's JSON) and `record` (Python's json)
+    agree on quotes, backslashes, control characters and non-ASCII text."""
+    name = 'Zoë "Q" \\ \t\x01\x7f 日本 🎉 \u2028 </script>'
+    assert cli("org", "create", "acme", "--name", name).exit_code == 0
+    assert cli("credits", "add", "acme", "5", "--reason", name + " ü").exit_code == 0
+    code, doc, err = verify(cli)
+    assert code == 0, err
+    assert doc["ok"] is True and doc["checked"] == 3
+    assert log(cli, "--org", "acme")[0]["after"]["reason"] == name + " ü"
+    # the fast path alone, without its fallback: SQLite's JSON is byte for byte the reference
+    conn = sqlite3.connect(vault)
+    fast = [body for _, body, _ in conn.execute(audit._FAST_SQL)]
+    reference = [macs.canonical(list(r[:8])) for r in conn.execute(audit._ROW_SQL + " ORDER BY seq")]
+    conn.close()
+    assert fast == reference and len(fast) == 3
 
 
 def test_entries_are_appended_after_a_head_that_verifies(cli, history: Path) -> None:
