@@ -555,3 +555,36 @@ def test_check_reports_every_bad_row_and_audit_tampering(cli, vault: Path) -> No
     assert "fingerprint" in problems[2]["problem"]
     message = json.loads(r.stderr)["error"]["message"]
     assert all(str(n) in message for n in named)
+
+
+def test_check_reads_a_row_with_text_that_is_not_utf8_and_checks_the_rest(cli, vault: Path) -> None:
+    keys = with_keys(cli, 4)
+    ids = sorted(keys)
+    conn = sqlite3.connect(vault)
+    conn.execute("UPDATE keys SET org = CAST(x'ff00fe' AS TEXT) WHERE id = ?", (ids[1],))
+    conn.commit()
+    conn.close()
+    r = cli("vault", "check", "--json")
+    assert r.exit_code == 13, r.output
+    doc = json.loads(r.stdout)
+    assert doc["keys_checked"] == 4
+    assert [p.get("key_id") for p in doc["problems"]] == [ids[1]]
+    assert "cannot be decrypted" in doc["problems"][0]["problem"]
+
+
+def test_a_personal_key_of_a_member_with_a_non_ascii_email_checks_and_rekeys(cli, vault: Path) -> None:
+    """Its associated data escapes the accent (json.dumps), unlike SQLite's JSON: the bulk
+    paths of `vault check` and `rekey` must still open it."""
+    assert cli("org", "create", "acme", "--plan", "growth").exit_code == 0
+    assert cli("member", "add", "acme", "zoë@acme.com", "--role", "staffing").exit_code == 0
+    secret = "sk-ant-api03-" + secrets.token_urlsafe(24)
+    r = cli("key", "add", "acme", "--provider", "anthropic", "--member", "zoë@acme.com",
+            "--from-stdin", "--json", input=secret + "\n")
+    assert r.exit_code == 0, r.output
+    key_id = json.loads(r.stdout)["id"]
+    r = cli("vault", "check", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["keys_checked"] == 1
+    assert cli("vault", "rekey").exit_code == 0
+    assert reveal_all() == {key_id: secret}
+    assert cli("vault", "check").exit_code == 0

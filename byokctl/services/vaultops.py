@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from byokctl.errors import ByokError, Conflict, Integrity
 from byokctl.services import audit
 from byokctl.services.context import Context
-from byokctl.store import SCHEMA_LATEST, create_store, resolve_path
+from byokctl.store import BUSY_TIMEOUT_MS, SCHEMA_LATEST, Store, create_store, resolve_path
 from byokctl.vault import master as mk
 
 if TYPE_CHECKING:
@@ -209,16 +209,23 @@ class RekeyResult:
 
 Progress = Callable[[int, int], None]  # (done, total)
 
-REKEY_BATCH = 50
+REKEY_BATCH = 200  # a few ms per transaction: other writers wait at most that long
+
+_PENDING = ("SELECT id, scope, org, member, provider, version, data_key_id, nonce, ciphertext, "
+            "rowid FROM keys WHERE data_key_id != ?")
 
 
 def rekey(ctx: Context, progress: Progress | None = None, batch_size: int = REKEY_BATCH) -> RekeyResult:
     """New 'secrets' data key and every secret re-encrypted under it, resumably.
 
     1. the new key is stored as 'next' (its own transaction); a rerun reuses it;
-    2. key rows move to it in small batches, each its own transaction; every row names its
-       data key, so an interruption at any point leaves every secret readable;
-    3. one last transaction moves any stragglers, makes 'next' active and purges the old key.
+    2. key rows move to it in batches, each its own transaction; every row names its data
+       key, so an interruption at any point leaves every secret readable. The batches walk
+       the table in storage (rowid) order from where the last one ended: not from the start
+       each time (quadratic in the number of keys), and not by key id (random ids would
+       make every batch rewrite pages all over the file);
+    3. one last transaction moves any stragglers (keys added behind the walk meanwhile),
+       makes 'next' active and purges the old key.
     """
     from byokctl.vault import envelope
 
@@ -227,34 +234,37 @@ def rekey(ctx: Context, progress: Progress | None = None, batch_size: int = REKE
     with ctx.write():
         new_id, created = envelope.next_secrets_key(store, vault)
     resumed = not created
-    pending_sql = "SELECT * FROM keys WHERE data_key_id != ? ORDER BY id LIMIT ?"
     total = store.scalar("SELECT count(*) FROM keys WHERE data_key_id != ?", (new_id,))
     done = 0
     if progress:
         progress(done, total)
 
     def move(rows: list) -> None:
+        moved = []
         for r in rows:
             secret = _open_for_rekey(vault, r)
-            _, nonce, ct = vault.seal(secret, key_id=r["id"], scope=r["scope"], org=r["org"],
-                                      member=r["member"], provider=r["provider"],
-                                      version=r["version"], data_key_id=new_id)
-            store.conn.execute(
-                "UPDATE keys SET data_key_id = ?, nonce = ?, ciphertext = ? WHERE id = ?",
-                (new_id, nonce, ct, r["id"]),
-            )
+            _, nonce, ct = vault.seal(secret, key_id=r[0], scope=r[1], org=r[2], member=r[3],
+                                      provider=r[4], version=r[5], data_key_id=new_id)
+            moved.append((new_id, nonce, ct, r[9]))
+        store.conn.executemany(
+            "UPDATE keys SET data_key_id = ?, nonce = ?, ciphertext = ? WHERE rowid = ?", moved)
 
+    cur = store.conn.cursor()
+    cur.row_factory = None
+    after = 0
     while True:
         with ctx.write():
-            rows = store.all(pending_sql, (new_id, batch_size))
+            rows = cur.execute(_PENDING + " AND rowid > ? ORDER BY rowid LIMIT ?",
+                               (new_id, after, batch_size)).fetchall()
             move(rows)
         if not rows:
             break
+        after = rows[-1][9]
         done += len(rows)
         if progress:
             progress(done, max(total, done))
     with ctx.write():
-        while rows := store.all(pending_sql, (new_id, batch_size)):  # added meanwhile
+        while rows := cur.execute(_PENDING + " ORDER BY rowid LIMIT ?", (new_id, batch_size)).fetchall():
             move(rows)
             done += len(rows)
         retired = envelope.activate_next_secrets_key(store, vault)
@@ -266,11 +276,11 @@ def rekey(ctx: Context, progress: Progress | None = None, batch_size: int = REKE
     return RekeyResult(vault.vault_id, new_id, retired, keys, done, resumed)
 
 
-def _open_for_rekey(vault: Vault, row: object) -> str:
+def _open_for_rekey(vault: Vault, row: tuple) -> str:
     try:
-        return vault.open(row)
+        return vault.open_fields(*row[:9])
     except Integrity:
-        key_id = row["id"]  # type: ignore[index]
+        key_id = row[0]
         raise Integrity(
             f"Key {key_id} cannot be decrypted, so the rekey stopped (every other secret is still "
             f"readable); replace it with `byokctl key rotate {key_id}` or remove it, then run "
@@ -298,39 +308,124 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
+_KEY_COLUMNS = ("SELECT id, scope, org, member, provider, version, data_key_id, "
+                "CAST(nonce AS BLOB), CAST(ciphertext AS BLOB), fingerprint FROM keys")
+
+
 def check(ctx: Context) -> CheckReport:
     """Decrypt every stored secret and verify the audit chain; a bad row is reported, never
-    fatal, so the report names every broken row."""
+    fatal, so the report names every broken row.
+
+    Streams both tables (memory stays flat in the vault's size). The file's own check
+    (`PRAGMA quick_check`, which reads every page, usage records included) runs meanwhile on
+    a second connection in a thread: SQLite releases the GIL, so on more than one core it
+    costs no extra time."""
     store = ctx.store
     vault = ctx.vault()
-    problems: list[audit.Problem] = []
-    for msg in (r[0] for r in store.all("PRAGMA quick_check")):
-        if msg != "ok":
-            problems.append(audit.Problem("file", str(store.path), f"storage damaged: {msg}"))
-    keys = 0
-    store.conn.text_factory = _lenient_text  # a mangled text column must not stop the check
+    storage = _StorageCheck(store.path)
+    storage.start()
     try:
-        rows = store.conn.execute(
-            "SELECT id, scope, org, member, provider, version, data_key_id, fingerprint, "
-            "CAST(nonce AS BLOB) AS nonce, CAST(ciphertext AS BLOB) AS ciphertext "
-            "FROM keys ORDER BY id").fetchall()
+        keys, key_problems = _check_keys(store, vault)
+        audit_checked, audit_problems = audit.verify(ctx)
     finally:
-        store.conn.text_factory = str
-    for row in rows:
-        keys += 1
-        try:
-            secret = vault.open(row)
-        except Integrity:
-            problems.append(audit.Problem(
-                "key_id", row["id"],
-                "cannot be decrypted: its ciphertext was altered or belongs to another row"))
-            continue
-        if vault.fingerprint(secret) != row["fingerprint"]:
-            problems.append(audit.Problem("key_id", row["id"],
-                                          "fingerprint does not match the stored secret"))
-    audit_checked, audit_problems = audit.verify(ctx)
-    problems += audit_problems
+        storage.join()
+    problems = storage.result() + key_problems + audit_problems
     return CheckReport(
         ok=not problems, checked=keys + audit_checked, problems=problems, keys_checked=keys,
         audit_checked=audit_checked, rekey_in_progress=vault.next_id is not None,
     )
+
+
+class _StorageCheck:
+    """`PRAGMA quick_check` of the whole file in a thread, on its own read-only connection."""
+
+    def __init__(self, path: Path) -> None:
+        import threading
+
+        self.path = path
+        self.messages: list[str] = []
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="quick_check", daemon=True)
+
+    def _run(self) -> None:
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(Path(self.path).resolve().as_uri() + "?mode=ro", uri=True,
+                                   timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+            try:
+                self.messages = [r[0] for r in conn.execute("PRAGMA quick_check")]
+            finally:
+                conn.close()
+        except BaseException as exc:  # handed to the caller's thread
+            self.error = exc
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+
+    def result(self) -> list[audit.Problem]:
+        if self.error is not None:
+            raise self.error
+        return [audit.Problem("file", str(self.path), f"storage damaged: {msg}")
+                for msg in self.messages if msg != "ok"]
+
+
+def _check_keys(store: Store, vault: Vault) -> tuple[int, list[audit.Problem]]:
+    """Open every secret and compare its fingerprint, in key id order.
+
+    Fast path: plain tuples, the associated data built by SQLite (`crypto.SECRET_AD_SQL`); a
+    row that does not open that way is read again whole and checked the reference way. A
+    value SQLite cannot hand over that way (a BLOB where text belongs, text that is not
+    UTF-8: written outside byokctl) ends the fast path; the walk goes on from the last row
+    checked, reading leniently, so the damaged row is reported like any other."""
+    import sqlite3
+
+    from byokctl.vault.crypto import SECRET_AD_SQL
+
+    problems: list[audit.Problem] = []
+    checked, after = 0, None
+    conn = store.conn
+    cur = conn.cursor()
+    cur.row_factory = None
+    fast_sql = (f"SELECT id, data_key_id, CAST(nonce AS BLOB), CAST(ciphertext AS BLOB), "  # noqa: S608
+                f"{SECRET_AD_SQL}, fingerprint FROM keys ORDER BY id")
+    open_with_ad, fingerprint = vault.open_with_ad, vault.fingerprint
+    try:
+        for key_id, dk_id, nonce, ct, ad, stored_fp in cur.execute(fast_sql, (vault.vault_id,)):
+            try:
+                problem = None if fingerprint(open_with_ad(key_id, dk_id, nonce, ct, ad)) == \
+                    stored_fp else _WRONG_FINGERPRINT
+            except Integrity:
+                row = conn.execute(_KEY_COLUMNS + " WHERE id = ?", (key_id,)).fetchone()
+                problem = _check_row(vault, tuple(row))
+            if problem:
+                problems.append(audit.Problem("key_id", key_id, problem))
+            checked, after = checked + 1, key_id
+    except sqlite3.OperationalError:
+        conn.text_factory = _lenient_text
+        try:
+            rows = cur.execute(_KEY_COLUMNS + " WHERE id > ? ORDER BY id", (after,)) \
+                if after is not None else cur.execute(_KEY_COLUMNS + " ORDER BY id")
+            for row in rows:
+                if problem := _check_row(vault, row):
+                    problems.append(audit.Problem("key_id", row[0], problem))
+                checked += 1
+        finally:
+            conn.text_factory = str
+    return checked, problems
+
+
+_UNDECRYPTABLE = "cannot be decrypted: its ciphertext was altered or belongs to another row"
+_WRONG_FINGERPRINT = "fingerprint does not match the stored secret"
+
+
+def _check_row(vault: Vault, row: tuple) -> str | None:
+    """The reference check of one `_KEY_COLUMNS` row: its problem, or None."""
+    try:
+        secret = vault.open_fields(*row[:9])
+    except Integrity:
+        return _UNDECRYPTABLE
+    return None if vault.fingerprint(secret) == row[9] else _WRONG_FINGERPRINT
