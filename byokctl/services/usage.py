@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from byokctl import clock
@@ -41,11 +43,19 @@ class Record:
     ts: str = field(default_factory=clock.stamp)
 
 
+_COLUMNS = tuple(Record.__dataclass_fields__)
+_INSERT = (f"INSERT INTO usage ({', '.join(_COLUMNS)}) "  # noqa: S608 - fixed column list
+           f"VALUES ({', '.join('?' * len(_COLUMNS))})")
+_values = operator.attrgetter(*_COLUMNS)
+
+
 def insert(conn, record: Record) -> None:  # noqa: ANN001 - sqlite3.Connection in a transaction
-    row = asdict(record)
-    cols = ", ".join(row)
-    conn.execute(f"INSERT INTO usage ({cols}) VALUES ({', '.join('?' * len(row))})",  # noqa: S608
-                 tuple(row.values()))
+    conn.execute(_INSERT, _values(record))
+
+
+def insert_many(conn, records: Iterable[Record]) -> int:  # noqa: ANN001 - as `insert`
+    """Append many records in the caller's transaction (imports, benchmarks); returns the count."""
+    return conn.executemany(_INSERT, map(_values, records)).rowcount
 
 
 @dataclass
