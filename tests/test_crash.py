@@ -328,7 +328,7 @@ def report(op: str, attempts: int, outcomes: Counter) -> None:
 
 # ---- vault rekey ---------------------------------------------------------------------------------
 
-REKEY_ORGS = 300  # x2 keys: 600 secrets, 12 batches
+REKEY_ORGS = 500  # x2 keys: 1,000 secrets (5 batches of 200)
 
 
 def test_rekey_survives_sigkill_at_random_points(env_vault: Path, forks: ForkServer,
