@@ -309,7 +309,7 @@ def _lenient_text(raw: bytes) -> str:
 
 
 _KEY_COLUMNS = ("SELECT id, scope, org, member, provider, version, data_key_id, "
-                "CAST(nonce AS BLOB), CAST(ciphertext AS BLOB), fingerprint FROM keys")
+                "CAST(nonce AS BLOB), CAST(ciphertext AS BLOB), fingerprint")
 
 
 def check(ctx: Context) -> CheckReport:
@@ -374,47 +374,49 @@ class _StorageCheck:
 
 
 def _check_keys(store: Store, vault: Vault) -> tuple[int, list[audit.Problem]]:
-    """Open every secret and compare its fingerprint, in key id order.
+    """Open every secret and compare its fingerprint; problems in key id order.
 
-    Fast path: plain tuples, the associated data built by SQLite (`crypto.SECRET_AD_SQL`); a
-    row that does not open that way is read again whole and checked the reference way. A
-    value SQLite cannot hand over that way (a BLOB where text belongs, text that is not
-    UTF-8: written outside byokctl) ends the fast path; the walk goes on from the last row
-    checked, reading leniently, so the damaged row is reported like any other."""
+    The walk is in storage (rowid) order, twice as fast as by id through its index; the
+    problems are sorted by key id at the end. Fast path: plain tuples, the associated data
+    built by SQLite (`crypto.SECRET_AD_SQL`); a row that does not open that way is read
+    again whole and checked the reference way. A value SQLite cannot hand over that way (a
+    BLOB where text belongs, text that is not UTF-8: written outside byokctl) ends the fast
+    path; the walk goes on after the last row checked, reading leniently, so the damaged row
+    is reported like any other."""
     import sqlite3
 
     from byokctl.vault.crypto import SECRET_AD_SQL
 
     problems: list[audit.Problem] = []
-    checked, after = 0, None
+    checked, after = 0, 0
     conn = store.conn
     cur = conn.cursor()
     cur.row_factory = None
-    fast_sql = (f"SELECT id, data_key_id, CAST(nonce AS BLOB), CAST(ciphertext AS BLOB), "  # noqa: S608
-                f"{SECRET_AD_SQL}, fingerprint FROM keys ORDER BY id")
+    fast_sql = (f"SELECT rowid, id, data_key_id, CAST(nonce AS BLOB), CAST(ciphertext AS BLOB), "  # noqa: S608
+                f"{SECRET_AD_SQL}, fingerprint FROM keys ORDER BY rowid")
     open_with_ad, fingerprint = vault.open_with_ad, vault.fingerprint
     try:
-        for key_id, dk_id, nonce, ct, ad, stored_fp in cur.execute(fast_sql, (vault.vault_id,)):
+        for rowid, key_id, dk_id, nonce, ct, ad, stored_fp in cur.execute(fast_sql, (vault.vault_id,)):
             try:
                 problem = None if fingerprint(open_with_ad(key_id, dk_id, nonce, ct, ad)) == \
                     stored_fp else _WRONG_FINGERPRINT
             except Integrity:
-                row = conn.execute(_KEY_COLUMNS + " WHERE id = ?", (key_id,)).fetchone()
+                row = conn.execute(_KEY_COLUMNS + " FROM keys WHERE rowid = ?", (rowid,)).fetchone()
                 problem = _check_row(vault, tuple(row))
             if problem:
                 problems.append(audit.Problem("key_id", key_id, problem))
-            checked, after = checked + 1, key_id
+            checked, after = checked + 1, rowid
     except sqlite3.OperationalError:
         conn.text_factory = _lenient_text
         try:
-            rows = cur.execute(_KEY_COLUMNS + " WHERE id > ? ORDER BY id", (after,)) \
-                if after is not None else cur.execute(_KEY_COLUMNS + " ORDER BY id")
-            for row in rows:
+            for row in cur.execute(_KEY_COLUMNS + " FROM keys WHERE rowid > ? ORDER BY rowid",
+                                   (after,)):
                 if problem := _check_row(vault, row):
                     problems.append(audit.Problem("key_id", row[0], problem))
                 checked += 1
         finally:
             conn.text_factory = str
+    problems.sort(key=lambda p: str(p.value))
     return checked, problems
 
 
