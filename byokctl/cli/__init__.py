@@ -3,6 +3,7 @@ errors into messages and exit codes."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Annotated, Any
@@ -100,11 +101,27 @@ class ByokGroup(TyperGroup):
         except KeyboardInterrupt:
             render.error("Interrupted.", "interrupted", as_json)
             code = 130
+        except OSError as exc:
+            code = _path_error(exc, as_json)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             code = _fail(exc, as_json)
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+# A path the user gave (--db, $BYOKCTL_DB, --master-key-file, --keep...) that the OS refuses.
+_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES,
+                errno.EPERM, errno.EROFS, errno.ELOOP, errno.EEXIST}
+
+
+def _path_error(exc: OSError, as_json: bool) -> int:
+    if exc.filename is None or exc.errno not in _PATH_ERRNOS:
+        return _fail(exc, as_json)
+    render.error(f"Cannot use {exc.filename} ({exc.strerror}); check the path you gave (--db, "
+                 "$BYOKCTL_DB or the command's own path option) and try again",
+                 ExitCode.USAGE.label, as_json)
+    return int(ExitCode.USAGE)
 
 
 def _fail(exc: Exception, as_json: bool) -> int:

@@ -18,6 +18,10 @@ from typing import Any, Union, get_args, get_origin
 _NAMES = {int: "integer", float: "number", str: "text", bool: "boolean"}
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True,
           "0": False, "false": False, "no": False, "off": False}
+# Text parameters that may hold bytes that are not UTF-8: file system paths, which the OS takes
+# as bytes. Any other text ends up in the vault (SQLite) or a provider's JSON, neither of which
+# can carry the surrogate escapes Linux decodes such bytes into.
+_BYTES_OK = {"db", "file", "keep"}
 
 
 def _scalar(annotation: Any) -> type | None:
@@ -47,6 +51,12 @@ def install() -> bool:
         def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
             kind = self.kind
             if type(value) is kind:
+                if kind is str and getattr(param, "name", None) not in _BYTES_OK:
+                    try:
+                        value.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise BadParameter("not valid UTF-8 text (check the terminal's locale)",
+                                           ctx=ctx, param=param) from None
                 return value
             try:
                 out = _BOOLS.get(str(value).lower()) if kind is bool else kind(value)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from byokctl.cli import render
-from byokctl.cli.common import Json, session
+from byokctl.cli.common import Json, read_stdin, session
 from byokctl.errors import UsageError
 from byokctl.services import apply as provisioning
 from byokctl.services import apply_file
@@ -52,7 +51,7 @@ As = Annotated[str | None, typer.Option(
 def read_source(file: str) -> tuple[str, str]:
     """The file's text and the name messages use for it (`-`: stdin)."""
     if file == "-":
-        return sys.stdin.read(), "stdin"
+        return read_stdin("The provisioning file"), "stdin"
     try:
         with open(file, encoding="utf-8") as f:
             return f.read(), file

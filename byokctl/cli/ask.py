@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from byokctl.cli import render
-from byokctl.cli.common import As, Json, Org, session
+from byokctl.cli.common import As, Json, Org, read_stdin, session
 from byokctl.errors import UsageError
 
 
@@ -70,7 +70,7 @@ def ask(
     if prompt is None or prompt == "-":
         if prompt is None and sys.stdin.isatty():
             raise UsageError("Give a prompt, or `-` to read it from stdin")
-        prompt = sys.stdin.read()
+        prompt = read_stdin("The prompt")
     stream = not no_stream and not json_
     printed = []
 

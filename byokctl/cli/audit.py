@@ -37,7 +37,8 @@ def log(
     """
     since_ts = clock.iso(rules.parse_when(since)) if since else None
     if limit is not None:
-        rules.positive_int(limit, "--limit")
+        # Past SQLite's 64-bit integers a limit means no limit (and would overflow the query).
+        limit = min(rules.positive_int(limit, "--limit"), 2 ** 63 - 1)
     with session(as_) as ctx:
         if as_ is not None:
             if org is None:

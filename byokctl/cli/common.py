@@ -33,6 +33,26 @@ def session(as_email: str | None = None) -> Iterator[Context]:
         ctx.close()
 
 
+def read_stdin(what: str) -> str:
+    """All of stdin as UTF-8 text. Bytes that are not UTF-8 are refused here: decoded with the
+    locale's surrogate escapes they would reach SQLite or a provider's JSON and fail there."""
+    from byokctl.errors import UsageError
+
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text-only stream (already decoded)
+        text = sys.stdin.read()
+    else:
+        try:
+            text = raw.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"{what} on stdin is not UTF-8 text; send it as UTF-8") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} on stdin is not UTF-8 text; send it as UTF-8") from None
+    return text
+
+
 def confirm(question: str, yes: bool) -> bool:
     """True if `--yes`, else ask on a terminal; refuse (False) when stdin is not a TTY."""
     if yes:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from byokctl.cli import complete, render
-from byokctl.cli.common import As, Json, Yes, confirm, session
+from byokctl.cli.common import As, Json, Yes, confirm, read_stdin, session
 from byokctl.errors import Conflict, UsageError
 from byokctl.providers.redact import safe_url
 from byokctl.services import keys
@@ -52,7 +52,7 @@ def read_secret(provider: str, from_stdin: bool, from_env: str | None) -> str:
                              "the key in with --from-stdin")
         return secret
     if from_stdin:
-        secret = sys.stdin.read().strip()
+        secret = read_stdin(f"The {name} API key").strip()
         if not secret:
             raise UsageError("Nothing on stdin; pipe the key in, e.g. `pass show api/anthropic | "
                              "byokctl key add acme --provider anthropic --from-stdin`")

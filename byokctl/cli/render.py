@@ -40,6 +40,20 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def printable(text: str, stream: Any) -> str:
+    """`text` as `stream` can encode it: a character it cannot (a path's undecodable byte, kept
+    by Python as a surrogate escape; `…` in a Latin-1 locale) is written as a backslash escape
+    instead of failing the command after its work is done."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+        return text
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:
+        return text
+
+
 def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, default=_default, ensure_ascii=False)
 
@@ -47,7 +61,7 @@ def dumps(data: Any) -> str:
 def emit(as_json: bool, data: Any, human: Callable[[], None] | str) -> None:
     """Print a command's result: `data` as JSON, or the human rendering."""
     if as_json:
-        sys.stdout.write(dumps(data) + "\n")
+        sys.stdout.write(printable(dumps(data) + "\n", sys.stdout))
         sys.stdout.flush()
     elif isinstance(human, str):
         line(human)
@@ -58,6 +72,7 @@ def emit(as_json: bool, data: Any, human: Callable[[], None] | str) -> None:
 def _say(text: str, style: str | None = None, *, err: bool = False) -> None:
     """One line of text: styled on a terminal, verbatim otherwise."""
     stream = sys.stderr if err else sys.stdout
+    text = printable(text, stream)
     if not stream.isatty():
         stream.write(text + "\n")
         stream.flush()
@@ -95,7 +110,7 @@ def _plain_table(columns: list[str], cells: list[list[str]], title: str | None) 
     widths = [max(len(r[i]) for r in lines) for i in range(len(columns))]
     out = [title] if title else []
     out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in lines]
-    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.write(printable("\n".join(out) + "\n", sys.stdout))
     sys.stdout.flush()
 
 
@@ -156,5 +171,5 @@ def progress(description: str) -> Iterator[Callable[[int, int], None]]:
 def raw(text: str) -> None:
     """Text exactly as given on stdout (a file's content, e.g. `export`): no markup, no emoji
     codes, no wrapping."""
-    sys.stdout.write(text)
+    sys.stdout.write(printable(text, sys.stdout))
     sys.stdout.flush()

@@ -61,8 +61,7 @@ def ask(ctx: Context, org: str, req: Request, *, on_text: Callable[[str], None] 
         raise rules.UsageError("The prompt is empty; pass it as an argument or on stdin with -")
     if req.max_tokens < 1:
         raise rules.UsageError(f"--max-tokens must be at least 1, not {req.max_tokens}")
-    if req.timeout <= 0 or req.retries < 0:
-        raise rules.UsageError("--timeout must be positive and --retries zero or more")
+    keys.check_limits(req.timeout, req.retries)
     decision, f = resolve_for(ctx, org)
     for w in decision.warnings:
         on_warning(w)

@@ -21,11 +21,17 @@ if TYPE_CHECKING:
 def operator_name() -> str:
     """The platform operator's name for the audit log: `$BYOKCTL_ACTOR`, else the OS user."""
     if name := os.environ.get("BYOKCTL_ACTOR", "").strip():
-        return name
+        return _printable(name)
     try:
-        return getpass.getuser()
+        return _printable(getpass.getuser())
     except Exception:  # no passwd entry (containers): still record something honest
         return f"uid:{os.getuid()}"
+
+
+def _printable(name: str) -> str:
+    """The name as UTF-8 text: bytes the environment held that are not UTF-8 (surrogate
+    escapes) are kept visible as `\\xff`, since the audit log and its MACs need real text."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass

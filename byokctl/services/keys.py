@@ -509,11 +509,20 @@ def base_url_for(ctx: Context, owner: Key | Slot) -> str | None:
     return url if provider == owner.provider else None
 
 
+MAX_TIMEOUT, MAX_RETRIES = 3600.0, 10  # an hour per network step; ten retries of up to 8 s
+
+
 def check_limits(timeout: float, retries: int) -> None:
+    """--timeout and --retries, for `ask` and every key test. Past the maxima a value is a
+    mistake: 1e308 seconds overflows the OS's timers, and a million retries never end."""
     if not timeout > 0:
         raise UsageError(f"--timeout must be a positive number of seconds, not {timeout:g}")
+    if not timeout <= MAX_TIMEOUT:
+        raise UsageError(f"--timeout must be at most {MAX_TIMEOUT:g} seconds, not {timeout:g}")
     if retries < 0:
         raise UsageError(f"--retries must be zero or more, not {retries}")
+    if retries > MAX_RETRIES:
+        raise UsageError(f"--retries must be at most {MAX_RETRIES}, not {retries}")
 
 
 @dataclass(frozen=True)

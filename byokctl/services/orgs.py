@@ -11,6 +11,7 @@ from byokctl.errors import Conflict, PlanGate
 from byokctl.providers import catalog
 from byokctl.services import audit, rules
 from byokctl.services.context import Context
+from byokctl.services.credits import MAX_ADD
 from byokctl.services.permissions import org_exists, require
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
     rules.choice(plan, rules.PLANS, "plan")
     if credits < 0:
         raise rules.UsageError(f"--credits must be zero or more, not {credits}")
+    if credits > MAX_ADD:  # as for one `credits add`: far from SQLite's 64-bit limit
+        raise rules.UsageError(f"--credits must be at most {MAX_ADD:,}, not {credits:,}")
+    name = slug if name is None else _name(name)  # as `rename` stores it, so apply converges
     if ctx.as_email is not None:
         raise rules.Denied(f"{ctx.as_email} may not create orgs: it is the platform operator's alone")
     if ctx.store.scalar("SELECT 1 FROM orgs WHERE slug = ?", (slug,)):
@@ -75,7 +79,7 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
         conn.execute(
             "INSERT INTO orgs (slug, name, plan, credits, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (slug, name or slug, plan, credits, now, now),
+            (slug, name, plan, credits, now, now),
         )
         org = get(ctx, slug)
         audit.record(ctx, "org.create", org=slug, target=slug,
@@ -234,12 +238,17 @@ def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[floa
 MAX_NAME = 200
 
 
-def rename(ctx: Context, slug: str, name: str) -> tuple[str, str]:
-    """Change an org's display name (the slug stays); returns (before, after). Audited."""
-    require(ctx, slug, rules.ORG_MANAGE)
+def _name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > MAX_NAME:
         raise rules.UsageError(f"An org name must be 1-{MAX_NAME} characters, not {len(name)}")
+    return name
+
+
+def rename(ctx: Context, slug: str, name: str) -> tuple[str, str]:
+    """Change an org's display name (the slug stays); returns (before, after). Audited."""
+    require(ctx, slug, rules.ORG_MANAGE)
+    name = _name(name)
     org = get(ctx, slug)
     if org.name == name:
         return org.name, name

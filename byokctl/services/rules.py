@@ -105,7 +105,7 @@ def parse_when(value: str, *, end_of_day: bool = False) -> datetime:
             return dt.replace(microsecond=0) if end_of_day else dt
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
         return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # 0001-01-01T00:00+14:00 is before year 1 in UTC
         raise UsageError(
             f"'{value}' is not a date; use YYYY-MM-DD or an ISO date-time (2026-12-31T18:00Z)"
         ) from None
