@@ -195,5 +195,25 @@ def root(
     render.QUIET = quiet
 
 
+def no_core_dumps() -> None:
+    """A byokctl process holds decrypted API keys in memory: never let it leave a core file
+    (whatever `ulimit -c` says), nor be dumped or ptrace-attached by other processes of the
+    same user (Linux PR_SET_DUMPABLE, as ssh-agent does). Best effort, about a millisecond."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, ValueError, OSError):  # not on this OS
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+        except (OSError, AttributeError):
+            pass
+
+
 def main() -> None:
+    no_core_dumps()
     app()
