@@ -108,7 +108,7 @@ def scale(factor: float, runs: int, cache: Path | None) -> tuple[list[Line], str
     rows, facts = bench.measure(factor, runs, cache or bench.default_cache(), progress=True)
     lines = []
     for r in rows:
-        small = f"{r.small.seconds * 1000:,.0f} ms one-org, " if r.small else ""
+        small = f"{r.small.seconds * 1000:,.0f} ms {r.base}, " if r.small else ""
         rss = f"; RSS {r.small.rss_mb:.0f}->{r.big.rss_mb:.0f} MB" if r.small else ""
         notes = f" ({'; '.join(r.notes)})" if r.notes else ""
         lines.append(Line("scale", r.name, f"{small}{r.big.seconds * 1000:,.0f} ms big: "
