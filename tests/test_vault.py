@@ -588,3 +588,27 @@ def test_a_personal_key_of_a_member_with_a_non_ascii_email_checks_and_rekeys(cli
     assert cli("vault", "rekey").exit_code == 0
     assert reveal_all() == {key_id: secret}
     assert cli("vault", "check").exit_code == 0
+
+
+def test_check_reports_damaged_storage_the_secrets_and_audit_do_not_touch(cli, vault: Path) -> None:
+    """A scribbled page of the usage table: no secret or audit entry is on it, so only the
+    file's own check (quick_check) can see it, and `vault check` names the file."""
+    with_keys(cli, 2)
+    conn = sqlite3.connect(vault)
+    conn.execute("INSERT INTO usage (ts, org, actor, mode, outcome) VALUES ('2026-01-01', 'acme', "
+                 "'tester', 'byok', 'ok')")
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'usage'").fetchone()[0]
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    data = bytearray(vault.read_bytes())
+    data[(root - 1) * page + 8:(root - 1) * page + 24] = b"\xff" * 16  # cell pointers scribbled
+    vault.write_bytes(bytes(data))
+    r = cli("vault", "check", "--json")
+    assert r.exit_code == 13, r.output
+    doc = json.loads(r.stdout)
+    assert doc["keys_checked"] == 2 and doc["audit_checked"] > 0
+    assert doc["problems"] and all(p.get("file") == str(vault) for p in doc["problems"])
+    assert "storage damaged" in doc["problems"][0]["problem"]
+    assert "Traceback" not in r.output

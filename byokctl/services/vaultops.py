@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -327,6 +328,9 @@ def check(ctx: Context) -> CheckReport:
     try:
         keys, key_problems = _check_keys(store, vault)
         audit_checked, audit_problems = audit.verify(ctx)
+    except BaseException:
+        storage.cancel()  # Ctrl-C, or a damaged page: do not wait for the whole file's check
+        raise
     finally:
         storage.join()
     problems = storage.result() + key_problems + audit_problems
@@ -346,22 +350,28 @@ class _StorageCheck:
         self.messages: list[str] = []
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="quick_check", daemon=True)
+        self.conn = self._connect()  # here, so that `cancel` always has it to interrupt
 
-    def _run(self) -> None:
+    def _connect(self):  # noqa: ANN202 - sqlite3.Connection, imported lazily
         import sqlite3
 
+        return sqlite3.connect(Path(self.path).resolve().as_uri() + "?mode=ro", uri=True,
+                               timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+
+    def _run(self) -> None:
         try:
-            conn = sqlite3.connect(Path(self.path).resolve().as_uri() + "?mode=ro", uri=True,
-                                   timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-            try:
-                self.messages = [r[0] for r in conn.execute("PRAGMA quick_check")]
-            finally:
-                conn.close()
+            self.messages = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
         except BaseException as exc:  # handed to the caller's thread
             self.error = exc
+        finally:
+            self.conn.close()
 
     def start(self) -> None:
         self.thread.start()
+
+    def cancel(self) -> None:
+        with contextlib.suppress(Exception):  # already finished and closed: nothing to stop
+            self.conn.interrupt()
 
     def join(self) -> None:
         self.thread.join()
