@@ -13,13 +13,14 @@ this is the same ground seen from the command line, with the vault's bookkeeping
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import EMULATOR_KEYS
+from conftest import EMULATOR_KEYS, master_key_b64, run
 
 from byokctl.errors import ExitCode
 
@@ -86,12 +87,6 @@ FAULTS = [
 
 # ---- the vault and its bookkeeping -------------------------------------------------------------
 
-def add_key(cli, *args: str, secret: str) -> str:
-    r = cli("key", "add", *args, "--from-stdin", "--json", input=secret)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)["id"]
-
-
 @dataclass
 class Setup:
     provider: str
@@ -100,20 +95,52 @@ class Setup:
     db: Path
 
 
-def build(cli, vault: Path, emulator, provider: str, policy: str) -> Setup:
-    """acme (growth, BYOK on `provider` at the emulator, fallback `policy`, CREDITS credits), with
-    an org key; the platform on the same provider with its own key, also at the emulator."""
-    emulator.allow_key(PLATFORM_KEYS[provider], provider)
-    assert cli("org", "create", "acme", "--plan", "growth", "--credits", str(CREDITS)).exit_code == 0
-    org_key = add_key(cli, "acme", "--provider", provider, secret=EMULATOR_KEYS[provider])
-    r = cli("org", "set-provider", "acme", provider, "--model", MODELS[provider], "--base-url",
-            emulator.base_url(provider), "--fallback", policy, "--yes")
-    assert r.exit_code == 0, r.output
-    platform_key = add_key(cli, "--platform", "--provider", provider, secret=PLATFORM_KEYS[provider])
-    r = cli("platform", "set-default", provider, "--model", MODELS[provider], "--base-url",
-            emulator.base_url(provider))
-    assert r.exit_code == 0, r.output
-    return Setup(provider, org_key, platform_key, vault)
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory) -> dict[str, tuple[Path, str, str, str]]:
+    """Per provider, a vault built once: acme (growth, BYOK on that provider, CREDITS credits)
+    with an org key; the platform on the same provider with its own key. Each test copies it."""
+    built = {}
+    for provider in PROVIDERS:
+        db = tmp_path_factory.mktemp(f"faults-{provider}") / "vault.db"
+        env = {"BYOKCTL_DB": str(db), "BYOKCTL_MASTER_KEY": master_key_b64(),
+               "BYOKCTL_ACTOR": "tester"}
+
+        def ok(*args: str, input: str | None = None, env: dict = env) -> str:
+            r = run(*args, input=input, env=env)
+            assert r.exit_code == 0, r.output
+            return r.stdout
+
+        ok("init")
+        ok("org", "create", "acme", "--plan", "growth", "--credits", str(CREDITS))
+        org_key = json.loads(ok("key", "add", "acme", "--provider", provider, "--from-stdin",
+                                "--json", input=EMULATOR_KEYS[provider]))["id"]
+        platform_key = json.loads(ok("key", "add", "--platform", "--provider", provider,
+                                     "--from-stdin", "--json", input=PLATFORM_KEYS[provider]))["id"]
+        built[provider] = (db, env["BYOKCTL_MASTER_KEY"], org_key, platform_key)
+    return built
+
+
+@pytest.fixture
+def build(cli, templates, tmp_path, monkeypatch, emulator):
+    """`build(provider, policy)`: a copy of the provider's template vault, with acme's provider
+    setting (fallback `policy`) and the platform default both pointed at this test's emulator."""
+
+    def make(provider: str, policy: str) -> Setup:
+        template, master, org_key, platform_key = templates[provider]
+        db = tmp_path / "vault.db"
+        shutil.copy2(template, db)
+        monkeypatch.setenv("BYOKCTL_DB", str(db))
+        monkeypatch.setenv("BYOKCTL_MASTER_KEY", master)
+        emulator.allow_key(PLATFORM_KEYS[provider], provider)
+        url = emulator.base_url(provider)
+        r = cli("org", "set-provider", "acme", provider, "--model", MODELS[provider], "--base-url",
+                url, "--fallback", policy, "--yes")
+        assert r.exit_code == 0, r.output
+        r = cli("platform", "set-default", provider, "--model", MODELS[provider], "--base-url", url)
+        assert r.exit_code == 0, r.output
+        return Setup(provider, org_key, platform_key, db)
+
+    return make
 
 
 def rows(db: Path, sql: str) -> list[dict]:
@@ -172,8 +199,8 @@ def assert_chain_intact(cli) -> None:
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("fault", FAULTS, ids=str)
-def test_ask_under_a_fault(cli, vault, emulator, fault, provider, stream, policy):
-    s = build(cli, vault, emulator, provider, policy)
+def test_ask_under_a_fault(cli, build, emulator, fault, provider, stream, policy):
+    s = build(provider, policy)
     org_secret, platform_secret = EMULATOR_KEYS[provider], PLATFORM_KEYS[provider]
     emulator.inject(key=org_secret, endpoint="completions", **fault.inject)
     fallback = fault.falls_back and policy == "provider-error"
@@ -222,9 +249,9 @@ def test_ask_under_a_fault(cli, vault, emulator, fault, provider, stream, policy
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_ask_json_error_under_a_fault_is_one_json_line(cli, vault, emulator, provider):
+def test_ask_json_error_under_a_fault_is_one_json_line(cli, build, emulator, provider):
     """With --json the failure is one JSON object on stderr naming the exit code."""
-    build(cli, vault, emulator, provider, "never")
+    build(provider, "never")
     emulator.inject(key=EMULATOR_KEYS[provider], status=529)
     r = cli("ask", "acme", PROMPT, "--retries", "0", "--json")
     assert r.exit_code == ExitCode.PROVIDER_DOWN, r.output
@@ -233,9 +260,9 @@ def test_ask_json_error_under_a_fault_is_one_json_line(cli, vault, emulator, pro
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_each_retry_waits_for_its_own_timeout_and_no_longer(cli, vault, emulator, provider):
+def test_each_retry_waits_for_its_own_timeout_and_no_longer(cli, build, emulator, provider):
     """--retries 1 against a stall: two attempts of --timeout each plus one backoff, no more."""
-    s = build(cli, vault, emulator, provider, "provider-error")
+    s = build(provider, "provider-error")
     emulator.inject(key=EMULATOR_KEYS[provider], stall=30)
     started = time.monotonic()
     r = cli("ask", "acme", PROMPT, "--no-stream", "--timeout", "0.4", "--retries", "1")
@@ -251,10 +278,10 @@ def test_each_retry_waits_for_its_own_timeout_and_no_longer(cli, vault, emulator
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_fallback_is_one_retry_only_even_if_the_platform_fails_too(cli, vault, emulator, provider):
+def test_fallback_is_one_retry_only_even_if_the_platform_fails_too(cli, build, emulator, provider):
     """provider-error retries once on platform mode: when the platform key is rejected as well,
     the command fails with the platform's refusal; nothing loops and no credit is spent."""
-    s = build(cli, vault, emulator, provider, "provider-error")
+    s = build(provider, "provider-error")
     emulator.inject(status=401)  # every key, the platform's too
     r = cli("ask", "acme", PROMPT, "--retries", "2")
     assert r.exit_code == ExitCode.KEY_REJECTED, r.output
@@ -278,8 +305,8 @@ TEST_RESULTS = {ExitCode.KEY_REJECTED: "rejected", ExitCode.RATE_LIMITED: "rate-
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("fault", FAULTS, ids=str)
-def test_key_test_under_a_fault(cli, vault, emulator, fault, provider):
-    s = build(cli, vault, emulator, provider, "provider-error")
+def test_key_test_under_a_fault(cli, build, emulator, fault, provider):
+    s = build(provider, "provider-error")
     org_secret = EMULATOR_KEYS[provider]
     emulator.inject(key=org_secret, endpoint="models", **fault.inject)
     started = time.monotonic()
