@@ -144,8 +144,11 @@ def table(lines: list[Line]) -> str:
 
 def markdown(lines: list[Line]) -> str:
     rows = ["| suite | measurement | result | goal | status |", "|---|---|---|---|---|"]
-    rows += [f"| {x.suite} | {x.name} | {x.value} | {x.goal} | {x.status} |".replace("<=", "≤")
-             .replace(">=", "≥") for x in lines]
+    for x in lines:
+        cells = [c.replace("<=", "≤").replace(">=", "≥").replace("->", "→").replace("<", "&lt;")
+                 .replace(">", "&gt;").replace("|", "\\|")
+                 for c in (x.suite, x.name, x.value, x.goal, x.status)]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
