@@ -330,3 +330,24 @@ def test_any_command_refuses_a_key_on_argv_without_echoing_it(cli, vault, args):
     ctx = open_context(str(vault))
     assert ctx.store.scalar("SELECT count(*) FROM audit") == 1  # only vault.init
     ctx.close()
+
+
+def test_rekey_purges_the_retired_data_key_from_the_files(cli, vault, home):
+    """After `vault rekey` the old wrapped data key and the old ciphertext are gone from the
+    file and the WAL, even while another connection keeps the vault open."""
+    from byokctl.services.context import open_context
+
+    other = sqlite3.connect(vault)
+    other.execute("SELECT count(*) FROM orgs").fetchone()
+    cli("org", "create", "acme", "--plan", "growth")
+    r = cli("key", "add", "acme", "--provider", "anthropic", "--from-stdin",
+            input="sk-ant-api03-" + "rekey" * 8)
+    assert r.exit_code == 0, r.output
+    ctx = open_context(str(vault))
+    old_ct = ctx.store.scalar("SELECT ciphertext FROM keys")
+    old_dk = ctx.store.scalar("SELECT wrapped FROM data_keys WHERE purpose = 'secrets'")
+    ctx.close()
+    assert cli("vault", "rekey").exit_code == 0
+    data = _vault_bytes(home)
+    assert old_ct not in data and old_dk not in data
+    other.close()
