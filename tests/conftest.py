@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -85,6 +86,18 @@ def vault(cli) -> Path:
     r = cli("init")
     assert r.exit_code == 0, r.output
     return Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
+
+
+def audit_rows(db: Path | str, action: str | None = None) -> list[dict]:
+    """The audit table as dicts, oldest first, optionally only one action."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    sql, params = "SELECT * FROM audit", ()
+    if action:
+        sql, params = sql + " WHERE action = ?", (action,)
+    rows = [dict(r) for r in conn.execute(sql + " ORDER BY seq", params)]
+    conn.close()
+    return rows
 
 
 def master_key_b64() -> str:

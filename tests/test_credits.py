@@ -1,24 +1,13 @@
 """`credits add|show`: positive whole amounts only, atomic balance updates, audit."""
 
 import json
-import sqlite3
 import threading
 
 import pytest
+from conftest import audit_rows
 
 from byokctl.services import audit, credits
 from byokctl.services.context import open_context
-
-
-def audit_rows(db, action=None):
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    sql, params = "SELECT * FROM audit", ()
-    if action:
-        sql, params = sql + " WHERE action = ?", (action,)
-    rows = [dict(r) for r in conn.execute(sql + " ORDER BY seq", params)]
-    conn.close()
-    return rows
 
 
 @pytest.fixture

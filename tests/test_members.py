@@ -4,19 +4,9 @@ import json
 import sqlite3
 
 import pytest
+from conftest import audit_rows
 
 from byokctl.services.context import open_context
-
-
-def audit_rows(db, action=None):
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    sql, params = "SELECT * FROM audit", ()
-    if action:
-        sql, params = sql + " WHERE action = ?", (action,)
-    rows = [dict(r) for r in conn.execute(sql + " ORDER BY seq", params)]
-    conn.close()
-    return rows
 
 
 def seed_personal_key(db, org, member, provider="anthropic", secret="sk-ant-api03-abcdefXK7q"):

@@ -1,10 +1,10 @@
 """`plan set|grant-grace|revoke-grace|show`: the BYOK gate, grace dates, soft fallback, audit."""
 
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import audit_rows
 
 from byokctl import clock
 
@@ -21,13 +21,6 @@ def frozen(monkeypatch):
     return Clock
 
 
-def audit_rows(db, action):
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute("SELECT * FROM audit WHERE action = ? ORDER BY seq",
-                                          (action,))]
-    conn.close()
-    return rows
 
 
 def show(cli, org="acme"):

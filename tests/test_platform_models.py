@@ -7,18 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import audit_rows
+
 from byokctl.providers import catalog
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def audit_rows(db, action):
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute("SELECT * FROM audit WHERE action = ? ORDER BY seq",
-                                          (action,))]
-    conn.close()
-    return rows
 
 
 def meta(db, key):
