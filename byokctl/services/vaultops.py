@@ -380,6 +380,12 @@ class _StorageCheck:
         self.thread.join()
 
     def result(self) -> list[audit.Problem]:
+        import sqlite3
+
+        if isinstance(self.error, sqlite3.DatabaseError):
+            # SQLite sometimes raises on damage instead of listing it: a finding all the same
+            # (only called after the walk succeeded, so this is not our own interrupt)
+            return [audit.Problem("file", str(self.path), f"storage damaged: {self.error}")]
         if self.error is not None:
             raise self.error
         return [audit.Problem("file", str(self.path), f"storage damaged: {msg}")
