@@ -79,6 +79,19 @@ def test_internal_error_shows_no_text_or_traceback(cli, vault, monkeypatch):
     assert "RuntimeError" in r.stderr and "SECRET" not in r.output and "Traceback" not in r.output
 
 
+def test_debug_shows_the_error_text_but_never_a_key(cli, vault, monkeypatch):
+    from byokctl.services import orgs
+
+    def boom(*a, **k):
+        raise RuntimeError("upstream said: bad key sk-ant-api03-SECRETSECRETSECRET")
+
+    monkeypatch.setattr(orgs, "list_orgs", boom)
+    monkeypatch.setenv("BYOKCTL_DEBUG", "1")
+    r = cli("org", "list")
+    assert r.exit_code == ExitCode.INTERNAL
+    assert "upstream said: bad key" in r.stderr and "SECRET" not in r.output
+
+
 def test_ctrl_c_exits_130_without_traceback(cli, vault, monkeypatch):
     from byokctl.services import orgs
 

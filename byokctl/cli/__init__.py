@@ -150,8 +150,10 @@ def _fail(exc: Exception, as_json: bool) -> int:
         return int(ExitCode.INTEGRITY)
     # A bug. Never print the exception's text or a traceback: either could carry a secret.
     detail = f" ({type(exc).__name__})"
-    if os.environ.get("BYOKCTL_DEBUG"):
-        detail = f" ({type(exc).__name__}: {exc})"
+    if os.environ.get("BYOKCTL_DEBUG"):  # the text too, with anything key-like masked
+        from byokctl.providers.redact import redact
+
+        detail = f" ({type(exc).__name__}: {redact(str(exc))})"
     render.error(f"byokctl hit an internal error{detail}; please report it with the command "
                  "you ran", ExitCode.INTERNAL.label, as_json)
     return int(ExitCode.INTERNAL)
