@@ -84,7 +84,7 @@ def run(ctx: Context, text: str, source: str, *, dry_run: bool = False, prune: b
         tester = trial.replay
     entries = _converge_once(ctx, spec, secrets, prune, tester, progress, commit=not dry_run)
     if not dry_run and any(e.action in PURGING_ACTIONS for e in entries):
-        keys.purge_wal(ctx)
+        ctx.store.purge_wal()
     return Outcome([_change(e, dry_run) for e in entries], dry_run)
 
 

@@ -31,7 +31,6 @@ from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import Actor, actor_in, org_exists, require, require_operator
 from byokctl.services.resolution import platform_default
-from byokctl.store import BUSY_TIMEOUT_MS
 
 if TYPE_CHECKING:
     import sqlite3
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
 ACTIVE, INVALID, RATE_LIMITED = "active", "invalid", "rate-limited"
 STATUSES = (ACTIVE, INVALID, RATE_LIMITED)
 MIN_LENGTH, MAX_LENGTH = rules.SECRET_MIN_LENGTH, 512
-PURGE_WAIT_MS = 2_000
 SECRET_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 PREFIX = {"anthropic": "sk-ant-", "openai": "sk-"}
 ADMIN_PREFIX = {"anthropic": "sk-ant-admin", "openai": "sk-admin-"}
@@ -387,7 +385,7 @@ def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = Fa
         audit.record(ctx, "key.rotate", org=key.org, target=key.id,
                      before={**key.public(), "status": key.status},
                      after={**after.public(), "status": after.status, "tested": tester is not None})
-    purged = purge_wal(ctx)
+    purged = ctx.store.purge_wal()
     return Rotation(after, {"hint": key.hint, "fingerprint": key.fingerprint,
                             "version": key.version},
                     tester is not None, fingerprint == key.fingerprint, purged)
@@ -413,23 +411,7 @@ def remove(ctx: Context, key_id: str) -> Removal:
                      before={**key.public(), "status": key.status})
     in_use = key.scope == "org" and ctx.store.scalar(
         "SELECT provider FROM orgs WHERE slug = ?", (key.org,)) == key.provider
-    return Removal(key, purge_wal(ctx), in_use)
-
-
-def purge_wal(ctx: Context) -> bool:
-    """Copy the WAL into the file and truncate it, so old page images (and the ciphertext in
-    them) leave the disk now rather than at some later checkpoint; call it after any write
-    that deletes or replaces ciphertext (secure_delete only zeroes the file's current pages).
-    False if a reader in another process blocks it; the next checkpoint finishes the job."""
-    conn = ctx.store.conn
-    if conn.in_transaction:  # joined a caller's transaction (`apply`): it purges after commit
-        return False
-    conn.execute(f"PRAGMA busy_timeout = {PURGE_WAIT_MS}")  # never hang behind a long reader
-    try:
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    return busy == 0
+    return Removal(key, ctx.store.purge_wal(), in_use)
 
 
 # ---- outcomes recorded by provider calls --------------------------------------------------------

@@ -137,7 +137,5 @@ def remove(ctx: Context, org: str, email: str) -> Removal:
         audit.record(ctx, "member.remove", org=org, target=email,
                      before={"role": member.role, "keys": keys}, after=None)
     if keys:
-        from byokctl.services.keys import purge_wal
-
-        purge_wal(ctx)  # the cascade deleted ciphertext: get its old pages out of the WAL too
+        ctx.store.purge_wal()  # the cascade deleted ciphertext: get its old pages out of the WAL too
     return Removal(member, keys, no_admin_left)

@@ -145,9 +145,7 @@ def delete(ctx: Context, slug: str) -> Org:
                      before={**org.setting(), "plan": org.plan, "credits": org.credits,
                              "keys": nkeys})
     if nkeys:
-        from byokctl.services.keys import purge_wal
-
-        purge_wal(ctx)  # the cascade deleted ciphertext: get its old pages out of the WAL too
+        ctx.store.purge_wal()  # the cascade deleted ciphertext: get its old pages out of the WAL too
     return org
 
 

@@ -274,9 +274,7 @@ def rekey(ctx: Context, progress: Progress | None = None, batch_size: int = REKE
                      before={"data_key_id": retired[0] if len(retired) == 1 else retired},
                      after={"data_key_id": new_id, "keys": keys, "reencrypted": done,
                             "resumed": resumed})
-    from byokctl.services.keys import purge_wal
-
-    purge_wal(ctx)  # the retired data key and old ciphertexts leave the WAL now, not later
+    ctx.store.purge_wal()  # the retired data key and old ciphertexts leave the WAL now, not later
     return RekeyResult(vault.vault_id, new_id, retired, keys, done, resumed)
 
 

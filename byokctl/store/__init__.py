@@ -18,6 +18,7 @@ from typing import Any
 from byokctl.errors import Conflict, Integrity, NotFound
 
 BUSY_TIMEOUT_MS = 30_000
+PURGE_WAIT_MS = 2_000  # how long a WAL purge waits for another process's reader
 SCHEMA_LATEST = 2  # kept equal to migrations.LATEST by a test; avoids importing sqlite-utils
 
 
@@ -101,6 +102,21 @@ class Store:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    def purge_wal(self) -> bool:
+        """Copy the WAL into the file and truncate it, so old page images (and the ciphertext
+        in them) leave the disk now rather than at some later checkpoint; call it after any
+        write that deletes or replaces ciphertext (secure_delete only zeroes the file's current
+        pages). False if a reader in another process blocks it (the next checkpoint finishes
+        the job), or inside an open transaction (the caller purges after its commit)."""
+        if self.conn.in_transaction:
+            return False
+        self.conn.execute(f"PRAGMA busy_timeout = {PURGE_WAIT_MS}")  # never hang behind a reader
+        try:
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return busy == 0
 
     def close(self) -> None:
         self.conn.close()
