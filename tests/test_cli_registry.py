@@ -103,3 +103,13 @@ def test_no_color_under_a_terminal(cli, vault):
     assert "grace grant active" in coloured and colour.search(coloured)
     uncoloured = under_pty({"TERM": "xterm-256color", "NO_COLOR": "1"})
     assert "grace grant active" in uncoloured and not colour.search(uncoloured)
+
+
+def test_readme_command_list_names_every_command():
+    """The README's command summary (the block under `## Commands`) lists every top-level
+    command, so a new command cannot ship undocumented."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Commands", 1)[1].split("```", 2)[1]
+    words = set(block.replace("|", " ").split())
+    missing = [name for name in COMMANDS if name not in words]
+    assert missing == []
