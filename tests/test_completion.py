@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from byokctl.cli.docs import SHELLS, completion_script
+from byokctl.cli.docs import SHELLS, TREE, completion_script, tree_module
 from tests.conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
 
 HEAVY = {"anthropic", "openai", "cryptography", "keyring", "sqlite_utils", "pydantic"}
@@ -25,6 +25,21 @@ def test_committed_script_is_current(shell):
     committed = (REPO / SHELLS[shell]).read_text(encoding="utf-8")
     assert committed == completion_script(shell), (
         f"{SHELLS[shell]} is stale: regenerate it with `python -m byokctl.cli.docs`")
+
+
+def test_committed_tree_is_current():
+    assert (REPO / TREE).read_text(encoding="utf-8") == tree_module(), (
+        f"{TREE} is stale: regenerate it with `python -m byokctl.cli.docs`")
+
+
+@pytest.mark.parametrize("seed", ["1", "2", "3"])
+def test_tree_does_not_depend_on_hash_order(seed):
+    """Click builds some option names from a set; the committed tree must not flap."""
+    r = subprocess.run([sys.executable, "-c", "from byokctl.cli.docs import tree_module; "
+                        "print(tree_module(), end='')"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (REPO / TREE).read_text(encoding="utf-8")
 
 
 @pytest.fixture
@@ -59,7 +74,7 @@ def complete(shell: str, line: str, env: dict[str, str] | None = None,
         full["COMP_CWORD"] = str(len(words) if line.endswith(" ") else len(words) - 1)
     else:
         full["_TYPER_COMPLETE_ARGS"] = line
-        full["_TYPER_COMPLETE_FISH_ACTION"] = "get-args"
+        full.setdefault("_TYPER_COMPLETE_FISH_ACTION", "get-args")
     cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "byokctl"]
     return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=30, cwd=REPO)
 
@@ -247,3 +262,131 @@ def test_zsh_script_completes_on_the_first_tab_from_fpath(orgs, on_path, tmp_pat
     r = subprocess.run(["zsh", "-f", str(harness), str(fpath), typed], env=on_path,
                        capture_output=True, text=True, timeout=30)
     assert r.stdout.strip() == f"RESULT: {completed}", r.stdout + r.stderr
+
+
+# -- the fast path (byokctl.completion) answers as typer would -----------------------------------
+
+def _typer_items(args: list[str], incomplete: str) -> list[tuple[str, str | None]]:
+    """Typer's own completions (Click's algorithm over the real commands), in process."""
+    from typer._completion_classes import BashComplete
+    from typer.main import get_command
+
+    from byokctl.cli import app
+
+    comp = BashComplete(get_command(app), {}, "byokctl", "_BYOKCTL_COMPLETE")
+    items = [(item.value, item.help) for item in comp.get_completions(list(args), incomplete)]
+    # Click builds the help option's names from a set, so `-h` and `--help` come in either
+    # order from run to run; the generated tree fixes `-h` first.
+    for i in range(len(items) - 1):
+        if (items[i][0], items[i + 1][0]) == ("--help", "-h"):
+            items[i], items[i + 1] = items[i + 1], items[i]
+    return items
+
+
+def _command_lines(other_db: str) -> list[str]:
+    """Partial command lines over every command: sub-command names, options, option values,
+    arguments, flags, `=`, `--`, unknown options and commands, root options first."""
+    from byokctl.completion.tree import TREE
+
+    lines = ["byokctl ", "byokctl -", "byokctl --", "byokctl o", "byokctl nosuch ", "byokctl -q ",
+             "byokctl -q o", "byokctl -qh ", "byokctl --db", "byokctl --db ", "byokctl --db=",
+             "byokctl --db=/tmp/x o", f"byokctl --db {other_db} org show ", "byokctl --bogus ",
+             "byokctl --version ", "byokctl -- org ", "byokctl org show acme extra ",
+             'byokctl org show "ac', "byokctl org show a\\ ", "byokctl -x org show "]
+
+    def visit(node: dict, path: str) -> None:
+        lines.extend([f"{path} ", f"{path} -", f"{path} --", f"{path} --j", f"{path} --bogus ",
+                      f"{path} -- ", f"{path} -- -", f"{path} acme ", f"{path} acme -",
+                      f"{path} acme --json ", f"{path} --json a", f"{path} -h ", f"{path} ="])
+        for param in node["params"]:
+            for opt in param.get("opts", []):
+                lines.extend([f"{path} {opt} ", f"{path} {opt} a", f"{path} {opt}=",
+                              f"{path} {opt}=ac", f"{path} {opt} acme -", f"{path} {opt} x ",
+                              f"{path} {opt} {opt} "])
+        for name, _, _, sub in node.get("commands", []):
+            lines.append(f"{path} {name[:2]}")
+            visit(sub, f"{path} {name}")
+
+    visit(TREE, "byokctl")
+    return lines
+
+
+def _split(line: str) -> tuple[list[str], str]:
+    from byokctl.completion import split_words
+
+    words = split_words(line)[1:]
+    if line.endswith(" ") or not words:
+        return words, ""
+    return words[:-1], words[-1]
+
+
+def test_fast_completion_matches_typer_everywhere(orgs, tmp_path, cli):
+    """Every command, and thousands of partial lines: the generated-tree answers are Click's."""
+    from byokctl.completion import completions
+    from byokctl.completion.tree import TREE
+
+    other = tmp_path / "other.db"
+    env = {"BYOKCTL_MASTER_KEY": master_key_b64()}
+    assert cli("--db", str(other), "init", env=env).exit_code == 0
+    assert cli("--db", str(other), "org", "create", "other-org", env=env).exit_code == 0
+
+    lines = _command_lines(str(other))
+    assert len(lines) > 2000
+    seen_values = 0
+    for line in lines:
+        args, incomplete = _split(line)
+        expected = _typer_items(args, incomplete)
+        assert completions(TREE, args, incomplete) == expected, line
+        seen_values += bool(expected)
+    assert seen_values > len(lines) // 3  # most lines complete to something
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+@pytest.mark.parametrize("line", ["byokctl ", "byokctl key ", "byokctl org show a",
+                                  "byokctl org show q", "byokctl key rotate ",
+                                  "byokctl key add --", "byokctl audit log --org "])
+def test_fast_completion_prints_what_typer_prints(orgs, monkeypatch, capsys, shell, line):
+    """The same text for each shell (descriptions compared modulo whitespace: typer runs them
+    through rich, which wraps long ones at 80 columns, breaking fish's one-per-line format)."""
+    from typer._click.shell_completion import get_completion_class
+    from typer._completion_classes import completion_init
+    from typer.main import get_command
+
+    from byokctl.cli import app
+    from byokctl.completion import answer
+
+    env = {"COMP_WORDS": line, "_TYPER_COMPLETE_ARGS": line, "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+           "COMP_CWORD": str(len(line.split()) - (0 if line.endswith(" ") else 1))}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    completion_init()
+    typer_text = get_completion_class(shell)(get_command(app), {}, "byokctl",
+                                             "_BYOKCTL_COMPLETE").complete()
+    fast_text, code = answer(shell, env)
+    assert code == 0
+    if shell == "bash":
+        assert fast_text == typer_text
+    else:
+        assert fast_text.split() == typer_text.split()
+
+
+def test_fish_asks_whether_arguments_complete(orgs):
+    """`is-args`: exit 0 with no output when something completes (fish then offers no files)."""
+    yes = complete("fish", "byokctl org show ", {"_TYPER_COMPLETE_FISH_ACTION": "is-args"})
+    no = complete("fish", "byokctl org show acme ", {"_TYPER_COMPLETE_FISH_ACTION": "is-args"})
+    assert (yes.returncode, yes.stdout, no.returncode, no.stdout) == (0, "", 1, "")
+
+
+def test_other_instructions_still_reach_typer():
+    r = subprocess.run([sys.executable, "-m", "byokctl"], capture_output=True, text=True,
+                       env={**os.environ, "_BYOKCTL_COMPLETE": "source_bash"}, timeout=30, cwd=REPO)
+    assert r.returncode == 0
+    assert "_byokctl_completion" in r.stdout and "complete -o default" in r.stdout
+
+
+def test_tab_does_not_load_typer(orgs):
+    r = complete("bash", "byokctl key rotate ", importtime=True)
+    imported = {row.split("|")[-1].strip() for row in r.stderr.splitlines() if "|" in row}
+    assert "byokctl.completion.tree" in imported  # the measurement works
+    assert not {m for m in imported if m.split(".")[0] == "typer"}
+    assert values(r)

@@ -174,8 +174,8 @@ app = typer.Typer(
 )
 
 
-def _version(value: bool) -> None:
-    if value:
+def _version(ctx: typer.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:  # not while completing a TAB
         sys.stdout.write(f"byokctl {__version__}\n")
         raise typer.Exit(0)
 

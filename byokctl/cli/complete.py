@@ -1,80 +1,23 @@
-"""Shell completion of org slugs and key ids, read straight from the vault file.
-
-This runs on every TAB press, so it opens the file read-only with plain sqlite3: no master key,
-no migrations, no vault or provider code. Anything unusable (no vault yet, a locked or damaged
-file, an older schema) completes to nothing rather than printing into the user's prompt.
-"""
+"""Completion callbacks for typer's parameters (`autocompletion=`), over the vault queries in
+`byokctl.completion.values`. The shells' TAB normally never reaches them: `byokctl.completion`
+answers from the generated command tree without loading typer. They serve the other shells
+typer supports, and tests/test_completion.py checks the two paths agree."""
 
 from __future__ import annotations
 
-import re
-import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
-from pathlib import Path
 from typing import Any
 
-from byokctl.store import resolve_path
-
-# Long enough for a WAL read that waits on a checkpoint, short enough not to stall the prompt.
-TIMEOUT_S = 0.2
-LIMIT = 200
-# Descriptions are data from the vault shown by the shell (zsh and fish re-parse them, typer
-# runs them through rich): keep letters, digits and plain punctuation only.
-UNSAFE = re.compile(r"[^\w .,@+()/-]+")
+from byokctl.completion import values
 
 
-def vault_path(ctx: Any) -> Path:
-    """The vault this command line points at: `--db` given before the command, else the usual
-    `$BYOKCTL_DB` / `$BYOKCTL_HOME` / data-dir default."""
-    db = None
+def _db(ctx: Any) -> str | None:
     root = ctx.find_root() if ctx is not None else None
-    if root is not None:
-        db = (root.params or {}).get("db")
-    return resolve_path(db)
-
-
-@contextmanager
-def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
-    uri = path.absolute().as_uri() + "?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True, timeout=TIMEOUT_S)) as conn:
-        yield conn
-
-
-def _query(ctx: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-    try:
-        path = vault_path(ctx)
-        if not path.is_file():
-            return []
-        with _read_only(path) as conn:
-            return conn.execute(sql, params).fetchall()
-    except Exception:  # noqa: BLE001 - a completion must never print an error into the prompt
-        return []
-
-
-def _like(incomplete: str) -> str:
-    escaped = incomplete.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
+    return (root.params or {}).get("db") if root is not None else None
 
 
 def org_slugs(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
-    """Org slugs starting with `incomplete`, each with its name and plan as the description."""
-    rows = _query(ctx, "SELECT slug, name, plan FROM orgs WHERE slug LIKE ? ESCAPE '\\' "
-                  "ORDER BY slug LIMIT ?", (_like(incomplete), LIMIT))
-    return [(slug, _describe(f"{name} ({plan})")) for slug, name, plan in rows]
+    return values.org_slugs(_db(ctx), incomplete)
 
 
 def key_ids(ctx: Any, incomplete: str) -> list[tuple[str, str]]:
-    """Key ids starting with `incomplete`, each described by provider and owner (no hint: the
-    description lands in shell scrollback)."""
-    rows = _query(ctx, "SELECT id, provider, scope, org, member FROM keys WHERE id LIKE ? "
-                  "ESCAPE '\\' ORDER BY id LIMIT ?", (_like(incomplete), LIMIT))
-    out = []
-    for key_id, provider, scope, org, member in rows:
-        owner = {"platform": "platform", "org": org, "member": f"{member} ({org})"}.get(scope, scope)
-        out.append((key_id, _describe(f"{provider} key of {owner}")))
-    return out
-
-
-def _describe(text: str) -> str:
-    return " ".join(UNSAFE.sub(" ", text).split())[:60]
+    return values.key_ids(_db(ctx), incomplete)

@@ -3,7 +3,8 @@
 Not a command module and never imported by `byokctl` itself. Regenerate after changing any
 command or its help, from the checkout:
 
-    python -m byokctl.cli.docs            # writes man/byokctl.1 and completions/*
+    python -m byokctl.cli.docs            # writes man/byokctl.1, completions/* and the tree
+                                          # byokctl/completion/tree.py
     python -m byokctl.cli.docs --check    # exits 1 naming the files that are stale
 
 tests/test_docs.py and tests/test_completion.py fail while a committed file is stale.
@@ -27,6 +28,7 @@ COMPLETE_VAR = "_BYOKCTL_COMPLETE"
 SHELLS = {"bash": "completions/byokctl.bash", "zsh": "completions/_byokctl",
           "fish": "completions/byokctl.fish"}
 MAN_PAGE = "man/byokctl.1"
+TREE = "byokctl/completion/tree.py"
 EXAMPLE = re.compile(r"^Example:\s*(.+)$")
 
 # Typer's zsh script registers itself with `compdef` when run; autoloaded from $fpath (how
@@ -282,11 +284,116 @@ def man_page() -> str:
     return "\n".join(out) + "\n"
 
 
+# -- the completion tree ------------------------------------------------------------------------
+
+def completion_tree() -> dict[str, Any]:
+    """What shell completion needs of every command, as plain data: its parameters (how the
+    parser treats them and what completes their values) and its sub-commands. Built through the
+    same contexts Click's completion resolves (`make_context(..., resilient_parsing=True)`), so
+    inherited settings such as `-h` come out as they do at a TAB."""
+    from typer.main import get_command
+
+    from byokctl.cli import app, complete
+    from byokctl.completion import values
+
+    sources = {getattr(complete, name): name for name in values.SOURCES}
+
+    def source(param: Any) -> str | None:
+        custom = param._custom_shell_complete
+        desc = param.type_descriptor
+        if desc.is_choice or desc.is_file:
+            raise ValueError(f"{param.name}: choice and file parameters are not in "
+                             "byokctl.completion yet; teach it before using them")
+        if custom is None:
+            return None
+        named = [sources[fn] for fn in _wrapped(custom) if fn in sources]
+        if len(named) != 1:
+            raise ValueError(f"{param.name}: completes with a callback byokctl.completion "
+                             "does not know; add it to byokctl.completion.values.SOURCES")
+        return named[0]
+
+    def describe(param: Any) -> dict[str, Any]:
+        """A parameter with only what differs from the usual: an option taking one value."""
+        if param.nargs != 1:
+            raise ValueError(f"{param.name}: nargs={param.nargs} is not supported by "
+                             "byokctl.completion")
+        out: dict[str, Any] = {"name": param.name}
+        if param.param_type_name == "option":
+            out["opts"] = list(param.opts)
+            if param.name == "help":  # Click builds these from a set: fix their order
+                out["opts"].sort(key=lambda o: (len(o), o))
+            flags = {"secondary_opts": list(param.secondary_opts),
+                     "flag": bool(param.is_flag or param.count), "multiple": param.multiple,
+                     "hidden": bool(param.hidden), "help": param.help}
+            out.update((k, v) for k, v in flags.items() if v)
+        else:
+            out["argument"] = True
+        if (values := source(param)) is not None:
+            out["values"] = values
+        return out
+
+    def node(command: Any, ctx: Any) -> dict[str, Any]:
+        if ctx.token_normalize_func is not None:
+            raise ValueError(f"{ctx.command_path}: token_normalize_func is not followed by "
+                             "byokctl.completion")
+        out: dict[str, Any] = {"interspersed": ctx.allow_interspersed_args}
+        if ctx.ignore_unknown_options:
+            out["ignore_unknown_options"] = True
+        out["params"] = [describe(p) for p in command.get_params(ctx)]
+        if hasattr(command, "list_commands"):
+            subs = []
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                sub_ctx = sub.make_context(name, [], parent=ctx, resilient_parsing=True)
+                subs.append([name, sub.get_short_help_str(), bool(sub.hidden), node(sub, sub_ctx)])
+            out["commands"] = subs
+        return out
+
+    root = get_command(app)
+    return node(root, root.make_context(PROG, [], resilient_parsing=True))
+
+
+def _wrapped(fn: Any, depth: int = 3) -> Iterator[Any]:
+    """The functions typer's wrappers close over (typer keeps no `__wrapped__`)."""
+    for cell in getattr(fn, "__closure__", None) or ():
+        inner = cell.cell_contents
+        if callable(inner):
+            yield inner
+            if depth > 1:
+                yield from _wrapped(inner, depth - 1)
+
+
+SUBTREES = ("params", "commands")
+
+
+def tree_module() -> str:
+    """`completion_tree()` as a Python module, a parameter per line."""
+    def emit(node: dict[str, Any], indent: str) -> list[str]:
+        settings = ", ".join(f"{k!r}: {v!r}" for k, v in node.items() if k not in SUBTREES)
+        lines = [f"{{{settings},", f"{indent} 'params': ["]
+        lines += [f"{indent}     {param!r}," for param in node["params"]]
+        if "commands" not in node:
+            return [*lines, f"{indent} ]}}"]
+        lines += [f"{indent} ],", f"{indent} 'commands': ["]
+        for name, short, hidden, sub in node["commands"]:
+            sub_lines = emit(sub, indent + "      ")
+            lines += [f"{indent}     ({name!r}, {short!r}, {hidden!r},",
+                      f"{indent}      {sub_lines[0]}", *sub_lines[1:]]
+            lines[-1] += "),"
+        return [*lines, f"{indent} ]}}"]
+
+    body = "\n".join(emit(completion_tree(), " " * len("TREE = ")))
+    return ('"""The command tree as shell completion sees it: generated from the commands by\n'
+            '`python -m byokctl.cli.docs`; do not edit."""\n'
+            "# ruff: noqa: E501\n\n"
+            f"TREE = {body}\n")
+
+
 # -- writing and checking -----------------------------------------------------------------------
 
 def outputs() -> dict[str, str]:
     """Each generated file, by its path relative to the checkout."""
-    files = {MAN_PAGE: man_page()}
+    files = {MAN_PAGE: man_page(), TREE: tree_module()}
     for shell, path in SHELLS.items():
         files[path] = completion_script(shell)
     return files
