@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+from common import compile_bytecode
+
 from byokctl.providers.emulator import Config, Emulator
 
 KEYS = {"anthropic": "sk-ant-api03-bench-" + "k" * 40, "openai": "sk-proj-bench-" + "k" * 40}
@@ -117,6 +119,7 @@ def main() -> int:
     ap.add_argument("--check", type=float, metavar="RATIO",
                     help="exit 1 if any byokctl/bare median ratio is above RATIO")
     opts = ap.parse_args()
+    compile_bytecode()
 
     emu = Emulator(Config(valid_keys={p: {k} for p, k in KEYS.items()})).start()
     with tempfile.TemporaryDirectory() as home:

@@ -40,6 +40,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import byokctl, compile_bytecode
+
 FULL_ORGS = 10_000
 MEMBERS = (("admin", "admin"), ("staff", "staffing"), ("iv1", "interviewer"), ("iv2", "interviewer"))
 PROVIDERS = ("anthropic", "openai")
@@ -197,11 +199,6 @@ def cached(cache: Path, n_orgs: int, progress: bool = False) -> Built:
 
 # ---- timing -------------------------------------------------------------------------------------
 
-def byokctl() -> list[str]:
-    exe = shutil.which("byokctl", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "byokctl"]
-
-
 @dataclass
 class Sample:
     seconds: float
@@ -327,6 +324,7 @@ def measure(scale: float, runs: int, cache: Path, progress: bool = False) -> tup
     one a tenth its size: a bounded cache (SQLite's pages, a sort) fills up at both sizes,
     so "flat" means no growth between them, while a one-org vault never fills it."""
     n = max(1, round(FULL_ORGS * scale))
+    compile_bytecode()
     small_built = cached(cache, 1, progress)
     mid_built = cached(cache, max(1, n // 10), progress)
     big_built = cached(cache, n, progress)

@@ -13,21 +13,16 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+
+from common import byokctl, compile_bytecode
 
 HEAVY = ("anthropic", "openai")  # never on these paths (SPEC §6)
 LOCKED_ONLY = ("cryptography", "keyring")  # reported: `org list` needs no vault key
-
-
-def byokctl() -> list[str]:
-    exe = shutil.which("byokctl", path=str(Path(sys.executable).parent)) or shutil.which("byokctl")
-    return [exe] if exe else [sys.executable, "-m", "byokctl"]
 
 
 def timed(cmd: list[str], env: dict[str, str], runs: int) -> float:
@@ -57,6 +52,7 @@ def main() -> int:
     ap.add_argument("--check", type=float, metavar="RATIO", nargs="?", const=0.0,
                     help="exit 1 if a ratio is above its goal (or above RATIO x the floor)")
     opts = ap.parse_args()
+    compile_bytecode()
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BYOKCTL_")}
