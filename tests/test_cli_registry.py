@@ -23,6 +23,30 @@ def test_every_module_command_is_in_the_registry():
         assert set(load_module_commands(module)) <= set(COMMANDS), module
 
 
+def test_a_run_builds_only_the_command_it_runs():
+    """Typer would build every command of a module (and of a group) into click commands; a
+    run builds the one it needs, and help still lists all of them in order."""
+    from typer._click import Context
+    from typer.main import get_command
+
+    from byokctl.cli import app
+
+    root = get_command(app)
+    ctx = Context(root, info_name="byokctl")
+    key = root.get_command(ctx, "key")
+    assert set(root.commands) == {"key"}
+    assert key.commands == {}
+    order = ["add", "test", "list", "rotate", "remove"]
+    assert key.list_commands(ctx) == order
+    listed = key.get_command(ctx, "list")
+    assert listed.name == "list" and {p.name for p in listed.params} >= {"org", "provider"}
+    assert list(key.commands) == ["list"] and key.list_commands(ctx) == order
+    assert key.get_command(ctx, "list") is listed and key.get_command(ctx, "nosuch") is None
+
+    root.get_command(ctx, "resolve")  # `ask` comes from the same module, unbuilt
+    assert set(root.commands) == {"key", "resolve"} and "ask" in root.builders
+
+
 def _imported(*args, env=None):
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "byokctl", *args],
                        capture_output=True, text=True, cwd=REPO, env=env)

@@ -74,7 +74,10 @@ def test_man_page_documents_every_command_and_option(rendered):
     flat = " ".join(rendered.split())
     for name in COMMANDS:
         command = load_module_commands(COMMANDS[name][0])[name]
-        subs = getattr(command, "commands", None) or {name: command}
+        if hasattr(command, "list_commands"):
+            subs = {n: command.get_command(None, n) for n in command.list_commands(None)}
+        else:
+            subs = {name: command}
         for sub_name, sub in subs.items():
             path = f"byokctl {name}" + ("" if sub is command else f" {sub_name}")
             assert f"{path} [OPTIONS]" in flat, path
