@@ -15,7 +15,7 @@ import pytest
 from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS, OPENAI_TEST_KEY, REPO, master_key_b64
 
 from byokctl.providers import catalog
-from byokctl.services import audit, keys
+from byokctl.services import audit, keys, keytest
 from byokctl.services.context import open_context
 
 ALPHABET = string.ascii_letters + string.digits
@@ -256,7 +256,7 @@ def test_base_url_follows_the_provider_the_url_was_set_for(cli, orgs, emulator):
     ctx = open_context(None)
     try:
         def url(scope: str, org: str | None, provider: str, member: str | None = None):
-            return keys.base_url_for(ctx, keys.Slot(scope, org, member, provider))
+            return keytest.base_url_for(ctx, keys.Slot(scope, org, member, provider))
 
         assert url("org", "acme", "anthropic") == ant
         assert url("member", "acme", "anthropic", "int@acme.com") == ant
@@ -272,8 +272,8 @@ def test_base_url_follows_the_provider_the_url_was_set_for(cli, orgs, emulator):
     assert r.exit_code == 0, r.output
     ctx = open_context(None)
     try:
-        assert keys.base_url_for(ctx, keys.Slot("platform", None, None, "anthropic")) == ant
-        assert keys.base_url_for(ctx, keys.Slot("platform", None, None, "openai")) is None
+        assert keytest.base_url_for(ctx, keys.Slot("platform", None, None, "anthropic")) == ant
+        assert keytest.base_url_for(ctx, keys.Slot("platform", None, None, "openai")) is None
     finally:
         ctx.close()
 

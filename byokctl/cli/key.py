@@ -6,15 +6,17 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from byokctl.cli import complete, render
 from byokctl.cli.common import As, Json, Yes, confirm, read_stdin, session
 from byokctl.errors import Conflict, UsageError
-from byokctl.providers.redact import safe_url
 from byokctl.services import keys
+
+if TYPE_CHECKING:
+    from byokctl.services import keytest
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 app = typer.Typer(help="Store, test, rotate and remove API keys (secrets never "
@@ -94,8 +96,10 @@ def add(
     \b
     Example: byokctl key add acme --provider anthropic --from-env ANTHROPIC_API_KEY --test
     """
+    from byokctl.services import keytest  # the provider-testing half: not for `key list`
+
     with session(as_) as ctx:
-        tester = keys.ProviderTester(ctx, timeout=timeout, retries=retries) if test else None
+        tester = keytest.ProviderTester(ctx, timeout=timeout, retries=retries) if test else None
         slot = keys.prepare_add(ctx, provider=provider, org=org, member=member, platform=platform)
         secret = read_secret(provider, from_stdin, from_env)
         key = keys.add(ctx, slot, secret, allow_admin_key=allow_admin_key, tester=tester)
@@ -104,8 +108,10 @@ def add(
                 f"{key.owner} ({key.hint}, {key.fingerprint}){tested}.")
 
 
-def _visible(probe: keys.Probe) -> str:
+def _visible(probe: keytest.Probe) -> str:
     """`3 models visible` (and where, when that is not the provider's own API)."""
+    from byokctl.providers.redact import safe_url
+
     where = f" at {safe_url(probe.base_url)}" if probe.base_url else ""
     return f"{probe.models} model{'' if probe.models == 1 else 's'} visible{where}"
 
@@ -129,8 +135,10 @@ def test(
     \b
     Example: byokctl key test key_3kq7xw2mfa --timeout 10
     """
+    from byokctl.services import keytest
+
     with session(as_) as ctx:
-        done = keys.run_test(ctx, key_id, timeout=timeout, retries=retries)
+        done = keytest.run_test(ctx, key_id, timeout=timeout, retries=retries)
     k = done.key
     render.emit(json_, done, f"Key {k.id} ({k.provider}, {k.hint}): {done.probe.result} — "
                 f"{_visible(done.probe)}")
@@ -201,8 +209,10 @@ def rotate(
     \b
     Example: byokctl key rotate key_3kq7xw2mfa --from-env NEW_ANTHROPIC_KEY
     """
+    from byokctl.services import keytest
+
     with session(as_) as ctx:
-        tester = None if no_test else keys.ProviderTester(ctx, timeout=timeout, retries=retries)
+        tester = None if no_test else keytest.ProviderTester(ctx, timeout=timeout, retries=retries)
         key = keys.prepare_rotate(ctx, key_id)
         secret = read_secret(key.provider, from_stdin, from_env)
         done = keys.rotate(ctx, key_id, secret, allow_admin_key=allow_admin_key, tester=tester)

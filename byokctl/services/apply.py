@@ -20,7 +20,7 @@ from typing import Any
 from byokctl import clock
 from byokctl.errors import Conflict
 from byokctl.providers import catalog
-from byokctl.services import audit, keys, members, orgs, plans, platform, rules
+from byokctl.services import audit, keys, keytest, members, orgs, plans, platform, rules
 from byokctl.services.apply_file import (
     Grace,
     KeySpec,
@@ -247,12 +247,12 @@ class _Trial:
         self.results: dict[tuple, str] = {}
 
     def record(self, owner: keys.Key | keys.Slot, secret: str) -> str:
-        self.pending[(_slot_id(owner), secret)] = keys.base_url_for(self.ctx, owner)
-        return keys.OK
+        self.pending[(_slot_id(owner), secret)] = keytest.base_url_for(self.ctx, owner)
+        return keytest.OK
 
     def probe_all(self) -> None:
         for (slot, secret), url in self.pending.items():
-            seen = keys.probe(slot[3], secret, base_url=url)
+            seen = keytest.probe(slot[3], secret, base_url=url)
             if seen.error is not None:
                 raise type(seen.error)(f"{self.paths.get(slot, 'a key')}: {seen.error.message}; "
                                        "nothing was applied")

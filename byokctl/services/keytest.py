@@ -1,0 +1,132 @@
+"""Testing a key against its provider: one token-free call (list models) where the key will be
+used, its result recorded on the key and audited. `ProviderTester` is the tester `key add
+--test`, `key rotate` and `apply --test` hand to the key service."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from byokctl.errors import ByokError, KeyRejected, ProviderDown, RateLimited
+from byokctl.services.context import Context
+from byokctl.services.keys import (
+    ACTIVE,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    INVALID,
+    RATE_LIMITED,
+    Key,
+    Slot,
+    check_limits,
+    mark_tested,
+    require_key,
+    reveal,
+)
+from byokctl.services.resolution import platform_default
+
+OK, REJECTED, RATE_LIMITED_RESULT, UNREACHABLE = "ok", "rejected", "rate-limited", "unreachable"
+_RESULTS: tuple[tuple[type[ByokError], str, str | None], ...] = (
+    # error → (test result, the key's status after it; None: unchanged)
+    (KeyRejected, REJECTED, INVALID),
+    (RateLimited, RATE_LIMITED_RESULT, RATE_LIMITED),
+    (ProviderDown, UNREACHABLE, None),  # the key may be fine: the provider never judged it
+)
+
+
+def base_url_for(ctx: Context, owner: Key | Slot) -> str | None:
+    """Where calls with this key go: the org's `base_url` if the org's provider is the key's,
+    the platform default base URL if the platform's default provider is the key's, else None
+    (the provider's own API). A base URL set for one provider never receives another's key:
+    it may be a gateway that speaks only that provider's API, or a host that must not see it."""
+    if owner.scope == "platform":
+        provider, _, url = platform_default(ctx)
+    else:
+        row = ctx.store.one("SELECT provider, base_url FROM orgs WHERE slug = ?", (owner.org,))
+        provider, url = (row["provider"], row["base_url"]) if row is not None else (None, None)
+    return url if provider == owner.provider else None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one token-free provider call (list models) said about a secret."""
+
+    result: str  # ok, rejected, rate-limited, unreachable, or the error's code (e.g. not-found)
+    models: int  # how many models the key may use (0 unless ok)
+    latency_ms: int
+    base_url: str | None  # None: the provider's own API
+    error: ByokError | None = None  # redacted by the provider layer
+
+    @property
+    def status(self) -> str | None:
+        """The key's status after this result; None: as it was."""
+        if self.error is None:
+            return ACTIVE
+        for kind, _, status in _RESULTS:
+            if isinstance(self.error, kind):
+                return status
+        return None
+
+
+def probe(provider: str, secret: str, *, base_url: str | None, timeout: float = DEFAULT_TIMEOUT,
+          retries: int = DEFAULT_RETRIES, key_id: str | None = None) -> Probe:
+    """List the models `secret` may use at `base_url` (None: the provider's API), costing no
+    tokens. Never raises a provider failure: it comes back in `Probe.error`."""
+    from byokctl.providers import registry  # imports no SDK until the call itself
+
+    started = time.monotonic()
+    try:
+        models = registry.get(provider).list_models(secret, base_url=base_url, timeout=timeout,
+                                                    retries=retries, key_id=key_id)
+    except ByokError as exc:
+        result = next((r for kind, r, _ in _RESULTS if isinstance(exc, kind)), exc.code.label)
+        return Probe(result, 0, _ms_since(started), base_url, exc)
+    return Probe(OK, len(models), _ms_since(started), base_url)
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+class ProviderTester:
+    """The real KeyTester: probes the provider where the key will be used (`base_url_for`) and
+    keeps the last Probe for the caller to show."""
+
+    def __init__(self, ctx: Context, *, timeout: float = DEFAULT_TIMEOUT,
+                 retries: int = DEFAULT_RETRIES) -> None:
+        check_limits(timeout, retries)
+        self.ctx, self.timeout, self.retries = ctx, timeout, retries
+        self.last: Probe | None = None
+
+    def __call__(self, owner: Key | Slot, secret: str) -> str:
+        self.last = probe(owner.provider, secret, base_url=base_url_for(self.ctx, owner),
+                          timeout=self.timeout, retries=self.retries,
+                          key_id=getattr(owner, "id", None))
+        if self.last.error is not None:
+            raise self.last.error
+        return self.last.result
+
+
+@dataclass
+class Tested:
+    key: Key  # after the result was recorded
+    probe: Probe
+
+    def to_json(self) -> dict:
+        return {**self.key.to_json(), "test_result": self.probe.result,
+                "models": self.probe.models, "latency_ms": self.probe.latency_ms,
+                "base_url": self.probe.base_url}
+
+
+def run_test(ctx: Context, key_id: str, *, timeout: float = DEFAULT_TIMEOUT,
+             retries: int = DEFAULT_RETRIES) -> Tested:
+    """`key test`: a token-free call with the stored secret, where the key is used. The result
+    is recorded on the key and audited whatever it is; then a failure is raised (exit 7, 8, 11...)."""
+    check_limits(timeout, retries)
+    key = require_key(ctx, key_id, "test")
+    secret = reveal(ctx, key_id)
+    seen = probe(key.provider, secret, base_url=base_url_for(ctx, key), timeout=timeout,
+                 retries=retries, key_id=key.id)
+    after = mark_tested(ctx, key_id, result=seen.result, status=seen.status, version=key.version)
+    if seen.error is not None:
+        raise seen.error
+    return Tested(after, seen)
