@@ -1,6 +1,5 @@
 """The resolution chain (SPEC §3), row by row, on the pure function."""
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -133,7 +132,7 @@ def test_no_second_fallback_from_platform_mode():
 
 
 def test_json_has_the_stable_fields():
-    d = resolve(replace(facts(), member="a@x.io", member_key=MEMBER_KEY), CAT).to_json()
+    d = resolve(facts()._replace(member="a@x.io", member_key=MEMBER_KEY), CAT).to_json()
     for k in ("org", "mode", "provider", "model", "key_id", "key_scope", "fallback_reason", "gate"):
         assert k in d
     assert d["gate"] == {"plan": "growth", "allowed": True, "grace_until": None}

@@ -55,6 +55,8 @@ def printable(text: str, stream: Any) -> str:
 
 
 def dumps(data: Any) -> str:
+    if hasattr(data, "to_json"):  # a NamedTuple record would otherwise be dumped as an array
+        data = data.to_json()
     return json.dumps(data, indent=2, default=_default, ensure_ascii=False)
 
 

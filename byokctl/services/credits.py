@@ -12,7 +12,7 @@ from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require
 
-MAX_ADD = 1_000_000_000_000  # one grant; keeps balances far from SQLite's 64-bit limit
+MAX_ADD = rules.MAX_CREDITS_ADD
 
 
 def parse_amount(text: str | int) -> int:

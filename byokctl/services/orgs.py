@@ -11,7 +11,6 @@ from byokctl.errors import Conflict, PlanGate
 from byokctl.providers import catalog
 from byokctl.services import audit, rules
 from byokctl.services.context import Context
-from byokctl.services.credits import MAX_ADD
 from byokctl.services.permissions import org_exists, require
 
 if TYPE_CHECKING:
@@ -61,8 +60,9 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
     rules.choice(plan, rules.PLANS, "plan")
     if credits < 0:
         raise rules.UsageError(f"--credits must be zero or more, not {credits}")
-    if credits > MAX_ADD:  # as for one `credits add`: far from SQLite's 64-bit limit
-        raise rules.UsageError(f"--credits must be at most {MAX_ADD:,}, not {credits:,}")
+    if credits > rules.MAX_CREDITS_ADD:  # as for one `credits add`
+        raise rules.UsageError(f"--credits must be at most {rules.MAX_CREDITS_ADD:,}, "
+                               f"not {credits:,}")
     name = slug if name is None else _name(name)  # as `rename` stores it, so apply converges
     if ctx.as_email is not None:
         raise rules.Denied(f"{ctx.as_email} may not create orgs: it is the platform operator's alone")

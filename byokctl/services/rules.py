@@ -15,6 +15,7 @@ BYOK_PROVIDERS = ("anthropic", "openai")
 FALLBACKS = ("never", "missing-key", "provider-error")
 ROLES = ("admin", "staffing", "interviewer")
 DEFAULT_GRACE_DAYS = 30
+MAX_CREDITS_ADD = 1_000_000_000_000  # one grant; keeps balances far from SQLite's 64-bit limit
 
 ORG_VIEW, ORG_MANAGE, KEY_OWN = "org:view", "org:manage", "key:own"
 OPERATOR = "operator"  # plans, grace, credits, budgets, platform settings: never a member's
