@@ -351,3 +351,17 @@ def test_rekey_purges_the_retired_data_key_from_the_files(cli, vault, home):
     data = _vault_bytes(home)
     assert old_ct not in data and old_dk not in data
     other.close()
+
+
+def test_a_master_key_object_never_shows_the_key():
+    """Its repr is what a debugger, a log line or an f-string would print."""
+    import base64
+    import os
+
+    from byokctl.vault.master import MasterKey
+
+    raw = os.urandom(32)
+    m = MasterKey(raw, "env", "$BYOKCTL_MASTER_KEY")
+    for text in (repr(m), str(m), f"{m}", repr([m]), repr(m._replace(pending=True))):
+        assert repr(raw)[2:-1] not in text and base64.b64encode(raw).decode() not in text
+        assert "source='env'" in text

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from byokctl.errors import ByokError, KeyRejected, NotFound, ProviderDown, RateLimited, UsageError
 from byokctl.providers import catalog
@@ -40,8 +40,7 @@ _STATUS_BY_TYPE = {
 }
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(NamedTuple):
     text: str
     input_tokens: int
     output_tokens: int

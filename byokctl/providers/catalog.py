@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
+from typing import NamedTuple
 
 from byokctl.errors import NotFound
 
 PROVIDERS = ("anthropic", "openai")
 
 
-@dataclass(frozen=True)
-class Model:
+class Model(NamedTuple):
     provider: str
     id: str
     aliases: tuple[str, ...]
@@ -35,8 +34,7 @@ class Model:
         }
 
 
-@dataclass(frozen=True)
-class Catalog:
+class Catalog(NamedTuple):
     version: str
     models: tuple[Model, ...]
     info: dict  # per provider: name, default_model, default_base_url, usage_url

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from byokctl import clock
 from byokctl.errors import (
@@ -233,8 +233,7 @@ def require_key(ctx: Context, key_id: str, verb: str = "change") -> Key:
 
 # ---- adding -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(NamedTuple):
     scope: str
     org: str | None
     member: str | None

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from byokctl.errors import Denied, NotFound
 from byokctl.services import rules
 from byokctl.services.context import Context
 
 
-@dataclass(frozen=True)
-class Actor:
+class Actor(NamedTuple):
     name: str
     email: str | None = None  # set when acting as a member
     role: str | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from byokctl import clock
@@ -192,7 +192,7 @@ def _settle(vault: Vault, tried: list[MasterKey], key_file: str | None) -> None:
     try:
         if m.pending:
             promote(m.source, vault.vault_id, key_file, m.key)
-            vault.master = replace(m, pending=False)
+            vault.master = m._replace(pending=False)
         elif any(c.pending and c.key == m.key for c in tried):
             unstage(m.source, vault.vault_id, key_file)  # swapped, but `.next` not yet removed
     except (VaultLocked, OSError):

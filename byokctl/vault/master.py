@@ -12,8 +12,8 @@ import binascii
 import contextlib
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from byokctl.errors import VaultLocked
 
@@ -21,12 +21,14 @@ ENV_VAR = "BYOKCTL_MASTER_KEY"
 KEYRING_SERVICE = "byokctl"
 
 
-@dataclass(frozen=True)
-class MasterKey:
+class MasterKey(NamedTuple):
     key: bytes
     source: str  # "env" | "keyring" | "file"
     location: str  # human description: "$BYOKCTL_MASTER_KEY", "keyring byokctl/vault-…", a path
     pending: bool = False  # the key came from a rotation's `.next` slot
+
+    def __repr__(self) -> str:  # never the key itself
+        return f"MasterKey(source={self.source!r}, location={self.location!r}, pending={self.pending})"
 
 
 def encode(key: bytes) -> str:
