@@ -5,7 +5,7 @@ about 60 ms per process (the pydantic import plus one schema build per parameter
 the rest of a command like `org list`. byokctl's parameters are plain scalars, so those are
 coerced here directly, with Click-style errors; anything else (choices, ranges, paths, files,
 lists, custom parsers) still goes through typer's own machinery. If typer's internals change,
-`install()` leaves typer alone, and tests/test_startup.py notices the lost speed.
+`install()` leaves typer alone, and tests/test_cli_registry.py notices (pydantic loads again).
 """
 
 from __future__ import annotations
