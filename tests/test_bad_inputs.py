@@ -97,6 +97,8 @@ CASES = [
                        "localhost"], 2, "is not an http(s) URL"),
     ("budget-negative", ["org", "set-budget", "acme", "--monthly-usd", "-5"], 2,
      "--monthly-usd must be a positive amount"),
+    ("budget-huge", ["org", "set-budget", "acme", "--monthly-usd", "1e23"], 2,
+     "--monthly-usd must be below 1,000,000,000,000 (USD a month), not 1e+23"),
     ("budget-zero", ["org", "set-budget", "acme", "--monthly-usd", "0"], 2,
      "--monthly-usd must be a positive amount"),
     ("budget-word", ["org", "set-budget", "acme", "--monthly-usd", "lots"], 2, "--monthly-usd"),

@@ -99,6 +99,16 @@ def test_missing_keyring_entry_is_vault_locked_but_reads_work(cli, vault: Path, 
     assert st.exit_code == 0 and json.loads(st.stdout)["unlocked"] is False
 
 
+def test_init_refuses_two_master_key_sources(cli, tmp_path: Path, isolated) -> None:
+    """$BYOKCTL_MASTER_KEY and --master-key-file together: one would be silently ignored."""
+    kf = tmp_path / "master.key"
+    r = cli("init", "--master-key-file", str(kf), env={"BYOKCTL_MASTER_KEY": master_key_b64()})
+    assert r.exit_code == 2, r.output
+    assert "Both $BYOKCTL_MASTER_KEY and --master-key-file were given" in r.stderr
+    assert not kf.exists() and isolated.entries == {}
+    assert not (Path(os.environ["BYOKCTL_HOME"]) / "vault.db").exists()
+
+
 def test_init_with_a_master_key_file(cli, tmp_path: Path, isolated) -> None:
     kf = tmp_path / "keys" / "master.key"
     r = cli("init", "--master-key-file", str(kf), "--json")

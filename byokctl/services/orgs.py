@@ -219,8 +219,11 @@ def set_provider(ctx: Context, change: ProviderChange,
 def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[float | None, float | None]:
     """Set (or clear, with None) the org's monthly BYOK budget; returns (before, after)."""
     require(ctx, slug, rules.OPERATOR)
-    if monthly_usd is not None and not (monthly_usd > 0 and monthly_usd < 1e12):
-        raise rules.UsageError(f"--monthly-usd must be a positive amount, not {monthly_usd}")
+    if monthly_usd is not None and not monthly_usd > 0:
+        raise rules.UsageError(f"--monthly-usd must be a positive amount, not {monthly_usd:g}")
+    if monthly_usd is not None and not monthly_usd < MAX_BUDGET_USD:
+        raise rules.UsageError(f"--monthly-usd must be below {MAX_BUDGET_USD:,.0f} (USD a month), "
+                               f"not {monthly_usd:g}")
     org = get(ctx, slug)
     if org.budget_monthly_usd == monthly_usd:
         return org.budget_monthly_usd, monthly_usd
@@ -234,6 +237,7 @@ def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[floa
 
 
 MAX_NAME = 200
+MAX_BUDGET_USD = 1e12  # as for credit amounts: a larger budget is a typo, not a budget
 
 
 def _name(name: str) -> str:

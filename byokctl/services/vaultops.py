@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from byokctl.errors import ByokError, Conflict, Integrity
+from byokctl.errors import ByokError, Conflict, Integrity, UsageError
 from byokctl.services import audit
 from byokctl.services.context import Context
 from byokctl.store import BUSY_TIMEOUT_MS, SCHEMA_LATEST, Store, create_store, resolve_path
@@ -40,7 +40,12 @@ def init(db: str | None, key_file: str | None) -> InitResult:
         raise Conflict(f"A vault already exists at {path}; use it, or pass --db for a new one")
     vid = new_vault_id()
     cleanup = None
-    if env := os.environ.get(mk.ENV_VAR):
+    env = os.environ.get(mk.ENV_VAR)
+    if env and key_file:
+        raise UsageError(f"Both ${mk.ENV_VAR} and --master-key-file were given; unset "
+                         f"{mk.ENV_VAR} to keep a new master key in the file, or drop "
+                         "--master-key-file to use the key from the environment")
+    if env:
         master = mk.MasterKey(mk.decode(env, f"${mk.ENV_VAR}"), "env", f"${mk.ENV_VAR}")
     elif key_file:
         kf = Path(key_file).expanduser().resolve()
