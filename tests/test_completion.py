@@ -245,6 +245,25 @@ zpty -d z
 
 
 @pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")
+def test_install_completion_in_zsh_installs_the_fixed_script(orgs, on_path, tmp_path):
+    """`byokctl --install-completion` (typer's) writes ~/.zfunc/_byokctl: the committed script,
+    so the first TAB after it is autoloaded completes too."""
+    home = tmp_path / "user-home"  # tmp_path / "home" is $BYOKCTL_HOME
+    home.mkdir()
+    env = {**on_path, "HOME": str(home)}
+    r = subprocess.run(["zsh", "-f", "-c", "byokctl --install-completion; true"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert "zsh completion installed" in r.stdout, r.stdout + r.stderr
+    installed = home / ".zfunc" / "_byokctl"
+    assert installed.read_text().strip() == (REPO / SHELLS["zsh"]).read_text().strip()
+    harness = tmp_path / "zpty.zsh"
+    harness.write_text(ZPTY)
+    r = subprocess.run(["zsh", "-f", str(harness), str(installed.parent), "byokctl org show z"],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip() == "RESULT: byokctl org show zeta", r.stdout + r.stderr
+
+
+@pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")
 @pytest.mark.parametrize("typed, completed", [
     ("byokctl org show z", "byokctl org show zeta"),
     ("byokctl key rot", "byokctl key rotate"),
@@ -377,11 +396,14 @@ def test_fish_asks_whether_arguments_complete(orgs):
     assert (yes.returncode, yes.stdout, no.returncode, no.stdout) == (0, "", 1, "")
 
 
-def test_other_instructions_still_reach_typer():
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_other_instructions_reach_typer_and_print_the_committed_script(shell):
+    """`source_<shell>` goes to typer, whose templates byokctl fixed (cli/shellscripts.py)."""
     r = subprocess.run([sys.executable, "-m", "byokctl"], capture_output=True, text=True,
-                       env={**os.environ, "_BYOKCTL_COMPLETE": "source_bash"}, timeout=30, cwd=REPO)
-    assert r.returncode == 0
-    assert "_byokctl_completion" in r.stdout and "complete -o default" in r.stdout
+                       env={**os.environ, "_BYOKCTL_COMPLETE": f"source_{shell}"}, timeout=30,
+                       cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == (REPO / SHELLS[shell]).read_text(encoding="utf-8").strip()
 
 
 def test_tab_does_not_load_typer(orgs):

@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from byokctl import __version__
-from byokctl.cli import _fastparams, render
+from byokctl.cli import _fastparams, render, shellscripts
 from byokctl.cli.common import STATE
 from byokctl.errors import ByokError, ExitCode
 from byokctl.services import rules
@@ -224,6 +224,7 @@ def _fail(exc: Exception, as_json: bool) -> int:
 
 
 _fastparams.install()
+shellscripts.install()  # --install-completion and --show-completion print the fixed scripts
 
 app = typer.Typer(
     cls=ByokGroup,

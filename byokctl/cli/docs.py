@@ -31,31 +31,14 @@ MAN_PAGE = "man/byokctl.1"
 TREE = "byokctl/completion/tree.py"
 EXAMPLE = re.compile(r"^Example:\s*(.+)$")
 
-# Typer's zsh script registers itself with `compdef` when run; autoloaded from $fpath (how
-# `_byokctl` is meant to be installed) that only happens on the first TAB, which then
-# completes nothing. This is Click's own fix: complete at once when autoloaded.
-ZSH_COMPDEF = f"compdef _{PROG}_completion {PROG}"
-ZSH_AUTOLOAD = f"""\
-if [[ $zsh_eval_context[-1] == loadautofunc ]]; then
-  # autoloaded from $fpath by the first TAB: complete now
-  _{PROG}_completion "$@"
-else
-  # sourced or eval'ed: register for the next TAB
-  {ZSH_COMPDEF}
-fi"""
-
-
 def completion_script(shell: str) -> str:
-    """The script `byokctl --show-completion SHELL` prints (zsh: fixed for $fpath)."""
+    """The script `byokctl --show-completion SHELL` prints (typer's, with byokctl's fixes)."""
     from typer._completion_shared import get_completion_script
 
+    from byokctl.cli import shellscripts
+
+    assert shellscripts.install(), "typer's completion templates changed; review shellscripts"
     script = get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell)
-    if shell == "bash":
-        # typer's template writes IFS=$'\n' with a real line break inside the quotes
-        script = script.replace("local IFS=$'\n'", "local IFS=$'\\n'")
-    if shell == "zsh":
-        assert script.count(ZSH_COMPDEF) == 1, "typer's zsh template changed; review ZSH_AUTOLOAD"
-        script = script.replace(ZSH_COMPDEF, ZSH_AUTOLOAD)
     return script.rstrip("\n") + "\n"
 
 
