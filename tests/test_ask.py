@@ -200,3 +200,50 @@ def test_key_last_used_recorded(cli, vault, byok):
     ctx = open_context(str(vault))
     assert keys_service.get(ctx, byok["org_key"]).last_used_at
     ctx.close()
+
+
+def test_an_answered_call_waits_for_a_busy_vault_to_be_recorded(cli, vault, byok, monkeypatch):
+    """The provider has answered (tokens spent) when the vault turns out to be locked by
+    another writer past the busy timeout: ask keeps waiting, then records and charges it."""
+    import sqlite3
+    import threading
+
+    from byokctl import store
+
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_MS", 200)
+    cli("org", "set-provider", "acme", "platform", "--yes")  # platform mode: credits charged
+    holder = sqlite3.connect(vault, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # readers go on (WAL); writers wait
+    release = threading.Timer(1.0, lambda: holder.execute("ROLLBACK"))
+    release.start()
+    try:
+        r = cli("ask", "acme", PROMPT, "--no-stream", "--json")
+    finally:
+        release.join()
+        holder.close()
+    assert r.exit_code == 0, r.output
+    assert "still waiting to record this call" in r.stderr
+    [u] = usage_rows(vault)
+    assert u["outcome"] == "ok" and u["mode"] == "platform" and u["credits_charged"] >= 1
+    assert balance(cli) == 100 - u["credits_charged"]
+
+
+def test_an_answered_call_gives_up_after_the_attempts(cli, vault, byok, monkeypatch):
+    import sqlite3
+
+    from byokctl import store
+    from byokctl.services import ask as ask_service
+
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(ask_service, "RECORD_ATTEMPTS", 3)
+    holder = sqlite3.connect(vault, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        r = cli("ask", "acme", PROMPT, "--no-stream")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert r.exit_code == 12, r.output
+    assert r.stderr.count("still waiting to record this call") == 2
+    assert "is busy" in r.stderr
+    assert usage_rows(vault) == []

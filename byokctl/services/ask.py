@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -66,16 +67,17 @@ def ask(ctx: Context, org: str, req: Request, *, on_text: Callable[[str], None] 
     for w in decision.warnings:
         on_warning(w)
     try:
-        return _call(ctx, decision, req, on_text)
+        return _call(ctx, decision, req, on_text, on_warning)
     except (KeyRejected, RateLimited):
         retry = after_provider_error(f, decision, catalog.load())
         if retry is None:
             raise
         on_warning(retry.warnings[-1])
-        return _call(ctx, retry, req, on_text)
+        return _call(ctx, retry, req, on_text, on_warning)
 
 
-def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None] | None) -> Answer:
+def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None] | None,
+          on_warning: Callable[[str], None]) -> Answer:
     from byokctl.providers import registry
 
     member = ctx.as_email.lower() if ctx.as_email else None
@@ -106,8 +108,10 @@ def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None
     record.input_tokens, record.output_tokens = result.input_tokens, result.output_tokens
     record.cost_usd = cost
     record.latency_ms = int((time.monotonic() - started) * 1000)
-    charged = 0
-    with ctx.write() as conn:
+    key_id = d.key.id
+
+    def account(conn: sqlite3.Connection) -> None:
+        charged = 0
         if d.mode == "platform":
             want = credits_for(cost, credit_usd(ctx))
             # One statement, so concurrent calls never lose or double-count a credit; a call
@@ -117,10 +121,35 @@ def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None
             conn.execute("UPDATE orgs SET credits = credits - ? WHERE slug = ?", (charged, d.org))
         record.credits_charged = charged
         usage.insert(conn, record)
-        keys.mark_used(ctx, d.key.id, status=keys.ACTIVE, why="it answered a request")
+        keys.mark_used(ctx, key_id, status=keys.ACTIVE, why="it answered a request")
+
+    _record_answered(ctx, account, on_warning)
+    charged = record.credits_charged
     return Answer(result.text, d.mode, d.provider, d.model, d.key.id, d.fallback_reason,
                   result.input_tokens, result.output_tokens, round(cost, 8), charged,
                   record.latency_ms)
+
+
+RECORD_ATTEMPTS = 10  # busy timeouts to wait through before an answered call goes unrecorded
+
+
+def _record_answered(ctx: Context, account: Callable[[sqlite3.Connection], None],
+                     on_warning: Callable[[str], None]) -> None:
+    """Record and charge a call the provider has answered. Its tokens are spent by now, so a
+    vault busy past one busy timeout (a long `rekey` or `apply` elsewhere) is waited for, up
+    to RECORD_ATTEMPTS of them, rather than letting the call go unrecorded and unbilled."""
+    from byokctl.store import is_busy
+
+    for attempt in range(1, RECORD_ATTEMPTS + 1):
+        try:
+            with ctx.write() as conn:
+                account(conn)
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or attempt == RECORD_ATTEMPTS:
+                raise
+            on_warning("the vault is busy (another byokctl is writing); still waiting to "
+                       "record this call")
 
 
 def _status_after(exc: ByokError) -> str | None:
