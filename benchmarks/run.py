@@ -3,9 +3,9 @@
     python benchmarks/run.py [--scale 1.0] [--runs N] [--check] [--only startup,ask,scale]
                              [--json | --markdown]
 
-start-up (benchmarks/startup.py) and ask (benchmarks/ask.py) run as their own scripts, and
-their printed tables are read back into rows; scale (benchmarks/scale.py) is called in
-process. Every row has a goal and PASS, FAIL, "n/a" (a full-size goal at a smaller --scale)
+Each suite (benchmarks/startup.py, ask.py, scale.py) is called in process through its
+`measure()`, which returns structured rows; each script also runs alone and prints its own
+table. Every row has a goal and PASS, FAIL, "n/a" (a full-size goal at a smaller --scale)
 or "report" (no goal). With --check, exit 1 if any row FAILs. CI runs this at a tiny size
 (tests/test_benchmarks.py) so the suite keeps working; the numbers are for a quiet machine
 at --scale 1.
@@ -17,8 +17,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -38,63 +36,40 @@ class Line:
     status: str  # PASS | FAIL | n/a | report
 
 
-def _script(name: str, args: list[str]) -> tuple[int, str]:
-    proc = subprocess.run([sys.executable, str(HERE / f"{name}.py"), *args], capture_output=True,
-                          text=True, cwd=HERE.parent)
-    if proc.returncode not in (0, 1):  # 1: a goal failed; anything else: the script broke
-        raise SystemExit(f"benchmarks/{name}.py failed ({proc.returncode}):\n{proc.stderr}")
-    return proc.returncode, proc.stdout
+def _bench(name: str):  # noqa: ANN202 - one of the benchmark scripts, as a module
+    from importlib import import_module
 
-
-# "byokctl org list                        95.0ms  1.53x  1.50x  ABOVE"
-STARTUP_ROW = re.compile(r"^(?P<name>.+?)\s+(?P<ms>[\d.]+)ms\s+(?P<ratio>[\d.]+)x\s+"
-                         r"(?P<goal>[\d.]+x|-)")
-# "byokctl org list: no anthropic/openai import; no cryptography/keyring"
-IMPORTS_ROW = re.compile(r"^(?P<name>byokctl [^:]+): (?P<what>.*import.*)$")
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    return import_module(name)
 
 
 def startup(runs: int) -> list[Line]:
-    _, out = _script("startup", ["--runs", str(runs)])
+    bench = _bench("startup")
+    timings, imports = bench.measure(runs)
     lines = []
-    for text in out.splitlines():
-        if m := STARTUP_ROW.match(text):
-            goal = m["goal"]
-            ratio = float(m["ratio"])
-            status = "report" if goal == "-" else "PASS" if ratio <= float(goal[:-1]) else "FAIL"
-            lines.append(Line("startup", m["name"].strip(), f"{float(m['ms']):.0f} ms, "
-                              f"{ratio:.2f}x floor", "-" if goal == "-" else f"<= {goal} floor",
-                              status))
-        elif m := IMPORTS_ROW.match(text):
-            bad = "must not" in m["what"]
-            lines.append(Line("startup", m["name"] + " imports", m["what"],
-                              "no anthropic/openai", "FAIL" if bad else "PASS"))
-    return lines or [Line("startup", "(unreadable output)", out.strip()[:200], "-", "FAIL")]
-
-
-# "anthropic  no-stream     1375ms     1442ms   1.05x     3.2ms"
-ASK_ROW = re.compile(r"^(?P<p>anthropic|openai)\s+(?P<mode>\S+)\s+(?P<bare>[\d.]+)ms\s+"
-                     r"(?P<mine>[\d.]+)ms\s+(?P<ratio>[\d.]+)x(?:\s+(?P<inproc>[\d.]+)ms)?")
-ASK_GOALS = re.compile(r"whole-process <= (?P<ratio>[\d.]+)x.*in-process <= (?P<ms>[\d.]+) ms")
+    for t in timings:
+        lines.append(Line("startup", t.name, f"{t.seconds * 1000:.0f} ms, {t.ratio:.2f}x floor",
+                          f"<= {t.goal:.2f}x floor" if t.goal else "-",
+                          _judge(t.ratio <= t.goal) if t.goal else "report"))
+    for i in imports:
+        lines.append(Line("startup", i.name + " imports", bench.describe(i),
+                          "no anthropic/openai", _judge(not i.heavy)))
+    return lines
 
 
 def ask(runs: int) -> list[Line]:
-    _, out = _script("ask", ["--runs", str(runs)])
-    goals = ASK_GOALS.search(out)
+    bench = _bench("ask")
     lines = []
-    for text in out.splitlines():
-        if not (m := ASK_ROW.match(text)):
-            continue
-        ratio, name = float(m["ratio"]), f"ask {m['p']} {m['mode']}"
+    for r in bench.measure(runs):
+        name = f"ask {r.provider} {r.mode}"
         lines.append(Line("ask", name + " (whole process)",
-                          f"{float(m['mine']):.0f} ms vs {float(m['bare']):.0f} ms bare SDK, "
-                          f"{ratio:.2f}x", f"<= {goals['ratio']}x" if goals else "-",
-                          _judge(ratio <= float(goals["ratio"])) if goals else "report"))
-        if m["inproc"] is not None:
-            ms = float(m["inproc"])
-            lines.append(Line("ask", name + " (in-process overhead)", f"{ms:.1f} ms",
-                              f"<= {goals['ms']} ms" if goals else "-",
-                              _judge(ms <= float(goals["ms"])) if goals else "report"))
-    return lines or [Line("ask", "(unreadable output)", out.strip()[:200], "-", "FAIL")]
+                          f"{r.mine_s * 1000:.0f} ms vs {r.bare_s * 1000:.0f} ms bare SDK, "
+                          f"{r.ratio:.2f}x", f"<= {bench.WHOLE_GOAL:.2f}x",
+                          _judge(r.ratio <= bench.WHOLE_GOAL)))
+        lines.append(Line("ask", name + " (in-process overhead)", f"{r.inproc_ms:.1f} ms",
+                          f"<= {bench.INPROC_GOAL_MS:g} ms", _judge(r.inproc_ms <= bench.INPROC_GOAL_MS)))
+    return lines
 
 
 def _judge(ok: bool) -> str:
@@ -102,8 +77,7 @@ def _judge(ok: bool) -> str:
 
 
 def scale(factor: float, runs: int, cache: Path | None) -> tuple[list[Line], str]:
-    sys.path.insert(0, str(HERE))
-    import scale as bench
+    bench = _bench("scale")
 
     rows, facts = bench.measure(factor, runs, cache or bench.default_cache(), progress=True)
     lines = []
