@@ -57,25 +57,28 @@ def command_builders(module_name: str) -> dict[str, Builder]:
     from functools import partial
     from importlib import import_module
 
-    from typer.main import get_command_from_info, get_command_name
-
     holder = typer.Typer(rich_markup_mode=None)
     import_module(f"byokctl.cli.{module_name}").register(holder)
-    out: dict[str, Builder] = {}
-    for info in holder.registered_commands:
-        name = info.name or get_command_name(info.callback.__name__)
-        out[name] = partial(get_command_from_info, info, pretty_exceptions_short=True,
-                            rich_markup_mode=None)
+    out = dict(_builder(info) for info in holder.registered_commands)
     for group in holder.registered_groups:
         out[group.name] = partial(_lazy_group, group)
     return out
 
 
-def _lazy_group(info: Any) -> LazyGroup:
-    """A sub-app as a LazyGroup: its own callback and options now, its commands when used."""
+def _builder(info: Any) -> tuple[str, Builder]:
+    """A typer command (its CommandInfo) by name, and how to build it."""
     from functools import partial
 
-    from typer.main import get_command_from_info, get_command_name, get_group_from_info
+    from typer.main import get_command_from_info, get_command_name
+
+    name = info.name or get_command_name(info.callback.__name__)
+    return name, partial(get_command_from_info, info, pretty_exceptions_short=True,
+                         rich_markup_mode=None)
+
+
+def _lazy_group(info: Any) -> LazyGroup:
+    """A sub-app as a LazyGroup: its own callback and options now, its commands when used."""
+    from typer.main import get_group_from_info
 
     sub = info.typer_instance
     commands, sub.registered_commands = sub.registered_commands, []
@@ -86,9 +89,7 @@ def _lazy_group(info: Any) -> LazyGroup:
     finally:
         sub.registered_commands = commands  # the module's app is left as it was
     for command in commands:
-        name = command.name or get_command_name(command.callback.__name__)
-        group.add_builder(name, partial(get_command_from_info, command,
-                                        pretty_exceptions_short=True, rich_markup_mode=None))
+        group.add_builder(*_builder(command))
     return group
 
 
@@ -129,7 +130,8 @@ class ByokGroup(LazyGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in self.commands and cmd_name in COMMANDS and cmd_name not in self.builders:
-            self.builders.update(command_builders(COMMANDS[cmd_name][0]))
+            for name, build in command_builders(COMMANDS[cmd_name][0]).items():
+                self.add_builder(name, build)
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
