@@ -102,3 +102,54 @@ def test_ctrl_c_exits_130_without_traceback(cli, vault, monkeypatch):
     r = cli("org", "list")
     assert r.exit_code == 130
     assert "Interrupted" in r.stderr and "Traceback" not in r.output
+
+
+# -- the process itself: `python -m byokctl` ends with a hard exit (byokctl/__main__.py) -------
+
+def _seed(n: int) -> None:
+    """n orgs, written in this process (the vault's master key is in its in-memory keyring)."""
+    from byokctl.services import orgs
+    from byokctl.services.context import open_context
+
+    ctx = open_context(None)
+    try:
+        for i in range(n):
+            orgs.create(ctx, f"org-{i:04d}", name="An org with a long enough name " * 2,
+                        plan="free", credits=0)
+    finally:
+        ctx.close()
+
+
+def test_a_real_process_delivers_all_its_output_and_its_status(vault, monkeypatch):
+    """More output than a pipe holds (64 KiB), from a process that skips the interpreter's
+    teardown: every byte arrives, and the exit status is the command's."""
+    from tests.conftest import run_proc
+
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # stdout buffered, as for users
+    _seed(600)
+    slugs = [f"org-{i:04d}" for i in range(600)]
+    r = run_proc("org", "list", "--json")  # reading needs no master key
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout) > 65536
+    assert [o["slug"] for o in json.loads(r.stdout)] == slugs
+    r = run_proc("org", "list")  # the table
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[0] for line in r.stdout.splitlines()[1:]] == slugs
+    r = run_proc("org", "show", "nope")
+    assert (r.returncode, r.stdout) == (ExitCode.NOT_FOUND, "")
+    assert r.stderr.startswith("error: No org 'nope'")
+
+
+def test_a_reader_that_stops_early_is_no_error(vault):
+    """`byokctl org list | head -1`: exit 0, and no "Exception ignored ... BrokenPipeError"."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    _seed(600)
+    r = subprocess.run(["bash", "-c", f'"{sys.executable}" -m byokctl org list | head -1; '
+                       'echo "status=${PIPESTATUS[0]}" >&2'], capture_output=True, text=True,
+                       cwd=REPO, timeout=60)
+    assert r.stdout.startswith("slug") and r.stdout.count("\n") == 1
+    assert r.stderr == "status=0\n"
