@@ -344,10 +344,36 @@ def test_ps_sees_no_secret_and_core_dumps_are_off(stalled, tmp_path, argv):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
 def test_no_core_dumps_also_makes_the_process_non_dumpable():
     code = ("import ctypes, resource\n"
-            "from byokctl.cli import no_core_dumps\n"
+            "from byokctl.process import no_core_dumps\n"
             "no_core_dumps()\n"
             "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), resource.getrlimit(resource.RLIMIT_CORE))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split(None, 1) == ["0", "(0, 0)\n"]  # PR_GET_DUMPABLE: 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+@pytest.mark.parametrize("env", [{}, {"_BYOKCTL_COMPLETE": "complete_bash",
+                                      "COMP_WORDS": "byokctl org show ", "COMP_CWORD": "3"}],
+                         ids=["command", "shell completion"])
+def test_every_byokctl_process_is_hardened_by_the_time_it_exits(vault, env):
+    """The entry point hardens the process first, on the completion path too (it skips typer
+    and cli.main): seen from inside, just before the hard exit."""
+    code = ("import ctypes, os, resource, sys\n"
+            "real_exit = os._exit\n"
+            "def report(status):\n"
+            "    sys.stdout.write(f'\\nDUMPABLE={ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)} '\n"
+            "                     f'CORE={resource.getrlimit(resource.RLIMIT_CORE)}\\n')\n"
+            "    sys.stdout.flush()\n"
+            "    real_exit(status)\n"
+            "os._exit = report\n"
+            "sys.argv = ['byokctl', 'org', 'list']\n"
+            "from byokctl.__main__ import main\n"
+            "main()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       timeout=60, env={**os.environ, **env},
+                       preexec_fn=lambda: resource.setrlimit(
+                           resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "DUMPABLE=0 CORE=(0, 0)"

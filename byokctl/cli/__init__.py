@@ -16,6 +16,7 @@ from byokctl import __version__
 from byokctl.cli import _fastparams, render, shellscripts
 from byokctl.cli.common import STATE
 from byokctl.errors import ByokError, ExitCode
+from byokctl.process import no_core_dumps
 from byokctl.services import rules
 
 # Each top-level command: the module that registers it, and its one-line help. Modules are
@@ -262,25 +263,6 @@ def root(
     """
     STATE["db"] = db
     render.QUIET = quiet
-
-
-def no_core_dumps() -> None:
-    """A byokctl process holds decrypted API keys in memory: never let it leave a core file
-    (whatever `ulimit -c` says), nor be dumped or ptrace-attached by other processes of the
-    same user (Linux PR_SET_DUMPABLE, as ssh-agent does). Best effort, about a millisecond."""
-    try:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ImportError, ValueError, OSError):  # not on this OS
-        pass
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
-        except (OSError, AttributeError):
-            pass
 
 
 def main() -> None:
