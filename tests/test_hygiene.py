@@ -358,8 +358,8 @@ def test_no_core_dumps_also_makes_the_process_non_dumpable():
                                       "COMP_WORDS": "byokctl org show ", "COMP_CWORD": "3"}],
                          ids=["command", "shell completion"])
 def test_every_byokctl_process_is_hardened_by_the_time_it_exits(vault, env):
-    """The entry point hardens the process first, on the completion path too (it skips typer
-    and cli.main): seen from inside, just before the hard exit."""
+    """The entry point hardens the process first, on the completion path too (it never loads
+    typer): seen from inside, just before the hard exit."""
     code = ("import ctypes, os, resource, sys\n"
             "real_exit = os._exit\n"
             "def report(status):\n"

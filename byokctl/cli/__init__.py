@@ -16,7 +16,6 @@ from byokctl import __version__
 from byokctl.cli import _fastparams, render, shellscripts
 from byokctl.cli.common import STATE
 from byokctl.errors import ByokError, ExitCode
-from byokctl.process import no_core_dumps
 from byokctl.services import rules
 
 # Each top-level command: the module that registers it, and its one-line help. Modules are
@@ -263,8 +262,3 @@ def root(
     """
     STATE["db"] = db
     render.QUIET = quiet
-
-
-def main() -> None:
-    no_core_dumps()
-    app()
