@@ -165,6 +165,28 @@ def grant(ctx: Context, org: str, member: str, provider: str, base_url: str, *,
     return a
 
 
+def converge(ctx: Context, org: str, member: str, provider: str, urls: tuple[str, ...], *,
+             prune: bool) -> None:
+    """`apply`: the operator approves each of `urls` for the member's personal key; with
+    `prune`, approvals the file does not list are withdrawn. Inside the caller's transaction."""
+    if ctx.store.scalar("SELECT 1 FROM members WHERE org = ? AND email = ?", (org, member)) is None:
+        return  # adding the key then says who is missing
+    wanted = {normalise(u) for u in urls}
+    for url in sorted(wanted):
+        grant(ctx, org, member, provider, url, approved_as=OPERATOR)
+    if not prune:
+        return
+    from byokctl.services import audit
+
+    for a in _all(ctx.store, org):
+        if a.member == member and a.provider == provider and a.base_url not in wanted:
+            _delete(ctx, a)
+            audit.record(ctx, "key.revoke_endpoint", org=org, target=member,
+                         before={"member": member, "provider": provider,
+                                 "base_url": shown(a.base_url), "approved_as": a.approved_as,
+                                 "approved_by": a.approved_by})
+
+
 @dataclass
 class Change:
     """What `approve-endpoint` / `revoke-endpoint` did to one personal key's approvals."""
