@@ -289,3 +289,22 @@ def test_an_approval_is_for_one_endpoint_however_it_is_spelt(a, b, same):
     from byokctl.services.endpoints import normalise
 
     assert (normalise(a) == normalise(b)) is same
+
+
+def test_approvals_read_without_the_master_key_and_leave_with_the_member(cli, acme, emulator,
+                                                                         isolated):
+    point(cli, emulator.anthropic_base_url)
+    assert cli("key", "approve-endpoint", acme["key"], "--as", "bob@acme.com").exit_code == 0
+    ring = dict(isolated.entries)
+    isolated.entries.clear()  # no master key: read-only commands still see the approval
+    assert resolved(cli)["key_id"] == acme["key"]
+    [bob] = [k for k in json.loads(cli("key", "list", "acme", "--json").stdout) if k["member"]]
+    assert len(bob["approved_endpoints"]) == 1
+    isolated.entries.update(ring)
+    # bob leaves; someone re-added under his email starts with no approval.
+    assert cli("member", "remove", "acme", "bob@acme.com").exit_code == 0
+    assert cli("member", "add", "acme", "bob@acme.com", "--role", "interviewer").exit_code == 0
+    r = cli("key", "add", "acme", "--provider", "anthropic", "--member", "bob@acme.com",
+            "--from-stdin", "--json", input=personal_secret())
+    assert r.exit_code == 0, r.output
+    assert resolved(cli)["skipped_keys"][0]["key_id"] == json.loads(r.stdout)["id"]
