@@ -308,3 +308,10 @@ def test_approvals_read_without_the_master_key_and_leave_with_the_member(cli, ac
             "--from-stdin", "--json", input=personal_secret())
     assert r.exit_code == 0, r.output
     assert resolved(cli)["skipped_keys"][0]["key_id"] == json.loads(r.stdout)["id"]
+
+
+def test_another_member_may_not_approve_either(cli, acme):
+    assert cli("member", "add", "acme", "sam@acme.com", "--role", "staffing").exit_code == 0
+    r = cli("key", "approve-endpoint", acme["key"], "--as", "sam@acme.com",
+            "--base-url", "https://gw.example.com")
+    assert r.exit_code == 4 and "only bob@acme.com or the platform operator" in r.stderr

@@ -210,10 +210,15 @@ class Change:
 def _target(ctx: Context, key_id: str, base_url: str | None, verb: str) -> tuple[Key, str]:
     """The personal key and the URL an approve/revoke is about, once the actor may do it: the
     key's owner (key:own) or the platform operator. An org admin may not: that is the attack."""
-    from byokctl.services.keys import require_key
+    from byokctl.services.keys import get, require_key
     from byokctl.services.permissions import actor_in
 
-    key = require_key(ctx, key_id, f"{verb} endpoints for")
+    try:
+        key = require_key(ctx, key_id, f"{verb} endpoints for")
+    except Denied:
+        key = get(ctx, key_id)  # a member of its org, not the owner: said below, precisely
+        if key.scope != "member":
+            raise
     if key.scope != "member":
         raise UsageError(f"Key {key.id} is {'the platform' if key.scope == 'platform' else 'an org'}"
                          " key, which goes wherever its org's admins (or the operator) point it; "
