@@ -28,6 +28,14 @@ class KeyRef(NamedTuple):
     status: str = "active"
 
 
+class SkippedKey(NamedTuple):
+    key_id: str
+    key_scope: str
+    reason: str  # endpoint-not-approved
+    base_url: str | None  # as it may be shown (no credentials)
+    fix: str
+
+
 class Facts(NamedTuple):
     org: str
     plan: str
@@ -47,6 +55,9 @@ class Facts(NamedTuple):
     platform_base_url: str | None
     platform_key: KeyRef | None
     now: datetime
+    # False when the member's personal key may not go to `base_url`: its owner (or the
+    # operator) never approved that endpoint (SPEC §1); the key is then skipped.
+    member_key_approved: bool = True
 
 
 class Gate(NamedTuple):
@@ -71,6 +82,7 @@ class Decision(NamedTuple):
     reasons: tuple[str, ...]
     warnings: tuple[str, ...] = ()
     error: ByokError | None = None
+    skipped: tuple[SkippedKey, ...] = ()  # keys passed over, and why
 
     def to_json(self) -> dict:
         return {
@@ -87,6 +99,7 @@ class Decision(NamedTuple):
             "warnings": list(self.warnings),
             "error": None if self.error is None else {
                 "code": self.error.code.label, "message": self.error.message},
+            "skipped_keys": [k._asdict() for k in self.skipped],
         }
 
 
@@ -169,28 +182,48 @@ def resolve(f: Facts, cat: Catalog) -> Decision:
                         "uses platform credits. Upgrade the plan or grant grace to restore BYOK")
         return _platform(f, cat, gate, reasons, warnings, GATE_LAPSED)
 
-    # Step 3: the key.
+    # Step 3: the key. A personal key whose owner has not approved the org's base_url is
+    # never sent there: it is skipped, and the org key (or the no-key path) takes over.
     key = None
-    if f.member and f.member_key is not None:
-        key = f.member_key
+    member_key = f.member_key if f.member else None
+    skipped: tuple[SkippedKey, ...] = ()
+    if member_key is not None and not f.member_key_approved:
+        skip = _unapproved(f, member_key)
+        skipped = (skip,)
+        reasons.append(f"{f.member}'s personal {f.provider} key {member_key.id} is skipped: its "
+                       f"owner has not approved the org's base_url {skip.base_url} ({skip.fix})")
+        member_key = None
+    if member_key is not None:
+        key = member_key
         reasons.append(f"using {f.member}'s personal {f.provider} key {key.id}")
     elif f.org_key is not None:
         key = f.org_key
-        if f.member:
+        if f.member and not skipped:
             reasons.append(f"{f.member} has no personal {f.provider} key")
         reasons.append(f"using the org {f.provider} key {key.id}")
+        if skipped:
+            warnings.append(f"{f.member}'s personal {f.provider} key {skipped[0].key_id} was not "
+                            f"used, since its owner has not approved org {f.org}'s base_url "
+                            f"{skipped[0].base_url}; this request uses the org key ({skipped[0].fix})")
     if key is None:
         if f.fallback in ("missing-key", "provider-error"):
             reasons.append(f"no {f.provider} key, and fallback policy {f.fallback} allows "
                            "platform mode")
             warnings.append(f"No {f.provider} key in org {f.org}; this request uses platform "
                             "credits (fallback policy)")
-            return _platform(f, cat, gate, reasons, warnings, NO_KEY)
-        err = NoKey(f"No API key for {f.provider} in org {f.org}; add one with "
-                    f"`byokctl key add {f.org} --provider {f.provider}`")
+            return _platform(f, cat, gate, reasons, warnings, NO_KEY)._replace(skipped=skipped)
+        if skipped:
+            s0 = skipped[0]
+            err = NoKey(f"{f.member}'s personal {f.provider} key {s0.key_id} is not approved for "
+                        f"org {f.org}'s base_url {s0.base_url} and the org has no {f.provider} "
+                        f"key; {s0.fix}, or add an org key with `byokctl key add {f.org} "
+                        f"--provider {f.provider}`")
+        else:
+            err = NoKey(f"No API key for {f.provider} in org {f.org}; add one with "
+                        f"`byokctl key add {f.org} --provider {f.provider}`")
         return Decision(f.org, None, f.provider, f.model, f.base_url, None, None, gate,
                         (*reasons, f"no {f.provider} key and fallback policy is {f.fallback}"),
-                        (), err)
+                        (), err, skipped)
     if key.status == "invalid":
         reasons.append(f"key {key.id} was rejected by {f.provider} before; it will be tried again")
 
@@ -210,7 +243,15 @@ def resolve(f: Facts, cat: Catalog) -> Decision:
                                 f"budget (${spent:.2f} of ${budget:.2f})")
             reasons.append(f"BYOK budget: ${spent:.2f} of ${budget:.2f} used this month")
     return Decision(f.org, "byok", f.provider, f.model, f.base_url, key, None, gate,
-                    tuple(reasons), tuple(warnings), error)
+                    tuple(reasons), tuple(warnings), error, skipped)
+
+
+def _unapproved(f: Facts, key: KeyRef) -> SkippedKey:
+    from byokctl.providers.redact import safe_url  # urllib: only when there is a URL to show
+
+    where = safe_url(f.base_url) if f.base_url else None
+    return SkippedKey(key.id, key.scope, "endpoint-not-approved", where,
+                      f"approve it with `byokctl key approve-endpoint {key.id} --as {f.member}`")
 
 
 def after_provider_error(f: Facts, decision: Decision, cat: Catalog) -> Decision | None:

@@ -508,3 +508,33 @@ def test_test_keys_probes_where_the_key_will_be_used_and_a_refusal_writes_nothin
     key = json.loads(cli("key", "list", "acme", "--json").stdout)[0]
     assert key["test_result"] == "ok"
     assert sum(1 for q in emulator.requests if q.provider == "anthropic") == 2
+
+
+def test_endpoint_approvals_round_trip_and_are_the_operators(cli, vault, env, tmp_path):
+    """A personal key's approved base URLs (hostile review 6/11) are exported with the key and
+    applied back as the operator's approvals; --prune withdraws those the file leaves out."""
+    gw = "https://gw.example.com/v1"
+    text = FILE.replace('from_env = "BOB_KEY"\n',
+                        f'from_env = "BOB_KEY"\napproved_base_urls = ["{gw}/"]\n')
+    out = applied(cli, write(tmp_path, text))
+    assert f"bob@acme.com's openai key may be sent to {gw}" in [c["detail"]
+                                                               for c in out["changes"]]
+    assert applied(cli, write(tmp_path, text))["changes"] == []  # idempotent
+    [bob] = [k for k in json.loads(cli("key", "list", "acme", "--json").stdout) if k["member"]]
+    assert [(a["base_url"], a["approved_as"]) for a in bob["approved_endpoints"]] == [
+        (gw, "operator")]
+    first = cli("export").stdout
+    assert f'approved_base_urls = ["{gw}"]' in first
+    other = tmp_path / "other.db"
+    assert cli("--db", str(other), "init").exit_code == 0
+    env.setenv("BYOKCTL_KEY_ACME_ANTHROPIC", ACME_KEY)
+    env.setenv("BYOKCTL_KEY_ACME_BOB_ACME_COM_OPENAI", BOB_KEY)
+    assert cli("--db", str(other), "apply", "-", input=first).exit_code == 0
+    assert cli("--db", str(other), "export", "--json").stdout == cli("export", "--json").stdout
+    # --prune: an approval the file does not list is withdrawn.
+    pruned = applied(cli, "--prune", write(tmp_path, text.replace(f'"{gw}/"', "")))
+    assert any(c["action"] == "key.revoke_endpoint" for c in pruned["changes"])
+    assert "approved_base_urls" not in cli("export").stdout
+    r = cli("apply", write(tmp_path, FILE.replace('from_env = "ACME_KEY"\n',
+                                                  f'from_env = "ACME_KEY"\napproved_base_urls = ["{gw}"]\n')))
+    assert r.exit_code == 2 and "personal keys" in r.stderr

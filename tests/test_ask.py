@@ -108,6 +108,9 @@ def test_member_key_wins_over_org_key(cli, vault, byok):
     byok["emulator"].allow_key(personal, "anthropic")
     mine = add_key(cli, "acme", "--provider", "anthropic", "--member", "ivan@acme.com",
                    "--as", "ivan@acme.com", secret=personal)
+    # acme's base_url (the emulator) was set by the operator: ivan approves it for his key.
+    r = cli("key", "approve-endpoint", mine, "--as", "ivan@acme.com")
+    assert r.exit_code == 0, r.output
     d = json.loads(cli("resolve", "acme", "--as", "ivan@acme.com", "--json").stdout)
     assert d["key_id"] == mine and d["key_scope"] == "member"
     r = cli("ask", "acme", PROMPT, "--as", "ivan@acme.com", "--json")

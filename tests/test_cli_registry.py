@@ -36,7 +36,7 @@ def test_a_run_builds_only_the_command_it_runs():
     key = root.get_command(ctx, "key")
     assert set(root.commands) == {"key"}
     assert key.commands == {}
-    order = ["add", "test", "list", "rotate", "remove"]
+    order = ["add", "test", "list", "rotate", "remove", "approve-endpoint", "revoke-endpoint"]
     assert key.list_commands(ctx) == order
     listed = key.get_command(ctx, "list")
     assert listed.name == "list" and {p.name for p in listed.params} >= {"org", "provider"}

@@ -70,6 +70,8 @@ SWEEP: list[tuple[tuple[str, ...], str | None, int]] = [
      PLATFORM_SECRET, 0),
     (("key", "list"), None, 0),
     (("key", "test", "{org_key}"), None, 0),
+    # The operator set acme's base_url; ivan approves it for his own key (hostile review 6/11).
+    (("key", "approve-endpoint", "{member_key}", "--as", "ivan@acme.com"), None, 0),
     (("resolve", "acme", "--as", "ivan@acme.com"), None, 0),
     (("ask", "acme", "Say hello"), None, 0),
     (("ask", "acme", "-", "--as", "ivan@acme.com", "--no-stream", "--system", "be brief"),
@@ -99,6 +101,7 @@ SWEEP: list[tuple[tuple[str, ...], str | None, int]] = [
     (("vault", "rekey"), None, 0),
     (("demo",), None, 0),
     (("member", "remove", "acme", "alice@acme.com"), None, 0),
+    (("key", "revoke-endpoint", "{member_key}", "--as", "ivan@acme.com"), None, 0),
     (("key", "remove", "{member_key}", "--yes"), None, 0),
     (("org", "delete", "beta", "--yes"), None, 0),
     (("vault", "rotate-master", "--json"), None, 0),  # last: the master key changes

@@ -14,6 +14,7 @@ import time
 import pytest
 from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS, OPENAI_TEST_KEY, REPO, master_key_b64
 
+from byokctl.errors import Denied
 from byokctl.providers import catalog
 from byokctl.services import audit, keys, keytest
 from byokctl.services.context import open_context
@@ -227,6 +228,8 @@ def test_who_may_test_what(cli, orgs, emulator, actor, org_key, own_key, platfor
     own = add(cli, "acme", "--provider", "anthropic", "--member", owner,
               secret=ANTHROPIC_TEST_KEY)
     platform = add(cli, "--platform", "--provider", "openai", secret=OPENAI_TEST_KEY)
+    # The operator set acme's base_url: the personal key goes there once approved (SPEC §1).
+    assert cli("key", "approve-endpoint", own["id"]).exit_code == 0
     for key, code in ((org, org_key), (own, own_key), (platform, platform_key)):
         r = cli("key", "test", key["id"], "--as", actor)
         assert r.exit_code == code, (key["scope"], r.output)
@@ -259,7 +262,8 @@ def test_base_url_follows_the_provider_the_url_was_set_for(cli, orgs, emulator):
             return keytest.base_url_for(ctx, keys.Slot(scope, org, member, provider))
 
         assert url("org", "acme", "anthropic") == ant
-        assert url("member", "acme", "anthropic", "int@acme.com") == ant
+        with pytest.raises(Denied):  # the operator set it, int@acme.com never approved it
+            url("member", "acme", "anthropic", "int@acme.com")
         assert url("org", "acme", "openai") is None  # acme's URL is Anthropic's
         assert url("member", "acme", "openai", "int@acme.com") is None
         assert url("org", "beta", "openai") == oai

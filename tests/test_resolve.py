@@ -47,6 +47,16 @@ ROWS = [
     ("member without own key", dict(member="a@x.io"), "byok", "key_org", None, None),
     ("member key, no org key", dict(member="a@x.io", member_key=MEMBER_KEY, org_key=None), "byok",
      "key_mem", None, None),
+    # a personal key its owner never approved for the org's base_url is skipped (SPEC §1)
+    ("unapproved member key → org key", dict(member="a@x.io", member_key=MEMBER_KEY,
+     base_url="https://gw.example.com", member_key_approved=False), "byok", "key_org", None, None),
+    ("unapproved member key, no org key", dict(member="a@x.io", member_key=MEMBER_KEY, org_key=None,
+     base_url="https://gw.example.com", member_key_approved=False), None, None, None,
+     ExitCode.NO_KEY),
+    ("unapproved member key, no org key, missing-key", dict(
+        member="a@x.io", member_key=MEMBER_KEY, org_key=None, fallback="missing-key",
+        base_url="https://gw.example.com", member_key_approved=False),
+     "platform", "key_plat", "no-key", None),
     # no key: the three policies
     ("no key, never", dict(org_key=None), None, None, None, ExitCode.NO_KEY),
     ("no key, missing-key", dict(org_key=None, fallback="missing-key"), "platform", "key_plat",
@@ -137,3 +147,18 @@ def test_json_has_the_stable_fields():
         assert k in d
     assert d["gate"] == {"plan": "growth", "allowed": True, "grace_until": None}
     assert d["key_scope"] == "member"
+
+
+def test_a_skipped_personal_key_is_named_with_the_fix():
+    f = facts(member="a@x.io", member_key=MEMBER_KEY, base_url="https://u:p@gw.example.com/v1?t=1",
+              member_key_approved=False)
+    d = resolve(f, CAT)
+    assert d.to_json()["skipped_keys"] == [{
+        "key_id": "key_mem", "key_scope": "member", "reason": "endpoint-not-approved",
+        "base_url": "https://gw.example.com/v1",  # no credentials shown
+        "fix": "approve it with `byokctl key approve-endpoint key_mem --as a@x.io`"}]
+    assert any("key_mem is skipped" in r for r in d.reasons)
+    assert any("key_mem was not used" in w for w in d.warnings)
+    d = resolve(f._replace(org_key=None), CAT)
+    assert "key approve-endpoint key_mem" in d.error.message and "u:p" not in d.error.message
+    assert resolve(facts(member="a@x.io", member_key=MEMBER_KEY), CAT).to_json()["skipped_keys"] == []

@@ -182,6 +182,8 @@ def test_no_option_takes_the_secret():
         "test": ["--as", "--retries", "--timeout"],
         "rotate": ["--as", "--from-env", "--retries", "--timeout"],
         "remove": ["--as"],
+        "approve-endpoint": ["--as", "--base-url"],  # a URL, never a secret
+        "revoke-endpoint": ["--as", "--base-url"],
     }
 
 

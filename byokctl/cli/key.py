@@ -101,6 +101,8 @@ def add(
     with session(as_) as ctx:
         tester = keytest.ProviderTester(ctx, timeout=timeout, retries=retries) if test else None
         slot = keys.prepare_add(ctx, provider=provider, org=org, member=member, platform=platform)
+        if tester is not None:
+            tester.preflight(slot)
         secret = read_secret(provider, from_stdin, from_env)
         key = keys.add(ctx, slot, secret, allow_admin_key=allow_admin_key, tester=tester)
     tested = f"; tested: {_visible(tester.last)}" if tester and tester.last else ""
@@ -170,8 +172,11 @@ def list_(
     \b
     Example: byokctl key list acme --json
     """
+    from byokctl.services import endpoints
+
     with session(as_) as ctx:
         items = keys.list_keys(ctx, org, provider)
+        approved = endpoints.approved_for(ctx, items)
 
     def human() -> None:
         if not items:
@@ -183,8 +188,14 @@ def list_(
             [(k.id, _owner(k), k.provider, k.hint, k.fingerprint, k.version, _status(k),
               render.when(k.created_at), render.when(k.rotated_at), render.when(k.last_used_at),
               render.when(k.last_tested_at)) for k in items])
+        for key_id, found in approved.items():
+            for a in found:
+                render.line(f"{key_id} may be sent to {endpoints.shown(a.base_url)} (approved by "
+                              f"{a.approved_by}, {render.when(a.approved_at)})")
 
-    render.emit(json_, items, human)
+    listed = [{**k.to_json(), "approved_endpoints": [a.to_json() for a in approved.get(k.id, [])]}
+              for k in items]
+    render.emit(json_, listed, human)
 
 
 @app.command("rotate")
@@ -214,6 +225,8 @@ def rotate(
     with session(as_) as ctx:
         tester = None if no_test else keytest.ProviderTester(ctx, timeout=timeout, retries=retries)
         key = keys.prepare_rotate(ctx, key_id)
+        if tester is not None:
+            tester.preflight(key)
         secret = read_secret(key.provider, from_stdin, from_env)
         done = keys.rotate(ctx, key_id, secret, allow_admin_key=allow_admin_key, tester=tester)
     if done.same_secret:
@@ -250,6 +263,55 @@ def remove(key_id: KeyId, yes: Yes = False, as_: As = None, json_: Json = False)
         render.warn("another process has the vault open; the old ciphertext is purged from the "
                     "write-ahead log at its next checkpoint")
     render.emit(json_, gone, f"Removed {key.provider} key {key.id} of {key.owner} ({key.hint}).")
+
+
+EndpointUrl = Annotated[str | None, typer.Option(
+    "--base-url", metavar="URL", help="The endpoint (default: the org's current base_url for the "
+    "key's provider).")]
+
+
+@app.command("approve-endpoint")
+def approve_endpoint(key_id: KeyId, base_url: EndpointUrl = None, as_: As = None,
+                     json_: Json = False) -> None:
+    """Let a member's personal key be sent to the org's base_url (or --base-url URL).
+
+    A personal key goes only to its provider's official endpoint until its owner
+    approves another one: an org admin who points the org at a base_url cannot
+    have members' keys sent there. Only the key's owner (--as) or the platform
+    operator (no --as) may approve; the approval holds for that exact URL, so a
+    changed org base_url needs a new one. Audited.
+
+    \b
+    Example: byokctl key approve-endpoint key_3kq7xw2mfa --as bob@acme.com
+    """
+    from byokctl.services import endpoints
+
+    with session(as_) as ctx:
+        done = endpoints.approve(ctx, key_id, base_url)
+    where = endpoints.shown(done.base_url)
+    render.emit(json_, done, f"Key {done.key.id} ({done.key.member}, {done.key.provider}) may be "
+                f"sent to {where}" + ("." if done.changed else " (already approved)."))
+
+
+@app.command("revoke-endpoint")
+def revoke_endpoint(key_id: KeyId, base_url: EndpointUrl = None, as_: As = None,
+                    json_: Json = False) -> None:
+    """Withdraw an endpoint approval: the member's personal key is no longer sent there.
+
+    Only the key's owner (--as) or the platform operator may. Until it is approved
+    again, requests by that member use the org key (or fail with the no-key error).
+    Audited.
+
+    \b
+    Example: byokctl key revoke-endpoint key_3kq7xw2mfa --base-url https://gw.acme.dev/v1
+    """
+    from byokctl.services import endpoints
+
+    with session(as_) as ctx:
+        done = endpoints.revoke(ctx, key_id, base_url)
+    where = endpoints.shown(done.base_url)
+    render.emit(json_, done, f"Key {done.key.id} ({done.key.member}, {done.key.provider}) is no "
+                f"longer sent to {where}" + ("." if done.changed else " (it was not approved)."))
 
 
 def register(root: typer.Typer) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from byokctl import clock
 from byokctl.errors import Conflict
 from byokctl.providers import catalog
-from byokctl.services import audit, keys, keytest, members, orgs, plans, platform, rules
+from byokctl.services import audit, endpoints, keys, keytest, members, orgs, plans, platform, rules
 from byokctl.services.apply_file import (
     Grace,
     KeySpec,
@@ -161,7 +161,7 @@ def _org(ctx: Context, o: OrgSpec, secrets: dict[str, str], prune: bool,
             elif current[email] != role:
                 members.set_role(ctx, slug, email, role)
     if o.keys is not None:
-        _keys_converge(ctx, o.keys, secrets, tester, org=slug)
+        _keys_converge(ctx, o.keys, secrets, tester, org=slug, prune=prune)
     if prune and o.keys is not None:
         wanted = {(k.member, k.provider) for k in o.keys}
         for key in keys.list_keys(ctx, slug):
@@ -219,9 +219,12 @@ def _provider_unchanged(org: orgs.Org, o: OrgSpec, provider: str) -> bool:
 
 
 def _keys_converge(ctx: Context, wanted: list[KeySpec], secrets: dict[str, str],
-                   tester: keys.KeyTester | None, *, org: str | None) -> None:
+                   tester: keys.KeyTester | None, *, org: str | None, prune: bool = False) -> None:
     vault = ctx.vault()
     for k in wanted:
+        if org is not None and k.member is not None and k.approved_base_urls is not None:
+            # Before the key: `--test-keys` tests it where the file lets it go.
+            endpoints.converge(ctx, org, k.member, k.provider, k.approved_base_urls, prune=prune)
         secret = secrets[k.path]
         existing = keys.find(ctx, provider=k.provider, org=org, member=k.member,
                              platform=org is None)
@@ -295,6 +298,9 @@ def describe(action: str, before: Any, after: Any) -> str:
         owner = (f"{k['member']}'s " if k.get("member") else
                  "platform " if k.get("scope") == "platform" else "org ")
         what = f"{owner}{k.get('provider')} key"
+        if action in ("key.approve_endpoint", "key.revoke_endpoint"):
+            verb = "may be sent to" if a else "is no longer sent to"
+            return f"{what} {verb} {k.get('base_url')}"
         if action == "key.rotate":
             return f"{what} {b.get('hint')} → {a.get('hint')} (version {a.get('version')})"
         return f"{what} {k.get('hint')}" + (" removed" if action == "key.remove" else "")

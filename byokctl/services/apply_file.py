@@ -44,6 +44,10 @@ provider = "anthropic"      anthropic | openai
 from_env = "ACME_KEY"       NAME of the variable holding the secret
 member = "alice@acme.com"   optional: a member's personal key
 allow_admin_key = false     optional
+approved_base_urls = ["https://..."]
+                            optional, personal keys only: base URLs it may be
+                            sent to besides the provider's own (the
+                            operator's approval; --prune withdraws others)
 
 A field left out is left as it is. Secrets come only from the
 environment: an inline secret is refused. A key whose secret matches
@@ -56,7 +60,7 @@ TOP_FIELDS = ("platform", "orgs")
 PLATFORM_FIELDS = ("provider", "model", "base_url", "keys")
 ORG_FIELDS = ("name", "plan", "credits", "provider", "model", "base_url", "fallback",
               "budget_monthly_usd", "grace", "members", "keys")
-KEY_FIELDS = ("provider", "member", "from_env", "allow_admin_key")
+KEY_FIELDS = ("provider", "member", "from_env", "allow_admin_key", "approved_base_urls")
 GRACE_FIELDS = ("until", "days", "reason")
 INLINE_SECRET_FIELDS = ("secret", "key", "api_key", "apikey", "value", "token", "password")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -69,6 +73,7 @@ class KeySpec:
     from_env: str
     member: str | None = None
     allow_admin_key: bool = False
+    approved_base_urls: tuple[str, ...] | None = None  # a personal key's approved endpoints
 
 
 @dataclass(frozen=True)
@@ -238,8 +243,21 @@ def _keys(value: Any, path: str, *, org: bool, member_list: dict[str, str] | Non
             raise UsageError(f"{where} repeats the {provider} key"
                              + (f" of {member}" if member else "") + "; give each key once")
         slots.add((member, provider))
-        found.append(KeySpec(where, provider, env, member, admin))
+        found.append(KeySpec(where, provider, env, member, admin,
+                             _approved(t, where, member)))
     return found
+
+
+def _approved(t: dict, where: str, member: str | None) -> tuple[str, ...] | None:
+    if "approved_base_urls" not in t:
+        return None
+    value = t["approved_base_urls"]
+    if member is None:
+        raise UsageError(f"{where}.approved_base_urls is for members' personal keys; an org key "
+                         "goes wherever the org's base_url points")
+    if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
+        raise UsageError(f"{where}.approved_base_urls must be a list of URLs")
+    return tuple(rules.base_url(u) for u in value)
 
 
 def _members(value: Any, path: str) -> dict[str, str]:

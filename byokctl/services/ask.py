@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from byokctl.errors import ByokError, KeyRejected, RateLimited
 from byokctl.providers import catalog
 from byokctl.resolve import Decision, after_provider_error
-from byokctl.services import keys, rules, usage
+from byokctl.services import endpoints, keys, rules, usage
 from byokctl.services.context import Context
 from byokctl.services.resolution import resolve_for
 
@@ -91,6 +91,10 @@ def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None
         _fail(ctx, record, d.error)
         raise d.error
     assert d.key is not None and d.provider and d.model and d.mode
+    if d.key.scope == "member" and member is not None:
+        # Resolution skips an unapproved personal key; this holds even if a caller built the
+        # decision some other way: a member's secret never leaves for an endpoint they refused.
+        endpoints.require_approved(ctx, keys.Slot("member", d.org, member, d.provider), d.base_url)
     registry.prefetch(d.provider)  # the SDK loads while the key is decrypted
     started = time.monotonic()
     try:

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from byokctl.services import keys, members, orgs, platform, rules
+from byokctl.services import endpoints, keys, members, orgs, platform, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require_operator
 
@@ -50,14 +50,17 @@ def snapshot(ctx: Context) -> Export:
     out = Export({})
     taken: set[str] = set()
     all_keys = keys.list_keys(ctx)
+    approved = endpoints.approved_for(ctx, all_keys)
 
     def key_entries(found: list[keys.Key], path: str, org: str | None) -> list[dict]:
         entries = []
         for i, k in enumerate(sorted(found, key=lambda k: (k.member or "", k.provider))):
-            entry = {"provider": k.provider}
+            entry: dict = {"provider": k.provider}
             if k.member:
                 entry["member"] = k.member
             entry["from_env"] = env_name(org, k.member, k.provider, taken)
+            if approved.get(k.id):  # applied back, they become the operator's approvals
+                entry["approved_base_urls"] = [a.base_url for a in approved[k.id]]
             entries.append(entry)
             out.notes[f"{path}[{i}]"] = (f"{k.id}: {k.hint}, version {k.version}, {k.status}; "
                                         f"set ${entry['from_env']} to its secret")

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from byokctl.errors import ByokError, KeyRejected, ProviderDown, RateLimited
+from byokctl.services import endpoints
 from byokctl.services.context import Context
 from byokctl.services.keys import (
     ACTIVE,
@@ -37,13 +38,17 @@ def base_url_for(ctx: Context, owner: Key | Slot) -> str | None:
     """Where calls with this key go: the org's `base_url` if the org's provider is the key's,
     the platform default base URL if the platform's default provider is the key's, else None
     (the provider's own API). A base URL set for one provider never receives another's key:
-    it may be a gateway that speaks only that provider's API, or a host that must not see it."""
+    it may be a gateway that speaks only that provider's API, or a host that must not see it.
+    A member's personal key goes to an org base_url only if its owner (or the operator)
+    approved that URL; otherwise Denied, before the secret is even decrypted."""
     if owner.scope == "platform":
         provider, _, url = platform_default(ctx)
     else:
         row = ctx.store.one("SELECT provider, base_url FROM orgs WHERE slug = ?", (owner.org,))
         provider, url = (row["provider"], row["base_url"]) if row is not None else (None, None)
-    return url if provider == owner.provider else None
+    url = url if provider == owner.provider else None
+    endpoints.require_approved(ctx, owner, url)
+    return url
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,10 @@ class ProviderTester:
         self.ctx, self.timeout, self.retries = ctx, timeout, retries
         self.last: Probe | None = None
 
+    def preflight(self, owner: Key | Slot) -> None:
+        """Refuse now (Denied) a test that could not be sent, before anyone types the secret."""
+        base_url_for(self.ctx, owner)
+
     def __call__(self, owner: Key | Slot, secret: str) -> str:
         self.last = probe(owner.provider, secret, base_url=base_url_for(self.ctx, owner),
                           timeout=self.timeout, retries=self.retries,
@@ -123,9 +132,10 @@ def run_test(ctx: Context, key_id: str, *, timeout: float = DEFAULT_TIMEOUT,
     is recorded on the key and audited whatever it is; then a failure is raised (exit 7, 8, 11...)."""
     check_limits(timeout, retries)
     key = require_key(ctx, key_id, "test")
+    where = base_url_for(ctx, key)  # Denied here for a personal key sent where it is not approved
     secret = reveal(ctx, key_id)
-    seen = probe(key.provider, secret, base_url=base_url_for(ctx, key), timeout=timeout,
-                 retries=retries, key_id=key.id)
+    seen = probe(key.provider, secret, base_url=where, timeout=timeout, retries=retries,
+                 key_id=key.id)
     after = mark_tested(ctx, key_id, result=seen.result, status=seen.status, version=key.version)
     if seen.error is not None:
         raise seen.error

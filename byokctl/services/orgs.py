@@ -213,7 +213,22 @@ def set_provider(ctx: Context, change: ProviderChange,
         )
         audit.record(ctx, "org.set_provider", org=change.org, target=change.org,
                      before=change.before, after=change.after)
+        _owner_approves(ctx, change)
     return change
+
+
+def _owner_approves(ctx: Context, change: ProviderChange) -> None:
+    """A member who points the org at a base_url has approved it for their own personal key
+    (SPEC §1); everyone else's personal key needs its owner's approval before it goes there."""
+    a, b = change.after, change.before
+    if ctx.as_email is None or a["base_url"] is None or a["provider"] not in rules.BYOK_PROVIDERS:
+        return
+    if a["base_url"] == b["base_url"] and a["provider"] == b["provider"]:
+        return  # kept, not set by this actor: it approves nothing
+    from byokctl.services import endpoints
+
+    endpoints.grant(ctx, change.org, rules.email(ctx.as_email), a["provider"], a["base_url"],
+                    approved_as=endpoints.OWNER)
 
 
 def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[float | None, float | None]:

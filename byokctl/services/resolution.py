@@ -46,10 +46,15 @@ def facts(ctx: Context, o: Org, member: str | None) -> Facts:
     provider = o.provider
     slug = o.slug
     member_key = org_key = None
+    approved = True
     if provider in catalog.PROVIDERS:
         if member:
             member_key = _key(ctx, "scope = 'member' AND org = ? AND member = ? AND provider = ?",
                               (slug, member, provider))
+            if member_key is not None and o.base_url is not None:
+                from byokctl.services.endpoints import is_approved
+
+                approved = is_approved(ctx.store, slug, member, provider, o.base_url)
         org_key = _key(ctx, "scope = 'org' AND org = ? AND provider = ?", (slug, provider))
     spent = 0.0
     if o.budget_monthly_usd is not None:
@@ -63,7 +68,7 @@ def facts(ctx: Context, o: Org, member: str | None) -> Facts:
         byok_cost_mtd=spent, member=member, member_key=member_key, org_key=org_key,
         platform_provider=pp, platform_model=pm, platform_base_url=pu,
         platform_key=_key(ctx, "scope = 'platform' AND provider = ?", (pp,)),
-        now=clock.now(),
+        now=clock.now(), member_key_approved=approved,
     )
 
 

@@ -126,6 +126,27 @@ def m002_lookup_indexes(db: Database) -> None:
     db.execute("PRAGMA user_version = 2")
 
 
+@migrations()
+def m003_endpoint_approvals(db: Database) -> None:
+    """Where a member's personal key may be sent besides the provider's official endpoint: one
+    row per (org, member, provider, normalised base_url) the member (approved_as 'owner') or
+    the platform operator ('operator') approved. Keyed by the member's slot, not a key id, so an
+    approval outlives a rotation; removing the member (or the org) removes their approvals."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS endpoint_approvals ("
+        " org TEXT NOT NULL,"
+        " member TEXT NOT NULL,"
+        " provider TEXT NOT NULL,"
+        " base_url TEXT NOT NULL,"
+        " approved_by TEXT NOT NULL,"
+        " approved_as TEXT NOT NULL CHECK (approved_as IN ('owner', 'operator')),"
+        " approved_at TEXT NOT NULL,"
+        " PRIMARY KEY (org, member, provider, base_url),"
+        " FOREIGN KEY (org, member) REFERENCES members(org, email) ON DELETE CASCADE)"
+    )
+    db.execute("PRAGMA user_version = 3")
+
+
 LATEST = len(migrations._migrations)
 
 
