@@ -1,5 +1,6 @@
-"""Org credit balances: exact integers, changed by one atomic UPDATE inside the write
-transaction so concurrent writers never lose or double-count a credit."""
+"""Org credit balances: exact integers, changed inside the write transaction (which SQLite
+takes up front, so concurrent writers never lose or double-count a credit), through
+`integrity.update_org`, which checks and re-MACs the org row."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 from byokctl import clock
 from byokctl.errors import NotFound
-from byokctl.services import audit, rules
+from byokctl.services import audit, integrity, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require
 
@@ -53,13 +54,13 @@ class Grant:
 def add(ctx: Context, slug: str, amount: str | int, reason: str | None = None) -> Grant:
     n = parse_amount(amount)
     require(ctx, slug, rules.OPERATOR)
-    with ctx.write() as conn:
-        row = conn.execute(
-            "UPDATE orgs SET credits = credits + ?, updated_at = ? WHERE slug = ? RETURNING credits",
-            (n, clock.stamp(), slug)).fetchone()
-        if row is None:
+    with ctx.write():
+        # Relative to the checked row, in the write transaction: no credit lost or doubled.
+        changed = integrity.update_org(
+            ctx, slug, lambda org: {"credits": org["credits"] + n, "updated_at": clock.stamp()})
+        if changed is None:
             raise NotFound(f"No org '{slug}'; see `byokctl org list`")
-        after = row[0]
+        after = changed[1]["credits"]
         audit.record(ctx, "credits.add", org=slug, target=slug,
                      before={"balance": after - n},
                      after={"balance": after, "added": n, "reason": reason or None})

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from byokctl.errors import ByokError, KeyRejected, ProviderDown, RateLimited
+from byokctl.services import integrity
 from byokctl.services.context import Context
 from byokctl.services.keys import (
     ACTIVE,
@@ -37,10 +38,14 @@ def base_url_for(ctx: Context, owner: Key | Slot) -> str | None:
     """Where calls with this key go: the org's `base_url` if the org's provider is the key's,
     the platform default base URL if the platform's default provider is the key's, else None
     (the provider's own API). A base URL set for one provider never receives another's key:
-    it may be a gateway that speaks only that provider's API, or a host that must not see it."""
+    it may be a gateway that speaks only that provider's API, or a host that must not see it.
+    Only ever asked before a secret is sent there: Integrity (exit 13) if the settings it reads
+    were changed outside byokctl."""
     if owner.scope == "platform":
+        integrity.verify_platform(ctx)
         provider, _, url = platform_default(ctx)
     else:
+        integrity.verify_org(ctx, owner.org)
         row = ctx.store.one("SELECT provider, base_url FROM orgs WHERE slug = ?", (owner.org,))
         provider, url = (row["provider"], row["base_url"]) if row is not None else (None, None)
     return url if provider == owner.provider else None
@@ -123,6 +128,7 @@ def run_test(ctx: Context, key_id: str, *, timeout: float = DEFAULT_TIMEOUT,
     is recorded on the key and audited whatever it is; then a failure is raised (exit 7, 8, 11...)."""
     check_limits(timeout, retries)
     key = require_key(ctx, key_id, "test")
+    integrity.verify_key(ctx, key_id)
     secret = reveal(ctx, key_id)
     seen = probe(key.provider, secret, base_url=base_url_for(ctx, key), timeout=timeout,
                  retries=retries, key_id=key.id)

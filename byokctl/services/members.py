@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from byokctl import clock
 from byokctl.errors import Conflict, NotFound
-from byokctl.services import audit, rules
+from byokctl.services import audit, integrity, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import Actor, require
 
@@ -93,6 +93,7 @@ def add(ctx: Context, org: str, email: str, role: str) -> Member:
                            f"`byokctl member set-role {org} {email} ROLE`")
         conn.execute("INSERT INTO members (org, email, role, created_at) VALUES (?, ?, ?, ?)",
                      (org, email, role, clock.stamp()))
+        integrity.seal(ctx, "members", (org, email))
         audit.record(ctx, "member.add", org=org, target=email, after={"role": role})
     return _get(ctx, org, email)
 
@@ -110,14 +111,14 @@ def set_role(ctx: Context, org: str, email: str, role: str) -> RoleChange:
     email = rules.email(email)
     rules.choice(role, rules.ROLES, "role")
     actor = require(ctx, org, rules.ORG_MANAGE)
-    with ctx.write() as conn:
+    with ctx.write():
         member = _get(ctx, org, email)
         change = RoleChange(org, email, member.role, role)
         if not change.changed:
             return change
         if role != "admin":
             change.no_admin_left = _guard_last_admin(ctx, actor, org, member, "Demoting")
-        conn.execute("UPDATE members SET role = ? WHERE org = ? AND email = ?", (role, org, email))
+        integrity.update_member(ctx, org, email, {"role": role})
         audit.record(ctx, "member.set_role", org=org, target=email,
                      before={"role": member.role}, after={"role": role})
     return change

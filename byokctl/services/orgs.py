@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING
 from byokctl import clock
 from byokctl.errors import Conflict, PlanGate
 from byokctl.providers import catalog
-from byokctl.services import audit, rules
+from byokctl.services import audit, integrity, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import org_exists, require
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from byokctl.resolve import Decision
 
 
@@ -81,6 +83,7 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
             "VALUES (?, ?, ?, ?, ?, ?)",
             (slug, name, plan, credits, now, now),
         )
+        integrity.seal(ctx, "orgs", (slug,))
         org = get(ctx, slug)
         audit.record(ctx, "org.create", org=slug, target=slug,
                      after={"name": org.name, "plan": plan, "credits": credits})
@@ -200,17 +203,16 @@ def set_provider(ctx: Context, change: ProviderChange,
         return change
     if not confirm(change):
         raise Conflict(f"Provider change for org {change.org} not confirmed; nothing was changed")
-    with ctx.write() as conn:
-        current = get(ctx, change.org).setting()
-        if current != change.before:
+
+    def switch(row: sqlite3.Row) -> dict:
+        if {k: row[k] for k in change.before} != change.before:
             raise Conflict(f"Org {change.org}'s provider setting changed meanwhile; run the "
                            "command again")
-        a = change.after
-        conn.execute(
-            "UPDATE orgs SET provider = ?, model = ?, base_url = ?, fallback = ?, updated_at = ? "
-            "WHERE slug = ?",
-            (a["provider"], a["model"], a["base_url"], a["fallback"], clock.stamp(), change.org),
-        )
+        return {**change.after, "updated_at": clock.stamp()}
+
+    with ctx.write():
+        if integrity.update_org(ctx, change.org, switch) is None:
+            get(ctx, change.org)  # raises the one NotFound message
         audit.record(ctx, "org.set_provider", org=change.org, target=change.org,
                      before=change.before, after=change.after)
     return change
@@ -227,9 +229,9 @@ def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[floa
     org = get(ctx, slug)
     if org.budget_monthly_usd == monthly_usd:
         return org.budget_monthly_usd, monthly_usd
-    with ctx.write() as conn:
-        conn.execute("UPDATE orgs SET budget_monthly_usd = ?, updated_at = ? WHERE slug = ?",
-                     (monthly_usd, clock.stamp(), slug))
+    with ctx.write():
+        integrity.update_org(ctx, slug, {"budget_monthly_usd": monthly_usd,
+                                         "updated_at": clock.stamp()})
         audit.record(ctx, "org.set_budget", org=slug, target=slug,
                      before={"budget_monthly_usd": org.budget_monthly_usd},
                      after={"budget_monthly_usd": monthly_usd})
@@ -254,9 +256,8 @@ def rename(ctx: Context, slug: str, name: str) -> tuple[str, str]:
     org = get(ctx, slug)
     if org.name == name:
         return org.name, name
-    with ctx.write() as conn:
-        conn.execute("UPDATE orgs SET name = ?, updated_at = ? WHERE slug = ?",
-                     (name, clock.stamp(), slug))
+    with ctx.write():
+        integrity.update_org(ctx, slug, {"name": name, "updated_at": clock.stamp()})
         audit.record(ctx, "org.rename", org=slug, target=slug, before={"name": org.name},
                      after={"name": name})
     return org.name, name

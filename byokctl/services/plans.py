@@ -6,12 +6,13 @@ fall back to platform credits, and an upgrade (or a grace grant) restores BYOK a
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
 from byokctl import clock
 from byokctl.errors import Conflict
-from byokctl.services import audit, rules
+from byokctl.services import audit, integrity, rules
 from byokctl.services.context import Context
 from byokctl.services.orgs import Org, get
 from byokctl.services.permissions import require
@@ -88,13 +89,14 @@ def _apply(ctx: Context, slug: str, action: str, before: Org, after: dict) -> Pl
     """Write `after` (plan and grace columns) if it differs, audited; inside one transaction."""
     b = _state(before)
     if after != b:
-        with ctx.write() as conn:
-            if _state(get(ctx, slug)) != b:
+        def change(row: sqlite3.Row) -> dict:
+            if {k: row[k] for k in b} != b:
                 raise Conflict(f"Org {slug}'s plan changed meanwhile; run the command again")
-            conn.execute(
-                "UPDATE orgs SET plan = ?, grace_until = ?, grace_reason = ?, updated_at = ? "
-                "WHERE slug = ?",
-                (after["plan"], after["grace_until"], after["grace_reason"], clock.stamp(), slug))
+            return {**after, "updated_at": clock.stamp()}
+
+        with ctx.write():
+            if integrity.update_org(ctx, slug, change) is None:
+                get(ctx, slug)  # deleted meanwhile: the one NotFound message
             audit.record(ctx, action, org=slug, target=slug, before=b, after=after)
     return PlanChange(slug, b, after, _view(get(ctx, slug)))
 

@@ -1,7 +1,8 @@
 """The platform default: which provider and model orgs in platform mode run on.
 
 Kept in the vault's meta table (`platform_provider`, `platform_model`, `platform_base_url`),
-read by `services.resolution.platform_default`.
+MACed as one record (`services.integrity.set_platform`), read by
+`services.resolution.platform_default`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from byokctl.providers import catalog
-from byokctl.services import audit, rules
+from byokctl.services import audit, integrity, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require_operator
 from byokctl.services.resolution import platform_default
@@ -64,7 +65,7 @@ def set_default(ctx: Context, provider: str, model: str, base_url: str | None = 
     changed = after != before.setting() or not before.configured
     if changed:
         with ctx.write():
-            for key, value in zip(META_KEYS, (provider, pinned, base_url), strict=True):
-                ctx.store.set_meta(key, value)
+            integrity.set_platform(ctx, dict(zip(META_KEYS, (provider, pinned, base_url),
+                                                 strict=True)))
             audit.record(ctx, "platform.set_default", before=before.setting(), after=after)
     return DefaultChange(before.setting(), current(ctx), changed)

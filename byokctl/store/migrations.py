@@ -126,6 +126,20 @@ def m002_lookup_indexes(db: Database) -> None:
     db.execute("PRAGMA user_version = 2")
 
 
+@migrations()
+def m003_row_macs(db: Database) -> None:
+    """A `mac` column on the rows that decide where keys go and what money moves (orgs,
+    members, keys; the platform record's MAC is a meta value). A migration holds no master
+    key, so it cannot MAC an existing vault's rows: it marks the vault `row_macs_pending`,
+    and the first command that unlocks it MACs them (services/integrity.py `adopt_legacy`,
+    which checks that the vault really predates row MACs). A new vault has no rows yet."""
+    for table in ("orgs", "members", "keys"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN mac TEXT")
+    if db.execute("SELECT 1 FROM meta WHERE key = 'vault_id'").fetchone():
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('row_macs_pending', '1')")
+    db.execute("PRAGMA user_version = 3")
+
+
 LATEST = len(migrations._migrations)
 
 
