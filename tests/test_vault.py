@@ -19,8 +19,8 @@ import pytest
 from conftest import REPO, master_key_b64, run, run_proc
 
 from byokctl.errors import Integrity
-from byokctl.services import keys as keys_service
 from byokctl.services import integrity, vaultops
+from byokctl.services import keys as keys_service
 from byokctl.services.context import open_context
 from byokctl.vault import master as mk
 
