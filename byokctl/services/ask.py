@@ -88,7 +88,7 @@ def _verified(ctx: Context, d: Decision, f: Facts) -> Decision:
             return d
     try:
         integrity.verify_for_use(ctx, f)
-    except Integrity as exc:
+    except (Integrity, VaultLocked) as exc:  # recorded like the refusal it is
         return d._replace(error=exc)
     return d
 
