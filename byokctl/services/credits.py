@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from byokctl import clock
 from byokctl.errors import NotFound
-from byokctl.services import audit, integrity, rules
+from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require
 
@@ -52,6 +52,8 @@ class Grant:
 
 
 def add(ctx: Context, slug: str, amount: str | int, reason: str | None = None) -> Grant:
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     n = parse_amount(amount)
     require(ctx, slug, rules.OPERATOR)
     with ctx.write():

@@ -12,7 +12,6 @@ resolve, usage show, audit log) never unlock the vault, so they do not verify.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +20,15 @@ from byokctl.services.context import Context
 from byokctl.vault import rowmac
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
     from byokctl.resolve import Facts
     from byokctl.services.audit import Problem
 
+    Change = Mapping[str, Any] | Callable[[sqlite3.Row], Mapping[str, Any]]
+
 PENDING = "row_macs_pending"  # meta: set by migration m003 on a vault that predates row MACs
 PLATFORM = "platform"  # the platform record's "table" name in its MAC
-
-Change = Mapping[str, Any] | Callable[[sqlite3.Row], Mapping[str, Any]]
 
 
 def _where(table: str) -> str:

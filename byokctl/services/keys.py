@@ -26,7 +26,7 @@ from byokctl.errors import (
     RateLimited,
     UsageError,
 )
-from byokctl.services import audit, integrity, rules
+from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import Actor, actor_in, org_exists, require, require_operator
 
@@ -298,6 +298,8 @@ def add(ctx: Context, slot: Slot, secret: str, *, allow_admin_key: bool = False,
         tester: KeyTester | None = None) -> Key:
     """Store `secret` in `slot` (from `prepare_add`), sealed and audited. With `tester`, the
     secret must pass it first: a secret the provider refuses is never stored."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     check_format(slot.provider, secret, allow_admin_key=allow_admin_key)
     test_result = (_tried(tester, slot, secret, "the key was not stored", "add it without --test")
                    if tester is not None else None)
@@ -349,6 +351,8 @@ class Rotation:
 def prepare_rotate(ctx: Context, key_id: str) -> Key:
     """Permission, an unlocked vault and an intact row, before anyone is asked for the new
     secret (a row changed outside byokctl is never rotated into legitimacy)."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     key = require_key(ctx, key_id, "rotate")
     ctx.vault()
     integrity.verify_key(ctx, key_id)
@@ -359,6 +363,8 @@ def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = Fa
            tester: KeyTester | None = None) -> Rotation:
     """Replace a key's secret in one transaction: same id, version + 1, status reset, old
     ciphertext overwritten. With `tester`, the new secret must pass it before anything changes."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     key = prepare_rotate(ctx, key_id)
     check_format(key.provider, secret, allow_admin_key=allow_admin_key)
     test_result = (_tried(tester, key, secret, f"{key.id} keeps its current secret",
@@ -432,6 +438,8 @@ def mark_used(ctx: Context, key_id: str, *, status: str = ACTIVE, why: str | Non
     """Record a provider call made with the key and what it said about it: `invalid` (401/403,
     shown in `key list` until rotated or tested ok), `rate-limited` (429) or `active`. A status
     change is audited (`key.status`). Joins the caller's write transaction if there is one."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     rules.choice(status, STATUSES, "key status")
     now = clock.stamp()
     with _writing(ctx):
@@ -449,6 +457,8 @@ def mark_tested(ctx: Context, key_id: str, *, result: str, status: str | None,
     unreachable provider says nothing about the key). Audited (`key.test`) whatever the result.
     With `version`, a key rotated since the test began is left alone (Conflict): the result
     was about its previous secret."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     if status is not None:
         rules.choice(status, STATUSES, "key status")
     now = clock.stamp()

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from byokctl import clock
 from byokctl.errors import Conflict, NotFound
-from byokctl.services import audit, integrity, rules
+from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import Actor, require
 
@@ -83,6 +83,8 @@ def _guard_last_admin(ctx: Context, actor: Actor, org: str, target: Member, doin
 
 
 def add(ctx: Context, org: str, email: str, role: str) -> Member:
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     email = rules.email(email)
     rules.choice(role, rules.ROLES, "role")
     require(ctx, org, rules.ORG_MANAGE)
@@ -108,6 +110,8 @@ def list_members(ctx: Context, org: str) -> list[Member]:
 
 
 def set_role(ctx: Context, org: str, email: str, role: str) -> RoleChange:
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     email = rules.email(email)
     rules.choice(role, rules.ROLES, "role")
     actor = require(ctx, org, rules.ORG_MANAGE)

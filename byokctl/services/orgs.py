@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from byokctl import clock
 from byokctl.errors import Conflict, PlanGate
 from byokctl.providers import catalog
-from byokctl.services import audit, integrity, rules
+from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import org_exists, require
 
@@ -58,6 +58,8 @@ def get(ctx: Context, slug: str) -> Org:
 def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int,
            if_not_exists: bool = False) -> tuple[Org, bool]:
     """Create an org; returns (org, created). With `if_not_exists`, an existing org is kept."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     rules.slug(slug)
     rules.choice(plan, rules.PLANS, "plan")
     if credits < 0:
@@ -199,6 +201,8 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
 def set_provider(ctx: Context, change: ProviderChange,
                  confirm: Callable[[ProviderChange], bool]) -> ProviderChange:
     """Apply a validated change after `confirm` agrees; Conflict when it does not."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     if not change.changed:
         return change
     if not confirm(change):
@@ -220,6 +224,8 @@ def set_provider(ctx: Context, change: ProviderChange,
 
 def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[float | None, float | None]:
     """Set (or clear, with None) the org's monthly BYOK budget; returns (before, after)."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     require(ctx, slug, rules.OPERATOR)
     if monthly_usd is not None and not monthly_usd > 0:
         raise rules.UsageError(f"--monthly-usd must be a positive amount, not {monthly_usd:g}")
@@ -251,6 +257,8 @@ def _name(name: str) -> str:
 
 def rename(ctx: Context, slug: str, name: str) -> tuple[str, str]:
     """Change an org's display name (the slug stays); returns (before, after). Audited."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     require(ctx, slug, rules.ORG_MANAGE)
     name = _name(name)
     org = get(ctx, slug)

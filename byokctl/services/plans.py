@@ -12,7 +12,7 @@ from datetime import datetime
 
 from byokctl import clock
 from byokctl.errors import Conflict
-from byokctl.services import audit, integrity, rules
+from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.orgs import Org, get
 from byokctl.services.permissions import require
@@ -87,6 +87,8 @@ class PlanChange:
 
 def _apply(ctx: Context, slug: str, action: str, before: Org, after: dict) -> PlanChange:
     """Write `after` (plan and grace columns) if it differs, audited; inside one transaction."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     b = _state(before)
     if after != b:
         def change(row: sqlite3.Row) -> dict:

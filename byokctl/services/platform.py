@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from byokctl.providers import catalog
-from byokctl.services import audit, integrity, rules
+from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require_operator
 from byokctl.services.resolution import platform_default
@@ -54,6 +54,8 @@ class DefaultChange:
 
 def set_default(ctx: Context, provider: str, model: str, base_url: str | None = None) -> DefaultChange:
     """Point platform mode at `provider`/`model` (an alias is pinned); `base_url` or none."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     rules.choice(provider, rules.BYOK_PROVIDERS, "provider")
     pinned = catalog.load().find(provider, model).id
     if base_url is not None:

@@ -8,11 +8,13 @@ and data key ids are left out: AES-GCM already authenticates them, bound to thei
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from byokctl.vault import macs
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+# hashlib/hmac are imported by the functions, not here: the read-only commands import the
+# services that name these columns, and must not pay for loading OpenSSL's hashes.
 
 # Every column that decides where a key goes, who may do what, or what money moves; only
 # `updated_at` (display) and the secret's own sealed parts are left out.
@@ -32,6 +34,8 @@ PLATFORM_MAC = "platform_mac"
 
 def row_key(mac_root: bytes) -> bytes:
     """The key of row MACs, bound to this purpose (the vault's MAC root survives a rekey)."""
+    from byokctl.vault import macs
+
     return macs.subkey(mac_root, "row-mac")
 
 
@@ -39,11 +43,18 @@ def mac(key: bytes, table: str, values: Sequence) -> str:
     """The MAC of one row: its table and its authenticated values in COLUMNS order (or the
     platform record's in PLATFORM_META order). TypeError/ValueError for a value no row
     byokctl wrote can hold (bytes, text that is not UTF-8)."""
+    import hashlib
+    import hmac
+
+    from byokctl.vault import macs
+
     return hmac.new(key, macs.canonical([table, *values]), hashlib.sha256).hexdigest()
 
 
 def matches(key: bytes, table: str, values: Sequence, stored: object) -> bool:
     """Whether `stored` is the MAC of these values (constant time); a missing MAC never is."""
+    import hmac
+
     if not isinstance(stored, str):
         return False
     try:
