@@ -118,7 +118,8 @@ def check(json_: Json = False) -> None:
         names = ", ".join(_row_name(p) for p in report.problems)
         raise Integrity(
             f"vault check found {len(report.problems)} problem(s) in {names}; replace a broken key "
-            "with `byokctl key rotate KEY_ID` (or remove it), and restore a tampered vault from a backup"
+            "with `byokctl key rotate KEY_ID` (or remove it, and add it again if its metadata was "
+            "changed), and restore a tampered vault from a backup"
         )
 
 
