@@ -315,3 +315,31 @@ def test_another_member_may_not_approve_either(cli, acme):
     r = cli("key", "approve-endpoint", acme["key"], "--as", "sam@acme.com",
             "--base-url", "https://gw.example.com")
     assert r.exit_code == 4 and "only bob@acme.com or the platform operator" in r.stderr
+
+
+def test_an_approval_written_into_the_file_without_the_master_key_is_refused(cli, acme, hostile):
+    """The approval rows decide where a personal key may go, so they carry a row MAC: one
+    inserted (or copied) with sqlite3 alone is refused at use, exit 13, nothing sent, and
+    `vault check` names it."""
+    import sqlite3
+
+    point(cli, hostile.url)  # alice points acme at her server; bob never approves it
+    conn = sqlite3.connect(_db(), isolation_level=None)
+    conn.execute("INSERT INTO endpoint_approvals (org, member, provider, base_url, approved_by, "
+                 "approved_as, approved_at, mac) VALUES ('acme', 'bob@acme.com', 'anthropic', ?, "
+                 "'bob@acme.com', 'owner', '2026-01-01T00:00:00Z', ?)",
+                 (hostile.url, "0" * 64))
+    conn.close()
+
+    for args in (("key", "test", acme["key"], "--as", "alice@acme.com"),
+                 ("ask", "acme", PROMPT, "--as", "bob@acme.com", "--no-stream")):
+        r = cli(*args)
+        assert r.exit_code == 13, r.output
+        assert "approval" in r.stderr and "changed outside byokctl" in r.stderr
+    assert not hostile.saw(acme["secret"]) and hostile.seen == []
+
+    r = cli("vault", "check", "--json")
+    assert r.exit_code == 13, r.output
+    assert {"approval": "acme/bob@acme.com/anthropic",
+            "problem": "endpoint approval changed outside byokctl (MAC mismatch)"} in \
+        json.loads(r.stdout)["problems"]

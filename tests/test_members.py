@@ -6,6 +6,7 @@ import sqlite3
 import pytest
 from conftest import audit_rows
 
+from byokctl.services import integrity
 from byokctl.services.context import open_context
 
 
@@ -24,6 +25,7 @@ def seed_personal_key(db, org, member, provider="anthropic", secret="sk-ant-api0
                 "?, ?, ?, '2026-01-01T00:00:00Z')",
                 (key_id, org, member, provider, dk, nonce, ct, "…" + secret[-4:],
                  v.fingerprint(secret)))
+            integrity.seal(ctx, "keys", (key_id,))  # as `key add` MACs its row
     finally:
         ctx.close()
     return key_id

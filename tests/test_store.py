@@ -22,12 +22,14 @@ EXPECTED_TABLES = {
     "orgs": ["slug TEXT PK1", "name TEXT NN", "plan TEXT NN", "credits INTEGER NN",
              "provider TEXT NN", "model TEXT", "base_url TEXT", "fallback TEXT NN",
              "budget_monthly_usd REAL", "grace_until TEXT", "grace_reason TEXT",
-             "created_at TEXT NN", "updated_at TEXT NN"],
-    "members": ["org TEXT NN PK1", "email TEXT NN PK2", "role TEXT NN", "created_at TEXT NN"],
+             "created_at TEXT NN", "updated_at TEXT NN", "mac TEXT"],
+    "members": ["org TEXT NN PK1", "email TEXT NN PK2", "role TEXT NN", "created_at TEXT NN",
+                "mac TEXT"],
     "keys": ["id TEXT PK1", "scope TEXT NN", "org TEXT", "member TEXT", "provider TEXT NN",
              "version INTEGER NN", "data_key_id INTEGER NN", "nonce BLOB NN", "ciphertext BLOB NN",
              "hint TEXT NN", "fingerprint TEXT NN", "status TEXT NN", "test_result TEXT",
-             "created_at TEXT NN", "rotated_at TEXT", "last_used_at TEXT", "last_tested_at TEXT"],
+             "created_at TEXT NN", "rotated_at TEXT", "last_used_at TEXT", "last_tested_at TEXT",
+             "mac TEXT"],
     "usage": ["id INTEGER PK1", "ts TEXT NN", "org TEXT NN", "member TEXT", "actor TEXT NN",
               "mode TEXT NN", "provider TEXT", "model TEXT", "key_id TEXT", "fingerprint TEXT",
               "fallback_reason TEXT", "input_tokens INTEGER NN", "output_tokens INTEGER NN",
@@ -37,7 +39,7 @@ EXPECTED_TABLES = {
               "target TEXT", "before TEXT", "after TEXT", "mac TEXT NN"],
     "endpoint_approvals": ["org TEXT NN PK1", "member TEXT NN PK2", "provider TEXT NN PK3",
                            "base_url TEXT NN PK4", "approved_by TEXT NN", "approved_as TEXT NN",
-                           "approved_at TEXT NN"],
+                           "approved_at TEXT NN", "mac TEXT"],
     "_sqlite_migrations": ["id INTEGER PK1", "migration_set TEXT", "name TEXT", "applied_at TEXT"],
 }
 # name: (table, columns (None = an expression), unique)
@@ -104,6 +106,8 @@ def test_a_schema_1_vault_is_upgraded_in_place_on_open(cli, vault: Path) -> None
     conn = sqlite3.connect(vault, isolation_level=None)  # back to what m001 alone left
     conn.execute("DROP INDEX keys_org_member")
     conn.execute("DROP INDEX members_email")
+    for table in ("orgs", "members", "keys"):
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN mac")
     conn.execute("DROP TABLE endpoint_approvals")
     conn.execute("DELETE FROM _sqlite_migrations WHERE name != 'm001_initial'")
     conn.execute("PRAGMA user_version = 1")

@@ -19,8 +19,8 @@ import pytest
 from conftest import REPO, master_key_b64, run, run_proc
 
 from byokctl.errors import Integrity
+from byokctl.services import integrity, vaultops
 from byokctl.services import keys as keys_service
-from byokctl.services import vaultops
 from byokctl.services.context import open_context
 from byokctl.vault import master as mk
 
@@ -448,6 +448,7 @@ def test_a_process_unlocked_before_a_rekey_seals_under_the_new_data_key(cli, vau
                 "INSERT INTO keys (id, scope, org, provider, data_key_id, nonce, ciphertext, hint, "
                 "fingerprint, created_at) VALUES ('key_late', 'org', 'late', 'anthropic', ?, ?, ?, "
                 "'…xxxx', ?, 'now')", (dk, nonce, ct, early.fingerprint("sk-ant-api03-" + "x" * 30)))
+            integrity.seal(ctx, "keys", ("key_late",))  # as `key add` MACs its row
     finally:
         ctx.close()
     assert reveal_all() == {**keys, "key_late": "sk-ant-api03-" + "x" * 30}

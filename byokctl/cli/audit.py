@@ -27,24 +27,37 @@ def log(
     since: Annotated[str | None, typer.Option(
         "--since", metavar="D", help="From this date (YYYY-MM-DD) or ISO time, UTC.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", metavar="N", help="At most N entries.")] = None,
+    include_previous: Annotated[bool, typer.Option(
+        "--include-previous",
+        help="With --org: also the entries of earlier, deleted orgs of that slug (operator only).")] = False,
     as_: As = None,
     json_: Json = False,
 ) -> None:
     """Show audit entries, newest first (needs no master key).
 
+    With --org, only the org's current lifetime: an org deleted and created again under
+    the same slug does not show its predecessor's entries. The operator can ask for them
+    with --include-previous.
+
     \b
     Example: byokctl audit log --org acme --action key --since 2026-11-01
+    Example: byokctl audit log --org acme --include-previous
     """
     since_ts = clock.iso(rules.parse_when(since)) if since else None
     if limit is not None:
         # Past SQLite's 64-bit integers a limit means no limit (and would overflow the query).
         limit = min(rules.positive_int(limit, "--limit"), 2 ** 63 - 1)
+    if include_previous and org is None:
+        raise UsageError("--include-previous applies to one org's log; add --org ORG")
     with session(as_) as ctx:
         if as_ is not None:
             if org is None:
                 raise UsageError("A member may read only their org's audit log; add --org ORG")
             require(ctx, org, rules.ORG_VIEW)
-        entries = audit.log(ctx, org=org, action=action, actor=actor, since=since_ts, limit=limit)
+        from_seq = (audit.org_log_from(ctx, org, include_previous=include_previous)
+                    if org is not None else None)
+        entries = audit.log(ctx, org=org, action=action, actor=actor, since=since_ts, limit=limit,
+                            from_seq=from_seq)
     render.emit(json_, entries, lambda: render.table(
         ["seq", "time (UTC)", "actor", "action", "org / target", "change"],
         [(e.seq, render.when(e.ts), e.actor, e.action, subject(e), change(e.before, e.after))

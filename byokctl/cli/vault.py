@@ -94,7 +94,10 @@ def rekey(json_: Json = False) -> None:
 
 @app.command("check")
 def check(json_: Json = False) -> None:
-    """Decrypt every stored secret and verify the audit chain; exit 13 naming each broken row.
+    """Decrypt every secret, check every row's MAC and the audit chain; exit 13 naming each bad row.
+
+    Org, member and key rows and the platform settings carry a MAC: one changed in the file
+    without the master key is listed here, and refused (exit 13) by `ask` and `key test`.
 
     \b
     Example: byokctl vault check --json
@@ -105,6 +108,7 @@ def check(json_: Json = False) -> None:
     def human() -> None:
         if report.ok:
             render.line(f"Vault OK: {report.keys_checked} secrets decrypted, "
+                        f"{report.rows_checked} rows authenticated, "
                         f"{report.audit_checked} audit entries verified.")
         else:
             render.table(["row", "problem"], [(_row_name(p), p.problem) for p in report.problems])
@@ -114,12 +118,14 @@ def check(json_: Json = False) -> None:
         names = ", ".join(_row_name(p) for p in report.problems)
         raise Integrity(
             f"vault check found {len(report.problems)} problem(s) in {names}; replace a broken key "
-            "with `byokctl key rotate KEY_ID` (or remove it), and restore a tampered vault from a backup"
+            "with `byokctl key rotate KEY_ID` (or remove it, and add it again if its metadata was "
+            "changed), and restore a tampered vault from a backup"
         )
 
 
 def _row_name(p: Problem) -> str:
-    return {"key_id": "key ", "seq": "audit entry ", "file": "file "}.get(p.ref, "") + str(p.value)
+    return {"key_id": "key ", "seq": "audit entry ", "file": "file ", "org": "org ",
+            "member": "member ", "platform": "platform "}.get(p.ref, "") + str(p.value)
 
 
 def register(root: typer.Typer) -> None:

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from byokctl.errors import ByokError, KeyRejected, RateLimited
+from byokctl.errors import ByokError, Integrity, KeyRejected, RateLimited, VaultLocked
 from byokctl.providers import catalog
-from byokctl.resolve import Decision, after_provider_error
-from byokctl.services import endpoints, keys, rules, usage
+from byokctl.resolve import Decision, Facts, after_provider_error
+from byokctl.services import endpoints, integrity, keys, rules, usage
 from byokctl.services.context import Context
 from byokctl.services.resolution import resolve_for
 
@@ -64,6 +64,7 @@ def ask(ctx: Context, org: str, req: Request, *, on_text: Callable[[str], None] 
         raise rules.UsageError(f"--max-tokens must be at least 1, not {req.max_tokens}")
     keys.check_limits(req.timeout, req.retries)
     decision, f = resolve_for(ctx, org)
+    decision = _verified(ctx, decision, f)
     for w in decision.warnings:
         on_warning(w)
     try:
@@ -74,6 +75,22 @@ def ask(ctx: Context, org: str, req: Request, *, on_text: Callable[[str], None] 
             raise
         on_warning(retry.warnings[-1])
         return _call(ctx, retry, req, on_text, on_warning)
+
+
+def _verified(ctx: Context, d: Decision, f: Facts) -> Decision:
+    """The decision, or an Integrity refusal (exit 13, recorded like any refusal) if a row it
+    was made from was changed outside byokctl: then no key is sent anywhere. A refusal made
+    without the master key (a locked vault) stands as it is: nothing is sent either way."""
+    if d.error is not None:
+        try:
+            ctx.vault()
+        except VaultLocked:
+            return d
+    try:
+        integrity.verify_for_use(ctx, f)
+    except (Integrity, VaultLocked) as exc:  # recorded like the refusal it is
+        return d._replace(error=exc)
+    return d
 
 
 def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None] | None,
@@ -118,11 +135,13 @@ def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None
         charged = 0
         if d.mode == "platform":
             want = credits_for(cost, credit_usd(ctx))
-            # One statement, so concurrent calls never lose or double-count a credit; a call
-            # may overshoot the balance, which then stops at zero.
-            before = conn.execute("SELECT credits FROM orgs WHERE slug = ?", (d.org,)).fetchone()[0]
-            charged = min(want, before)
-            conn.execute("UPDATE orgs SET credits = credits - ? WHERE slug = ?", (charged, d.org))
+            # Relative to the balance read (and MAC-checked) in this write transaction, so
+            # concurrent calls never lose or double-count a credit; a call may overshoot the
+            # balance, which then stops at zero.
+            changed = integrity.update_org(
+                ctx, d.org, lambda org: {"credits": org["credits"] - min(want, org["credits"])})
+            if changed is not None:
+                charged = changed[0]["credits"] - changed[1]["credits"]
         record.credits_charged = charged
         usage.insert(conn, record)
         keys.mark_used(ctx, key_id, status=keys.ACTIVE, why="it answered a request")

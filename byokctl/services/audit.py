@@ -89,12 +89,17 @@ def log(
     actor: str | None = None,
     since: str | None = None,
     limit: int | None = None,
+    from_seq: int | None = None,
 ) -> list[Entry]:
-    """Newest first. `action` matches exactly or as a prefix group (`key` → `key.*`)."""
+    """Newest first. `action` matches exactly or as a prefix group (`key` → `key.*`);
+    `from_seq` drops older entries (an org's lifetime, `lifetime_start`)."""
     where, params = [], []
     if org:
         where.append("org = ?")
         params.append(org)
+    if from_seq:
+        where.append("seq >= ?")
+        params.append(from_seq)
     if action:
         where.append("(action = ? OR action LIKE ? ESCAPE '\\')")
         params += [action, action.replace("_", "\\_").replace("%", "\\%") + ".%"]
@@ -117,6 +122,26 @@ def log(
               json.loads(r["after"]) if r["after"] else None)
         for r in ctx.store.conn.execute(sql, params)
     ]
+
+
+def lifetime_start(ctx: Context, org: str) -> int:
+    """Where the current org of this slug begins in the log: its latest `org.create` entry
+    (0 if none). An org deleted and created again under the same slug is a new tenant, and
+    its members must not read their predecessor's emails, fingerprints or credit reasons."""
+    return ctx.store.scalar("SELECT max(seq) FROM audit WHERE org = ? AND action = 'org.create'",
+                            (org,)) or 0
+
+
+def org_log_from(ctx: Context, org: str, *, include_previous: bool = False) -> int | None:
+    """The first seq `audit log --org ORG` shows: the org's current lifetime, for members
+    and (by default) the operator; the operator alone may add the earlier orgs of the slug
+    (`include_previous`, None: from the start). Denied for a member who asks for them."""
+    if include_previous:
+        from byokctl.services.permissions import require_operator
+
+        require_operator(ctx, "read the audit log of earlier orgs of this slug (--include-previous)")
+        return None
+    return lifetime_start(ctx, org)
 
 
 @dataclass

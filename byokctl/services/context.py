@@ -39,6 +39,9 @@ class Context:
     store: Store
     as_email: str | None = None  # `--as EMAIL`: act as this member of the command's org
     _vault: Vault | None = field(default=None, repr=False)
+    # (org, email) of the member rows whose roles decided permissions (`--as`); a write
+    # checks their MACs first, so a role changed outside byokctl grants nothing.
+    acting_members: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     @property
     def actor(self) -> str:
@@ -51,6 +54,10 @@ class Context:
             from byokctl.vault.envelope import unlock
 
             self._vault = unlock(self.store)
+            if self.store.meta("row_macs_pending") is not None:  # set by migration m004
+                from byokctl.services.integrity import adopt_legacy
+
+                adopt_legacy(self)
         return self._vault
 
     @contextmanager
@@ -62,6 +69,10 @@ class Context:
             from byokctl.vault.envelope import refresh
 
             refresh(self.store, vault)  # a concurrent rekey may have retired our data key
+            if self.acting_members:
+                from byokctl.services.integrity import verify_members
+
+                verify_members(self, self.acting_members)
             yield conn
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
-"""Org credit balances: exact integers, changed by one atomic UPDATE inside the write
-transaction so concurrent writers never lose or double-count a credit."""
+"""Org credit balances: exact integers, changed inside the write transaction (which SQLite
+takes up front, so concurrent writers never lose or double-count a credit), through
+`integrity.update_org`, which checks and re-MACs the org row."""
 
 from __future__ import annotations
 
@@ -51,15 +52,17 @@ class Grant:
 
 
 def add(ctx: Context, slug: str, amount: str | int, reason: str | None = None) -> Grant:
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     n = parse_amount(amount)
     require(ctx, slug, rules.OPERATOR)
-    with ctx.write() as conn:
-        row = conn.execute(
-            "UPDATE orgs SET credits = credits + ?, updated_at = ? WHERE slug = ? RETURNING credits",
-            (n, clock.stamp(), slug)).fetchone()
-        if row is None:
+    with ctx.write():
+        # Relative to the checked row, in the write transaction: no credit lost or doubled.
+        changed = integrity.update_org(
+            ctx, slug, lambda org: {"credits": org["credits"] + n, "updated_at": clock.stamp()})
+        if changed is None:
             raise NotFound(f"No org '{slug}'; see `byokctl org list`")
-        after = row[0]
+        after = changed[1]["credits"]
         audit.record(ctx, "credits.add", org=slug, target=slug,
                      before={"balance": after - n},
                      after={"balance": after, "added": n, "reason": reason or None})

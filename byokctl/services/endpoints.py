@@ -94,6 +94,9 @@ def _insert(ctx: Context, a: Approval) -> None:
     ctx.store.conn.execute(
         f"INSERT INTO endpoint_approvals ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
         (a.org, a.member, a.provider, a.base_url, a.approved_by, a.approved_as, a.approved_at))
+    from byokctl.services import integrity
+
+    integrity.seal(ctx, "endpoint_approvals", (a.org, a.member, a.provider, a.base_url))
 
 
 def _delete(ctx: Context, a: Approval) -> None:
@@ -145,6 +148,10 @@ def require_approved(ctx: Context, owner: Key | Slot, base_url: str | None) -> N
     assert owner.org is not None and owner.member is not None
     if not is_approved(ctx.store, owner.org, owner.member, owner.provider, base_url):
         raise not_approved(owner.org, owner.member, getattr(owner, "id", None), base_url)
+    from byokctl.services import integrity  # the secret is about to go there: the row must be ours
+
+    integrity.verify(ctx, "endpoint_approvals",
+                     (owner.org, owner.member, owner.provider, normalise(base_url)))
 
 
 # ---- changes (audited) --------------------------------------------------------------------------

@@ -298,6 +298,8 @@ def add(ctx: Context, slot: Slot, secret: str, *, allow_admin_key: bool = False,
         tester: KeyTester | None = None) -> Key:
     """Store `secret` in `slot` (from `prepare_add`), sealed and audited. With `tester`, the
     secret must pass it first: a secret the provider refuses is never stored."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     check_format(slot.provider, secret, allow_admin_key=allow_admin_key)
     test_result = (_tried(tester, slot, secret, "the key was not stored", "add it without --test")
                    if tester is not None else None)
@@ -318,6 +320,7 @@ def add(ctx: Context, slot: Slot, secret: str, *, allow_admin_key: bool = False,
              hint(secret), vault.fingerprint(secret), ACTIVE, test_result,
              now if tester is not None else None, now),
         )
+        integrity.seal(ctx, "keys", (key_id,))
         key = get(ctx, key_id)
         after = key.public() if tester is None else {**key.public(), "test_result": test_result}
         audit.record(ctx, "key.add", org=key.org, target=key.id, after=after)
@@ -346,9 +349,13 @@ class Rotation:
 
 
 def prepare_rotate(ctx: Context, key_id: str) -> Key:
-    """Permission and an unlocked vault, before anyone is asked for the new secret."""
+    """Permission, an unlocked vault and an intact row, before anyone is asked for the new
+    secret (a row changed outside byokctl is never rotated into legitimacy)."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     key = require_key(ctx, key_id, "rotate")
     ctx.vault()
+    integrity.verify_key(ctx, key_id)
     return key
 
 
@@ -356,6 +363,8 @@ def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = Fa
            tester: KeyTester | None = None) -> Rotation:
     """Replace a key's secret in one transaction: same id, version + 1, status reset, old
     ciphertext overwritten. With `tester`, the new secret must pass it before anything changes."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     key = prepare_rotate(ctx, key_id)
     check_format(key.provider, secret, allow_admin_key=allow_admin_key)
     test_result = (_tried(tester, key, secret, f"{key.id} keeps its current secret",
@@ -363,21 +372,23 @@ def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = Fa
     vault = ctx.vault()
     fingerprint = vault.fingerprint(secret)
     now = clock.stamp()
-    with ctx.write() as conn:
-        current = get(ctx, key_id)
-        if current.version != key.version:
-            raise Conflict(f"Key {key_id} was rotated meanwhile (now version {current.version}); "
-                           "run the command again")
+    with ctx.write():
         version = key.version + 1
-        dk_id, nonce, ct = vault.seal(secret, key_id=key.id, scope=key.scope, org=key.org,
-                                      member=key.member, provider=key.provider, version=version)
-        conn.execute(
-            "UPDATE keys SET version = ?, data_key_id = ?, nonce = ?, ciphertext = ?, hint = ?, "
-            "fingerprint = ?, status = ?, rotated_at = ?, test_result = ?, "
-            "last_tested_at = CASE WHEN ? THEN ? ELSE last_tested_at END WHERE id = ?",
-            (version, dk_id, nonce, ct, hint(secret), fingerprint, ACTIVE, now, test_result,
-             tester is not None, now, key.id),
-        )
+
+        def replace(current: sqlite3.Row) -> dict:
+            if current["version"] != key.version:
+                raise Conflict(f"Key {key_id} was rotated meanwhile (now version "
+                               f"{current['version']}); run the command again")
+            dk_id, nonce, ct = vault.seal(secret, key_id=key.id, scope=key.scope, org=key.org,
+                                          member=key.member, provider=key.provider,
+                                          version=version)
+            return {"version": version, "data_key_id": dk_id, "nonce": nonce, "ciphertext": ct,
+                    "hint": hint(secret), "fingerprint": fingerprint, "status": ACTIVE,
+                    "rotated_at": now, "test_result": test_result,
+                    "last_tested_at": now if tester is not None else current["last_tested_at"]}
+
+        if integrity.update_key(ctx, key_id, replace) is None:
+            raise _no_key(key_id)
         after = get(ctx, key_id)
         audit.record(ctx, "key.rotate", org=key.org, target=key.id,
                      before={**key.public(), "status": key.status},
@@ -427,12 +438,13 @@ def mark_used(ctx: Context, key_id: str, *, status: str = ACTIVE, why: str | Non
     """Record a provider call made with the key and what it said about it: `invalid` (401/403,
     shown in `key list` until rotated or tested ok), `rate-limited` (429) or `active`. A status
     change is audited (`key.status`). Joins the caller's write transaction if there is one."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     rules.choice(status, STATUSES, "key status")
     now = clock.stamp()
-    with _writing(ctx) as conn:
+    with _writing(ctx):
         key = get(ctx, key_id)
-        conn.execute("UPDATE keys SET last_used_at = ?, status = ? WHERE id = ?",
-                     (now, status, key_id))
+        integrity.update_key(ctx, key_id, {"last_used_at": now, "status": status})
         if key.status != status:
             audit.record(ctx, "key.status", org=key.org, target=key.id,
                          before={"status": key.status}, after={"status": status, "why": why})
@@ -445,17 +457,19 @@ def mark_tested(ctx: Context, key_id: str, *, result: str, status: str | None,
     unreachable provider says nothing about the key). Audited (`key.test`) whatever the result.
     With `version`, a key rotated since the test began is left alone (Conflict): the result
     was about its previous secret."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     if status is not None:
         rules.choice(status, STATUSES, "key status")
     now = clock.stamp()
-    with _writing(ctx) as conn:
+    with _writing(ctx):
         before = get(ctx, key_id)
         if version is not None and before.version != version:
             raise Conflict(f"Key {key_id} was rotated while it was being tested (now version "
                            f"{before.version}); test it again with `byokctl key test {key_id}`")
         after_status = before.status if status is None else status
-        conn.execute("UPDATE keys SET status = ?, test_result = ?, last_tested_at = ? WHERE id = ?",
-                     (after_status, result, now, key_id))
+        integrity.update_key(ctx, key_id, {"status": after_status, "test_result": result,
+                                           "last_tested_at": now})
         audit.record(ctx, "key.test", org=before.org, target=key_id,
                      before={"status": before.status, "test_result": before.test_result},
                      after={"status": after_status, "result": result, "hint": before.hint,

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from byokctl.errors import ByokError, KeyRejected, ProviderDown, RateLimited
-from byokctl.services import endpoints
+from byokctl.services import endpoints, integrity
 from byokctl.services.context import Context
 from byokctl.services.keys import (
     ACTIVE,
@@ -40,10 +40,14 @@ def base_url_for(ctx: Context, owner: Key | Slot) -> str | None:
     (the provider's own API). A base URL set for one provider never receives another's key:
     it may be a gateway that speaks only that provider's API, or a host that must not see it.
     A member's personal key goes to an org base_url only if its owner (or the operator)
-    approved that URL; otherwise Denied, before the secret is even decrypted."""
+    approved that URL; otherwise Denied, before the secret is even decrypted. Only ever asked
+    before a secret is sent there: Integrity (exit 13) if the settings or the approval it reads
+    were changed outside byokctl."""
     if owner.scope == "platform":
+        integrity.verify_platform(ctx)
         provider, _, url = platform_default(ctx)
     else:
+        integrity.verify_org(ctx, owner.org)
         row = ctx.store.one("SELECT provider, base_url FROM orgs WHERE slug = ?", (owner.org,))
         provider, url = (row["provider"], row["base_url"]) if row is not None else (None, None)
     url = url if provider == owner.provider else None
@@ -132,6 +136,7 @@ def run_test(ctx: Context, key_id: str, *, timeout: float = DEFAULT_TIMEOUT,
     is recorded on the key and audited whatever it is; then a failure is raised (exit 7, 8, 11...)."""
     check_limits(timeout, retries)
     key = require_key(ctx, key_id, "test")
+    integrity.verify_key(ctx, key_id)
     where = base_url_for(ctx, key)  # Denied here for a personal key sent where it is not approved
     secret = reveal(ctx, key_id)
     seen = probe(key.provider, secret, base_url=where, timeout=timeout, retries=retries,

@@ -83,6 +83,8 @@ def _guard_last_admin(ctx: Context, actor: Actor, org: str, target: Member, doin
 
 
 def add(ctx: Context, org: str, email: str, role: str) -> Member:
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     email = rules.email(email)
     rules.choice(role, rules.ROLES, "role")
     require(ctx, org, rules.ORG_MANAGE)
@@ -93,6 +95,7 @@ def add(ctx: Context, org: str, email: str, role: str) -> Member:
                            f"`byokctl member set-role {org} {email} ROLE`")
         conn.execute("INSERT INTO members (org, email, role, created_at) VALUES (?, ?, ?, ?)",
                      (org, email, role, clock.stamp()))
+        integrity.seal(ctx, "members", (org, email))
         audit.record(ctx, "member.add", org=org, target=email, after={"role": role})
     return _get(ctx, org, email)
 
@@ -107,17 +110,19 @@ def list_members(ctx: Context, org: str) -> list[Member]:
 
 
 def set_role(ctx: Context, org: str, email: str, role: str) -> RoleChange:
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     email = rules.email(email)
     rules.choice(role, rules.ROLES, "role")
     actor = require(ctx, org, rules.ORG_MANAGE)
-    with ctx.write() as conn:
+    with ctx.write():
         member = _get(ctx, org, email)
         change = RoleChange(org, email, member.role, role)
         if not change.changed:
             return change
         if role != "admin":
             change.no_admin_left = _guard_last_admin(ctx, actor, org, member, "Demoting")
-        conn.execute("UPDATE members SET role = ? WHERE org = ? AND email = ?", (role, org, email))
+        integrity.update_member(ctx, org, email, {"role": role})
         audit.record(ctx, "member.set_role", org=org, target=email,
                      before={"role": member.role}, after={"role": role})
     return change

@@ -14,6 +14,8 @@ from byokctl.services.context import Context
 from byokctl.services.permissions import org_exists, require
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from byokctl.resolve import Decision
 
 
@@ -56,6 +58,8 @@ def get(ctx: Context, slug: str) -> Org:
 def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int,
            if_not_exists: bool = False) -> tuple[Org, bool]:
     """Create an org; returns (org, created). With `if_not_exists`, an existing org is kept."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     rules.slug(slug)
     rules.choice(plan, rules.PLANS, "plan")
     if credits < 0:
@@ -81,6 +85,7 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
             "VALUES (?, ?, ?, ?, ?, ?)",
             (slug, name, plan, credits, now, now),
         )
+        integrity.seal(ctx, "orgs", (slug,))
         org = get(ctx, slug)
         audit.record(ctx, "org.create", org=slug, target=slug,
                      after={"name": org.name, "plan": plan, "credits": credits})
@@ -196,21 +201,22 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
 def set_provider(ctx: Context, change: ProviderChange,
                  confirm: Callable[[ProviderChange], bool]) -> ProviderChange:
     """Apply a validated change after `confirm` agrees; Conflict when it does not."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     if not change.changed:
         return change
     if not confirm(change):
         raise Conflict(f"Provider change for org {change.org} not confirmed; nothing was changed")
-    with ctx.write() as conn:
-        current = get(ctx, change.org).setting()
-        if current != change.before:
+
+    def switch(row: sqlite3.Row) -> dict:
+        if {k: row[k] for k in change.before} != change.before:
             raise Conflict(f"Org {change.org}'s provider setting changed meanwhile; run the "
                            "command again")
-        a = change.after
-        conn.execute(
-            "UPDATE orgs SET provider = ?, model = ?, base_url = ?, fallback = ?, updated_at = ? "
-            "WHERE slug = ?",
-            (a["provider"], a["model"], a["base_url"], a["fallback"], clock.stamp(), change.org),
-        )
+        return {**change.after, "updated_at": clock.stamp()}
+
+    with ctx.write():
+        if integrity.update_org(ctx, change.org, switch) is None:
+            get(ctx, change.org)  # raises the one NotFound message
         audit.record(ctx, "org.set_provider", org=change.org, target=change.org,
                      before=change.before, after=change.after)
         _owner_approves(ctx, change)
@@ -233,6 +239,8 @@ def _owner_approves(ctx: Context, change: ProviderChange) -> None:
 
 def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[float | None, float | None]:
     """Set (or clear, with None) the org's monthly BYOK budget; returns (before, after)."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     require(ctx, slug, rules.OPERATOR)
     if monthly_usd is not None and not monthly_usd > 0:
         raise rules.UsageError(f"--monthly-usd must be a positive amount, not {monthly_usd:g}")
@@ -242,9 +250,9 @@ def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[floa
     org = get(ctx, slug)
     if org.budget_monthly_usd == monthly_usd:
         return org.budget_monthly_usd, monthly_usd
-    with ctx.write() as conn:
-        conn.execute("UPDATE orgs SET budget_monthly_usd = ?, updated_at = ? WHERE slug = ?",
-                     (monthly_usd, clock.stamp(), slug))
+    with ctx.write():
+        integrity.update_org(ctx, slug, {"budget_monthly_usd": monthly_usd,
+                                         "updated_at": clock.stamp()})
         audit.record(ctx, "org.set_budget", org=slug, target=slug,
                      before={"budget_monthly_usd": org.budget_monthly_usd},
                      after={"budget_monthly_usd": monthly_usd})
@@ -264,14 +272,15 @@ def _name(name: str) -> str:
 
 def rename(ctx: Context, slug: str, name: str) -> tuple[str, str]:
     """Change an org's display name (the slug stays); returns (before, after). Audited."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     require(ctx, slug, rules.ORG_MANAGE)
     name = _name(name)
     org = get(ctx, slug)
     if org.name == name:
         return org.name, name
-    with ctx.write() as conn:
-        conn.execute("UPDATE orgs SET name = ?, updated_at = ? WHERE slug = ?",
-                     (name, clock.stamp(), slug))
+    with ctx.write():
+        integrity.update_org(ctx, slug, {"name": name, "updated_at": clock.stamp()})
         audit.record(ctx, "org.rename", org=slug, target=slug, before={"name": org.name},
                      after={"name": name})
     return org.name, name

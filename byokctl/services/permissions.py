@@ -27,6 +27,7 @@ def actor_in(ctx: Context, org: str) -> Actor:
     role = ctx.store.scalar("SELECT role FROM members WHERE org = ? AND email = ?", (org, email))
     if role is None:
         raise Denied(f"{email} is not a member of org {org}; add them with `byokctl member add`")
+    ctx.acting_members.add((org, email))  # its MAC is checked before any write (integrity)
     return Actor(email, email, role)
 
 

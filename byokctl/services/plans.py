@@ -6,6 +6,7 @@ fall back to platform credits, and an upgrade (or a grace grant) restores BYOK a
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -86,15 +87,18 @@ class PlanChange:
 
 def _apply(ctx: Context, slug: str, action: str, before: Org, after: dict) -> PlanChange:
     """Write `after` (plan and grace columns) if it differs, audited; inside one transaction."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     b = _state(before)
     if after != b:
-        with ctx.write() as conn:
-            if _state(get(ctx, slug)) != b:
+        def change(row: sqlite3.Row) -> dict:
+            if {k: row[k] for k in b} != b:
                 raise Conflict(f"Org {slug}'s plan changed meanwhile; run the command again")
-            conn.execute(
-                "UPDATE orgs SET plan = ?, grace_until = ?, grace_reason = ?, updated_at = ? "
-                "WHERE slug = ?",
-                (after["plan"], after["grace_until"], after["grace_reason"], clock.stamp(), slug))
+            return {**after, "updated_at": clock.stamp()}
+
+        with ctx.write():
+            if integrity.update_org(ctx, slug, change) is None:
+                get(ctx, slug)  # deleted meanwhile: the one NotFound message
             audit.record(ctx, action, org=slug, target=slug, before=b, after=after)
     return PlanChange(slug, b, after, _view(get(ctx, slug)))
 

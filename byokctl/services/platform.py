@@ -1,7 +1,8 @@
 """The platform default: which provider and model orgs in platform mode run on.
 
 Kept in the vault's meta table (`platform_provider`, `platform_model`, `platform_base_url`),
-read by `services.resolution.platform_default`.
+MACed as one record (`services.integrity.set_platform`), read by
+`services.resolution.platform_default`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class DefaultChange:
 
 def set_default(ctx: Context, provider: str, model: str, base_url: str | None = None) -> DefaultChange:
     """Point platform mode at `provider`/`model` (an alias is pinned); `base_url` or none."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
     rules.choice(provider, rules.BYOK_PROVIDERS, "provider")
     pinned = catalog.load().find(provider, model).id
     if base_url is not None:
@@ -64,7 +67,7 @@ def set_default(ctx: Context, provider: str, model: str, base_url: str | None = 
     changed = after != before.setting() or not before.configured
     if changed:
         with ctx.write():
-            for key, value in zip(META_KEYS, (provider, pinned, base_url), strict=True):
-                ctx.store.set_meta(key, value)
+            integrity.set_platform(ctx, dict(zip(META_KEYS, (provider, pinned, base_url),
+                                                 strict=True)))
             audit.record(ctx, "platform.set_default", before=before.setting(), after=after)
     return DefaultChange(before.setting(), current(ctx), changed)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from byokctl.errors import ByokError, Conflict, Integrity, UsageError
-from byokctl.services import audit
+from byokctl.services import audit, integrity
 from byokctl.services.context import Context
 from byokctl.store import BUSY_TIMEOUT_MS, SCHEMA_LATEST, Store, create_store, resolve_path
 from byokctl.vault import master as mk
@@ -79,8 +79,12 @@ def init(db: str | None, key_file: str | None) -> InitResult:
         ctx = Context(store)
         with store.tx():
             ctx._vault = initialize(store, master, vid, key_file)
+            integrity.seal_platform(ctx)
+            # `row_macs`: this vault MACs its rows from the start, so no row of it may ever
+            # be adopted unMACed (integrity.adopt_legacy reads this first, MACed, entry).
             audit.record(ctx, "vault.init", target=vid,
-                         after={"master_source": master.source, "schema": SCHEMA_LATEST})
+                         after={"master_source": master.source, "schema": SCHEMA_LATEST,
+                                "row_macs": True})
     except BaseException:
         store.close()
         for suffix in ("", "-wal", "-shm"):
@@ -303,12 +307,13 @@ class CheckReport:
     keys_checked: int
     audit_checked: int
     rekey_in_progress: bool
+    rows_checked: int = 0  # org, member and key rows and the platform record, by their MACs
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "checked": self.checked,
                 "problems": [p.to_json() for p in self.problems],
                 "keys_checked": self.keys_checked, "audit_checked": self.audit_checked,
-                "rekey_in_progress": self.rekey_in_progress}
+                "rows_checked": self.rows_checked, "rekey_in_progress": self.rekey_in_progress}
 
 
 def _lenient_text(raw: bytes) -> str:
@@ -333,17 +338,31 @@ def check(ctx: Context) -> CheckReport:
     storage.start()
     try:
         keys, key_problems = _check_keys(store, vault)
+        rows, row_problems, key_mac_problems = integrity.check(ctx)
+        key_problems = _merge_key_problems(key_problems, key_mac_problems)
         audit_checked, audit_problems = audit.verify(ctx)
     except BaseException:
         storage.cancel()  # Ctrl-C, or a damaged page: do not wait for the whole file's check
         raise
     finally:
         storage.join()
-    problems = storage.result() + key_problems + audit_problems
+    problems = storage.result() + row_problems + key_problems + audit_problems
     return CheckReport(
         ok=not problems, checked=keys + audit_checked, problems=problems, keys_checked=keys,
         audit_checked=audit_checked, rekey_in_progress=vault.next_id is not None,
+        rows_checked=rows,
     )
+
+
+def _merge_key_problems(found: list[audit.Problem], macs: dict[str, str]) -> list[audit.Problem]:
+    """One problem per key, in key id order: what decryption found and what its MAC says."""
+    merged = []
+    for p in found:
+        extra = macs.pop(str(p.value), None)
+        merged.append(audit.Problem(p.ref, p.value, f"{p.problem}; {extra}") if extra else p)
+    merged += [audit.Problem("key_id", key_id, problem) for key_id, problem in macs.items()]
+    merged.sort(key=lambda p: str(p.value))
+    return merged
 
 
 class _StorageCheck:

@@ -147,6 +147,20 @@ def m003_endpoint_approvals(db: Database) -> None:
     db.execute("PRAGMA user_version = 3")
 
 
+@migrations()
+def m004_row_macs(db: Database) -> None:
+    """A `mac` column on the rows that decide where keys go and what money moves (orgs,
+    members, keys, endpoint approvals; the platform record's MAC is a meta value). A migration
+    holds no master key, so it cannot MAC an existing vault's rows: it marks the vault `row_macs_pending`,
+    and the first command that unlocks it MACs them (services/integrity.py `adopt_legacy`,
+    which checks that the vault really predates row MACs). A new vault has no rows yet."""
+    for table in ("orgs", "members", "keys", "endpoint_approvals"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN mac TEXT")
+    if db.execute("SELECT 1 FROM meta WHERE key = 'vault_id'").fetchone():
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('row_macs_pending', '1')")
+    db.execute("PRAGMA user_version = 4")
+
+
 LATEST = len(migrations._migrations)
 
 

@@ -38,6 +38,13 @@ class Vault:
         return macs.subkey(self.mac_root, "audit-chain")
 
     @cached_property
+    def row_key(self) -> bytes:
+        """Authenticates the rows that decide where keys go and what money moves (rowmac)."""
+        from byokctl.vault import rowmac
+
+        return rowmac.row_key(self.mac_root)
+
+    @cached_property
     def fingerprint_key(self) -> bytes:
         return macs.subkey(self.mac_root, "fingerprint")
 
