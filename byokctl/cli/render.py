@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 QUIET = False  # set by `--quiet`: status lines are dropped, data and errors are not
+SCRUB: tuple[str, ...] = ()  # keys the command line legitimately holds: never in an error
 
 
 @cache
@@ -138,6 +139,10 @@ def banner(text: str) -> None:
 
 
 def error(message: str, code_label: str, as_json: bool) -> None:
+    if SCRUB:
+        from byokctl.providers.redact import redact
+
+        message = redact(message, *SCRUB)
     if as_json:
         sys.stderr.write(json.dumps({"error": {"code": code_label, "message": message}}) + "\n")
         sys.stderr.flush()

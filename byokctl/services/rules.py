@@ -56,10 +56,20 @@ def looks_like_secret(text: str) -> bool:
     return text.startswith("sk-") and len(text) >= SECRET_MIN_LENGTH
 
 
-def secret_in_argv(args: list[str]) -> bool:
-    """Does any argument, or any `--option=value`, look like an API key?"""
-    return any(looks_like_secret(a.split("=", 1)[1] if a.startswith("-") and "=" in a else a)
-               for a in args)
+# A key anywhere in a string (`--name=sk-…`, `OPENAI_API_KEY=sk-…`, `"my sk-… key"`), but not the
+# `sk-` inside a word (`risk-assessment-…`).
+_SECRET_SHAPE = re.compile(rf"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-.+/=~*]{{{SECRET_MIN_LENGTH - 3},}}")
+
+
+def secrets_in(text: str) -> list[str]:
+    """Every API-key-shaped run in `text`."""
+    return _SECRET_SHAPE.findall(text)
+
+
+def secret_in_argv(args: list[str], allowed: frozenset[int] = frozenset()) -> bool:
+    """Does any argument (but those at the `allowed` indices) hold something shaped like an API
+    key, whether whole, as `--option=value`, as `NAME=value` or inside a longer text?"""
+    return any(secrets_in(a) for i, a in enumerate(args) if i not in allowed)
 
 
 def email(value: str) -> str:
