@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from byokctl.errors import ByokError, KeyRejected, NotFound, ProviderDown, RateLimited, UsageError
 from byokctl.providers import catalog
-from byokctl.providers.redact import one_line, redact, safe_url
+from byokctl.providers.redact import provider_text, redact, safe_url
 
 T = TypeVar("T")
 
@@ -254,7 +254,7 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
              timeout: float, key_id: str | None = None) -> ByokError:
     """The byokctl error for `failure`: one redacted sentence that names the fix."""
     where = safe_url(base_url)
-    detail = one_line(redact(failure.detail, secret)) if failure.detail else ""
+    detail = provider_text(failure.detail, secret) if failure.detail else ""
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     key = f"`byokctl key rotate {key_id}`" if key_id else "`byokctl key rotate KEY_ID`"
     status = failure.effective_status
