@@ -508,3 +508,36 @@ def test_test_keys_probes_where_the_key_will_be_used_and_a_refusal_writes_nothin
     key = json.loads(cli("key", "list", "acme", "--json").stdout)[0]
     assert key["test_result"] == "ok"
     assert sum(1 for q in emulator.requests if q.provider == "anthropic") == 2
+
+
+# ---- hostile files (issue 6/11) -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "text", "fragment"), [
+    ("deep.json", '{"orgs": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ("deep.toml", "orgs = " + "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("deep-tables.json", '{"orgs": {"acme": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}}", "nested too deeply"),
+    ("surrogate.json", '{"orgs": {"acme": {"name": "Acme \\ud800 Inc"}}}', "orgs.acme.name"),
+    ("surrogate-key.json", '{"orgs": {"acme": {"members": {"a\\udfff@acme.com": "admin"}}}}',
+     "not valid Unicode"),
+    ("surrogate-slug.json", '{"orgs": {"ac\\ud83dme": {}}}', "not valid Unicode"),
+    ("dupe.json", '{"orgs": {"acme": {"plan": "growth", "plan": "free"}}}', "'plan' twice"),
+    ("dupe-org.json", '{"orgs": {"acme": {"plan": "growth"}, "acme": {"plan": "free"}}}', "'acme' twice"),
+    ("dupe-secret.json", '{"orgs": {"acme": {}, "sk-ant-api03-' + "d" * 30 + '": 1, "sk-ant-api03-'
+     + "d" * 30 + '": 2}}', "a field twice"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 30 and v.endswith(("json", "toml")) else "")
+def test_a_hostile_file_is_a_clean_usage_error(cli, vault, tmp_path, name, text, fragment):
+    before = state(vault)
+    path = write(tmp_path, text, name)
+    for extra in ([], ["--dry-run"], ["--json"]):
+        r = cli("apply", path, *extra)
+        assert r.exit_code == 2, r.output
+        assert fragment in r.stderr, r.stderr
+        assert "internal error" not in r.stderr and "Traceback" not in r.output
+        assert "sk-ant" not in r.output
+        assert len(r.stderr) < 400
+    assert state(vault) == before
+
+
+def test_a_file_from_stdin_is_checked_alike(cli, vault):
+    r = cli("apply", "-", input='{"orgs": {"acme": {"plan": "growth", "plan": "free"}}}')
+    assert r.exit_code == 2 and "'plan' twice" in r.stderr, r.output

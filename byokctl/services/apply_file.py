@@ -118,21 +118,86 @@ class Spec:
         return found
 
 
+MAX_DEPTH = 16  # the schema needs 5 levels (orgs.acme.keys[0].from_env); more is an attack
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object that names a field twice is refused (JSON's own rule would be last-wins,
+    which hides the first value from the reader of the file)."""
+    doc: dict = {}
+    for k, v in pairs:
+        if k in doc:
+            raise _DuplicateKey(k)
+        doc[k] = v
+    return doc
+
+
 def load(text: str, source: str) -> dict:
     """Parse TOML or JSON: by the name's extension, else by the content (`{` means JSON)."""
     lowered = source.lower()
     is_json = lowered.endswith(".json") or (
         not lowered.endswith(".toml") and text.lstrip().startswith("{"))
+    fix = "fix it and run apply again"
     try:
-        doc = json.loads(text) if is_json else tomllib.loads(text)
+        doc = json.loads(text, object_pairs_hook=_unique_pairs) if is_json else tomllib.loads(text)
     except json.JSONDecodeError as exc:  # messages give a position, never the content
         raise UsageError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
-                         f"{exc.colno}); fix it and run apply again") from None
+                         f"{exc.colno}); {fix}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{source} is not valid TOML ({exc}); fix it and run apply again") from None
+        raise UsageError(f"{source} is not valid TOML ({exc}); {fix}") from None
+    except _DuplicateKey as exc:
+        name = str(exc.args[0])
+        shown = f"'{name}'" if _plain_name(name) else "a field"
+        raise UsageError(f"{source} names {shown} twice in one object; keep one and run apply "
+                         "again") from None
+    except RecursionError:
+        raise UsageError(f"{source} is nested too deeply (more than {MAX_DEPTH} levels); {fix}") from None
     if not isinstance(doc, dict):
         raise UsageError(f"{source} must hold a table (a JSON object) with `orgs` and/or `platform`")
+    _check_shape(doc, source)
     return doc
+
+
+def _plain_name(name: str) -> bool:
+    """A field name fit to repeat in a message: short, printable, not key-shaped."""
+    return (len(name) <= 64 and name.isprintable() and not rules.secrets_in(name)
+            and not any(0xD800 <= ord(c) <= 0xDFFF for c in name))
+
+
+def _check_shape(doc: dict, source: str) -> None:
+    """Refuse nesting past MAX_DEPTH and text that is not Unicode (a lone surrogate, which JSON's
+    `\\ud800` lets in, and which no database or terminal can encode), naming only where."""
+    stack: list[tuple[Any, str, int]] = [(doc, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UsageError(f"{source} is nested too deeply (more than {MAX_DEPTH} levels, at "
+                             f"{path.split('.')[0] or 'the top level'}); fix it and run apply again")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                where = f"{path}.{k}" if path else str(k)
+                if isinstance(k, str) and not _is_text(k):
+                    raise UsageError(f"A name under {path or 'the top level'} in {source} is not valid "
+                                     "Unicode text (a lone surrogate, e.g. \\ud800); fix it and run "
+                                     "apply again")
+                stack.append((v, where if _plain_name(str(k)) else f"{path}.?", depth + 1))
+        elif isinstance(value, list):
+            stack += [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        elif isinstance(value, str) and not _is_text(value):
+            raise UsageError(f"{path} in {source} is not valid Unicode text (a lone surrogate, e.g. "
+                             "\\ud800); fix it and run apply again")
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _refuse_secrets(value: Any, path: str) -> None:
