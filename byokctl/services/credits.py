@@ -52,6 +52,8 @@ class Grant:
 
 def add(ctx: Context, slug: str, amount: str | int, reason: str | None = None) -> Grant:
     n = parse_amount(amount)
+    if reason:
+        rules.plain_text(reason, "The reason")
     require(ctx, slug, rules.OPERATOR)
     with ctx.write() as conn:
         row = conn.execute(

@@ -241,7 +241,7 @@ MAX_BUDGET_USD = 1e12  # as for credit amounts: a larger budget is a typo, not a
 
 
 def _name(name: str) -> str:
-    name = name.strip()
+    name = rules.plain_text(name, "The org name").strip()
     if not name or len(name) > MAX_NAME:
         raise rules.UsageError(f"An org name must be 1-{MAX_NAME} characters, not {len(name)}")
     return name

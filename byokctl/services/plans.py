@@ -140,6 +140,8 @@ def grant_grace(ctx: Context, slug: str, *, days: int | None = None, until: str 
                 reason: str | None = None) -> PlanChange:
     """Let the org keep BYOK on a plan without it until a date (default: 30 days from now)."""
     end = grace_end(days, until)
+    if reason:
+        rules.plain_text(reason, "The reason")
     require(ctx, slug, rules.OPERATOR)
     org = get(ctx, slug)
     after = {**_state(org), "grace_until": clock.iso(end), "grace_reason": reason or None}

@@ -72,7 +72,21 @@ def secret_in_argv(args: list[str], allowed: frozenset[int] = frozenset()) -> bo
     return any(secrets_in(a) for i, a in enumerate(args) if i not in allowed)
 
 
+# What a terminal would act on (C0 but tab/newline are refused too, DEL, C1, bidi and line
+# separators): refused in anything byokctl stores and prints back.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def plain_text(value: str, what: str) -> str:
+    """`value` unless it holds a control character (never repeated: it may be an escape)."""
+    if _CONTROL.search(value):
+        raise UsageError(f"{what} holds a control character (such as ESC, a tab or a newline); "
+                         "remove it and try again")
+    return value
+
+
 def email(value: str) -> str:
+    plain_text(value, "The email address")
     value = value.strip()
     if not EMAIL_RE.fullmatch(value) or len(value) > 254:
         raise UsageError(f"'{value}' is not an email address; give the member's email (alice@acme.com)")
@@ -133,6 +147,7 @@ def positive_int(value: int, what: str) -> int:
 
 
 def base_url(value: str) -> str:
+    plain_text(value, "The base URL")
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         raise UsageError(f"'{value}' is not an http(s) URL; give e.g. https://eu.api.example.com/v1")
     return value.rstrip("/")
