@@ -401,15 +401,15 @@ def test_false_removes_an_optional_setting(cli, vault, env, tmp_path):
 
 def test_grace_until_converges_once_and_false_revokes(cli, vault, tmp_path):
     text = ('[orgs.small]\nplan = "starter"\nprovider = "anthropic"\n'
-            'grace = { until = "2099-12-31", reason = "migration" }\n')
+            'grace = { until = "2030-12-31", reason = "migration" }\n')
     out = applied(cli, write(tmp_path, text))
     assert [c["action"] for c in out["changes"]] == ["org.create", "plan.grant_grace",
                                                      "org.set_provider"]
     assert applied(cli, write(tmp_path, text))["changes"] == []
     shown = json.loads(cli("org", "show", "small", "--json").stdout)
-    assert shown["grace_until"].startswith("2099-12-31T23:59:59")
+    assert shown["grace_until"].startswith("2030-12-31T23:59:59")
     out = applied(cli, write(tmp_path, text.replace(
-        'grace = { until = "2099-12-31", reason = "migration" }', "grace = false")))
+        'grace = { until = "2030-12-31", reason = "migration" }', "grace = false")))
     assert [c["action"] for c in out["changes"]] == ["plan.revoke_grace"]
 
 
@@ -426,7 +426,7 @@ def test_restating_a_byok_setting_in_soft_fallback_is_no_change(cli, vault, tmp_
 # ---- export -----------------------------------------------------------------------------------
 
 def test_export_round_trips_onto_a_fresh_vault(cli, vault, env, tmp_path):
-    text = FILE.replace("[orgs.beta]", '[orgs.beta]\ngrace = { until = "2099-01-31", reason = "pilot" }')
+    text = FILE.replace("[orgs.beta]", '[orgs.beta]\ngrace = { until = "2030-01-31", reason = "pilot" }')
     assert cli("apply", write(tmp_path, text)).exit_code == 0
     first = cli("export")
     assert first.exit_code == 0, first.output

@@ -13,7 +13,8 @@ import pytest
 from byokctl.services import audit
 from byokctl.vault import macs
 
-ITEM_FIELDS = {"seq", "ts", "actor", "action", "org", "target", "before", "after"}
+ITEM_FIELDS = {"seq", "ts", "actor", "action", "org", "target", "before", "after",
+               "os_user"}  # os_user: added by issue 6/11 (the OS account behind --as)
 
 
 @pytest.fixture

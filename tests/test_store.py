@@ -34,7 +34,7 @@ EXPECTED_TABLES = {
               "cost_usd REAL NN", "catalog_version TEXT", "credits_charged INTEGER NN",
               "latency_ms INTEGER", "outcome TEXT NN"],
     "audit": ["seq INTEGER PK1", "ts TEXT NN", "actor TEXT NN", "action TEXT NN", "org TEXT",
-              "target TEXT", "before TEXT", "after TEXT", "mac TEXT NN"],
+              "target TEXT", "before TEXT", "after TEXT", "mac TEXT NN", "os_user TEXT"],
     "_sqlite_migrations": ["id INTEGER PK1", "migration_set TEXT", "name TEXT", "applied_at TEXT"],
 }
 # name: (table, columns (None = an expression), unique)
@@ -101,6 +101,7 @@ def test_a_schema_1_vault_is_upgraded_in_place_on_open(cli, vault: Path) -> None
     conn = sqlite3.connect(vault, isolation_level=None)  # back to what m001 alone left
     conn.execute("DROP INDEX keys_org_member")
     conn.execute("DROP INDEX members_email")
+    conn.execute("ALTER TABLE audit DROP COLUMN os_user")
     conn.execute("DELETE FROM _sqlite_migrations WHERE name != 'm001_initial'")
     conn.execute("PRAGMA user_version = 1")
     conn.close()

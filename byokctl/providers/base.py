@@ -173,6 +173,16 @@ class Adapter:
     def _omit(self) -> Any:
         raise NotImplementedError
 
+    @staticmethod
+    def transport(base_url: str, default_client: Callable[..., Any]) -> dict[str, Any]:
+        """The SDK's own HTTP client, told not to read the environment (`HTTP(S)_PROXY`,
+        `ALL_PROXY`, netrc), for an endpoint on this machine: a key sent to the emulator or a
+        local gateway must never pass through a proxy, which would see it. Elsewhere the
+        SDK's default client, and so the operator's proxy settings, are kept."""
+        from byokctl.providers.endpoints import is_loopback_url
+
+        return {"http_client": default_client(trust_env=False)} if is_loopback_url(base_url) else {}
+
     # -- the retry loop -----------------------------------------------------------------------
     def _run(self, secret: str, base_url: str, timeout: float, retries: int, key_id: str | None,
              call: Callable[[Any], T], can_retry: Callable[[], bool] = lambda: True) -> T:

@@ -23,6 +23,7 @@ SCHEMA = """\
 provider = "anthropic"      anthropic | openai (model required with it)
 model = "haiku"             alias or pinned id (stored pinned)
 base_url = "https://..."    optional; false removes it
+allow_insecure = false      true: accept a plain-http base_url off loopback
 [[platform.keys]]           the platform's own keys (as below, no member)
 
 [orgs.acme]                 one table per org, named by its slug
@@ -32,6 +33,7 @@ credits = 500               STARTING balance: only when apply creates it
 provider = "anthropic"      platform | anthropic | openai
 model = "sonnet"            alias or pinned id (stored pinned)
 base_url = "https://..."    false removes it
+allow_insecure = false      true: accept a plain-http base_url off loopback
 fallback = "never"          never | missing-key | provider-error
 budget_monthly_usd = 250    monthly BYOK budget; false removes it
 grace = { until = "2026-12-31", reason = "migration" }
@@ -53,8 +55,8 @@ keys do not list (and platform keys not in [[platform.keys]]) are
 removed. Orgs are never deleted."""
 
 TOP_FIELDS = ("platform", "orgs")
-PLATFORM_FIELDS = ("provider", "model", "base_url", "keys")
-ORG_FIELDS = ("name", "plan", "credits", "provider", "model", "base_url", "fallback",
+PLATFORM_FIELDS = ("provider", "model", "base_url", "allow_insecure", "keys")
+ORG_FIELDS = ("name", "plan", "credits", "provider", "model", "base_url", "allow_insecure", "fallback",
               "budget_monthly_usd", "grace", "members", "keys")
 KEY_FIELDS = ("provider", "member", "from_env", "allow_admin_key")
 GRACE_FIELDS = ("until", "days", "reason")
@@ -84,6 +86,7 @@ class PlatformSpec:
     model: str | None = None
     base_url: str | bool | None = None  # False: remove
     keys: list[KeySpec] | None = None
+    allow_insecure: bool = False  # a plain-http base_url off loopback
 
 
 @dataclass
@@ -100,6 +103,7 @@ class OrgSpec:
     grace: Grace | bool | None = None  # False: revoke
     members: dict[str, str] | None = None
     keys: list[KeySpec] | None = None
+    allow_insecure: bool = False  # a plain-http base_url off loopback
 
     @property
     def sets_provider(self) -> bool:
@@ -307,6 +311,13 @@ def _keys(value: Any, path: str, *, org: bool, member_list: dict[str, str] | Non
     return found
 
 
+def _flag(table: dict, name: str, path: str) -> bool:
+    value = table.get(name, False)
+    if not isinstance(value, bool):
+        raise UsageError(f"{path}.{name} must be true or false")
+    return value
+
+
 def _members(value: Any, path: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise UsageError(f"{path} must be a table of email = \"role\"")
@@ -331,6 +342,7 @@ def parse(doc: dict) -> Spec:
             model=_str(t["model"], "platform.model") if "model" in t else None,
             base_url=_removable(t["base_url"], "platform.base_url", _str) if "base_url" in t else None,
             keys=_keys(t["keys"], "platform.keys", org=False, member_list=None) if "keys" in t else None,
+            allow_insecure=_flag(t, "allow_insecure", "platform"),
         )
         if (p.provider is None) != (p.model is None) or (p.provider is None and p.base_url is not None):
             raise UsageError("platform needs provider and model together (as `byokctl platform "
@@ -342,7 +354,7 @@ def parse(doc: dict) -> Spec:
     for slug, value in table.items():
         path = f"orgs.{rules.slug(slug)}"
         t = _table(value, path, ORG_FIELDS)
-        o = OrgSpec(slug)
+        o = OrgSpec(slug, allow_insecure=_flag(t, "allow_insecure", path))
         for name in ("name", "plan", "provider", "model", "fallback"):
             if name in t:
                 setattr(o, name, _str(t[name], f"{path}.{name}"))

@@ -116,6 +116,9 @@ def grace_end(days: int | None, until: str | None) -> datetime:
     end = rules.parse_when(until, end_of_day=True)
     if end <= clock.now():
         raise rules.UsageError(f"--until {until} is in the past; give a future date (YYYY-MM-DD)")
+    if end > rules.days_from_now(MAX_GRACE_DAYS + 1):  # a bare date ends at its last second
+        raise rules.UsageError(f"--until {until} is more than {MAX_GRACE_DAYS} days away; grace is "
+                               "for a transition: give a nearer date, or upgrade the plan instead")
     return end
 
 

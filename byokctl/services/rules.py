@@ -146,8 +146,32 @@ def positive_int(value: int, what: str) -> int:
     return value
 
 
-def base_url(value: str) -> str:
+def base_url(value: str, *, allow_insecure: bool = False) -> str:
+    """A provider endpoint fit to send a key to: http(s), no credentials in it, and https unless
+    it is this machine (loopback) or the operator passed `allow_insecure`."""
+    from urllib.parse import urlsplit
+
     plain_text(value, "The base URL")
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         raise UsageError(f"'{value}' is not an http(s) URL; give e.g. https://eu.api.example.com/v1")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise UsageError("The base URL has an invalid host or port; give e.g. "
+                         "https://eu.api.example.com/v1") from None
+    if "@" in parts.netloc:  # never repeated: what precedes @ is a credential
+        raise UsageError("The base URL carries a user name or password (user:password@host); "
+                         "remove it: the API key is the only credential byokctl sends")
+    if parts.scheme == "http" and not is_loopback(host) and not allow_insecure:
+        raise UsageError(f"The base URL is plain http to {host}, which would send the API key "
+                         "unencrypted; use https, or pass --allow-insecure (allow_insecure = true "
+                         "in an apply file) if that network is trusted")
     return value.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    from byokctl.providers.endpoints import is_loopback as loopback
+
+    return loopback(host)

@@ -126,6 +126,14 @@ def m002_lookup_indexes(db: Database) -> None:
     db.execute("PRAGMA user_version = 2")
 
 
+@migrations()
+def m003_audit_os_user(db: Database) -> None:
+    """The OS account behind an entry made with `--as` (the actor stays the member). NULL for
+    older entries and the operator's own, whose MACs do not cover it, so they still verify."""
+    db.execute("ALTER TABLE audit ADD COLUMN os_user TEXT")
+    db.execute("PRAGMA user_version = 3")
+
+
 LATEST = len(migrations._migrations)
 
 
