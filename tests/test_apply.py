@@ -401,15 +401,15 @@ def test_false_removes_an_optional_setting(cli, vault, env, tmp_path):
 
 def test_grace_until_converges_once_and_false_revokes(cli, vault, tmp_path):
     text = ('[orgs.small]\nplan = "starter"\nprovider = "anthropic"\n'
-            'grace = { until = "2099-12-31", reason = "migration" }\n')
+            'grace = { until = "2030-12-31", reason = "migration" }\n')
     out = applied(cli, write(tmp_path, text))
     assert [c["action"] for c in out["changes"]] == ["org.create", "plan.grant_grace",
                                                      "org.set_provider"]
     assert applied(cli, write(tmp_path, text))["changes"] == []
     shown = json.loads(cli("org", "show", "small", "--json").stdout)
-    assert shown["grace_until"].startswith("2099-12-31T23:59:59")
+    assert shown["grace_until"].startswith("2030-12-31T23:59:59")
     out = applied(cli, write(tmp_path, text.replace(
-        'grace = { until = "2099-12-31", reason = "migration" }', "grace = false")))
+        'grace = { until = "2030-12-31", reason = "migration" }', "grace = false")))
     assert [c["action"] for c in out["changes"]] == ["plan.revoke_grace"]
 
 
@@ -426,7 +426,7 @@ def test_restating_a_byok_setting_in_soft_fallback_is_no_change(cli, vault, tmp_
 # ---- export -----------------------------------------------------------------------------------
 
 def test_export_round_trips_onto_a_fresh_vault(cli, vault, env, tmp_path):
-    text = FILE.replace("[orgs.beta]", '[orgs.beta]\ngrace = { until = "2099-01-31", reason = "pilot" }')
+    text = FILE.replace("[orgs.beta]", '[orgs.beta]\ngrace = { until = "2030-01-31", reason = "pilot" }')
     assert cli("apply", write(tmp_path, text)).exit_code == 0
     first = cli("export")
     assert first.exit_code == 0, first.output
@@ -538,3 +538,34 @@ def test_endpoint_approvals_round_trip_and_are_the_operators(cli, vault, env, tm
     r = cli("apply", write(tmp_path, FILE.replace('from_env = "ACME_KEY"\n',
                                                   f'from_env = "ACME_KEY"\napproved_base_urls = ["{gw}"]\n')))
     assert r.exit_code == 2 and "personal keys" in r.stderr
+# ---- hostile files (issue 6/11) -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "text", "fragment"), [
+    ("deep.json", '{"orgs": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ("deep.toml", "orgs = " + "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("deep-tables.json", '{"orgs": {"acme": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}}", "nested too deeply"),
+    ("surrogate.json", '{"orgs": {"acme": {"name": "Acme \\ud800 Inc"}}}', "orgs.acme.name"),
+    ("surrogate-key.json", '{"orgs": {"acme": {"members": {"a\\udfff@acme.com": "admin"}}}}',
+     "not valid Unicode"),
+    ("surrogate-slug.json", '{"orgs": {"ac\\ud83dme": {}}}', "not valid Unicode"),
+    ("dupe.json", '{"orgs": {"acme": {"plan": "growth", "plan": "free"}}}', "'plan' twice"),
+    ("dupe-org.json", '{"orgs": {"acme": {"plan": "growth"}, "acme": {"plan": "free"}}}', "'acme' twice"),
+    ("dupe-secret.json", '{"orgs": {"acme": {}, "sk-ant-api03-' + "d" * 30 + '": 1, "sk-ant-api03-'
+     + "d" * 30 + '": 2}}', "a field twice"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 30 and v.endswith(("json", "toml")) else "")
+def test_a_hostile_file_is_a_clean_usage_error(cli, vault, tmp_path, name, text, fragment):
+    before = state(vault)
+    path = write(tmp_path, text, name)
+    for extra in ([], ["--dry-run"], ["--json"]):
+        r = cli("apply", path, *extra)
+        assert r.exit_code == 2, r.output
+        assert fragment in r.stderr, r.stderr
+        assert "internal error" not in r.stderr and "Traceback" not in r.output
+        assert "sk-ant" not in r.output
+        assert len(r.stderr) < 400
+    assert state(vault) == before
+
+
+def test_a_file_from_stdin_is_checked_alike(cli, vault):
+    r = cli("apply", "-", input='{"orgs": {"acme": {"plan": "growth", "plan": "free"}}}')
+    assert r.exit_code == 2 and "'plan' twice" in r.stderr, r.output

@@ -306,7 +306,8 @@ def test_redact_masks_secrets_fragments_and_key_like_tokens():
     secret = "sk-ant-api03-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
     assert redact(f"bad key {secret}!", secret) == "bad key [redacted]!"
     assert redact(f"…{secret[10:28]}…", secret) == "…[redacted]…"
-    assert redact("fragment " + secret[3:18], secret) == "fragment " + secret[3:18]  # 15 chars: kept
+    assert redact("fragment " + secret[3:15], secret) == "fragment [redacted]"  # 12 chars: masked
+    assert redact("fragment " + secret[3:14], secret) == "fragment " + secret[3:14]  # 11 chars: kept
     assert redact("Authorization: Bearer abc.def-ghi", None) == "Authorization: Bearer [redacted]"
     assert redact("use sk-proj-abcd1234 or sk-ant-***wxyz", None) == "use [redacted] or [redacted]"
     assert redact('{"x-api-key": "k3y"}') == '{"x-api-key": "[redacted]"}'

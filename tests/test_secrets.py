@@ -367,3 +367,44 @@ def test_a_master_key_object_never_shows_the_key():
     for text in (repr(m), str(m), f"{m}", repr([m]), repr(m._replace(pending=True))):
         assert repr(raw)[2:-1] not in text and base64.b64encode(raw).decode() not in text
         assert "source='env'" in text
+
+
+@pytest.mark.parametrize("args", [
+    # the old guard stood down whenever any argument was `emulator`, a valid slug
+    ["org", "create", "emulator", "--name", "{s}"],
+    ["member", "add", "emulator", "{s}@x.io", "--role", "admin"],
+    ["emulator", "{s}"],
+    ["emulator", "--valid-key", "{s}"],
+    ["emulator", "serve", "--valid-key", "anthropic:sk-ant-api03-" + "t" * 30, "{s}"],
+    ["emulator", "serve", "--port={s}"],
+    # NAME=value is not an option, so the old guard never looked past the `=`
+    ["key", "add", "acme", "--provider", "anthropic", "ANTHROPIC_API_KEY={s}"],
+    ["key", "add", "acme", "--provider", "anthropic", "--from-env", "KEY={s}"],
+    ["ask", "acme", "why does {s} fail?"],
+    ["--db", "emulator", "org", "list", "X={s}"],
+])
+def test_no_argument_lets_a_key_on_argv_be_echoed(cli, acme, args):
+    secret = distinctive()
+    argv = [a.replace("{s}", secret) for a in args]
+    for extra in ([], ["--json"]):
+        r = cli(*argv, *extra)
+        assert r.exit_code == 2, r.output
+        assert "command-line argument" in r.stderr, r.output
+        assert secret not in r.output and secret[-12:] not in r.output
+    assert "emulator" not in cli("org", "list").stdout  # nothing was created
+    assert_absent(acme, secret.encode())
+
+
+def test_a_word_that_merely_contains_sk_dash_is_no_key(cli, acme):
+    r = cli("org", "create", "risk-assessment-team-one", "--name", "Risk-assessment-team-one")
+    assert r.exit_code == 0, r.output
+
+
+def test_emulator_test_keys_on_argv_are_never_echoed_in_an_error(cli):
+    key = "sk-ant-api03-" + "v" * 30
+    for argv in (["emulator", "serve", "--valid-key", key, "--port", "99999"],
+                 ["emulator", "serve", f"--valid-key=anthropic:{key}", "--fail", "200"],
+                 ["emulator", "serve", "--valid-key", key, "--bogus"]):
+        r = cli(*argv)
+        assert r.exit_code == 2, r.output
+        assert key not in r.output and key[-12:] not in r.output

@@ -36,7 +36,7 @@ EXPECTED_TABLES = {
               "cost_usd REAL NN", "catalog_version TEXT", "credits_charged INTEGER NN",
               "latency_ms INTEGER", "outcome TEXT NN"],
     "audit": ["seq INTEGER PK1", "ts TEXT NN", "actor TEXT NN", "action TEXT NN", "org TEXT",
-              "target TEXT", "before TEXT", "after TEXT", "mac TEXT NN"],
+              "target TEXT", "before TEXT", "after TEXT", "mac TEXT NN", "os_user TEXT"],
     "endpoint_approvals": ["org TEXT NN PK1", "member TEXT NN PK2", "provider TEXT NN PK3",
                            "base_url TEXT NN PK4", "approved_by TEXT NN", "approved_as TEXT NN",
                            "approved_at TEXT NN", "mac TEXT"],
@@ -109,6 +109,7 @@ def test_a_schema_1_vault_is_upgraded_in_place_on_open(cli, vault: Path) -> None
     for table in ("orgs", "members", "keys"):
         conn.execute(f"ALTER TABLE {table} DROP COLUMN mac")
     conn.execute("DROP TABLE endpoint_approvals")
+    conn.execute("ALTER TABLE audit DROP COLUMN os_user")
     conn.execute("DELETE FROM _sqlite_migrations WHERE name != 'm001_initial'")
     conn.execute("PRAGMA user_version = 1")
     conn.close()

@@ -144,9 +144,11 @@ class ByokGroup(LazyGroup):
         argv = list(sys.argv[1:] if args is None else args)
         as_json = "--json" in argv
         # Refuse an API key on the command line before Click parses it: Click's own errors
-        # ("Got unexpected extra argument (sk-ant-…)") would print it back. The emulator's
-        # --valid-key takes made-up test keys, by design.
-        if "emulator" not in argv and rules.secret_in_argv(argv):
+        # ("Got unexpected extra argument (sk-ant-…)") would print it back. Only `emulator
+        # serve --valid-key` takes (made-up test) keys, by design; no error ever repeats them.
+        allowed = _test_key_args(argv)
+        render.SCRUB = tuple(s for i in allowed for s in rules.secrets_in(argv[i]))
+        if rules.secret_in_argv(argv, allowed):
             render.error(rules.SECRET_ON_ARGV, ExitCode.USAGE.label, as_json)
             code = int(ExitCode.USAGE)
             if standalone_mode:
@@ -174,6 +176,22 @@ class ByokGroup(LazyGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _test_key_args(argv: list[str]) -> frozenset[int]:
+    """The indices of `emulator serve`'s --valid-key values: the one place a key may be on argv."""
+    words, i = [], 0
+    while i < len(argv) and len(words) < 2:  # the command path, past the root's options
+        if argv[i] == "--db":
+            i += 2
+            continue
+        if not argv[i].startswith("-"):
+            words.append(argv[i])
+        i += 1
+    if words != ["emulator", "serve"]:
+        return frozenset()
+    return frozenset(j + 1 if a == "--valid-key" else j for j, a in enumerate(argv[i:], i)
+                     if a == "--valid-key" or a.startswith("--valid-key="))
 
 
 # A path the user gave (--db, $BYOKCTL_DB, --master-key-file, --keep...) that the OS refuses.

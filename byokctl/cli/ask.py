@@ -76,8 +76,7 @@ def ask(
 
     def on_text(chunk: str) -> None:
         printed.append(chunk)
-        sys.stdout.write(chunk)
-        sys.stdout.flush()
+        render.raw(chunk)
 
     req = Request(prompt, system, max_tokens, stream, timeout, retries)
     with session(as_) as ctx:
@@ -85,7 +84,7 @@ def ask(
     if stream:
         sys.stdout.write("\n" if printed and not printed[-1].endswith("\n") else "")
     elif not json_:
-        render.line(answer.text)
+        render.raw(answer.text + "\n")
     if json_:
         render.emit(True, answer, "")
     render.status(

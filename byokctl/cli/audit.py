@@ -60,8 +60,13 @@ def log(
                             from_seq=from_seq)
     render.emit(json_, entries, lambda: render.table(
         ["seq", "time (UTC)", "actor", "action", "org / target", "change"],
-        [(e.seq, render.when(e.ts), e.actor, e.action, subject(e), change(e.before, e.after))
+        [(e.seq, render.when(e.ts), who(e), e.action, subject(e), change(e.before, e.after))
          for e in entries], no_wrap=("seq", "time (UTC)", "action")))
+
+
+def who(e: audit.Entry) -> str:
+    """The actor, and with `--as` the OS account that ran the command: `bob@acme.com (os: ann)`."""
+    return f"{e.actor} (os: {e.os_user})" if e.os_user else e.actor
 
 
 def subject(e: audit.Entry) -> str:

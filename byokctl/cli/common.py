@@ -61,4 +61,6 @@ def confirm(question: str, yes: bool) -> bool:
         from byokctl.errors import Conflict
 
         raise Conflict("Confirmation needed but stdin is not a terminal; pass --yes to confirm")
-    return typer.confirm(question, default=False, err=True)
+    from byokctl.cli.render import neutral
+
+    return typer.confirm(neutral(question), default=False, err=True)

@@ -112,6 +112,9 @@ def set_provider(
         "--base-url", help="Regional endpoint, proxy or gateway, as the SDK expects it.")] = None,
     fallback: Annotated[str | None, typer.Option(
         "--fallback", help="never, missing-key or provider-error.")] = None,
+    allow_insecure: Annotated[bool, typer.Option(
+        "--allow-insecure", help="Accept a plain-http --base-url to a host other than this machine "
+        "(the key then crosses the network unencrypted).")] = False,
     as_: As = None,
     yes: Yes = False,
     json_: Json = False,
@@ -119,11 +122,15 @@ def set_provider(
     """Switch an org's AI provider (BYOK needs a plan that includes it).
 
     \b
+    A --base-url must be https, or plain http to this machine (the emulator) unless
+    --allow-insecure; it may not carry user:password@.
+
+    \b
     Example: byokctl org set-provider acme anthropic --model sonnet --yes
     """
     with session(as_) as ctx:
         change = orgs.plan_provider_change(ctx, org, provider, model=model, base_url=base_url,
-                                           fallback=fallback)
+                                           fallback=fallback, allow_insecure=allow_insecure)
 
         def ask(c: orgs.ProviderChange) -> bool:
             b, a = c.before, c.after

@@ -25,6 +25,9 @@ def set_default(
     model: Annotated[str, typer.Option("--model", help="Model alias or pinned id (pinned when stored).")],
     base_url: Annotated[str | None, typer.Option(
         "--base-url", help="Endpoint for the platform key, as the SDK expects it.")] = None,
+    allow_insecure: Annotated[bool, typer.Option(
+        "--allow-insecure", help="Accept a plain-http --base-url to a host other than this machine "
+        "(the key then crosses the network unencrypted).")] = False,
     as_: As = None,
     json_: Json = False,
 ) -> None:
@@ -34,7 +37,7 @@ def set_default(
     Example: byokctl platform set-default anthropic --model haiku
     """
     with session(as_) as ctx:
-        change = platform.set_default(ctx, provider, model, base_url)
+        change = platform.set_default(ctx, provider, model, base_url, allow_insecure=allow_insecure)
     d = change.after
     _key_warning(d)
     render.emit(json_, change,

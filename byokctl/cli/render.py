@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 QUIET = False  # set by `--quiet`: status lines are dropped, data and errors are not
+SCRUB: tuple[str, ...] = ()  # keys the command line legitimately holds: never in an error
 
 
 @cache
@@ -54,10 +55,25 @@ def printable(text: str, stream: Any) -> str:
         return text
 
 
+# Characters a terminal acts on instead of showing: C0 (ESC starts CSI/OSC sequences, CR
+# overwrites a line) but tab and newline, DEL, C1 (0x9b is CSI on its own), and the bidi and
+# line-separator controls that reorder or split what is shown. Each is printed as its escape.
+_UNSAFE = [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0), 0x200E, 0x200F,
+           *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029]
+_NEUTRAL = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _UNSAFE}
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in _UNSAFE if c >= 0x7F}  # json escapes C0 itself
+
+
+def neutral(text: str) -> str:
+    """`text` with every character a terminal would act on shown as its escape (`\\x1b`)."""
+    return text.translate(_NEUTRAL)
+
+
 def dumps(data: Any) -> str:
     if hasattr(data, "to_json"):  # a NamedTuple record would otherwise be dumped as an array
         data = data.to_json()
-    return json.dumps(data, indent=2, default=_default, ensure_ascii=False)
+    # Outside strings JSON has none of these characters, so escaping them all keeps it valid.
+    return json.dumps(data, indent=2, default=_default, ensure_ascii=False).translate(_JSON_ESCAPES)
 
 
 def emit(as_json: bool, data: Any, human: Callable[[], None] | str) -> None:
@@ -74,7 +90,7 @@ def emit(as_json: bool, data: Any, human: Callable[[], None] | str) -> None:
 def _say(text: str, style: str | None = None, *, err: bool = False) -> None:
     """One line of text: styled on a terminal, verbatim otherwise."""
     stream = sys.stderr if err else sys.stdout
-    text = printable(text, stream)
+    text = printable(neutral(text), stream)
     if not stream.isatty():
         stream.write(text + "\n")
         stream.flush()
@@ -91,7 +107,9 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     """A table on a terminal. Piped, plain aligned columns that never wrap, one row per line,
     so ids stay whole for `grep`/`awk`. Columns named in `no_wrap` are kept on one line on a
     terminal too (others wrap to make room)."""
-    cells = [["" if v is None else str(v) for v in r] for r in rows]
+    cells = [["" if v is None else neutral(str(v)) for v in r] for r in rows]
+    columns = [neutral(c) for c in columns]
+    title = neutral(title) if title else title
     if not sys.stdout.isatty():  # decided without rich: piped output never loads it
         _plain_table(list(columns), cells, title)
         return
@@ -138,6 +156,10 @@ def banner(text: str) -> None:
 
 
 def error(message: str, code_label: str, as_json: bool) -> None:
+    if SCRUB:
+        from byokctl.providers.redact import redact
+
+        message = redact(message, *SCRUB)
     if as_json:
         sys.stderr.write(json.dumps({"error": {"code": code_label, "message": message}}) + "\n")
         sys.stderr.flush()
@@ -171,7 +193,10 @@ def progress(description: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def raw(text: str) -> None:
-    """Text exactly as given on stdout (a file's content, e.g. `export`): no markup, no emoji
-    codes, no wrapping."""
+    """Text exactly as given on stdout (a file's content, e.g. `export`; a provider's answer):
+    no markup, no emoji codes, no wrapping. To a terminal, control characters are neutralised;
+    to a pipe or file the text stays byte for byte what it was."""
+    if sys.stdout.isatty():
+        text = neutral(text)
     sys.stdout.write(printable(text, sys.stdout))
     sys.stdout.flush()

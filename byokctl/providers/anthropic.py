@@ -35,6 +35,7 @@ class AnthropicAdapter(Adapter):
             api_key=secret, base_url=base_url, timeout=timeout, max_retries=0,
             default_headers=self.neutral_headers(secret),
             open_telemetry={"traces": False, "propagation": False},
+            **self.transport(base_url, anthropic.DefaultHttpxClient),
         )
 
     def _omit(self) -> Any:

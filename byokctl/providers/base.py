@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from byokctl.errors import ByokError, KeyRejected, NotFound, ProviderDown, RateLimited, UsageError
 from byokctl.providers import catalog
-from byokctl.providers.redact import one_line, redact, safe_url
+from byokctl.providers.redact import provider_text, redact, safe_url
 
 T = TypeVar("T")
 
@@ -173,6 +173,16 @@ class Adapter:
     def _omit(self) -> Any:
         raise NotImplementedError
 
+    @staticmethod
+    def transport(base_url: str, default_client: Callable[..., Any]) -> dict[str, Any]:
+        """The SDK's own HTTP client, told not to read the environment (`HTTP(S)_PROXY`,
+        `ALL_PROXY`, netrc), for an endpoint on this machine: a key sent to the emulator or a
+        local gateway must never pass through a proxy, which would see it. Elsewhere the
+        SDK's default client, and so the operator's proxy settings, are kept."""
+        from byokctl.providers.endpoints import is_loopback_url
+
+        return {"http_client": default_client(trust_env=False)} if is_loopback_url(base_url) else {}
+
     # -- the retry loop -----------------------------------------------------------------------
     def _run(self, secret: str, base_url: str, timeout: float, retries: int, key_id: str | None,
              call: Callable[[Any], T], can_retry: Callable[[], bool] = lambda: True) -> T:
@@ -254,7 +264,7 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
              timeout: float, key_id: str | None = None) -> ByokError:
     """The byokctl error for `failure`: one redacted sentence that names the fix."""
     where = safe_url(base_url)
-    detail = one_line(redact(failure.detail, secret)) if failure.detail else ""
+    detail = provider_text(failure.detail, secret) if failure.detail else ""
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     key = f"`byokctl key rotate {key_id}`" if key_id else "`byokctl key rotate KEY_ID`"
     status = failure.effective_status

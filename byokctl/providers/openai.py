@@ -34,6 +34,7 @@ class OpenAIAdapter(Adapter):
             # OPENAI_ORG_ID / OPENAI_PROJECT_ID would bill another tenant's org or project.
             default_headers={**self.neutral_headers(secret), "OpenAI-Organization": omit,
                              "OpenAI-Project": omit},
+            **self.transport(base_url, openai.DefaultHttpxClient),
         )
         # Read from OPENAI_ADMIN_KEY even when api_key is given; never wanted here.
         client.admin_api_key = None

@@ -129,7 +129,9 @@ def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: boo
             url = current.base_url if current.configured and current.provider == p.provider else None
         else:
             url = p.base_url or None
-        platform.set_default(ctx, p.provider, p.model, url)
+        # A URL kept as stored was accepted when it was set; a new one is checked in full.
+        platform.set_default(ctx, p.provider, p.model, url,
+                             allow_insecure=p.allow_insecure or url == current.base_url)
     if p.keys is not None:
         _keys_converge(ctx, p.keys, secrets, tester, org=None)
         if prune:
@@ -199,7 +201,8 @@ def _provider_converge(ctx: Context, o: OrgSpec) -> None:
         return
     change = orgs.plan_provider_change(
         ctx, o.slug, provider, model=o.model,
-        base_url=o.base_url if isinstance(o.base_url, str) else None, fallback=o.fallback)
+        base_url=o.base_url if isinstance(o.base_url, str) else None, fallback=o.fallback,
+        allow_insecure=o.allow_insecure)
     if o.base_url is False:
         change.after["base_url"] = None
     orgs.set_provider(ctx, change, lambda _change: True)  # the file is the confirmation
@@ -210,7 +213,8 @@ def _provider_unchanged(org: orgs.Org, o: OrgSpec, provider: str) -> bool:
         return False
     if o.base_url is False and org.base_url is not None:
         return False
-    if isinstance(o.base_url, str) and rules.base_url(o.base_url) != org.base_url:
+    if isinstance(o.base_url, str) and \
+            rules.base_url(o.base_url, allow_insecure=o.allow_insecure) != org.base_url:
         return False
     if o.model is not None:
         return provider in rules.BYOK_PROVIDERS and \

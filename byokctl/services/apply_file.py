@@ -23,6 +23,7 @@ SCHEMA = """\
 provider = "anthropic"      anthropic | openai (model required with it)
 model = "haiku"             alias or pinned id (stored pinned)
 base_url = "https://..."    optional; false removes it
+allow_insecure = false      true: accept a plain-http base_url off loopback
 [[platform.keys]]           the platform's own keys (as below, no member)
 
 [orgs.acme]                 one table per org, named by its slug
@@ -32,6 +33,7 @@ credits = 500               STARTING balance: only when apply creates it
 provider = "anthropic"      platform | anthropic | openai
 model = "sonnet"            alias or pinned id (stored pinned)
 base_url = "https://..."    false removes it
+allow_insecure = false      true: accept a plain-http base_url off loopback
 fallback = "never"          never | missing-key | provider-error
 budget_monthly_usd = 250    monthly BYOK budget; false removes it
 grace = { until = "2026-12-31", reason = "migration" }
@@ -57,8 +59,8 @@ keys do not list (and platform keys not in [[platform.keys]]) are
 removed. Orgs are never deleted."""
 
 TOP_FIELDS = ("platform", "orgs")
-PLATFORM_FIELDS = ("provider", "model", "base_url", "keys")
-ORG_FIELDS = ("name", "plan", "credits", "provider", "model", "base_url", "fallback",
+PLATFORM_FIELDS = ("provider", "model", "base_url", "allow_insecure", "keys")
+ORG_FIELDS = ("name", "plan", "credits", "provider", "model", "base_url", "allow_insecure", "fallback",
               "budget_monthly_usd", "grace", "members", "keys")
 KEY_FIELDS = ("provider", "member", "from_env", "allow_admin_key", "approved_base_urls")
 GRACE_FIELDS = ("until", "days", "reason")
@@ -89,6 +91,7 @@ class PlatformSpec:
     model: str | None = None
     base_url: str | bool | None = None  # False: remove
     keys: list[KeySpec] | None = None
+    allow_insecure: bool = False  # a plain-http base_url off loopback
 
 
 @dataclass
@@ -105,6 +108,7 @@ class OrgSpec:
     grace: Grace | bool | None = None  # False: revoke
     members: dict[str, str] | None = None
     keys: list[KeySpec] | None = None
+    allow_insecure: bool = False  # a plain-http base_url off loopback
 
     @property
     def sets_provider(self) -> bool:
@@ -123,21 +127,86 @@ class Spec:
         return found
 
 
+MAX_DEPTH = 16  # the schema needs 5 levels (orgs.acme.keys[0].from_env); more is an attack
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object that names a field twice is refused (JSON's own rule would be last-wins,
+    which hides the first value from the reader of the file)."""
+    doc: dict = {}
+    for k, v in pairs:
+        if k in doc:
+            raise _DuplicateKey(k)
+        doc[k] = v
+    return doc
+
+
 def load(text: str, source: str) -> dict:
     """Parse TOML or JSON: by the name's extension, else by the content (`{` means JSON)."""
     lowered = source.lower()
     is_json = lowered.endswith(".json") or (
         not lowered.endswith(".toml") and text.lstrip().startswith("{"))
+    fix = "fix it and run apply again"
     try:
-        doc = json.loads(text) if is_json else tomllib.loads(text)
+        doc = json.loads(text, object_pairs_hook=_unique_pairs) if is_json else tomllib.loads(text)
     except json.JSONDecodeError as exc:  # messages give a position, never the content
         raise UsageError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
-                         f"{exc.colno}); fix it and run apply again") from None
+                         f"{exc.colno}); {fix}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{source} is not valid TOML ({exc}); fix it and run apply again") from None
+        raise UsageError(f"{source} is not valid TOML ({exc}); {fix}") from None
+    except _DuplicateKey as exc:
+        name = str(exc.args[0])
+        shown = f"'{name}'" if _plain_name(name) else "a field"
+        raise UsageError(f"{source} names {shown} twice in one object; keep one and run apply "
+                         "again") from None
+    except RecursionError:
+        raise UsageError(f"{source} is nested too deeply (more than {MAX_DEPTH} levels); {fix}") from None
     if not isinstance(doc, dict):
         raise UsageError(f"{source} must hold a table (a JSON object) with `orgs` and/or `platform`")
+    _check_shape(doc, source)
     return doc
+
+
+def _plain_name(name: str) -> bool:
+    """A field name fit to repeat in a message: short, printable, not key-shaped."""
+    return (len(name) <= 64 and name.isprintable() and not rules.secrets_in(name)
+            and not any(0xD800 <= ord(c) <= 0xDFFF for c in name))
+
+
+def _check_shape(doc: dict, source: str) -> None:
+    """Refuse nesting past MAX_DEPTH and text that is not Unicode (a lone surrogate, which JSON's
+    `\\ud800` lets in, and which no database or terminal can encode), naming only where."""
+    stack: list[tuple[Any, str, int]] = [(doc, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UsageError(f"{source} is nested too deeply (more than {MAX_DEPTH} levels, at "
+                             f"{path.split('.')[0] or 'the top level'}); fix it and run apply again")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                where = f"{path}.{k}" if path else str(k)
+                if isinstance(k, str) and not _is_text(k):
+                    raise UsageError(f"A name under {path or 'the top level'} in {source} is not valid "
+                                     "Unicode text (a lone surrogate, e.g. \\ud800); fix it and run "
+                                     "apply again")
+                stack.append((v, where if _plain_name(str(k)) else f"{path}.?", depth + 1))
+        elif isinstance(value, list):
+            stack += [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        elif isinstance(value, str) and not _is_text(value):
+            raise UsageError(f"{path} in {source} is not valid Unicode text (a lone surrogate, e.g. "
+                             "\\ud800); fix it and run apply again")
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _refuse_secrets(value: Any, path: str) -> None:
@@ -257,7 +326,16 @@ def _approved(t: dict, where: str, member: str | None) -> tuple[str, ...] | None
                          "goes wherever the org's base_url points")
     if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
         raise UsageError(f"{where}.approved_base_urls must be a list of URLs")
-    return tuple(rules.base_url(u) for u in value)
+    # Approving sends nothing: whether plain http may be used at all is the org base_url's
+    # own check (allow_insecure), so an approval of such a URL is not refused here.
+    return tuple(rules.base_url(u, allow_insecure=True) for u in value)
+
+
+def _flag(table: dict, name: str, path: str) -> bool:
+    value = table.get(name, False)
+    if not isinstance(value, bool):
+        raise UsageError(f"{path}.{name} must be true or false")
+    return value
 
 
 def _members(value: Any, path: str) -> dict[str, str]:
@@ -284,6 +362,7 @@ def parse(doc: dict) -> Spec:
             model=_str(t["model"], "platform.model") if "model" in t else None,
             base_url=_removable(t["base_url"], "platform.base_url", _str) if "base_url" in t else None,
             keys=_keys(t["keys"], "platform.keys", org=False, member_list=None) if "keys" in t else None,
+            allow_insecure=_flag(t, "allow_insecure", "platform"),
         )
         if (p.provider is None) != (p.model is None) or (p.provider is None and p.base_url is not None):
             raise UsageError("platform needs provider and model together (as `byokctl platform "
@@ -295,7 +374,7 @@ def parse(doc: dict) -> Spec:
     for slug, value in table.items():
         path = f"orgs.{rules.slug(slug)}"
         t = _table(value, path, ORG_FIELDS)
-        o = OrgSpec(slug)
+        o = OrgSpec(slug, allow_insecure=_flag(t, "allow_insecure", path))
         for name in ("name", "plan", "provider", "model", "fallback"):
             if name in t:
                 setattr(o, name, _str(t[name], f"{path}.{name}"))

@@ -24,8 +24,11 @@ def _dump(value: Any) -> str | None:
 
 
 def _fields(seq: int, ts: str, actor: str, action: str, org: str | None, target: str | None,
-            before: str | None, after: str | None) -> list:
-    return [seq, ts, actor, action, org, target, before, after]
+            before: str | None, after: str | None, os_user: str | None = None) -> list:
+    """What an entry's MAC covers; `os_user` only when set, so entries from before it existed
+    (and the operator's own, which have none) keep their MACs."""
+    fields = [seq, ts, actor, action, org, target, before, after]
+    return fields if os_user is None else [*fields, os_user]
 
 
 def _head_text(seq: int, mac: str) -> str:
@@ -54,11 +57,12 @@ def record(
     seq = last_seq + 1
     ts = clock.stamp()
     b, a = _dump(before), _dump(after)
-    mac = macs.chain_mac(key, prev_mac, _fields(seq, ts, ctx.actor, action, org, target, b, a))
+    os_user = ctx.os_user
+    mac = macs.chain_mac(key, prev_mac, _fields(seq, ts, ctx.actor, action, org, target, b, a, os_user))
     store.conn.execute(
-        "INSERT INTO audit (seq, ts, actor, action, org, target, before, after, mac) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (seq, ts, ctx.actor, action, org, target, b, a, mac),
+        "INSERT INTO audit (seq, ts, actor, action, org, target, before, after, mac, os_user) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (seq, ts, ctx.actor, action, org, target, b, a, mac, os_user),
     )
     head_text = _head_text(seq, mac)
     store.set_meta("audit_head", head_text)
@@ -76,6 +80,7 @@ class Entry:
     target: str | None
     before: Any
     after: Any
+    os_user: str | None = None  # with `--as`: the OS account that ran the command
 
     def to_json(self) -> dict:
         return self.__dict__.copy()
@@ -109,7 +114,7 @@ def log(
     if since:
         where.append("ts >= ?")
         params.append(since)
-    sql = "SELECT seq, ts, actor, action, org, target, before, after FROM audit"
+    sql = "SELECT seq, ts, actor, action, org, target, before, after, os_user FROM audit"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY seq DESC"
@@ -119,7 +124,7 @@ def log(
     return [
         Entry(r["seq"], r["ts"], r["actor"], r["action"], r["org"], r["target"],
               json.loads(r["before"]) if r["before"] else None,
-              json.loads(r["after"]) if r["after"] else None)
+              json.loads(r["after"]) if r["after"] else None, r["os_user"])
         for r in ctx.store.conn.execute(sql, params)
     ]
 
@@ -159,9 +164,11 @@ class Problem:
 # audit columns are TEXT, so nothing else reaches it from a row byokctl wrote), and skipping
 # a Python object per column makes `audit verify` several times faster. A MAC that does not
 # match is checked again with the reference encoding before it is reported.
-_FAST_SQL = ("SELECT seq, CAST(json_array(seq, ts, actor, action, org, target, before, after) "
+_FAST_SQL = ("SELECT seq, CAST(CASE WHEN os_user IS NULL "
+             "THEN json_array(seq, ts, actor, action, org, target, before, after) "
+             "ELSE json_array(seq, ts, actor, action, org, target, before, after, os_user) END "
              "AS BLOB), mac FROM audit ORDER BY seq")
-_ROW_SQL = "SELECT seq, ts, actor, action, org, target, before, after, mac FROM audit"
+_ROW_SQL = "SELECT seq, ts, actor, action, org, target, before, after, os_user, mac FROM audit"
 
 
 def verify(ctx: Context) -> tuple[int, list[Problem]]:
@@ -214,7 +221,7 @@ def _reference_ok(store, key: bytes, prev: str, seq: int) -> bool:  # noqa: ANN0
 
     r = store.conn.execute(_ROW_SQL + " WHERE seq = ?", (seq,)).fetchone()
     try:
-        return macs.chain_mac(key, prev, _fields(*r[:8])) == r[8]
+        return macs.chain_mac(key, prev, _fields(*r[:9])) == r[9]
     except (TypeError, ValueError):  # a value no entry byokctl wrote can hold
         return False
 
@@ -232,12 +239,12 @@ def _walk_reference(store, key: bytes) -> tuple[int, list[Problem], str, int]:  
             if seq != expected:
                 return checked, [_gap(seq, expected)], prev, expected - 1
             try:
-                ok = macs.chain_mac(key, prev, _fields(*r[:8])) == r[8]
+                ok = macs.chain_mac(key, prev, _fields(*r[:9])) == r[9]
             except (TypeError, ValueError):
                 ok = False
             if not ok:
                 return checked, [Problem("seq", seq, _ALTERED)], prev, expected - 1
-            prev, expected = r[8], seq + 1
+            prev, expected = r[9], seq + 1
         return checked, [], prev, expected - 1
     finally:
         conn.text_factory = str

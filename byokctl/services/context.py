@@ -28,6 +28,16 @@ def operator_name() -> str:
         return f"uid:{os.getuid()}"
 
 
+def os_user() -> str:
+    """The OS account behind this process, by uid (not `$USER`, which anyone can set)."""
+    try:
+        import pwd
+
+        return _printable(pwd.getpwuid(os.getuid()).pw_name)
+    except (ImportError, KeyError):  # no passwd entry (containers)
+        return f"uid:{os.getuid()}"
+
+
 def _printable(name: str) -> str:
     """The name as UTF-8 text: bytes the environment held that are not UTF-8 (surrogate
     escapes) are kept visible as `\\xff`, since the audit log and its MACs need real text."""
@@ -43,10 +53,20 @@ class Context:
     # checks their MACs first, so a role changed outside byokctl grants nothing.
     acting_members: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
+    def __post_init__(self) -> None:
+        # `--as " BOB@x "` is bob@x everywhere: permissions, key lookups, messages, the audit.
+        if self.as_email is not None:
+            self.as_email = self.as_email.strip().lower()
+
     @property
     def actor(self) -> str:
         """Who the audit log names: the member acting with `--as` (as stored), else the operator."""
-        return self.as_email.strip().lower() if self.as_email else operator_name()
+        return self.as_email if self.as_email else operator_name()
+
+    @property
+    def os_user(self) -> str | None:
+        """With `--as`, the OS account that ran the command (recorded beside the member)."""
+        return os_user() if self.as_email is not None else None
 
     def vault(self) -> Vault:
         """Unlock on first use: commands that never ask need no master key."""

@@ -55,6 +55,8 @@ def add(ctx: Context, slug: str, amount: str | int, reason: str | None = None) -
     from byokctl.services import integrity  # hashes and row MACs: writes only
 
     n = parse_amount(amount)
+    if reason:
+        rules.plain_text(reason, "The reason")
     require(ctx, slug, rules.OPERATOR)
     with ctx.write():
         # Relative to the checked row, in the write transaction: no credit lost or doubled.

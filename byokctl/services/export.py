@@ -74,6 +74,8 @@ def snapshot(ctx: Context) -> Export:
             p.update({"provider": current.provider, "model": current.model})
             if current.base_url:
                 p["base_url"] = current.base_url
+                if insecure(current.base_url):
+                    p["allow_insecure"] = True
         if platform_keys:
             p["keys"] = key_entries(platform_keys, "platform.keys", None)
         out.doc["platform"] = p
@@ -92,6 +94,8 @@ def snapshot(ctx: Context) -> Export:
                 entry["model"] = o.model
             if o.base_url:
                 entry["base_url"] = o.base_url
+                if insecure(o.base_url):
+                    entry["allow_insecure"] = True
         entry["fallback"] = o.fallback
         if o.budget_monthly_usd is not None:
             entry["budget_monthly_usd"] = o.budget_monthly_usd
@@ -165,3 +169,13 @@ def to_toml(export: Export) -> str:
         lines.append("")
         _table(lines, f"orgs.{_key(slug)}", entry, export.notes)
     return "\n".join(lines) + "\n"
+
+
+def insecure(url: str) -> bool:
+    """A stored plain-http base_url off loopback: apply needs `allow_insecure = true` for it."""
+    from urllib.parse import urlsplit
+
+    try:
+        return url.startswith("http://") and not rules.is_loopback(urlsplit(url).hostname or "")
+    except ValueError:
+        return False

@@ -166,7 +166,8 @@ class ProviderChange:
 
 
 def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str | None,
-                         base_url: str | None, fallback: str | None) -> ProviderChange:
+                         base_url: str | None, fallback: str | None,
+                         allow_insecure: bool = False) -> ProviderChange:
     """Validate a provider switch (permission, plan gate, model) without writing anything."""
     rules.choice(provider, rules.PROVIDER_SETTINGS, "provider")
     require(ctx, slug, rules.ORG_MANAGE)
@@ -174,7 +175,7 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
     if fallback is not None:
         rules.choice(fallback, rules.FALLBACKS, "fallback policy")
     if base_url is not None:
-        base_url = rules.base_url(base_url)
+        base_url = rules.base_url(base_url, allow_insecure=allow_insecure)
     after = {"provider": provider, "model": None, "base_url": None,
              "fallback": fallback or org.fallback}
     if provider == "platform":
@@ -264,7 +265,7 @@ MAX_BUDGET_USD = 1e12  # as for credit amounts: a larger budget is a typo, not a
 
 
 def _name(name: str) -> str:
-    name = name.strip()
+    name = rules.plain_text(name, "The org name").strip()
     if not name or len(name) > MAX_NAME:
         raise rules.UsageError(f"An org name must be 1-{MAX_NAME} characters, not {len(name)}")
     return name

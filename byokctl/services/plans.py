@@ -120,6 +120,9 @@ def grace_end(days: int | None, until: str | None) -> datetime:
     end = rules.parse_when(until, end_of_day=True)
     if end <= clock.now():
         raise rules.UsageError(f"--until {until} is in the past; give a future date (YYYY-MM-DD)")
+    if end > rules.days_from_now(MAX_GRACE_DAYS + 1):  # a bare date ends at its last second
+        raise rules.UsageError(f"--until {until} is more than {MAX_GRACE_DAYS} days away; grace is "
+                               "for a transition: give a nearer date, or upgrade the plan instead")
     return end
 
 
@@ -144,6 +147,8 @@ def grant_grace(ctx: Context, slug: str, *, days: int | None = None, until: str 
                 reason: str | None = None) -> PlanChange:
     """Let the org keep BYOK on a plan without it until a date (default: 30 days from now)."""
     end = grace_end(days, until)
+    if reason:
+        rules.plain_text(reason, "The reason")
     require(ctx, slug, rules.OPERATOR)
     org = get(ctx, slug)
     after = {**_state(org), "grace_until": clock.iso(end), "grace_reason": reason or None}

@@ -52,14 +52,15 @@ class DefaultChange:
         return {"changed": self.changed, "before": self.before, **self.after.to_json()}
 
 
-def set_default(ctx: Context, provider: str, model: str, base_url: str | None = None) -> DefaultChange:
+def set_default(ctx: Context, provider: str, model: str, base_url: str | None = None, *,
+                allow_insecure: bool = False) -> DefaultChange:
     """Point platform mode at `provider`/`model` (an alias is pinned); `base_url` or none."""
     from byokctl.services import integrity  # hashes and row MACs: writes only
 
     rules.choice(provider, rules.BYOK_PROVIDERS, "provider")
     pinned = catalog.load().find(provider, model).id
     if base_url is not None:
-        base_url = rules.base_url(base_url)
+        base_url = rules.base_url(base_url, allow_insecure=allow_insecure)
     require_operator(ctx, "change the platform default")
     before = current(ctx)
     after = {"provider": provider, "model": pinned, "base_url": base_url}

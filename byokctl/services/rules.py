@@ -56,13 +56,37 @@ def looks_like_secret(text: str) -> bool:
     return text.startswith("sk-") and len(text) >= SECRET_MIN_LENGTH
 
 
-def secret_in_argv(args: list[str]) -> bool:
-    """Does any argument, or any `--option=value`, look like an API key?"""
-    return any(looks_like_secret(a.split("=", 1)[1] if a.startswith("-") and "=" in a else a)
-               for a in args)
+# A key anywhere in a string (`--name=sk-…`, `OPENAI_API_KEY=sk-…`, `"my sk-… key"`), but not the
+# `sk-` inside a word (`risk-assessment-…`).
+_SECRET_SHAPE = re.compile(rf"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-.+/=~*]{{{SECRET_MIN_LENGTH - 3},}}")
+
+
+def secrets_in(text: str) -> list[str]:
+    """Every API-key-shaped run in `text`."""
+    return _SECRET_SHAPE.findall(text)
+
+
+def secret_in_argv(args: list[str], allowed: frozenset[int] = frozenset()) -> bool:
+    """Does any argument (but those at the `allowed` indices) hold something shaped like an API
+    key, whether whole, as `--option=value`, as `NAME=value` or inside a longer text?"""
+    return any(secrets_in(a) for i, a in enumerate(args) if i not in allowed)
+
+
+# What a terminal would act on (C0 but tab/newline are refused too, DEL, C1, bidi and line
+# separators): refused in anything byokctl stores and prints back.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def plain_text(value: str, what: str) -> str:
+    """`value` unless it holds a control character (never repeated: it may be an escape)."""
+    if _CONTROL.search(value):
+        raise UsageError(f"{what} holds a control character (such as ESC, a tab or a newline); "
+                         "remove it and try again")
+    return value
 
 
 def email(value: str) -> str:
+    plain_text(value, "The email address")
     value = value.strip()
     if not EMAIL_RE.fullmatch(value) or len(value) > 254:
         raise UsageError(f"'{value}' is not an email address; give the member's email (alice@acme.com)")
@@ -122,7 +146,32 @@ def positive_int(value: int, what: str) -> int:
     return value
 
 
-def base_url(value: str) -> str:
+def base_url(value: str, *, allow_insecure: bool = False) -> str:
+    """A provider endpoint fit to send a key to: http(s), no credentials in it, and https unless
+    it is this machine (loopback) or the operator passed `allow_insecure`."""
+    from urllib.parse import urlsplit
+
+    plain_text(value, "The base URL")
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
         raise UsageError(f"'{value}' is not an http(s) URL; give e.g. https://eu.api.example.com/v1")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise UsageError("The base URL has an invalid host or port; give e.g. "
+                         "https://eu.api.example.com/v1") from None
+    if "@" in parts.netloc:  # never repeated: what precedes @ is a credential
+        raise UsageError("The base URL carries a user name or password (user:password@host); "
+                         "remove it: the API key is the only credential byokctl sends")
+    if parts.scheme == "http" and not is_loopback(host) and not allow_insecure:
+        raise UsageError(f"The base URL is plain http to {host}, which would send the API key "
+                         "unencrypted; use https, or pass --allow-insecure (allow_insecure = true "
+                         "in an apply file) if that network is trusted")
     return value.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    from byokctl.providers.endpoints import is_loopback as loopback
+
+    return loopback(host)

@@ -151,14 +151,23 @@ def m003_endpoint_approvals(db: Database) -> None:
 def m004_row_macs(db: Database) -> None:
     """A `mac` column on the rows that decide where keys go and what money moves (orgs,
     members, keys, endpoint approvals; the platform record's MAC is a meta value). A migration
-    holds no master key, so it cannot MAC an existing vault's rows: it marks the vault `row_macs_pending`,
-    and the first command that unlocks it MACs them (services/integrity.py `adopt_legacy`,
-    which checks that the vault really predates row MACs). A new vault has no rows yet."""
+    holds no master key, so it cannot MAC an existing vault's rows: it marks the vault
+    `row_macs_pending`, and the first command that unlocks it MACs them (services/integrity.py
+    `adopt_legacy`, which checks that the vault really predates row MACs). A new vault has no
+    rows yet."""
     for table in ("orgs", "members", "keys", "endpoint_approvals"):
         db.execute(f"ALTER TABLE {table} ADD COLUMN mac TEXT")
     if db.execute("SELECT 1 FROM meta WHERE key = 'vault_id'").fetchone():
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('row_macs_pending', '1')")
     db.execute("PRAGMA user_version = 4")
+
+
+@migrations()
+def m005_audit_os_user(db: Database) -> None:
+    """The OS account behind an entry made with `--as` (the actor stays the member). NULL for
+    older entries and the operator's own, whose MACs do not cover it, so they still verify."""
+    db.execute("ALTER TABLE audit ADD COLUMN os_user TEXT")
+    db.execute("PRAGMA user_version = 5")
 
 
 LATEST = len(migrations._migrations)
