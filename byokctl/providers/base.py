@@ -87,6 +87,25 @@ class MalformedResponse(Exception):
     """The response parsed, but not into the shape of the provider's API."""
 
 
+# More tokens than any model's context holds: a count above it is a gateway lying, not usage.
+MAX_TOKENS_PER_CALL = 10_000_000
+
+
+class BadTokenCount(MalformedResponse):
+    """A usage count that is not a whole number from 0 to MAX_TOKENS_PER_CALL."""
+
+
+def token_count(value: object, what: str) -> int:
+    """A usage count as the API defines it (an integer, absent meaning 0), else BadTokenCount:
+    a negative, fractional or absurd count would bill the org a made-up amount."""
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value <= MAX_TOKENS_PER_CALL:
+        shown = repr(value)[:40]
+        raise BadTokenCount(f"{what} {shown} is not a whole number from 0 to {MAX_TOKENS_PER_CALL:,}")
+    return value
+
+
 @contextmanager
 def expecting_shape() -> Iterator[None]:
     """Reading a parsed response: a missing field or wrong type means the server is not the API
@@ -129,13 +148,17 @@ class Adapter:
                 if on_text is not None:
                     on_text(piece)
 
+        def attempt(client: Any) -> tuple[str, int, int, str]:
+            text, input_tokens, output_tokens, used_model = self._complete(
+                client, model=model, prompt=prompt, system=system, max_tokens=max_tokens,
+                stream=stream, emit=emit)
+            return (text, token_count(input_tokens, "input_tokens"),
+                    token_count(output_tokens, "output_tokens"), used_model)
+
         started = time.monotonic()
         text, input_tokens, output_tokens, used_model = self._run(
-            secret, url, timeout, retries, key_id,
-            lambda c: self._complete(c, model=model, prompt=prompt, system=system,
-                                     max_tokens=max_tokens, stream=stream, emit=emit),
-            can_retry=lambda: not delivered[0])
-        return Completion(text, int(input_tokens or 0), int(output_tokens or 0), used_model or model,
+            secret, url, timeout, retries, key_id, attempt, can_retry=lambda: not delivered[0])
+        return Completion(text, input_tokens, output_tokens, used_model or model,
                           int((time.monotonic() - started) * 1000))
 
     def base_url(self, base_url: str | None) -> str:
@@ -188,7 +211,7 @@ class Adapter:
                 try:
                     return call(client)
                 except Exception as exc:  # noqa: BLE001 - sorted below, bugs re-raised
-                    failure = self._failure(exc)
+                    failure = _own_failure(exc) or self._failure(exc)
                     if failure is None:
                         raise
                 attempt += 1
@@ -201,6 +224,18 @@ class Adapter:
         # Raised outside the `except` block so the SDK exception is neither chained nor context.
         raise to_error(self.label, failure, secret=secret, attempts=attempt, base_url=base_url,
                        timeout=timeout, key_id=key_id) from None
+
+
+def _own_failure(exc: BaseException) -> Failure | None:
+    """A failure byokctl itself detected, however the SDK wrapped it."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # the exception, and what the SDK wrapped
+        if seen is None:
+            break
+        if isinstance(seen, BadTokenCount):
+            return Failure("malformed", error_type="usage", detail=str(seen))
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _wait_before_retry(failure: Failure, attempt: int) -> float | None:
@@ -269,6 +304,10 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
         error = ProviderDown(
             f"The connection to {label} at {where} failed{tries}{f' ({detail})' if detail else ''}; "
             "check the network and the org's base_url, or try again later")
+    elif failure.kind == "malformed" and failure.error_type == "usage":
+        error = ProviderDown(
+            f"{label} sent a malformed response at {where}: its {detail}; the call is recorded "
+            "and nothing was charged; check that the base_url points at the real API")
     elif failure.kind == "malformed":
         error = ProviderDown(
             f"{label} sent a response that is not valid JSON for its API (at {where}); check that the "
@@ -298,6 +337,8 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
         error = ProviderDown(f"{label} is unavailable{said}{tries}; try again later, or raise --retries")
     else:
         error = ProviderDown(f"{label} answered unexpectedly{said} at {where}; check the org's base_url")
+    if failure.kind == "malformed":
+        error.outcome = "malformed"
     # The message as a whole is scrubbed once more: nothing of the secret may leave this function.
     error.message = redact(error.message, secret)
     error.args = (error.message,)
