@@ -35,6 +35,8 @@ class HostileServer:
                     answer(self, body)  # the client giving up is what the attack expects
                 self.close_connection = True
 
+            do_GET = do_POST
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from byokctl.errors import ByokError, KeyRejected, NotFound, ProviderDown, RateLimited, UsageError
 from byokctl.providers import catalog
+from byokctl.providers.bounds import MAX_RESPONSE_BYTES, Bounds, DeadlinePassed, ResponseTooLarge
 from byokctl.providers.redact import one_line, redact, safe_url
 
 T = TypeVar("T")
@@ -56,7 +57,7 @@ class Completion(NamedTuple):
 class Failure:
     """A provider failure, in SDK-neutral terms; `detail` is raw and is redacted before use."""
 
-    kind: str                      # "status", "timeout", "connection", "malformed", "truncated"
+    kind: str  # "status", "timeout", "connection", "malformed", "truncated", "too-large"
     status: int | None = None
     error_type: str | None = None  # the provider's error type or code
     detail: str = ""
@@ -141,9 +142,11 @@ class Adapter:
         each read), as the SDKs define it; `latency_ms` spans every attempt."""
         url = self.base_url(base_url)
         delivered = [False]
+        bounds = Bounds(timeout)
 
         def emit(piece: str) -> None:
             if piece:
+                bounds.add_text(piece)
                 delivered[0] = True
                 if on_text is not None:
                     on_text(piece)
@@ -152,12 +155,15 @@ class Adapter:
             text, input_tokens, output_tokens, used_model = self._complete(
                 client, model=model, prompt=prompt, system=system, max_tokens=max_tokens,
                 stream=stream, emit=emit)
+            if not stream:
+                bounds.add_text(text)
             return (text, token_count(input_tokens, "input_tokens"),
                     token_count(output_tokens, "output_tokens"), used_model)
 
         started = time.monotonic()
         text, input_tokens, output_tokens, used_model = self._run(
-            secret, url, timeout, retries, key_id, attempt, can_retry=lambda: not delivered[0])
+            secret, url, timeout, retries, key_id, attempt, can_retry=lambda: not delivered[0],
+            bounds=bounds)
         return Completion(text, input_tokens, output_tokens, used_model or model,
                           int((time.monotonic() - started) * 1000))
 
@@ -166,7 +172,8 @@ class Adapter:
         return base_url or catalog.load().info[self.name]["default_base_url"]
 
     # -- for subclasses -----------------------------------------------------------------------
-    def _client(self, secret: str, base_url: str, timeout: float) -> Any:
+    def _client(self, secret: str, base_url: str, timeout: float, bounds: Bounds | None = None) -> Any:
+        """The SDK client; its `http_client` must use `bounds.transport()`."""
         raise NotImplementedError
 
     def _list_models(self, client: Any) -> list[str]:
@@ -198,13 +205,16 @@ class Adapter:
 
     # -- the retry loop -----------------------------------------------------------------------
     def _run(self, secret: str, base_url: str, timeout: float, retries: int, key_id: str | None,
-             call: Callable[[Any], T], can_retry: Callable[[], bool] = lambda: True) -> T:
+             call: Callable[[Any], T], can_retry: Callable[[], bool] = lambda: True,
+             bounds: Bounds | None = None) -> T:
         """`call(client)` with byokctl's retry policy (the SDK's own is off: `max_retries=0`).
 
         Retries 408/409/429/5xx, timeouts and connection errors with exponential backoff, or
-        after the provider's `retry-after` when that is at most MAX_RETRY_WAIT seconds.
+        after the provider's `retry-after` when that is at most MAX_RETRY_WAIT seconds, while
+        the deadline (`timeout` from now, for every attempt together) leaves time to.
         """
-        client = self._client(secret, base_url, timeout)
+        bounds = bounds or Bounds(timeout)
+        client = self._client(secret, base_url, timeout, bounds)
         attempt = 0
         try:
             while True:
@@ -214,9 +224,12 @@ class Adapter:
                     failure = _own_failure(exc) or self._failure(exc)
                     if failure is None:
                         raise
+                    if bounds.expired and failure.kind in ("connection", "timeout", "truncated"):
+                        failure = Failure("timeout", error_type="deadline")
                 attempt += 1
                 wait = _wait_before_retry(failure, attempt)
-                if attempt > retries or not failure.retryable or wait is None or not can_retry():
+                if (attempt > retries or not failure.retryable or wait is None or not can_retry()
+                        or wait >= bounds.deadline - time.monotonic()):
                     break
                 time.sleep(wait)
         finally:
@@ -234,6 +247,10 @@ def _own_failure(exc: BaseException) -> Failure | None:
             break
         if isinstance(seen, BadTokenCount):
             return Failure("malformed", error_type="usage", detail=str(seen))
+        if isinstance(seen, DeadlinePassed):
+            return Failure("timeout", error_type="deadline")
+        if isinstance(seen, ResponseTooLarge):
+            return Failure("too-large", detail=str(seen))
         seen = seen.__cause__ or seen.__context__
     return None
 
@@ -296,10 +313,20 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
     what = f"HTTP {status}" if failure.status and failure.status >= 400 else (failure.error_type or "error")
     said = f" ({what}: {detail})" if detail else f" ({what})"
 
-    if failure.kind == "timeout":
+    if failure.kind == "timeout" and failure.error_type == "deadline":
         error: ByokError = ProviderDown(
+            f"{label} did not finish answering within --timeout {timeout:g} s (the deadline of "
+            f"the whole call, every attempt and stream) at {where}{tries}; try again later, or "
+            "raise --timeout")
+    elif failure.kind == "timeout":
+        error = ProviderDown(
             f"{label} did not answer within {timeout:g} s at {where}{tries}; try again later, "
             "or raise --timeout")
+    elif failure.kind == "too-large":
+        error = ProviderDown(
+            f"{label} sent {failure.detail} at {where} (byokctl reads at most "
+            f"{MAX_RESPONSE_BYTES // 1024 // 1024} MiB of response and 1 MiB of text per call); "
+            "lower --max-tokens, or check that the base_url points at the real API")
     elif failure.kind == "connection":
         error = ProviderDown(
             f"The connection to {label} at {where} failed{tries}{f' ({detail})' if detail else ''}; "
