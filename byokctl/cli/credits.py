@@ -44,8 +44,10 @@ def add(
 
 @app.command("show")
 def show(org: Org, as_: As = None, json_: Json = False) -> None:
-    """Show an org's credit balance, and any shortfall: credits charged for calls that cost
-    more than the balance held, which the next `credits add` pays first.
+    """Show an org's credit balance and any shortfall.
+
+    The shortfall is what calls that cost more than the balance held still owe; the next
+    `credits add` pays it first.
 
     \b
     Example: byokctl credits show acme --json
