@@ -29,6 +29,7 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_RETRIES = 2
 MAX_RETRY_WAIT = 30.0  # a provider asking for a longer pause gets no retry: we fail fast instead
 _BACKOFF_START, _BACKOFF_MAX = 0.5, 8.0
+DEADLINE_SLACK = 0.05  # a step timed out this close to the call's deadline: the deadline ended it
 
 # Provider error types (Anthropic `error.type`, OpenAI `error.type`/`code`) for failures that
 # arrive without a meaningful HTTP status, e.g. an `error` event in the middle of a stream.
@@ -224,7 +225,8 @@ class Adapter:
                     failure = _own_failure(exc) or self._failure(exc)
                     if failure is None:
                         raise
-                    if bounds.expired and failure.kind in ("connection", "timeout", "truncated"):
+                    if failure.kind in ("connection", "timeout", "truncated") and (
+                            bounds.expired or bounds.deadline - time.monotonic() < DEADLINE_SLACK):
                         failure = Failure("timeout", error_type="deadline")
                 attempt += 1
                 wait = _wait_before_retry(failure, attempt)
@@ -315,8 +317,8 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
 
     if failure.kind == "timeout" and failure.error_type == "deadline":
         error: ByokError = ProviderDown(
-            f"{label} did not finish answering within --timeout {timeout:g} s (the deadline of "
-            f"the whole call, every attempt and stream) at {where}{tries}; try again later, or "
+            f"{label} did not answer within {timeout:g} s (--timeout, the deadline of the whole "
+            f"call: every attempt and the whole stream) at {where}{tries}; try again later, or "
             "raise --timeout")
     elif failure.kind == "timeout":
         error = ProviderDown(
@@ -364,8 +366,8 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
         error = ProviderDown(f"{label} is unavailable{said}{tries}; try again later, or raise --retries")
     else:
         error = ProviderDown(f"{label} answered unexpectedly{said} at {where}; check the org's base_url")
-    if failure.kind == "malformed":
-        error.outcome = "malformed"
+    if failure.kind == "malformed" and failure.error_type == "usage":
+        error.outcome = "malformed"  # made-up token counts: the usage record says so
     # The message as a whole is scrubbed once more: nothing of the secret may leave this function.
     error.message = redact(error.message, secret)
     error.args = (error.message,)
