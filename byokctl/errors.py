@@ -34,6 +34,7 @@ class ByokError(Exception):
     """A failure the user can act on: one sentence that names the fix."""
 
     code: ExitCode = ExitCode.INTERNAL
+    outcome: str | None = None  # a usage record's outcome finer than the code's label ("malformed")
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -216,9 +216,13 @@ def test_an_answered_call_waits_for_a_busy_vault_to_be_recorded(cli, vault, byok
     monkeypatch.setattr(store, "BUSY_TIMEOUT_MS", 200)
     cli("org", "set-provider", "acme", "platform", "--yes")  # platform mode: credits charged
     holder = sqlite3.connect(vault, isolation_level=None, check_same_thread=False)
-    holder.execute("BEGIN IMMEDIATE")  # readers go on (WAL); writers wait
     release = threading.Timer(1.0, lambda: holder.execute("ROLLBACK"))
-    release.start()
+
+    def hold(_request) -> None:  # the call is admitted and at the provider: now lock the vault
+        holder.execute("BEGIN IMMEDIATE")  # readers go on (WAL); writers wait
+        release.start()
+
+    byok["emulator"].on_request = hold
     try:
         r = cli("ask", "acme", PROMPT, "--no-stream", "--json")
     finally:
@@ -239,8 +243,8 @@ def test_an_answered_call_gives_up_after_the_attempts(cli, vault, byok, monkeypa
 
     monkeypatch.setattr(store, "BUSY_TIMEOUT_MS", 100)
     monkeypatch.setattr(ask_service, "RECORD_ATTEMPTS", 3)
-    holder = sqlite3.connect(vault, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
+    holder = sqlite3.connect(vault, isolation_level=None, check_same_thread=False)
+    byok["emulator"].on_request = lambda _request: holder.execute("BEGIN IMMEDIATE")
     try:
         r = cli("ask", "acme", PROMPT, "--no-stream")
     finally:

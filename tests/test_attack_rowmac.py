@@ -310,8 +310,10 @@ def _as_before_row_macs(db: Path) -> None:
         conn.execute(f"ALTER TABLE {table} DROP COLUMN mac")
     conn.execute("DROP TABLE endpoint_approvals")  # schema 2 had none of these
     conn.execute("ALTER TABLE audit DROP COLUMN os_user")
-    conn.execute("DELETE FROM _sqlite_migrations WHERE name IN "
-                 "('m003_endpoint_approvals', 'm004_row_macs', 'm005_audit_os_user')")
+    conn.execute("DROP TABLE reservations")
+    conn.execute("ALTER TABLE orgs DROP COLUMN shortfall")
+    conn.execute("DELETE FROM _sqlite_migrations WHERE name IN ('m003_endpoint_approvals', "
+                 "'m004_row_macs', 'm005_audit_os_user', 'm006_reservations')")
     conn.execute("PRAGMA user_version = 2")
     conn.close()
 

@@ -20,7 +20,7 @@ def test_add_updates_balance_and_audits_before_after(cli, acme):
     r = cli("credits", "add", "acme", "500", "--reason", "monthly top-up", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == {"org": "acme", "added": 500, "before": 10, "balance": 510,
-                                    "reason": "monthly top-up"}
+                                    "reason": "monthly top-up", "paid_shortfall": 0, "shortfall": 0}
     [entry] = audit_rows(acme, "credits.add")
     assert entry["org"] == "acme" and entry["actor"] == "tester"
     assert json.loads(entry["before"]) == {"balance": 10}
@@ -37,7 +37,7 @@ def test_show_json_and_human(cli, acme):
     cli("credits", "add", "acme", "32")
     r = cli("credits", "show", "acme", "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout) == {"org": "acme", "balance": 42}
+    assert json.loads(r.stdout) == {"org": "acme", "balance": 42, "shortfall": 0}
     r = cli("credits", "show", "acme")
     assert r.stdout.strip() == "Org acme: 42 credits."
 

@@ -22,7 +22,7 @@ EXPECTED_TABLES = {
     "orgs": ["slug TEXT PK1", "name TEXT NN", "plan TEXT NN", "credits INTEGER NN",
              "provider TEXT NN", "model TEXT", "base_url TEXT", "fallback TEXT NN",
              "budget_monthly_usd REAL", "grace_until TEXT", "grace_reason TEXT",
-             "created_at TEXT NN", "updated_at TEXT NN", "mac TEXT"],
+             "created_at TEXT NN", "updated_at TEXT NN", "mac TEXT", "shortfall INTEGER NN"],
     "members": ["org TEXT NN PK1", "email TEXT NN PK2", "role TEXT NN", "created_at TEXT NN",
                 "mac TEXT"],
     "keys": ["id TEXT PK1", "scope TEXT NN", "org TEXT", "member TEXT", "provider TEXT NN",
@@ -40,6 +40,8 @@ EXPECTED_TABLES = {
     "endpoint_approvals": ["org TEXT NN PK1", "member TEXT NN PK2", "provider TEXT NN PK3",
                            "base_url TEXT NN PK4", "approved_by TEXT NN", "approved_as TEXT NN",
                            "approved_at TEXT NN", "mac TEXT"],
+    "reservations": ["id INTEGER PK1", "org TEXT NN", "mode TEXT NN", "credits INTEGER NN",
+                     "cost_usd REAL NN", "created_at TEXT NN", "expires_at TEXT NN"],
     "_sqlite_migrations": ["id INTEGER PK1", "migration_set TEXT", "name TEXT", "applied_at TEXT"],
 }
 # name: (table, columns (None = an expression), unique)
@@ -52,6 +54,7 @@ EXPECTED_INDEXES = {
     "audit_action": ("audit", ["action", "seq"], False),
     "keys_org_member": ("keys", ["org", "member"], False),
     "members_email": ("members", ["email"], False),
+    "reservations_org": ("reservations", ["org", "expires_at"], False),
     "idx__sqlite_migrations_migration_set_name": ("_sqlite_migrations", ["migration_set", "name"], True),
 }
 
@@ -110,6 +113,8 @@ def test_a_schema_1_vault_is_upgraded_in_place_on_open(cli, vault: Path) -> None
         conn.execute(f"ALTER TABLE {table} DROP COLUMN mac")
     conn.execute("DROP TABLE endpoint_approvals")
     conn.execute("ALTER TABLE audit DROP COLUMN os_user")
+    conn.execute("DROP TABLE reservations")
+    conn.execute("ALTER TABLE orgs DROP COLUMN shortfall")
     conn.execute("DELETE FROM _sqlite_migrations WHERE name != 'm001_initial'")
     conn.execute("PRAGMA user_version = 1")
     conn.close()

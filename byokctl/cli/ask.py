@@ -52,14 +52,20 @@ def ask(
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Most tokens to generate.")] = 1024,
     no_stream: Annotated[bool, typer.Option(
         "--no-stream", help="Print the answer when complete instead of as it arrives.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS",
-                                           help="Give up on the provider after this long.")] = 60.0,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", metavar="SECONDS",
+        help="Deadline of the whole call: every retry and the whole stream.")] = 60.0,
     retries: Annotated[int, typer.Option("--retries", help="Retries on 429/5xx/network errors.")] = 2,
     json_: Json = False,
 ) -> None:
     """Send a prompt for ORG through the provider and key the rules resolve, and account for it.
 
     With `-`, or no prompt and piped input, the prompt is read from stdin.
+
+    `--timeout` bounds the whole call, retries and streaming included, and an answer is cut
+    off (exit 11) past 1 MiB of text or 32 MiB of response. In platform mode the call is
+    admitted only if the org's balance, less what calls in flight have reserved, covers its
+    estimated cost (at least one credit); a BYOK call likewise against the monthly budget.
 
     \b
     Example: byokctl ask acme "Summarise BYOK in one line" --no-stream

@@ -34,7 +34,8 @@ AllowAdmin = Annotated[bool, typer.Option(
     "inference is needed.")]
 Provider = Annotated[str, typer.Option("--provider", metavar="P", help="anthropic or openai.")]
 Timeout = Annotated[float, typer.Option(
-    "--timeout", metavar="SECONDS", help="Give up on the provider after this long.")]
+    "--timeout", metavar="SECONDS",
+    help="Deadline of the whole provider call, every retry included.")]
 Retries = Annotated[int, typer.Option(
     "--retries", metavar="N", help="Retries on 429/5xx/network errors.")]
 

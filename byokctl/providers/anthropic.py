@@ -15,6 +15,7 @@ from byokctl.providers.base import (
     retry_after,
     should_retry,
 )
+from byokctl.providers.bounds import Bounds
 
 if TYPE_CHECKING:
     import anthropic
@@ -25,7 +26,8 @@ class AnthropicAdapter(Adapter):
     label = "Anthropic"
     custom_headers_env = "ANTHROPIC_CUSTOM_HEADERS"
 
-    def _client(self, secret: str, base_url: str, timeout: float) -> anthropic.Anthropic:
+    def _client(self, secret: str, base_url: str, timeout: float,
+                bounds: Bounds | None = None) -> anthropic.Anthropic:
         import anthropic
 
         # An explicit api_key makes the SDK skip ANTHROPIC_API_KEY/AUTH_TOKEN, profiles and
@@ -33,9 +35,9 @@ class AnthropicAdapter(Adapter):
         # prompt reaches an OpenTelemetry exporter configured in the environment.
         return anthropic.Anthropic(
             api_key=secret, base_url=base_url, timeout=timeout, max_retries=0,
+            http_client=anthropic.DefaultHttpxClient(transport=(bounds or Bounds(timeout)).transport()),
             default_headers=self.neutral_headers(secret),
             open_telemetry={"traces": False, "propagation": False},
-            **self.transport(base_url, anthropic.DefaultHttpxClient),
         )
 
     def _omit(self) -> Any:

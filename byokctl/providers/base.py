@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from byokctl.errors import ByokError, KeyRejected, NotFound, ProviderDown, RateLimited, UsageError
 from byokctl.providers import catalog
+from byokctl.providers.bounds import MAX_RESPONSE_BYTES, Bounds, DeadlinePassed, ResponseTooLarge
 from byokctl.providers.redact import provider_text, redact, safe_url
 
 T = TypeVar("T")
@@ -28,6 +29,7 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_RETRIES = 2
 MAX_RETRY_WAIT = 30.0  # a provider asking for a longer pause gets no retry: we fail fast instead
 _BACKOFF_START, _BACKOFF_MAX = 0.5, 8.0
+DEADLINE_SLACK = 0.05  # a step timed out this close to the call's deadline: the deadline ended it
 
 # Provider error types (Anthropic `error.type`, OpenAI `error.type`/`code`) for failures that
 # arrive without a meaningful HTTP status, e.g. an `error` event in the middle of a stream.
@@ -56,7 +58,7 @@ class Completion(NamedTuple):
 class Failure:
     """A provider failure, in SDK-neutral terms; `detail` is raw and is redacted before use."""
 
-    kind: str                      # "status", "timeout", "connection", "malformed", "truncated"
+    kind: str  # "status", "timeout", "connection", "malformed", "truncated", "too-large"
     status: int | None = None
     error_type: str | None = None  # the provider's error type or code
     detail: str = ""
@@ -85,6 +87,25 @@ class StreamTruncated(Exception):
 
 class MalformedResponse(Exception):
     """The response parsed, but not into the shape of the provider's API."""
+
+
+# More tokens than any model's context holds: a count above it is a gateway lying, not usage.
+MAX_TOKENS_PER_CALL = 10_000_000
+
+
+class BadTokenCount(MalformedResponse):
+    """A usage count that is not a whole number from 0 to MAX_TOKENS_PER_CALL."""
+
+
+def token_count(value: object, what: str) -> int:
+    """A usage count as the API defines it (an integer, absent meaning 0), else BadTokenCount:
+    a negative, fractional or absurd count would bill the org a made-up amount."""
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value <= MAX_TOKENS_PER_CALL:
+        shown = repr(value)[:40]
+        raise BadTokenCount(f"{what} {shown} is not a whole number from 0 to {MAX_TOKENS_PER_CALL:,}")
+    return value
 
 
 @contextmanager
@@ -122,20 +143,29 @@ class Adapter:
         each read), as the SDKs define it; `latency_ms` spans every attempt."""
         url = self.base_url(base_url)
         delivered = [False]
+        bounds = Bounds(timeout)
 
         def emit(piece: str) -> None:
             if piece:
+                bounds.add_text(piece)
                 delivered[0] = True
                 if on_text is not None:
                     on_text(piece)
 
+        def attempt(client: Any) -> tuple[str, int, int, str]:
+            text, input_tokens, output_tokens, used_model = self._complete(
+                client, model=model, prompt=prompt, system=system, max_tokens=max_tokens,
+                stream=stream, emit=emit)
+            if not stream:
+                bounds.add_text(text)
+            return (text, token_count(input_tokens, "input_tokens"),
+                    token_count(output_tokens, "output_tokens"), used_model)
+
         started = time.monotonic()
         text, input_tokens, output_tokens, used_model = self._run(
-            secret, url, timeout, retries, key_id,
-            lambda c: self._complete(c, model=model, prompt=prompt, system=system,
-                                     max_tokens=max_tokens, stream=stream, emit=emit),
-            can_retry=lambda: not delivered[0])
-        return Completion(text, int(input_tokens or 0), int(output_tokens or 0), used_model or model,
+            secret, url, timeout, retries, key_id, attempt, can_retry=lambda: not delivered[0],
+            bounds=bounds)
+        return Completion(text, input_tokens, output_tokens, used_model or model,
                           int((time.monotonic() - started) * 1000))
 
     def base_url(self, base_url: str | None) -> str:
@@ -143,7 +173,8 @@ class Adapter:
         return base_url or catalog.load().info[self.name]["default_base_url"]
 
     # -- for subclasses -----------------------------------------------------------------------
-    def _client(self, secret: str, base_url: str, timeout: float) -> Any:
+    def _client(self, secret: str, base_url: str, timeout: float, bounds: Bounds | None = None) -> Any:
+        """The SDK client; its `http_client` must use `bounds.transport()`."""
         raise NotImplementedError
 
     def _list_models(self, client: Any) -> list[str]:
@@ -173,37 +204,34 @@ class Adapter:
     def _omit(self) -> Any:
         raise NotImplementedError
 
-    @staticmethod
-    def transport(base_url: str, default_client: Callable[..., Any]) -> dict[str, Any]:
-        """The SDK's own HTTP client, told not to read the environment (`HTTP(S)_PROXY`,
-        `ALL_PROXY`, netrc), for an endpoint on this machine: a key sent to the emulator or a
-        local gateway must never pass through a proxy, which would see it. Elsewhere the
-        SDK's default client, and so the operator's proxy settings, are kept."""
-        from byokctl.providers.endpoints import is_loopback_url
-
-        return {"http_client": default_client(trust_env=False)} if is_loopback_url(base_url) else {}
-
     # -- the retry loop -----------------------------------------------------------------------
     def _run(self, secret: str, base_url: str, timeout: float, retries: int, key_id: str | None,
-             call: Callable[[Any], T], can_retry: Callable[[], bool] = lambda: True) -> T:
+             call: Callable[[Any], T], can_retry: Callable[[], bool] = lambda: True,
+             bounds: Bounds | None = None) -> T:
         """`call(client)` with byokctl's retry policy (the SDK's own is off: `max_retries=0`).
 
         Retries 408/409/429/5xx, timeouts and connection errors with exponential backoff, or
-        after the provider's `retry-after` when that is at most MAX_RETRY_WAIT seconds.
+        after the provider's `retry-after` when that is at most MAX_RETRY_WAIT seconds, while
+        the deadline (`timeout` from now, for every attempt together) leaves time to.
         """
-        client = self._client(secret, base_url, timeout)
+        bounds = bounds or Bounds(timeout)
+        client = self._client(secret, base_url, timeout, bounds)
         attempt = 0
         try:
             while True:
                 try:
                     return call(client)
                 except Exception as exc:  # noqa: BLE001 - sorted below, bugs re-raised
-                    failure = self._failure(exc)
+                    failure = _own_failure(exc) or self._failure(exc)
                     if failure is None:
                         raise
+                    if failure.kind in ("connection", "timeout", "truncated") and (
+                            bounds.expired or bounds.deadline - time.monotonic() < DEADLINE_SLACK):
+                        failure = Failure("timeout", error_type="deadline")
                 attempt += 1
                 wait = _wait_before_retry(failure, attempt)
-                if attempt > retries or not failure.retryable or wait is None or not can_retry():
+                if (attempt > retries or not failure.retryable or wait is None or not can_retry()
+                        or wait >= bounds.deadline - time.monotonic()):
                     break
                 time.sleep(wait)
         finally:
@@ -211,6 +239,22 @@ class Adapter:
         # Raised outside the `except` block so the SDK exception is neither chained nor context.
         raise to_error(self.label, failure, secret=secret, attempts=attempt, base_url=base_url,
                        timeout=timeout, key_id=key_id) from None
+
+
+def _own_failure(exc: BaseException) -> Failure | None:
+    """A failure byokctl itself detected, however the SDK wrapped it."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # the exception, and what the SDK wrapped
+        if seen is None:
+            break
+        if isinstance(seen, BadTokenCount):
+            return Failure("malformed", error_type="usage", detail=str(seen))
+        if isinstance(seen, DeadlinePassed):
+            return Failure("timeout", error_type="deadline")
+        if isinstance(seen, ResponseTooLarge):
+            return Failure("too-large", detail=str(seen))
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _wait_before_retry(failure: Failure, attempt: int) -> float | None:
@@ -271,14 +315,28 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
     what = f"HTTP {status}" if failure.status and failure.status >= 400 else (failure.error_type or "error")
     said = f" ({what}: {detail})" if detail else f" ({what})"
 
-    if failure.kind == "timeout":
+    if failure.kind == "timeout" and failure.error_type == "deadline":
         error: ByokError = ProviderDown(
+            f"{label} did not answer within {timeout:g} s (--timeout, the deadline of the whole "
+            f"call: every attempt and the whole stream) at {where}{tries}; try again later, or "
+            "raise --timeout")
+    elif failure.kind == "timeout":
+        error = ProviderDown(
             f"{label} did not answer within {timeout:g} s at {where}{tries}; try again later, "
             "or raise --timeout")
+    elif failure.kind == "too-large":
+        error = ProviderDown(
+            f"{label} sent {failure.detail} at {where} (byokctl reads at most "
+            f"{MAX_RESPONSE_BYTES // 1024 // 1024} MiB of response and 1 MiB of text per call); "
+            "lower --max-tokens, or check that the base_url points at the real API")
     elif failure.kind == "connection":
         error = ProviderDown(
             f"The connection to {label} at {where} failed{tries}{f' ({detail})' if detail else ''}; "
             "check the network and the org's base_url, or try again later")
+    elif failure.kind == "malformed" and failure.error_type == "usage":
+        error = ProviderDown(
+            f"{label} sent a malformed response at {where}: its {detail}; the call is recorded "
+            "and nothing was charged; check that the base_url points at the real API")
     elif failure.kind == "malformed":
         error = ProviderDown(
             f"{label} sent a response that is not valid JSON for its API (at {where}); check that the "
@@ -308,6 +366,8 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
         error = ProviderDown(f"{label} is unavailable{said}{tries}; try again later, or raise --retries")
     else:
         error = ProviderDown(f"{label} answered unexpectedly{said} at {where}; check the org's base_url")
+    if failure.kind == "malformed" and failure.error_type == "usage":
+        error.outcome = "malformed"  # made-up token counts: the usage record says so
     # The message as a whole is scrubbed once more: nothing of the secret may leave this function.
     error.message = redact(error.message, secret)
     error.args = (error.message,)

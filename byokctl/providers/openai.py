@@ -15,6 +15,7 @@ from byokctl.providers.base import (
     retry_after,
     should_retry,
 )
+from byokctl.providers.bounds import Bounds
 
 if TYPE_CHECKING:
     import openai
@@ -25,16 +26,17 @@ class OpenAIAdapter(Adapter):
     label = "OpenAI"
     custom_headers_env = "OPENAI_CUSTOM_HEADERS"
 
-    def _client(self, secret: str, base_url: str, timeout: float) -> openai.OpenAI:
+    def _client(self, secret: str, base_url: str, timeout: float,
+                bounds: Bounds | None = None) -> openai.OpenAI:
         import openai
 
         omit = openai.Omit()
         client = openai.OpenAI(
             api_key=secret, base_url=base_url, timeout=timeout, max_retries=0,
+            http_client=openai.DefaultHttpxClient(transport=(bounds or Bounds(timeout)).transport()),
             # OPENAI_ORG_ID / OPENAI_PROJECT_ID would bill another tenant's org or project.
             default_headers={**self.neutral_headers(secret), "OpenAI-Organization": omit,
                              "OpenAI-Project": omit},
-            **self.transport(base_url, openai.DefaultHttpxClient),
         )
         # Read from OPENAI_ADMIN_KEY even when api_key is given; never wanted here.
         client.admin_api_key = None

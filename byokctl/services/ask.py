@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 from byokctl.errors import ByokError, Integrity, KeyRejected, RateLimited, VaultLocked
 from byokctl.providers import catalog
 from byokctl.resolve import Decision, Facts, after_provider_error
-from byokctl.services import endpoints, integrity, keys, rules, usage
+from byokctl.services import admission, credits, endpoints, integrity, keys, rules, usage
+from byokctl.services.admission import credits_for
 from byokctl.services.context import Context
 from byokctl.services.resolution import resolve_for
 
@@ -48,12 +49,6 @@ class Answer:
 
 def credit_usd(ctx: Context) -> float:
     return float(ctx.store.meta("credit_usd") or DEFAULT_CREDIT_USD)
-
-
-def credits_for(cost_usd: float, credit_value: float) -> int:
-    """A platform call costs max(1, ceil(cost / credit value)) credits (SPEC §1)."""
-    # round() first: 0.03 / 0.01 is 2.9999999999999996 in floating point, and must be 3.
-    return max(1, math.ceil(round(cost_usd / credit_value, 9)))
 
 
 def ask(ctx: Context, org: str, req: Request, *, on_text: Callable[[str], None] | None = None,
@@ -115,6 +110,42 @@ def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None
     registry.prefetch(d.provider)  # the SDK loads while the key is decrypted
     started = time.monotonic()
     try:
+        held = _reserve(ctx, d, req)
+    except ByokError as exc:
+        _fail(ctx, record, exc)
+        raise
+    try:
+        return _call_reserved(ctx, d, req, record, held, started, on_text, on_warning)
+    except BaseException:
+        # Settled or released already, unless something unforeseen stopped the call (a bug,
+        # Ctrl-C): then give the reservation back now rather than at its expiry.
+        with contextlib.suppress(Exception), ctx.store.tx() as conn:
+            admission.release(conn, held)
+        raise
+
+
+def _reserve(ctx: Context, d: Decision, req: Request) -> admission.Reservation | None:
+    """Admit the call against what calls in flight have reserved (SPEC §1 Credits)."""
+    from byokctl.services.resolution import month_start_iso
+
+    assert d.provider and d.model and d.mode
+    estimate = admission.estimate_usd(d.provider, d.model, prompt=req.prompt, system=req.system,
+                                      max_tokens=req.max_tokens)
+    budget = ctx.store.scalar("SELECT budget_monthly_usd FROM orgs WHERE slug = ?", (d.org,))
+    return admission.reserve(ctx, org=d.org, mode=d.mode, estimate_usd=estimate,
+                             credit_value=credit_usd(ctx), deadline_s=req.timeout,
+                             budget_usd=budget if d.mode == "byok" else None,
+                             month_start=month_start_iso())
+
+
+def _call_reserved(ctx: Context, d: Decision, req: Request, record: usage.Record,
+                   held: admission.Reservation | None, started: float,
+                   on_text: Callable[[str], None] | None,
+                   on_warning: Callable[[str], None]) -> Answer:
+    from byokctl.providers import registry
+
+    assert d.key is not None and d.provider and d.model and d.mode
+    try:
         secret = keys.reveal(ctx, d.key.id)
         result = registry.get(d.provider).complete(
             secret=secret, model=d.model, prompt=req.prompt, system=req.system,
@@ -122,7 +153,7 @@ def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None
             retries=req.retries, stream=req.stream, on_text=on_text, key_id=d.key.id)
     except ByokError as exc:
         record.latency_ms = int((time.monotonic() - started) * 1000)
-        _fail(ctx, record, exc, key_status=_status_after(exc))
+        _fail(ctx, record, exc, key_status=_status_after(exc), held=held)
         raise
     model = catalog.load().find(d.provider, d.model)
     cost = model.cost_usd(result.input_tokens, result.output_tokens)
@@ -130,23 +161,38 @@ def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None
     record.cost_usd = cost
     record.latency_ms = int((time.monotonic() - started) * 1000)
     key_id = d.key.id
+    notes: list[str] = []
 
     def account(conn: sqlite3.Connection) -> None:
-        charged = 0
+        # The call is recorded whatever happened to its org or key meanwhile (the tokens are
+        # spent). `credits_charged` is the call's price in credits: what the balance covered
+        # plus the shortfall it left, or, for an org deleted during the call, nothing could be
+        # taken (said on stderr). A retried transaction starts afresh.
+        notes.clear()
+        admission.release(conn, held)
+        record.credits_charged = 0
         if d.mode == "platform":
-            want = credits_for(cost, credit_usd(ctx))
-            # Relative to the balance read (and MAC-checked) in this write transaction, so
-            # concurrent calls never lose or double-count a credit; a call may overshoot the
-            # balance, which then stops at zero.
-            changed = integrity.update_org(
-                ctx, d.org, lambda org: {"credits": org["credits"] - min(want, org["credits"])})
-            if changed is not None:
-                charged = changed[0]["credits"] - changed[1]["credits"]
-        record.credits_charged = charged
+            price = credits_for(cost, credit_usd(ctx))
+            change = credits.change(ctx, d.org, charge=price,
+                                    created_at=held.org_created_at if held else None)
+            record.credits_charged = price
+            if change is None:
+                notes.append(f"org {d.org} was deleted while the call ran: its usage is recorded "
+                             f"({price} credit{'s' if price != 1 else ''}), but no balance was "
+                             "left to charge")
+            elif change.owed:
+                notes.append(f"this call cost {price} credits and org {d.org} had {change.before}: "
+                             f"{change.shortfall_after} credits are owed (`byokctl credits show "
+                             f"{d.org}`); the next `byokctl credits add` pays them first")
         usage.insert(conn, record)
-        keys.mark_used(ctx, key_id, status=keys.ACTIVE, why="it answered a request")
+        if conn.execute("SELECT 1 FROM keys WHERE id = ?", (key_id,)).fetchone() is not None:
+            keys.mark_used(ctx, key_id, status=keys.ACTIVE, why="it answered a request")
+        else:
+            notes.append(f"key {key_id} was removed while the call ran; the call is recorded")
 
     _record_answered(ctx, account, on_warning)
+    for note in notes:
+        on_warning(note)
     charged = record.credits_charged
     return Answer(result.text, d.mode, d.provider, d.model, d.key.id, d.fallback_reason,
                   result.input_tokens, result.output_tokens, round(cost, 8), charged,
@@ -184,13 +230,17 @@ def _status_after(exc: ByokError) -> str | None:
     return None
 
 
-def _fail(ctx: Context, record: usage.Record, exc: ByokError, key_status: str | None = None) -> None:
-    """Record a failed call (and what it says about the key); the caller re-raises the error."""
-    record.outcome = exc.code.label
+def _fail(ctx: Context, record: usage.Record, exc: ByokError, key_status: str | None = None,
+          held: admission.Reservation | None = None) -> None:
+    """Record a failed call (and what it says about the key) and give back its reservation;
+    the caller re-raises the error. A key removed during the call keeps its record."""
+    record.outcome = exc.outcome or exc.code.label
     # Only a key-status change is audited (and so needs the vault); a refusal decided before
     # any call is recorded even when the vault is locked.
     with (ctx.write() if key_status else ctx.store.tx()) as conn:
+        admission.release(conn, held)
         usage.insert(conn, record)
-        if key_status and record.key_id:
+        if key_status and record.key_id and conn.execute(
+                "SELECT 1 FROM keys WHERE id = ?", (record.key_id,)).fetchone() is not None:
             keys.mark_used(ctx, record.key_id, status=key_status,
                            why=f"{record.provider} answered {exc.code.label}")

@@ -1,11 +1,16 @@
 """Org credit balances: exact integers, changed inside the write transaction (which SQLite
-takes up front, so concurrent writers never lose or double-count a credit), through
-`integrity.update_org`, which checks and re-MACs the org row."""
+takes up front, so concurrent writers never lose or double-count a credit).
+
+`change()` is the only code that writes an org's credits or shortfall, through
+`integrity.update_org`, which checks and re-MACs the org row: a grant pays the shortfall
+first, and a charge larger than the balance takes the balance to zero and keeps the rest as
+shortfall (never silently dropped)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from byokctl import clock
 from byokctl.errors import NotFound
@@ -33,9 +38,10 @@ def parse_amount(text: str | int) -> int:
 class Balance:
     org: str
     balance: int
+    shortfall: int = 0  # credits charged that the balance could not cover; `credits add` pays it
 
     def to_json(self) -> dict:
-        return {"org": self.org, "balance": self.balance}
+        return {"org": self.org, "balance": self.balance, "shortfall": self.shortfall}
 
 
 @dataclass
@@ -45,32 +51,87 @@ class Grant:
     before: int
     balance: int
     reason: str | None
+    paid_shortfall: int = 0  # of `added`, what went to the shortfall first
+    shortfall: int = 0       # what is still owed after the grant
 
     def to_json(self) -> dict:
         return {"org": self.org, "added": self.added, "before": self.before,
-                "balance": self.balance, "reason": self.reason}
+                "balance": self.balance, "reason": self.reason,
+                "paid_shortfall": self.paid_shortfall, "shortfall": self.shortfall}
+
+
+@dataclass
+class Change:
+    """One write to an org's credits: the balance and shortfall before and after."""
+
+    before: int
+    after: int
+    shortfall_before: int
+    shortfall_after: int
+
+    @property
+    def paid(self) -> int:
+        """Credits taken from the balance by a charge."""
+        return max(0, self.before - self.after)
+
+    @property
+    def owed(self) -> int:
+        """Credits a charge added to the shortfall."""
+        return max(0, self.shortfall_after - self.shortfall_before)
+
+
+def change(ctx: Context, slug: str, *, add: int = 0, charge: int = 0,
+           created_at: str | None = None) -> Change | None:
+    """Add `add` credits (paying the shortfall first) or charge `charge` (what the balance
+    cannot cover becomes shortfall), in the caller's write transaction. With `created_at`,
+    only the org created then (not a later org of the same slug). None if there is no such
+    org. The one function that writes credits: relative to the row as read (and MAC-checked)
+    inside the caller's transaction, which holds the write lock (BEGIN IMMEDIATE), so no other
+    writer comes in between; Integrity if the row was changed outside byokctl."""
+    from byokctl.services import integrity  # hashes and row MACs: writes only
+
+    if add < 0 or charge < 0 or (add and charge):
+        raise ValueError("one of add or charge, not negative")
+    done: list[Change] = []
+
+    def apply(org: Any) -> dict:
+        if created_at is not None and org["created_at"] != created_at:
+            return {}
+        before, owed_before = org["credits"], org["shortfall"]
+        if add:
+            repaid = min(add, owed_before)
+            after, owed_after = before + add - repaid, owed_before - repaid
+        else:
+            paid = min(charge, before)
+            after, owed_after = before - paid, owed_before + charge - paid
+        done.append(Change(before, after, owed_before, owed_after))
+        return {"credits": after, "shortfall": owed_after, "updated_at": clock.stamp()}
+
+    integrity.update_org(ctx, slug, apply)
+    return done[0] if done else None
 
 
 def add(ctx: Context, slug: str, amount: str | int, reason: str | None = None) -> Grant:
-    from byokctl.services import integrity  # hashes and row MACs: writes only
-
+    """Grant credits; an outstanding shortfall is paid from them first."""
     n = parse_amount(amount)
     if reason:
         rules.plain_text(reason, "The reason")
     require(ctx, slug, rules.OPERATOR)
     with ctx.write():
-        # Relative to the checked row, in the write transaction: no credit lost or doubled.
-        changed = integrity.update_org(
-            ctx, slug, lambda org: {"credits": org["credits"] + n, "updated_at": clock.stamp()})
-        if changed is None:
+        c = change(ctx, slug, add=n)
+        if c is None:
             raise NotFound(f"No org '{slug}'; see `byokctl org list`")
-        after = changed[1]["credits"]
-        audit.record(ctx, "credits.add", org=slug, target=slug,
-                     before={"balance": after - n},
-                     after={"balance": after, "added": n, "reason": reason or None})
-    return Grant(slug, n, after - n, after, reason or None)
+        repaid = c.shortfall_before - c.shortfall_after
+        before: dict = {"balance": c.before}
+        after: dict = {"balance": c.after, "added": n, "reason": reason or None}
+        if c.shortfall_before:  # the debt and its repayment, when there was one
+            before["shortfall"] = c.shortfall_before
+            after.update(shortfall=c.shortfall_after, paid_shortfall=repaid)
+        audit.record(ctx, "credits.add", org=slug, target=slug, before=before, after=after)
+    return Grant(slug, n, c.before, c.after, reason or None, repaid, c.shortfall_after)
 
 
 def show(ctx: Context, slug: str) -> Balance:
     require(ctx, slug, rules.ORG_VIEW)
-    return Balance(slug, ctx.store.scalar("SELECT credits FROM orgs WHERE slug = ?", (slug,)))
+    row = ctx.store.one("SELECT credits, shortfall FROM orgs WHERE slug = ?", (slug,))
+    return Balance(slug, row[0], row[1])

@@ -145,6 +145,9 @@ def delete(ctx: Context, slug: str) -> Org:
     with ctx.write() as conn:
         nkeys = conn.execute("SELECT count(*) FROM keys WHERE org = ?", (slug,)).fetchone()[0]
         conn.execute("DELETE FROM usage WHERE org = ?", (slug,))
+        # Calls in flight settle without their org; their reservations must not hold back a
+        # new org of the same slug.
+        conn.execute("DELETE FROM reservations WHERE org = ?", (slug,))
         conn.execute("DELETE FROM orgs WHERE slug = ?", (slug,))  # cascades members and keys
         audit.record(ctx, "org.delete", org=slug, target=slug,
                      before={**org.setting(), "plan": org.plan, "credits": org.credits,

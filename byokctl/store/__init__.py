@@ -19,7 +19,7 @@ from byokctl.errors import Conflict, Integrity, NotFound
 
 BUSY_TIMEOUT_MS = 30_000
 PURGE_WAIT_MS = 2_000  # how long a WAL purge waits for another process's reader
-SCHEMA_LATEST = 5  # kept equal to migrations.LATEST by a test; avoids importing sqlite-utils
+SCHEMA_LATEST = 6  # kept equal to migrations.LATEST by a test; avoids importing sqlite-utils
 
 
 def default_path() -> Path:

@@ -170,6 +170,29 @@ def m005_audit_os_user(db: Database) -> None:
     db.execute("PRAGMA user_version = 5")
 
 
+@migrations()
+def m006_reservations(db: Database) -> None:
+    """What calls in flight have reserved, and what an org owes. A call reserves its estimated
+    maximum cost before it reaches the provider (admission counts what others reserved) and
+    settles it after; a reservation left by a killed process stops counting at `expires_at`
+    (the call's deadline plus a margin). `orgs.shortfall` is the part of charges that the
+    balance could not cover: kept, never dropped, and paid first by the next `credits add`."""
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS reservations (
+            id INTEGER PRIMARY KEY,
+            org TEXT NOT NULL,
+            mode TEXT NOT NULL CHECK (mode IN ('platform', 'byok')),
+            credits INTEGER NOT NULL DEFAULT 0 CHECK (credits >= 0),
+            cost_usd REAL NOT NULL DEFAULT 0 CHECK (cost_usd >= 0),
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX IF NOT EXISTS reservations_org ON reservations (org, expires_at)")
+    db.execute("ALTER TABLE orgs ADD COLUMN shortfall INTEGER NOT NULL DEFAULT 0 "
+               "CHECK (shortfall >= 0)")
+    db.execute("PRAGMA user_version = 6")
+
+
 LATEST = len(migrations._migrations)
 
 

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 # Every column that decides where a key goes, who may do what, or what money moves; only
 # `updated_at` (display) and the secret's own sealed parts are left out.
-ORG_COLUMNS = ("slug", "name", "plan", "credits", "provider", "model", "base_url", "fallback",
-               "budget_monthly_usd", "grace_until", "grace_reason", "created_at")
+ORG_COLUMNS = ("slug", "name", "plan", "credits", "shortfall", "provider", "model", "base_url",
+               "fallback", "budget_monthly_usd", "grace_until", "grace_reason", "created_at")
 MEMBER_COLUMNS = ("org", "email", "role", "created_at")
 KEY_COLUMNS = ("id", "scope", "org", "member", "provider", "version", "hint", "fingerprint",
                "status", "test_result", "created_at", "rotated_at", "last_used_at",

@@ -1,0 +1,107 @@
+"""Admission of a call against what calls in flight have reserved (SPEC §1 Credits, §3.5-6).
+
+Before a call reaches the provider it reserves its estimated maximum cost, in its own short
+write transaction: credits in platform mode, USD against the monthly budget in BYOK mode. A
+call is admitted only if what is left after the others' reservations covers its own, so
+concurrent calls cannot together spend a balance or budget more than once. The call settles
+(its reservation deleted, its real cost charged and recorded) in one transaction afterwards.
+A reservation left by a process that was killed stops counting at `expires_at`: the call's
+deadline plus RESERVATION_MARGIN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+
+from byokctl import clock
+from byokctl.errors import Insufficient, NotFound
+from byokctl.providers import catalog
+from byokctl.services.context import Context
+
+# Time after the call's deadline (--timeout) for it to be recorded (a busy vault is waited
+# for) before its reservation stops counting.
+RESERVATION_MARGIN = timedelta(seconds=120)
+INPUT_TOKEN_OVERHEAD = 64  # message framing the provider counts beyond the prompt's own text
+
+
+@dataclass
+class Reservation:
+    id: int
+    org: str
+    org_created_at: str  # settles on this org only, not a later one of the same slug
+    mode: str
+    credits: int
+    cost_usd: float
+    expires_at: str
+
+
+def estimate_usd(provider: str, model: str, *, prompt: str, system: str | None,
+                 max_tokens: int) -> float:
+    """The most the call can cost at catalog prices: every byte of text one input token (no
+    tokenizer makes a token of less than a byte) and the whole `max_tokens` of output."""
+    text_bytes = len(prompt.encode()) + len((system or "").encode())
+    m = catalog.load().find(provider, model)
+    return m.cost_usd(text_bytes + INPUT_TOKEN_OVERHEAD, max_tokens)
+
+
+def credits_for(cost_usd: float, credit_value: float) -> int:
+    """A platform call costs max(1, ceil(cost / credit value)) credits (SPEC §1)."""
+    # round() first: 0.03 / 0.01 is 2.9999999999999996 in floating point, and must be 3.
+    return max(1, math.ceil(round(cost_usd / credit_value, 9)))
+
+
+def reserve(ctx: Context, *, org: str, mode: str, estimate_usd: float, credit_value: float,
+            deadline_s: float, budget_usd: float | None, month_start: str) -> Reservation | None:
+    """Admit the call or raise Insufficient; the reservation to settle, or None (a BYOK call
+    with no budget has nothing to reserve)."""
+    if mode != "platform" and budget_usd is None:
+        return None
+    now = clock.now()
+    expires = clock.iso(now + timedelta(seconds=deadline_s) + RESERVATION_MARGIN)
+    with ctx.store.tx() as conn:
+        conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (clock.iso(now),))
+        row = conn.execute("SELECT credits, created_at FROM orgs WHERE slug = ?", (org,)).fetchone()
+        if row is None:
+            raise NotFound(f"No org '{org}'; see `byokctl org list`")
+        balance, created_at = row[0], row[1]
+        held, held_usd, calls, until = conn.execute(
+            "SELECT coalesce(sum(credits), 0), coalesce(sum(cost_usd), 0), count(*), "
+            "max(expires_at) FROM reservations WHERE org = ? AND mode = ?",
+            (org, mode)).fetchone()
+        if mode == "platform":
+            want = credits_for(estimate_usd, credit_value)
+            left = balance - held
+            # A call alone needs one credit (a positive balance always buys one call, §3.5); its
+            # overshoot becomes shortfall. Beside others it needs its whole reservation.
+            if left < 1 or (calls and left < want):
+                raise Insufficient(
+                    f"Org {org} has {balance} credits and calls in flight have reserved {held} "
+                    f"of them ({calls} call{'s' if calls != 1 else ''}; this call needs {want}); "
+                    f"add some with `byokctl credits add {org} N`, or wait for them to finish "
+                    f"(a reservation of a process that was killed lapses by {until})")
+            cost = estimate_usd
+        else:
+            assert budget_usd is not None
+            spent = conn.execute(
+                "SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE org = ? AND mode = 'byok' "
+                "AND ts >= ?", (org, month_start)).fetchone()[0]
+            if spent + held_usd >= budget_usd:
+                raise Insufficient(
+                    f"Org {org} has used ${spent:.2f} of its monthly BYOK budget of "
+                    f"${budget_usd:.2f} and calls in flight have reserved ${held_usd:.2f} more; "
+                    f"raise it with `byokctl org set-budget {org} --monthly-usd N`, or wait for "
+                    f"them to finish (a reservation of a process that was killed lapses by {until})")
+            want, cost = 0, estimate_usd
+        rid = conn.execute(
+            "INSERT INTO reservations (org, mode, credits, cost_usd, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (org, mode, want, cost, clock.iso(now), expires)).fetchone()[0]
+    return Reservation(rid, org, created_at, mode, want, cost, expires)
+
+
+def release(conn, reservation: Reservation | None) -> None:  # noqa: ANN001 - sqlite3.Connection
+    """Delete the reservation in the caller's transaction (the call settled or failed)."""
+    if reservation is not None:
+        conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
