@@ -207,6 +207,7 @@ def test_a_vault_opened_with_another_vaults_key_from_the_keyring(cli, tmp_path: 
     copy = tmp_path / "b" / "vault.db"
     copy.parent.mkdir()
     shutil.copyfile(path, copy)
+    copy.chmod(0o600)  # copyfile leaves the umask's mode, which a vault refuses
     r = cli("--db", str(copy), "vault", "rotate-master")
     assert r.exit_code == 0, r.output
     vault_id = dict(dump(path)["meta"])["vault_id"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -156,8 +157,64 @@ def _make_private_file(path: Path) -> None:
     if not parent.exists():
         parent.mkdir(parents=True, mode=0o700)
         parent.chmod(0o700)  # mkdir's mode is filtered by the umask
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    check_private_dir(parent, "vault")
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600)
     os.close(fd)
+
+
+# Files SQLite keeps beside the vault: another user's copy of one would be read as ours.
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+class UnsafeFile(Integrity):
+    """A vault file or directory another local user could read, plant or swap."""
+
+
+def check_private_dir(directory: Path, what: str, error: type[Exception] = UnsafeFile) -> None:
+    """Refuse a directory that is not the user's own or that others may write to (sticky or
+    not): anyone who can create files there can plant a -wal, -shm or `.next` for us to read."""
+    st = os.stat(directory)
+    if st.st_uid != os.geteuid():
+        raise error(
+            f"The {what} directory {directory} belongs to another user (uid {st.st_uid}), who "
+            f"could swap its files; keep the {what} in a directory of your own with mode 0700"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise error(
+            f"The {what} directory {directory} is writable by other users, who could plant or "
+            f"swap its files; run `chmod 700 {directory}`, or keep the {what} in a directory of "
+            "your own"
+        )
+
+
+def check_private_file(path: Path, st: os.stat_result, what: str,
+                       error: type[Exception] = UnsafeFile) -> None:
+    """Refuse a file owned by another user or open to group or others (as ssh does for keys)."""
+    if stat.S_ISLNK(st.st_mode):
+        raise error(f"The {what} {path} is a symbolic link, which another user could point "
+                    f"anywhere; remove it (`rm {path}`) and run the command again")
+    if st.st_uid != os.geteuid():
+        raise error(f"The {what} {path} belongs to another user (uid {st.st_uid}), who could read "
+                    f"or rewrite it; remove it (`rm {path}`) if you did not put it there, or "
+                    f"`chown` it to yourself")
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise error(f"The {what} {path} is open to other users; run `chmod 600 {path}`")
+
+
+def check_private_vault(path: Path, *, main: bool = True) -> None:
+    """The vault's directory and files are ours alone (SPEC §2); else UnsafeFile (exit 13).
+    `main=False` leaves the vault file itself to `open_store`, which first says whether the
+    file is a vault at all."""
+    check_private_dir(path.absolute().parent, "vault")
+    if main:
+        check_private_file(path, os.stat(path), "vault file")
+    for suffix in SIDE_FILES:
+        side = Path(f"{path}{suffix}")
+        try:
+            st = os.lstat(side)
+        except FileNotFoundError:
+            continue
+        check_private_file(side, st, "vault's side file")
 
 
 def create_store(path: Path) -> Store:
@@ -165,6 +222,11 @@ def create_store(path: Path) -> Store:
     if path.exists():
         raise Conflict(f"{path} already exists; use it, or choose another path with --db")
     _make_private_file(path)
+    try:
+        check_private_vault(path)  # no -wal or -shm planted beside it
+    except UnsafeFile:
+        path.unlink()
+        raise
     old_umask = os.umask(0o077)  # -wal and -shm are created by SQLite itself
     try:
         conn = _connect(path)
@@ -183,6 +245,7 @@ def open_store(path: Path) -> Store:
         raise NotFound(f"No vault at {path}; create one with `byokctl init` (or pass --db)")
     if path.is_dir():
         raise _not_a_vault(path, "it is a directory")
+    check_private_vault(path, main=False)  # before SQLite reads a -wal or -journal
     old_umask = os.umask(0o077)
     try:
         conn = _connect(path)
@@ -210,6 +273,11 @@ def open_store(path: Path) -> Store:
                 f"{path} was written by a newer byokctl (schema {version}, this one knows "
                 f"{SCHEMA_LATEST}); upgrade byokctl to use it"
             )
+        try:
+            check_private_file(path, os.stat(path), "vault file")
+        except UnsafeFile:
+            conn.close()
+            raise
         with contextlib.suppress(sqlite3.OperationalError):  # read-only media: reads still work
             conn.execute("PRAGMA journal_mode = WAL")
         if version < SCHEMA_LATEST:

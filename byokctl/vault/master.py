@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import os
-import stat
+import secrets
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,28 +85,53 @@ def keyring_delete(user: str) -> None:
 
 
 def read_key_file(path: Path) -> bytes | None:
+    """The key in `path`, or None if there is none; its directory, owner and mode are checked
+    first (as ssh does), on the open file itself, so nothing can be swapped in between."""
+    from byokctl.store import check_private_dir, check_private_file
+
     try:
-        st = path.stat()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise VaultLocked(
-            f"The master key file {path} is readable by other users; run `chmod 600 {path}`"
-        )
-    return decode(path.read_text(), str(path))
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        check_private_file(path, os.lstat(path), "master key file", VaultLocked)  # names the link
+        raise
+    try:
+        check_private_dir(path.absolute().parent, "master key file's", VaultLocked)
+        check_private_file(path, os.fstat(fd), "master key file", VaultLocked)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(4096)
+    finally:
+        os.close(fd)
+    return decode(raw.decode("ascii", "replace"), str(path))
 
 
 def write_key_file(path: Path, key: bytes) -> None:
-    """Write atomically with mode 0600: a temp file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    """Write atomically with mode 0600: a new file of a random name in the same directory
+    (O_EXCL|O_NOFOLLOW, so nothing another user planted there receives the key), then rename."""
+    from byokctl.store import check_private_dir
+
+    parent = path.absolute().parent
+    if not parent.exists():
+        parent.mkdir(parents=True, mode=0o700)
+        parent.chmod(0o700)  # mkdir's mode is filtered by the umask
+    check_private_dir(parent, "master key file's", VaultLocked)
+    tmp = parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600)
     try:
-        os.write(fd, (encode(key) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            data = memoryview((encode(key) + "\n").encode())
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def candidates(vault_id: str, source: str, key_file: str | None) -> list[MasterKey]:
