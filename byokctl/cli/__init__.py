@@ -168,7 +168,7 @@ class ByokGroup(LazyGroup):
             render.error("Interrupted.", "interrupted", as_json)
             code = 130
         except OSError as exc:
-            code = _path_error(exc, as_json)
+            code = _storage_failure(exc, as_json) or _path_error(exc, as_json)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             code = _fail(exc, as_json)
         if standalone_mode:
@@ -179,6 +179,31 @@ class ByokGroup(LazyGroup):
 # A path the user gave (--db, $BYOKCTL_DB, --master-key-file, --keep...) that the OS refuses.
 _PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES,
                 errno.EPERM, errno.EROFS, errno.ELOOP, errno.EEXIST}
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _storage_failure(exc: BaseException, as_json: bool) -> int:
+    """A full disk or a read-only file or directory: say so (exit 12), never "internal error"
+    nor "restore it from a backup", since the file is intact. 0 if `exc` is no such failure."""
+    from byokctl.store import is_storage, resolve_path, storage_error
+
+    if isinstance(exc, OSError) and not getattr(exc, "sqlite_errorname", None):
+        if exc.errno not in _STORAGE_ERRNOS:
+            return 0
+        where = exc.filename or resolve_path(STATE["db"])
+    elif is_storage(exc):
+        where = resolve_path(STATE["db"])
+    else:
+        return 0
+    from pathlib import Path
+
+    trouble = storage_error(Path(where), exc)
+    if trouble is None:
+        return 0
+    render.error(trouble.message, trouble.code.label, as_json)
+    return int(trouble.code)
 
 
 def _path_error(exc: OSError, as_json: bool) -> int:
@@ -208,6 +233,8 @@ def _fail(exc: Exception, as_json: bool) -> int:
         busy = busy_error(resolve_path(STATE["db"]))
         render.error(busy.message, busy.code.label, as_json)
         return int(busy.code)
+    if code := _storage_failure(exc, as_json):
+        return code
     if getattr(exc, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
         # Damage found past the checks made on opening (a page of one table, say).
         render.error("The vault file is damaged (database disk image is malformed); restore it "

@@ -365,7 +365,7 @@ def check(ctx: Context) -> CheckReport:
     costs no extra time."""
     store = ctx.store
     vault = ctx.vault()
-    storage = _StorageCheck(store.path)
+    storage = _StorageCheck(store.path, store.immutable)
     storage.start()
     try:
         keys, key_problems = _check_keys(store, vault)
@@ -385,10 +385,10 @@ def check(ctx: Context) -> CheckReport:
 class _StorageCheck:
     """`PRAGMA quick_check` of the whole file in a thread, on its own read-only connection."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, immutable: bool = False) -> None:
         import threading
 
-        self.path = path
+        self.path, self.immutable = path, immutable
         self.messages: list[str] = []
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="quick_check", daemon=True)
@@ -397,7 +397,8 @@ class _StorageCheck:
     def _connect(self):  # noqa: ANN202 - sqlite3.Connection, imported lazily
         import sqlite3
 
-        return sqlite3.connect(Path(self.path).resolve().as_uri() + "?mode=ro", uri=True,
+        mode = "?mode=ro&immutable=1" if self.immutable else "?mode=ro"
+        return sqlite3.connect(Path(self.path).resolve().as_uri() + mode, uri=True,
                                timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
 
     def _run(self) -> None:

@@ -7,6 +7,7 @@ migration is due.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import stat
@@ -43,6 +44,7 @@ class Store:
     path: Path
     conn: sqlite3.Connection
     _depth: int = field(default=0, repr=False)  # open savepoints (nested `tx()`)
+    immutable: bool = False  # opened read-only from storage that refuses writes (`_reopen_read_only`)
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -123,8 +125,12 @@ class Store:
         self.conn.close()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+def _connect(path: Path, immutable: bool = False) -> sqlite3.Connection:
+    if immutable:  # read-only media: SQLite cannot make the -shm a WAL reader needs
+        conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro&immutable=1", uri=True,
+                               timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -142,6 +148,55 @@ def busy_error(path: Path) -> Conflict:
         f"The vault {path} is busy: another process has held its lock for over "
         f"{BUSY_TIMEOUT_MS / 1000:g} seconds; let it finish (or stop it) and run the command again"
     )
+
+
+class StorageError(Conflict):
+    """The disk refuses the write (full, read-only): the file itself is intact (exit 12)."""
+
+
+_STORAGE_ERRORS = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+_FREE_ENOUGH = 256 * 1024  # less than this free is a full disk, as far as SQLite is concerned
+
+
+def is_storage(exc: BaseException) -> bool:
+    """An SQLite failure of the storage under the file rather than of its content."""
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(_STORAGE_ERRORS)
+
+
+def storage_problem(path: Path) -> str | None:
+    """Why `path` (a vault or key file, existing or to be made) cannot be written, with the
+    fix: a read-only file system, a full disk, or a file or directory read-only for us."""
+    path = Path(path).absolute()
+    target = path if path.exists() else path.parent
+    try:
+        vfs = os.statvfs(target)
+    except OSError:
+        return None
+    if vfs.f_flag & os.ST_RDONLY:
+        return ("its file system is mounted read-only; remount it read-write, or copy the vault to "
+                "writable storage and point --db at the copy")
+    if vfs.f_bavail * vfs.f_frsize < _FREE_ENOUGH:
+        return "the disk holding it is full; free some space and run the command again"
+    for p in (path, *(Path(f"{path}{x}") for x in SIDE_FILES), path.parent):
+        if p.exists() and not os.access(p, os.W_OK):
+            return f"{p} is read-only for you; run `chmod u+w {p}` and run the command again"
+    return None
+
+
+def storage_error(path: Path, exc: BaseException | None = None) -> StorageError | None:
+    """The StorageError for a write that `path`'s storage refused; None if nothing explains it."""
+    why = storage_problem(path)
+    if why is None:
+        name = str(getattr(exc, "sqlite_errorname", ""))
+        err = getattr(exc, "errno", None)
+        if name.startswith("SQLITE_FULL") or err in (errno.ENOSPC, errno.EDQUOT):
+            why = "the disk holding it is full; free some space and run the command again"
+        elif name.startswith("SQLITE_READONLY") or err == errno.EROFS:
+            why = ("it is read-only; make it writable (or copy the vault to writable storage and "
+                   "point --db at the copy) and run the command again")
+        else:
+            return None
+    return StorageError(f"Cannot write to {path}: {why} (the file is intact; nothing was changed)")
 
 
 def _not_a_vault(path: Path, why: str) -> Integrity:
@@ -239,6 +294,35 @@ def create_store(path: Path) -> Store:
     return Store(path, conn)
 
 
+def _probe(conn: sqlite3.Connection) -> tuple[int, object, int]:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    return version, has_meta, conn.execute("PRAGMA page_size").fetchone()[0]
+
+
+def _reopen_read_only(path: Path, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
+    """A vault on storage that refuses writes (a read-only mount or directory, a full disk)
+    that SQLite cannot even open for reading: on read-only storage, read it as an immutable
+    file when that is safe (no -wal holding commits the file lacks), so commands that only
+    read keep working; else
+    the StorageError that says what to fix. Never "restore it from a backup": it is intact."""
+    trouble = storage_error(path, exc)
+    if trouble is None:
+        raise _not_a_vault(path, str(exc)) from None
+    wal = Path(f"{path}-wal")
+    read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY) or not os.access(path.parent, os.W_OK)
+    if not read_only or (wal.exists() and wal.stat().st_size):
+        raise trouble from None  # a full disk others may free meanwhile: not immutable
+    conn = _connect(path, immutable=True)
+    try:
+        _probe(conn)
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise trouble from None
+    return conn
+
+
 def open_store(path: Path) -> Store:
     """Open an existing vault; never creates, migrates only a byokctl file of an older schema."""
     if not path.exists():
@@ -247,17 +331,20 @@ def open_store(path: Path) -> Store:
         raise _not_a_vault(path, "it is a directory")
     check_private_vault(path, main=False)  # before SQLite reads a -wal or -journal
     old_umask = os.umask(0o077)
+    immutable = False
     try:
         conn = _connect(path)
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            has_meta = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-            ).fetchone()
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            version, has_meta, page_size = _probe(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise (busy_error(path) if is_busy(exc) else _not_a_vault(path, str(exc))) from None
+            if is_busy(exc):
+                raise busy_error(path) from None
+            if not is_storage(exc):
+                raise _not_a_vault(path, str(exc)) from None
+            conn = _reopen_read_only(path, exc)
+            version, has_meta, page_size = _probe(conn)
+            immutable = True
         if version == 0 or not has_meta:
             conn.close()
             why = "the file is empty" if path.stat().st_size == 0 else "no byokctl schema"
@@ -286,4 +373,4 @@ def open_store(path: Path) -> Store:
             migrations.apply(conn)
     finally:
         os.umask(old_umask)
-    return Store(path, conn)
+    return Store(path, conn, immutable=immutable)
