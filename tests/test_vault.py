@@ -195,7 +195,8 @@ def test_rotate_master_key_file(cli, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert str(kf) in r.stdout
     assert kf.read_text() != old and stat.S_IMODE(kf.stat().st_mode) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("master")) == ["master.key"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("master")) == [
+        "master.key", "master.key.head"]  # the audit head kept beside the key
     assert reveal_all() == keys
     assert kf.read_text().strip() not in audit_text(tmp_path / "home" / "vault.db")
 

@@ -39,6 +39,8 @@ class Context:
     store: Store
     as_email: str | None = None  # `--as EMAIL`: act as this member of the command's org
     _vault: Vault | None = field(default=None, repr=False)
+    audit_appended: bool = field(default=False, repr=False)  # since the last commit
+    defer_head_check: bool = field(default=False, repr=False)  # `audit.verify` reports it instead
 
     @property
     def actor(self) -> str:
@@ -50,7 +52,12 @@ class Context:
         if self._vault is None:
             from byokctl.vault.envelope import unlock
 
-            self._vault = unlock(self.store)
+            vault = unlock(self.store)
+            from byokctl.services import audit
+
+            if not self.defer_head_check:
+                audit.check_saved_head(self, vault)  # rolled back to an older copy: exit 13
+            self._vault = vault
         return self._vault
 
     @contextmanager
@@ -58,11 +65,22 @@ class Context:
         """A write transaction. Unlocks first (audit entries are MACed), so no lock is held
         while a keyring is asked for the master key."""
         vault = self.vault()
-        with self.store.tx() as conn:
-            from byokctl.vault.envelope import refresh
+        outer = not self.store.conn.in_transaction
+        try:
+            with self.store.tx() as conn:
+                from byokctl.vault.envelope import refresh
 
-            refresh(self.store, vault)  # a concurrent rekey may have retired our data key
-            yield conn
+                refresh(self.store, vault)  # a concurrent rekey may have retired our data key
+                yield conn
+        except BaseException:
+            if outer:
+                self.audit_appended = False
+            raise
+        if outer and self.audit_appended:  # committed: the new head goes beside the master key
+            self.audit_appended = False
+            from byokctl.services import audit
+
+            audit.save_head(self)
 
     def close(self) -> None:
         self.store.close()

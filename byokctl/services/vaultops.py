@@ -88,6 +88,7 @@ def init(db: str | None, key_file: str | None) -> InitResult:
         if cleanup:
             cleanup()
         raise
+    audit.save_head(ctx)  # the first anchor beside the master key (key file or keyring)
     store.close()
     return InitResult(str(path), vid, master.source, master.location)
 
@@ -364,6 +365,7 @@ def check(ctx: Context) -> CheckReport:
     a second connection in a thread: SQLite releases the GIL, so on more than one core it
     costs no extra time."""
     store = ctx.store
+    ctx.defer_head_check = True  # a rolled-back vault is one of the problems reported
     vault = ctx.vault()
     storage = _StorageCheck(store.path, store.immutable)
     storage.start()

@@ -109,6 +109,11 @@ def read_key_file(path: Path) -> bytes | None:
 
 
 def write_key_file(path: Path, key: bytes) -> None:
+    """Write the key atomically with mode 0600 (`write_private_file`)."""
+    write_private_file(path, (encode(key) + "\n").encode())
+
+
+def write_private_file(path: Path, data: bytes) -> None:
     """Write atomically with mode 0600: a new file of a random name in the same directory
     (O_EXCL|O_NOFOLLOW, so nothing another user planted there receives the key), then rename."""
     from byokctl.store import check_private_dir
@@ -122,9 +127,9 @@ def write_key_file(path: Path, key: bytes) -> None:
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600)
     try:
         try:
-            data = memoryview((encode(key) + "\n").encode())
-            while data:
-                data = data[os.write(fd, data):]
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -219,3 +224,45 @@ def promote(source: str, vault_id: str, key_file: str | None, key: bytes) -> Non
             os.replace(staged, path)  # atomic: the file holds the old key or the new one
         else:
             write_key_file(path, key)
+
+
+# The audit chain's head, kept beside the master key (`<keyfile>.head`, or a second keyring
+# entry): an older copy of the vault file restored, or its log cut, no longer reaches it.
+# Not secret, but it lives where the key does because that is what an attacker holding only
+# the vault file cannot roll back.
+
+def head_location(source: str, vault_id: str, key_file: str | None) -> str | None:
+    if source == "keyring":
+        return f"the OS keyring ({KEYRING_SERVICE}/{keyring_user(vault_id)}.head)"
+    if source == "file" and key_file:
+        return str(Path(key_file).with_name(Path(key_file).name + ".head"))
+    return None
+
+
+def read_head(source: str, vault_id: str, key_file: str | None) -> str | None:
+    """The stored head text (`SEQ:MAC`), or None where there is none (or no place for one)."""
+    if source == "keyring":
+        return keyring_get(keyring_user(vault_id) + ".head")
+    if source == "file" and key_file:
+        path = Path(key_file).with_name(Path(key_file).name + ".head")
+        from byokctl.store import check_private_file
+
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        try:
+            check_private_file(path, os.fstat(fd), "audit head file", VaultLocked)
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read(4096).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+    return None
+
+
+def write_head(source: str, vault_id: str, key_file: str | None, text: str) -> None:
+    if source == "keyring":
+        keyring_set(keyring_user(vault_id) + ".head", text)
+    elif source == "file" and key_file:
+        path = Path(key_file)
+        write_private_file(path.with_name(path.name + ".head"), text.encode() + b"\n")
