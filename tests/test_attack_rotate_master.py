@@ -134,3 +134,15 @@ def test_a_second_rotation_before_the_first_key_was_used(cli, env_keys) -> None:
     assert secrets_with(second) == keys  # the latest printed key takes over
     with pytest.raises(Exception, match="does not open"):
         secrets_with(first)
+
+
+def test_a_rekey_while_the_rotation_is_pending_keeps_both_keys_working(cli, env_keys) -> None:
+    """A data key made under the old key meanwhile is still reached by the new key: the
+    pending record wraps the old master key itself, not a list of data keys."""
+    old, keys = env_keys
+    new = rotate(subprocess.PIPE).stdout.strip()
+    assert cli("vault", "rekey").exit_code == 0  # with the old key, before the new one is used
+    assert secrets_with(old) == keys
+    assert secrets_with(new) == keys
+    with pytest.raises(Exception, match="does not open"):
+        secrets_with(old)

@@ -189,17 +189,25 @@ def _storage_failure(exc: BaseException, as_json: bool) -> int:
     nor "restore it from a backup", since the file is intact. 0 if `exc` is no such failure."""
     from byokctl.store import is_storage, resolve_path, storage_error
 
+    guess = True
     if isinstance(exc, OSError) and not getattr(exc, "sqlite_errorname", None):
         if exc.errno not in _STORAGE_ERRNOS:
             return 0
-        where = exc.filename or resolve_path(STATE["db"])
+        # A write that names no file (stdout at /dev/full, say) is blamed on the vault's
+        # storage only if that storage is in fact full or read-only.
+        where, guess = (exc.filename, True) if exc.filename else (resolve_path(STATE["db"]), False)
     elif is_storage(exc):
         where = resolve_path(STATE["db"])
     else:
         return 0
     from pathlib import Path
 
-    trouble = storage_error(Path(where), exc)
+    trouble = storage_error(Path(where), exc, guess)
+    if trouble is None and not guess:  # then it was the output itself
+        from byokctl.errors import Conflict
+
+        trouble = Conflict(f"The output could not be written ({exc.strerror}); send it somewhere "
+                           "with room (a file on another disk, a pipe) and run the command again")
     if trouble is None:
         return 0
     render.error(trouble.message, trouble.code.label, as_json)

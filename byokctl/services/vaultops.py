@@ -116,7 +116,7 @@ class Status:
 
 
 def status(ctx: Context) -> Status:
-    from byokctl.vault.envelope import PENDING_META
+    from byokctl.vault.envelope import rotation_pending
 
     s = ctx.store
     vid = s.meta("vault_id") or ""
@@ -140,7 +140,7 @@ def status(ctx: Context) -> Status:
         created_at=s.meta("created_at"), master_source=source, master_location=location,
         unlocked=unlocked, locked_reason=reason,
         rekey_in_progress=bool(s.scalar("SELECT 1 FROM data_keys WHERE state = 'next'")),
-        rotation_pending=s.meta(PENDING_META) is not None,
+        rotation_pending=rotation_pending(s),
         orgs=count("orgs"), members=count("members"), keys=count("keys"),
         usage_records=count("usage"), audit_entries=count("audit"),
     )

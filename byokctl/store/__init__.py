@@ -183,10 +183,12 @@ def storage_problem(path: Path) -> str | None:
     return None
 
 
-def storage_error(path: Path, exc: BaseException | None = None) -> StorageError | None:
-    """The StorageError for a write that `path`'s storage refused; None if nothing explains it."""
+def storage_error(path: Path, exc: BaseException | None = None,
+                  guess: bool = True) -> StorageError | None:
+    """The StorageError for a write that `path`'s storage refused; None if nothing explains it
+    (with `guess`, the error's own code may: SQLite's or the OS's, about `path` itself)."""
     why = storage_problem(path)
-    if why is None:
+    if why is None and guess:
         name = str(getattr(exc, "sqlite_errorname", ""))
         err = getattr(exc, "errno", None)
         if name.startswith("SQLITE_FULL") or err in (errno.ENOSPC, errno.EDQUOT):
@@ -196,6 +198,8 @@ def storage_error(path: Path, exc: BaseException | None = None) -> StorageError 
                    "point --db at the copy) and run the command again")
         else:
             return None
+    if why is None:
+        return None
     return StorageError(f"Cannot write to {path}: {why} (the file is intact; nothing was changed)")
 
 
@@ -229,6 +233,8 @@ def check_private_dir(directory: Path, what: str, error: type[Exception] = Unsaf
     """Refuse a directory that is not the user's own or that others may write to (sticky or
     not): anyone who can create files there can plant a -wal, -shm or `.next` for us to read."""
     st = os.stat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        return  # not a directory at all: creating a file in it fails with the OS's own error
     if st.st_uid != os.geteuid():
         raise error(
             f"The {what} directory {directory} belongs to another user (uid {st.st_uid}), who "

@@ -12,7 +12,6 @@ import binascii
 import contextlib
 import errno
 import os
-import secrets
 from pathlib import Path
 from typing import NamedTuple
 
@@ -123,7 +122,7 @@ def write_private_file(path: Path, data: bytes) -> None:
         parent.mkdir(parents=True, mode=0o700)
         parent.chmod(0o700)  # mkdir's mode is filtered by the umask
     check_private_dir(parent, "master key file's", VaultLocked)
-    tmp = parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    tmp = parent / f".{path.name}.{os.urandom(8).hex()}.tmp"
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600)
     try:
         try:
