@@ -173,3 +173,15 @@ def test_a_read_only_vault_directory_says_so(cli, tmp_path: Path, env_key) -> No
     finally:
         db.parent.chmod(0o700)
     intact(cli, db, secret)
+
+
+def test_output_to_a_full_device_says_so(cli, tmp_path: Path, env_key) -> None:
+    db = tmp_path / "v" / "vault.db"
+    vault_with_a_key(cli, db)
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "byokctl", "--db", str(db), "org", "list"],
+                           stdout=full, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                           env=dict(os.environ), timeout=60)
+    assert r.returncode == 12, r.stderr
+    assert "The output could not be written (No space left on device)" in r.stderr
+    assert "internal error" not in r.stderr and str(db) not in r.stderr
