@@ -237,14 +237,14 @@ def check_private_dir(directory: Path, what: str, error: type[Exception] = Unsaf
         return  # not a directory at all: creating a file in it fails with the OS's own error
     if st.st_uid != os.geteuid():
         raise error(
-            f"The {what} directory {directory} belongs to another user (uid {st.st_uid}), who "
-            f"could swap its files; keep the {what} in a directory of your own with mode 0700"
+            f"The directory {directory} of the {what} belongs to another user (uid {st.st_uid}), "
+            f"who could swap its files; keep the {what} in a directory of your own with mode 0700"
         )
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise error(
-            f"The {what} directory {directory} is writable by other users, who could plant or "
-            f"swap its files; run `chmod 700 {directory}`, or keep the {what} in a directory of "
-            "your own"
+            f"The directory {directory} of the {what} is writable by other users, who could "
+            f"plant or swap its files; run `chmod 700 {directory}`, or keep the {what} in a "
+            "directory of your own"
         )
 
 

@@ -98,7 +98,7 @@ def read_key_file(path: Path) -> bytes | None:
         check_private_file(path, os.lstat(path), "master key file", VaultLocked)  # names the link
         raise
     try:
-        check_private_dir(path.absolute().parent, "master key file's", VaultLocked)
+        check_private_dir(path.absolute().parent, "master key file", VaultLocked)
         check_private_file(path, os.fstat(fd), "master key file", VaultLocked)
         with os.fdopen(fd, "rb", closefd=False) as f:
             raw = f.read(4096)
@@ -121,7 +121,7 @@ def write_private_file(path: Path, data: bytes) -> None:
     if not parent.exists():
         parent.mkdir(parents=True, mode=0o700)
         parent.chmod(0o700)  # mkdir's mode is filtered by the umask
-    check_private_dir(parent, "master key file's", VaultLocked)
+    check_private_dir(parent, "master key file", VaultLocked)
     tmp = parent / f".{path.name}.{os.urandom(8).hex()}.tmp"
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600)
     try:
