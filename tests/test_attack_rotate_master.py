@@ -115,6 +115,10 @@ def test_the_printed_key_takes_over_at_its_first_use(cli, env_keys, monkeypatch)
     assert json.loads(cli("vault", "status", "--json").stdout)["rotation_pending"] is True
     assert secrets_with(new) == keys  # first use: the data keys are re-wrapped under it
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", new)
+    assert cli("vault", "status").exit_code == 0
+    actions = [e["action"] for e in json.loads(cli("audit", "log", "--json").stdout)]
+    assert actions[:2] == ["vault.rotate_master_finish", "vault.rotate_master"]  # newest first
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", new)
     assert json.loads(cli("vault", "status", "--json").stdout)["rotation_pending"] is False
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", old)
     r2 = cli("org", "create", "gamma")

@@ -58,6 +58,10 @@ class Context:
             if not self.defer_head_check:
                 audit.check_saved_head(self, vault)  # rolled back to an older copy: exit 13
             self._vault = vault
+            if vault.rotation_finished:  # the new master key's first use re-wrapped the data keys
+                with self.write():
+                    audit.record(self, "vault.rotate_master_finish", target=vault.vault_id,
+                                 after={"master_source": vault.master.source})
         return self._vault
 
     @contextmanager

@@ -32,6 +32,8 @@ class Vault:
     # `vault check` and `rekey` open every secret, and building the cipher costs more than
     # decrypting one short secret.
     _ciphers: dict[bytes, crypto.AESGCM] = field(default_factory=dict, repr=False)
+    # This unlock finished a pending rotation (`stage_pending`): the caller audits it.
+    rotation_finished: bool = field(default=False, repr=False)
 
     @cached_property
     def audit_key(self) -> bytes:
@@ -275,6 +277,7 @@ def _finish_pending(store: Store, vault: Vault, new: MasterKey, record: str) -> 
             store.set_meta(PENDING_META, None)
             if new.source == "env" and store.meta("master_source") != "env":
                 store.set_meta("master_source", "env")  # the vault moved to $BYOKCTL_MASTER_KEY
+        vault.rotation_finished = True
     except Conflict:
         vault.master = wrapping
         return False
