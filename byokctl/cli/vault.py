@@ -9,7 +9,7 @@ import typer
 
 from byokctl.cli import render
 from byokctl.cli.common import STATE, Json, session
-from byokctl.errors import ByokError, Conflict, Integrity
+from byokctl.errors import Conflict, Integrity
 from byokctl.services import vaultops
 from byokctl.services.audit import Problem
 from byokctl.services.context import Context
@@ -89,11 +89,13 @@ def rotate_master(json_: Json = False) -> None:
 def _undelivered(ctx: Context, result: vaultops.RotateResult, exc: BaseException) -> None:
     """stdout is full, closed or gone: the new key may never have been seen, so drop it."""
     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "stdout is closed"
-    with contextlib.suppress(ByokError):  # left pending it is harmless: the old key still opens
-        vaultops.cancel_rotation(ctx, result)
-    raise Conflict(f"The new master key could not be printed ({why}), so the rotation was "
-                   "called off and the old master key still opens the vault; run `byokctl vault "
-                   "rotate-master` again with stdout going to a terminal or a file you can read")
+    cancelled = False
+    with contextlib.suppress(Exception):  # left pending it is harmless: the old key still opens
+        cancelled = vaultops.cancel_rotation(ctx, result)
+    what = "the rotation was called off" if cancelled else "the rotation waits, unused"
+    raise Conflict(f"The new master key could not be printed ({why}), so {what} and the old "
+                   "master key still opens the vault; run `byokctl vault rotate-master` again "
+                   "with stdout going to a terminal or a file you can read")
 
 
 @app.command("rekey")
