@@ -47,6 +47,8 @@ def hard_exit(code: int) -> NoReturn:
     A stream that is gone (`byokctl ... | head -1`) is no error: the reader has what it wanted.
     """
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with the descriptor closed (`>&-`)
+            continue
         with contextlib.suppress(OSError, ValueError):  # a closed pipe, or a closed stream
             stream.flush()
     os._exit(code)

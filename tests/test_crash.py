@@ -593,3 +593,107 @@ def test_ask_credit_deduction_survives_sigkill_at_random_points(env_vault: Path,
     assert outcomes["nothing recorded"] >= 1, outcomes
     vault_is_clean()
     audit_ok()
+
+
+# ---- vault rotate-master -------------------------------------------------------------------------
+
+def _opens_with(key: str | None) -> dict[str, str] | None:
+    """Every secret, as a fresh process holding `key` in $BYOKCTL_MASTER_KEY (or, for None, the
+    vault's own key file) would decrypt them; None if that key does not open the vault."""
+    from byokctl.errors import VaultLocked
+
+    saved = os.environ.pop("BYOKCTL_MASTER_KEY", None)
+    if key is not None:
+        os.environ["BYOKCTL_MASTER_KEY"] = key
+    try:
+        return {k: s for k, (s, _) in secrets_now().items()}
+    except VaultLocked:
+        return None
+    finally:
+        os.environ.pop("BYOKCTL_MASTER_KEY", None)
+        if saved is not None:
+            os.environ["BYOKCTL_MASTER_KEY"] = saved
+
+
+def _some_keys() -> None:
+    assert run("org", "create", "acme", "--plan", "growth").exit_code == 0
+    for provider in ("anthropic", "openai"):
+        r = run("key", "add", "acme", "--provider", provider, "--from-stdin",
+                input=new_secret(provider) + "\n")
+        assert r.exit_code == 0, r.output
+
+
+def test_rotate_master_env_survives_sigkill_at_random_points(env_vault: Path,
+                                                             forks: ForkServer) -> None:
+    """Killed at any instant, the key the operator holds (the old one, or the new one if it
+    was printed) opens the vault and every secret decrypts."""
+    _some_keys()
+    expected = _opens_with(os.environ["BYOKCTL_MASTER_KEY"])
+    held = {"key": os.environ["BYOKCTL_MASTER_KEY"]}
+    args = ("vault", "rotate-master", "--json")
+    window = duration(forks, args, env={"BYOKCTL_MASTER_KEY": held["key"]})
+    outcomes: Counter = Counter()
+
+    def args_for(_i: int) -> tuple[tuple[str, ...], dict[str, str]]:
+        return args, {"BYOKCTL_MASTER_KEY": held["key"]}
+
+    def printed() -> str | None:
+        try:
+            return json.loads((forks.scratch / "out").read_text())["master_key"]
+        except (ValueError, KeyError):
+            return None
+
+    def after_kill(_i: int) -> None:
+        new = printed()
+        pending = bool(rows("SELECT 1 FROM meta WHERE key = 'master_pending'"))
+        outcomes["printed" if new else "pending, not printed" if pending else "nothing"] += 1
+        assert _opens_with(held["key"]) == expected  # the key the operator holds
+        if new:  # the operator stores the printed key: it opens the vault too, and takes over
+            assert _opens_with(new) == expected
+            held["key"] = new
+
+    def rerun(_i: int) -> None:
+        code, out, err, _ = forks.run(*args, env={"BYOKCTL_MASTER_KEY": held["key"]})
+        assert code == 0, err
+        new = json.loads(out)["master_key"]
+        assert _opens_with(new) == expected
+        assert _opens_with(held["key"]) is None  # the new key was used: the old one is retired
+        held["key"] = new
+
+    attempts = kill_repeatedly(forks, random.Random(1013), Timing(window), args_for, after_kill,
+                               rerun)
+    report("vault rotate-master (env)", attempts, outcomes)
+    assert _opens_with(held["key"]) == expected
+    os.environ["BYOKCTL_MASTER_KEY"] = held["key"]
+    vault_is_clean()
+    audit_ok()
+
+
+def test_rotate_master_key_file_survives_sigkill_at_random_points(
+        forks: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BYOKCTL_MASTER_KEY", raising=False)
+    kf = tmp_path / "keys" / "master.key"
+    r = run("init", "--master-key-file", str(kf))
+    assert r.exit_code == 0, r.output
+    _some_keys()
+    expected = _opens_with(None)
+    args = ("vault", "rotate-master", "--json")
+    window = duration(forks, args)
+    outcomes: Counter = Counter()
+
+    def after_kill(_i: int) -> None:
+        staged = kf.with_name("master.key.next").exists()
+        outcomes["staged" if staged else "not staged or done"] += 1
+        assert _opens_with(None) == expected  # the key file (or its `.next`) opens the vault
+
+    def rerun(_i: int) -> None:
+        code, _out, err, _ = forks.run(*args)
+        assert code == 0, err
+        assert _opens_with(None) == expected
+        assert not kf.with_name("master.key.next").exists()
+
+    attempts = kill_repeatedly(forks, random.Random(1014), Timing(window),
+                               lambda _i: (args, None), after_kill, rerun)
+    report("vault rotate-master (key file)", attempts, outcomes)
+    vault_is_clean()
+    audit_ok()

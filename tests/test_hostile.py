@@ -607,18 +607,24 @@ def test_an_actor_name_that_is_not_utf8_is_recorded_escaped(cli, vault, monkeypa
 
 
 def test_only_path_errors_become_usage_errors(cli, vault, monkeypatch):
-    """An OS error on a path the user gave is exit 2 naming the path; any other (a full disk,
-    an I/O error) is still reported as internal, without its text."""
+    """An OS error on a path the user gave is exit 2 naming the path; a full disk is exit 12
+    saying so (issue 6/11); any other (an I/O error) is still reported as internal, without
+    its text."""
     import errno
 
     from byokctl.services import orgs
 
-    def full(*a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device", "/var/x")
+    def failing(code: int, text: str):
+        def fail(*a, **k):
+            raise OSError(code, text, "/var/x")
+        return fail
 
-    monkeypatch.setattr(orgs, "list_orgs", full)
+    monkeypatch.setattr(orgs, "list_orgs", failing(errno.EIO, "Input/output error"))
     r = cli("org", "list")
     assert r.exit_code == 1 and "internal error (OSError)" in r.stderr and "/var/x" not in r.stderr
+    monkeypatch.setattr(orgs, "list_orgs", failing(errno.ENOSPC, "No space left on device"))
+    r = cli("org", "list")
+    assert r.exit_code == 12 and "Cannot write to /var/x: the disk holding it is full" in r.stderr
 
 
 @pytest.mark.parametrize("name", ["", "   ", "a" * 201])

@@ -96,6 +96,7 @@ SWEEP: list[tuple[tuple[str, ...], str | None, int]] = [
     (("export",), None, 0),
     (("audit", "log", "--limit", "100"), None, 0),
     (("audit", "verify"), None, 0),
+    (("audit", "anchor", "--json"), None, 0),
     (("vault", "status"), None, 0),
     (("vault", "check"), None, 0),
     (("vault", "rekey"), None, 0),

@@ -195,7 +195,8 @@ def test_rotate_master_key_file(cli, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert str(kf) in r.stdout
     assert kf.read_text() != old and stat.S_IMODE(kf.stat().st_mode) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("master")) == ["master.key"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("master")) == [
+        "master.key", "master.key.head"]  # the audit head kept beside the key
     assert reveal_all() == keys
     assert kf.read_text().strip() not in audit_text(tmp_path / "home" / "vault.db")
 
@@ -210,9 +211,12 @@ def test_rotate_master_env_prints_the_new_key_once(cli, monkeypatch: pytest.Monk
     new = json.loads(r.stdout)["master_key"]
     assert len(base64.b64decode(new)) == 32 and new != old
     assert "$BYOKCTL_MASTER_KEY" in r.stderr and new not in r.stderr
-    assert cli("org", "create", "gamma").exit_code == 10  # the old key is useless now
+    assert cli("org", "create", "gamma").exit_code == 0  # the old key opens until the new is used
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", new)
     assert reveal_all() == keys
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", old)
+    assert cli("org", "create", "delta").exit_code == 10  # the new key was used: the old is useless
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", new)
     r = cli("vault", "rotate-master")  # people get the bare key on stdout
     assert r.exit_code == 0, r.output
     newer = r.stdout.strip()
@@ -229,7 +233,7 @@ def test_rotate_master_with_an_env_override_moves_the_vault_to_env(
     r = cli("vault", "rotate-master", "--json")
     assert r.exit_code == 0, r.output
     new = json.loads(r.stdout)["master_key"]
-    assert "OS keyring" in r.stderr and "no longer opens" in r.stderr
+    assert "OS keyring" in r.stderr and "only $BYOKCTL_MASTER_KEY will" in r.stderr
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", new)
     assert json.loads(cli("vault", "status", "--json").stdout)["master_source"] == "env"
     assert reveal_all() == keys

@@ -170,7 +170,7 @@ class ByokGroup(LazyGroup):
             render.error("Interrupted.", "interrupted", as_json)
             code = 130
         except OSError as exc:
-            code = _path_error(exc, as_json)
+            code = _storage_failure(exc, as_json) or _path_error(exc, as_json)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             code = _fail(exc, as_json)
         if standalone_mode:
@@ -197,6 +197,39 @@ def _test_key_args(argv: list[str]) -> frozenset[int]:
 # A path the user gave (--db, $BYOKCTL_DB, --master-key-file, --keep...) that the OS refuses.
 _PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES,
                 errno.EPERM, errno.EROFS, errno.ELOOP, errno.EEXIST}
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _storage_failure(exc: BaseException, as_json: bool) -> int:
+    """A full disk or a read-only file or directory: say so (exit 12), never "internal error"
+    nor "restore it from a backup", since the file is intact. 0 if `exc` is no such failure."""
+    from byokctl.store import is_storage, resolve_path, storage_error
+
+    guess = True
+    if isinstance(exc, OSError) and not getattr(exc, "sqlite_errorname", None):
+        if exc.errno not in _STORAGE_ERRNOS:
+            return 0
+        # A write that names no file (stdout at /dev/full, say) is blamed on the vault's
+        # storage only if that storage is in fact full or read-only.
+        where, guess = (exc.filename, True) if exc.filename else (resolve_path(STATE["db"]), False)
+    elif is_storage(exc):
+        where = resolve_path(STATE["db"])
+    else:
+        return 0
+    from pathlib import Path
+
+    trouble = storage_error(Path(where), exc, guess)
+    if trouble is None and not guess:  # then it was the output itself
+        from byokctl.errors import Conflict
+
+        trouble = Conflict(f"The output could not be written ({exc.strerror}); send it somewhere "
+                           "with room (a file on another disk, a pipe) and run the command again")
+    if trouble is None:
+        return 0
+    render.error(trouble.message, trouble.code.label, as_json)
+    return int(trouble.code)
 
 
 def _path_error(exc: OSError, as_json: bool) -> int:
@@ -226,6 +259,8 @@ def _fail(exc: Exception, as_json: bool) -> int:
         busy = busy_error(resolve_path(STATE["db"]))
         render.error(busy.message, busy.code.label, as_json)
         return int(busy.code)
+    if code := _storage_failure(exc, as_json):
+        return code
     if getattr(exc, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
         # Damage found past the checks made on opening (a page of one table, say).
         render.error("The vault file is damaged (database disk image is malformed); restore it "

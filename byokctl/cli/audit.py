@@ -104,15 +104,53 @@ def _short(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-@app.command("verify")
-def verify(json_: Json = False) -> None:
-    """Verify the audit chain; exit 13 naming the first entry that was altered or removed.
+@app.command("anchor")
+def anchor(json_: Json = False) -> None:
+    """Print the audit chain's head, to keep outside the vault for `audit verify --anchor`.
+
+    A whole older copy of the vault file is self-consistent; only a head kept elsewhere shows
+    that entries (a rotated-out secret, say) were rolled back.
 
     \b
-    Example: byokctl audit verify --json
+    Example: byokctl audit anchor --json > ~/byokctl-anchor.json
     """
     with session() as ctx:
+        head = audit.current_anchor(ctx)
+    render.emit(json_, head, lambda: render.fields(head.to_json().items()))
+    if not json_:
+        render.status("keep this outside the vault (`--json` writes a file `audit verify --anchor` "
+                      "reads)")
+
+
+@app.command("verify")
+def verify(
+    anchor_file: Annotated[str | None, typer.Option(
+        "--anchor", metavar="FILE",
+        help="Also check that the log still holds the head saved by `audit anchor` in FILE.")] = None,
+    json_: Json = False,
+) -> None:
+    """Verify the audit chain; exit 13 naming the first entry that was altered or removed.
+
+    With --anchor FILE (from `byokctl audit anchor --json`), exit 13 also when the log no longer
+    holds that entry with that MAC: an older copy of the vault was put back, or its log cut.
+
+    \b
+    Example: byokctl audit verify --anchor ~/byokctl-anchor.json --json
+    """
+    anchored = None
+    if anchor_file is not None:
+        from pathlib import Path
+
+        try:
+            text = Path(anchor_file).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"Cannot read the anchor file {anchor_file} ({exc.strerror}); give the "
+                             "file `byokctl audit anchor --json` wrote") from None
+        anchored = audit.parse_anchor(text, anchor_file)
+    with session() as ctx:
         checked, problems = audit.verify(ctx)
+        if anchored is not None:
+            problems = problems + audit.check_anchor(ctx, *anchored)
     doc = {"ok": not problems, "checked": checked, "problems": problems}
     render.emit(json_, doc, lambda: render.line(
         f"Audit log OK: {checked} entries verified, chain head matches." if not problems

@@ -98,6 +98,13 @@ def _say(text: str, style: str | None = None, *, err: bool = False) -> None:
     (stderr() if err else stdout()).print(text, style=style, markup=False, emoji=False)
 
 
+def flush_stdout() -> None:
+    """Make sure what was printed reached stdout: raises OSError if it is full or gone."""
+    if sys.stdout is None:
+        raise OSError("stdout is closed")
+    sys.stdout.flush()
+
+
 def line(text: str = "", style: str | None = None) -> None:
     _say(text, style)
 

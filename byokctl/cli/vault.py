@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import typer
 
 from byokctl.cli import render
 from byokctl.cli.common import STATE, Json, session
-from byokctl.errors import Integrity
+from byokctl.errors import Conflict, Integrity
 from byokctl.services import vaultops
 from byokctl.services.audit import Problem
+from byokctl.services.context import Context
 
 app = typer.Typer(help="Inspect and maintain the vault's keys.", no_args_is_help=True)
 
@@ -51,7 +53,9 @@ def rotate_master(json_: Json = False) -> None:
     """Replace the master key and re-wrap the data keys (instant; secrets are not touched).
 
     The new key goes where the old one came from: the OS keyring entry or the key file. With
-    $BYOKCTL_MASTER_KEY it is printed once on stdout, for you to store.
+    $BYOKCTL_MASTER_KEY it is printed once on stdout, for you to store; the old key keeps
+    opening the vault until the new one first does (`vault status` shows the rotation as
+    pending), so a key that never reached you locks nothing.
 
     \b
     Example: byokctl vault rotate-master
@@ -59,19 +63,39 @@ def rotate_master(json_: Json = False) -> None:
     with session() as ctx:
         result = vaultops.rotate_master(ctx)
 
-    def human() -> None:
-        if result.master_key:
-            render.line(result.master_key)
-        else:
-            render.line(f"Rotated the master key: {result.data_keys} data keys re-wrapped; the new "
-                        f"key is in {result.master_location}.")
+        def human() -> None:
+            if result.master_key:
+                render.line(result.master_key)
+            else:
+                render.line(f"Rotated the master key: {result.data_keys} data keys re-wrapped; the "
+                            f"new key is in {result.master_location}.")
 
-    render.emit(json_, result, human)
+        try:
+            render.emit(json_, result, human)
+            if result.master_key:
+                render.flush_stdout()
+        except (OSError, ValueError, AttributeError) as exc:
+            if not result.master_key:
+                raise
+            _undelivered(ctx, result, exc)
     for text in result.warnings:
         render.warn(text)
     if result.master_key:
-        render.warn("the old master key no longer opens this vault; store the new key (printed "
-                    "once, on stdout) in $BYOKCTL_MASTER_KEY and your secret store now")
+        render.warn("store the new master key (printed once, on stdout) in $BYOKCTL_MASTER_KEY and "
+                    "your secret store now; the old key opens this vault until the new one is "
+                    "first used, and never after")
+
+
+def _undelivered(ctx: Context, result: vaultops.RotateResult, exc: BaseException) -> None:
+    """stdout is full, closed or gone: the new key may never have been seen, so drop it."""
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "stdout is closed"
+    cancelled = False
+    with contextlib.suppress(Exception):  # left pending it is harmless: the old key still opens
+        cancelled = vaultops.cancel_rotation(ctx, result)
+    what = "the rotation was called off" if cancelled else "the rotation waits, unused"
+    raise Conflict(f"The new master key could not be printed ({why}), so {what} and the old "
+                   "master key still opens the vault; run `byokctl vault rotate-master` again "
+                   "with stdout going to a terminal or a file you can read")
 
 
 @app.command("rekey")

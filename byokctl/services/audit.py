@@ -7,12 +7,16 @@ all show up, and `verify` names the first bad entry.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from byokctl import clock
 from byokctl.services.context import Context
+
+if TYPE_CHECKING:
+    from byokctl.vault.envelope import Vault
 
 GENESIS = "genesis"
 
@@ -67,6 +71,7 @@ def record(
     head_text = _head_text(seq, mac)
     store.set_meta("audit_head", head_text)
     store.set_meta("audit_head_tag", macs.tag(key, "audit-head|" + head_text))
+    ctx.audit_appended = True  # `Context.write` copies the head beside the master key on commit
     return seq
 
 
@@ -179,6 +184,7 @@ def verify(ctx: Context) -> tuple[int, list[Problem]]:
     down the reference path, which reads such values leniently and reports them."""
     import sqlite3
 
+    ctx.defer_head_check = True  # a rolled-back vault is reported below, not refused at unlock
     key = ctx.vault().audit_key
     try:
         checked, problems, last_mac, last_seq = _walk_fast(ctx.store, key)
@@ -186,6 +192,8 @@ def verify(ctx: Context) -> tuple[int, list[Problem]]:
         checked, problems, last_mac, last_seq = _walk_reference(ctx.store, key)
     if not problems:
         problems += _check_head(ctx.store, key, last_seq, last_mac)
+    if not problems and (found := saved_head_problem(ctx, ctx.vault())):
+        problems.append(found[0])
     return checked, problems
 
 
@@ -277,3 +285,134 @@ def _check_head(store, key: bytes, last: int, last_mac: str) -> list[Problem]:  
     if head_mac != last_mac:
         return [Problem("seq", last, "entry does not match the chain head")]
     return []
+
+
+# ---- anchors outside the vault -------------------------------------------------------------------
+# Nothing inside one file can tell a whole older copy of it (or a cut tail with an older head
+# put back) from the real thing, since each is self-consistent. An anchor is the head kept
+# elsewhere: printed by `audit anchor` for the operator, and kept automatically beside a master
+# key that lives in a key file or the keyring, then checked at every unlock.
+
+@dataclass
+class Anchor:
+    seq: int
+    mac: str
+    ts: str | None
+
+    def to_json(self) -> dict:
+        return {"seq": self.seq, "mac": self.mac, "ts": self.ts}
+
+
+def current_anchor(ctx: Context) -> Anchor:
+    """The chain head, once the whole chain verifies (an anchor of a broken log is worthless)."""
+    from byokctl.errors import Integrity
+
+    _checked, problems = verify(ctx)
+    if problems:
+        first = problems[0]
+        raise Integrity(f"Audit entry {first.value}: {first.problem}, so there is no head to anchor; "
+                        "restore the vault from a backup and run `byokctl audit verify`")
+    head = ctx.store.meta("audit_head") or ""
+    seq, mac = int(head.split(":", 1)[0]), head.split(":", 1)[1]
+    return Anchor(seq, mac, ctx.store.scalar("SELECT ts FROM audit WHERE seq = ?", (seq,)))
+
+
+def parse_anchor(text: str, where: str) -> tuple[int, str]:
+    """(seq, mac) from an anchor: `audit anchor --json` output, its `seq:`/`mac:` lines, or
+    `SEQ:MAC`; a UsageError naming `where` otherwise."""
+    import re
+
+    from byokctl.errors import UsageError
+
+    seq = mac = None
+    try:
+        doc = json.loads(text)
+        if isinstance(doc, dict):
+            seq, mac = doc.get("seq"), doc.get("mac")
+    except ValueError:
+        fields = dict(re.findall(r"^\s*(seq|mac)\s*:\s*(\S+)\s*$", text, re.MULTILINE))
+        if fields:
+            seq, mac = fields.get("seq"), fields.get("mac")
+        elif m := re.fullmatch(r"\s*(\d+):([0-9a-f]{16,})\s*", text):
+            seq, mac = m.group(1), m.group(2)
+    try:
+        seq = int(seq)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seq = None
+    if not seq or seq < 1 or not isinstance(mac, str) or not mac:
+        raise UsageError(f"{where} holds no audit anchor; save one with `byokctl audit anchor --json "
+                         f"> {where}`")
+    return seq, mac
+
+
+def check_anchor(ctx: Context, seq: int, mac: str) -> list[Problem]:
+    """Whether the chain still holds entry `seq` with that MAC."""
+    stored = ctx.store.scalar("SELECT mac FROM audit WHERE seq = ?", (seq,))
+    if stored is None:
+        return [Problem("seq", seq, "the anchored entry is gone: the log was cut, or an older "
+                                    "copy of the vault was put back")]
+    if stored != mac:
+        return [Problem("seq", seq, "the anchored entry was replaced (its MAC is not the anchor's)")]
+    return []
+
+
+def save_head(ctx: Context) -> None:
+    """Copy the committed head beside the master key (key file or keyring); best effort, since
+    the write it follows has committed, and a copy that lags only anchors an older entry."""
+    from byokctl.errors import ByokError
+    from byokctl.vault import master as mk
+
+    vault = ctx._vault
+    head = ctx.store.meta("audit_head")
+    if vault is None or head is None or vault.master.source not in ("keyring", "file"):
+        return
+    with contextlib.suppress(ByokError, OSError):
+        mk.write_head(vault.master.source, vault.vault_id, ctx.store.meta("master_key_file"), head)
+
+
+def check_saved_head(ctx: Context, vault: Vault) -> None:
+    """At unlock: the head kept beside the master key must still be in the chain; else the
+    vault was rolled back (exit 13). `verify` reports it as a problem instead."""
+    from byokctl.errors import Integrity
+
+    if found := saved_head_problem(ctx, vault):
+        raise Integrity(found[1])
+
+
+def saved_head_problem(ctx: Context, vault: Vault) -> tuple[Problem, str] | None:
+    """(problem, error message) if the chain no longer reaches the head kept beside the master
+    key. Read before the table, so a head saved by a concurrent writer is never newer than
+    what the query sees. Where there is no copy yet, this vault's head becomes it."""
+    from byokctl.errors import ByokError
+    from byokctl.vault import master as mk
+
+    source = vault.master.source
+    if source not in ("keyring", "file"):
+        return None
+    key_file = ctx.store.meta("master_key_file")
+    text = mk.read_head(source, vault.vault_id, key_file)
+    if text is None:  # a vault from before anchors, or one restored on purpose: start here
+        head = ctx.store.meta("audit_head")
+        if head is not None:
+            with contextlib.suppress(ByokError, OSError):
+                mk.write_head(source, vault.vault_id, key_file, head)
+        return None
+    where = mk.head_location(source, vault.vault_id, key_file)
+    try:
+        seq, mac = parse_anchor(text, str(where))
+    except ByokError:
+        seq, problems = 0, [Problem("seq", 0, f"the head kept in {where} is unreadable")]
+    else:
+        problems = check_anchor(ctx, seq, mac)
+    if not problems:
+        return None
+    reset = (f"delete {where}" if source == "file" else
+             f"delete that keyring entry (`keyring del {mk.KEYRING_SERVICE} "
+             f"{mk.keyring_user(vault.vault_id)}.head`)")
+    problem = Problem("seq", seq, f"the log no longer reaches entry {seq} recorded in {where}: "
+                                  + problems[0].problem)
+    return problem, (
+        f"This vault's audit log no longer reaches entry {seq} recorded in {where} (an older "
+        f"copy of the vault was put back, or its log was cut); restore the newest copy of the "
+        f"vault, or if this copy was restored on purpose, {reset}, then run `byokctl audit verify`"
+    )

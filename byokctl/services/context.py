@@ -57,6 +57,8 @@ class Context:
         # `--as " BOB@x "` is bob@x everywhere: permissions, key lookups, messages, the audit.
         if self.as_email is not None:
             self.as_email = self.as_email.strip().lower()
+    audit_appended: bool = field(default=False, repr=False)  # since the last commit
+    defer_head_check: bool = field(default=False, repr=False)  # `audit.verify` reports it instead
 
     @property
     def actor(self) -> str:
@@ -73,7 +75,16 @@ class Context:
         if self._vault is None:
             from byokctl.vault.envelope import unlock
 
-            self._vault = unlock(self.store)
+            vault = unlock(self.store)
+            from byokctl.services import audit
+
+            if not self.defer_head_check:
+                audit.check_saved_head(self, vault)  # rolled back to an older copy: exit 13
+            self._vault = vault
+            if vault.rotation_finished:  # the new master key's first use re-wrapped the data keys
+                with self.write():
+                    audit.record(self, "vault.rotate_master_finish", target=vault.vault_id,
+                                 after={"master_source": vault.master.source})
             if self.store.meta("row_macs_pending") is not None:  # set by migration m004
                 from byokctl.services.integrity import adopt_legacy
 
@@ -85,15 +96,26 @@ class Context:
         """A write transaction. Unlocks first (audit entries are MACed), so no lock is held
         while a keyring is asked for the master key."""
         vault = self.vault()
-        with self.store.tx() as conn:
-            from byokctl.vault.envelope import refresh
+        outer = not self.store.conn.in_transaction
+        try:
+            with self.store.tx() as conn:
+                from byokctl.vault.envelope import refresh
 
-            refresh(self.store, vault)  # a concurrent rekey may have retired our data key
-            if self.acting_members:
-                from byokctl.services.integrity import verify_members
+                refresh(self.store, vault)  # a concurrent rekey may have retired our data key
+                if self.acting_members:
+                    from byokctl.services.integrity import verify_members
 
-                verify_members(self, self.acting_members)
-            yield conn
+                    verify_members(self, self.acting_members)
+                yield conn
+        except BaseException:
+            if outer:
+                self.audit_appended = False
+            raise
+        if outer and self.audit_appended:  # committed: the new head goes beside the master key
+            self.audit_appended = False
+            from byokctl.services import audit
+
+            audit.save_head(self)
 
     def close(self) -> None:
         self.store.close()

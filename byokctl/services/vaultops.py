@@ -92,6 +92,7 @@ def init(db: str | None, key_file: str | None) -> InitResult:
         if cleanup:
             cleanup()
         raise
+    audit.save_head(ctx)  # the first anchor beside the master key (key file or keyring)
     store.close()
     return InitResult(str(path), vid, master.source, master.location)
 
@@ -107,6 +108,7 @@ class Status:
     unlocked: bool
     locked_reason: str | None
     rekey_in_progress: bool
+    rotation_pending: bool
     orgs: int
     members: int
     keys: int
@@ -118,6 +120,8 @@ class Status:
 
 
 def status(ctx: Context) -> Status:
+    from byokctl.vault.envelope import rotation_pending
+
     s = ctx.store
     vid = s.meta("vault_id") or ""
     source = s.meta("master_source", "keyring") or "keyring"
@@ -140,6 +144,7 @@ def status(ctx: Context) -> Status:
         created_at=s.meta("created_at"), master_source=source, master_location=location,
         unlocked=unlocked, locked_reason=reason,
         rekey_in_progress=bool(s.scalar("SELECT 1 FROM data_keys WHERE state = 'next'")),
+        rotation_pending=rotation_pending(s),
         orgs=count("orgs"), members=count("members"), keys=count("keys"),
         usage_records=count("usage"), audit_entries=count("audit"),
     )
@@ -153,15 +158,25 @@ class RotateResult:
     data_keys: int
     master_key: str | None  # only for an environment-variable source: printed once, then gone
     warnings: list[str]
+    # An environment-variable rotation waits for the new key's first use (which re-wraps the
+    # data keys); until then the old key still opens the vault. The record, for `cancel_rotation`.
+    pending: str | None = None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        doc = asdict(self)
+        doc["pending"] = self.pending is not None
+        return doc
 
 
 def rotate_master(ctx: Context) -> RotateResult:
-    """New master key; every data key re-wrapped in one transaction, the key stored where the
-    old one came from. Keyring and file sources stage the key in a `.next` slot first, so a
-    crash at any point leaves a key that opens the vault (see `vault.master`)."""
+    """New master key, stored where the old one came from, such that no failure or crash at
+    any instant leaves the vault openable by no key the operator holds.
+
+    Keyring and file sources stage the key in a `.next` slot first, then re-wrap every data
+    key in one transaction (see `vault.master`). For `$BYOKCTL_MASTER_KEY` the new key is
+    printed, and may never reach the operator: so nothing is re-wrapped yet, the rotation is
+    recorded as pending (`envelope.stage_pending`), the old key keeps opening the vault, and
+    the first open with the new key finishes the rotation."""
     from byokctl.vault import crypto, envelope
 
     store = ctx.store
@@ -171,37 +186,59 @@ def rotate_master(ctx: Context) -> RotateResult:
     key_file = store.meta("master_key_file")
     new = mk.MasterKey(crypto.new_key(), old.source, old.location)
     warnings: list[str] = []
-    if new.source != "env":
-        mk.stage(new.source, vid, key_file, new.key)
+    if new.source == "env":
+        with ctx.write():
+            count = len(store.all("SELECT id FROM data_keys"))
+            stored_source = store.meta("master_source", "keyring")
+            record = envelope.stage_pending(store, vault, new.key)
+            if stored_source != "env":
+                was = "its key file" if stored_source == "file" else "the OS keyring"
+                warnings.append(f"this vault used to open with {was}; once the new key has opened "
+                                "it, only $BYOKCTL_MASTER_KEY will")
+            audit.record(ctx, "vault.rotate_master", target=vid,
+                         before={"master_source": stored_source},
+                         after={"master_source": "env", "data_keys": count, "pending": True})
+        return RotateResult(vault_id=vid, master_source="env", master_location=new.location,
+                            data_keys=count, master_key=mk.encode(new.key), warnings=warnings,
+                            pending=record)
+    mk.stage(new.source, vid, key_file, new.key)
     try:
         with ctx.write():
             count = envelope.rewrap(store, vault, new)
-            stored_source = store.meta("master_source", "keyring")
-            if new.source == "env" and stored_source != "env":
-                store.set_meta("master_source", "env")
-                was = "its key file" if stored_source == "file" else "the OS keyring"
-                warnings.append(f"this vault used to open with {was}; that key no longer opens "
-                                "it, so keep the new key in $BYOKCTL_MASTER_KEY")
             audit.record(ctx, "vault.rotate_master", target=vid,
-                         before={"master_source": stored_source},
+                         before={"master_source": store.meta("master_source", "keyring")},
                          after={"master_source": new.source, "data_keys": count})
     except BaseException:
         vault.master = old
-        if new.source != "env" and envelope.opens_with(store, vault):
+        if envelope.opens_with(store, vault):
             mk.unstage(new.source, vid, key_file)
         raise
-    if new.source != "env":
-        try:
-            mk.promote(new.source, vid, key_file, new.key)
-        except (ByokError, OSError):
-            warnings.append(
-                f"the new master key is committed but still waits in the `.next` slot of "
-                f"{new.location}; it moves into place the next time the vault is opened"
-            )
+    try:
+        mk.promote(new.source, vid, key_file, new.key)
+    except (ByokError, OSError):
+        warnings.append(
+            f"the new master key is committed but still waits in the `.next` slot of "
+            f"{new.location}; it moves into place the next time the vault is opened"
+        )
     return RotateResult(
         vault_id=vid, master_source=new.source, master_location=new.location, data_keys=count,
-        master_key=mk.encode(new.key) if new.source == "env" else None, warnings=warnings,
+        master_key=None, warnings=warnings,
     )
+
+
+def cancel_rotation(ctx: Context, result: RotateResult) -> bool:
+    """The new key of `result` never reached the operator (stdout failed): forget it, so the
+    old key stays the vault's only key. Best effort: a pending rotation left behind is harmless."""
+    from byokctl.vault import envelope
+
+    if result.pending is None:
+        return False
+    with ctx.write():
+        if not envelope.cancel_pending(ctx.store, result.pending):
+            return False
+        audit.record(ctx, "vault.rotate_master_cancel", target=result.vault_id,
+                     after={"reason": "the new master key could not be printed"})
+    return True
 
 
 @dataclass
@@ -333,8 +370,9 @@ def check(ctx: Context) -> CheckReport:
     a second connection in a thread: SQLite releases the GIL, so on more than one core it
     costs no extra time."""
     store = ctx.store
+    ctx.defer_head_check = True  # a rolled-back vault is one of the problems reported
     vault = ctx.vault()
-    storage = _StorageCheck(store.path)
+    storage = _StorageCheck(store.path, store.immutable)
     storage.start()
     try:
         keys, key_problems = _check_keys(store, vault)
@@ -368,10 +406,10 @@ def _merge_key_problems(found: list[audit.Problem], macs: dict[str, str]) -> lis
 class _StorageCheck:
     """`PRAGMA quick_check` of the whole file in a thread, on its own read-only connection."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, immutable: bool = False) -> None:
         import threading
 
-        self.path = path
+        self.path, self.immutable = path, immutable
         self.messages: list[str] = []
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="quick_check", daemon=True)
@@ -380,7 +418,8 @@ class _StorageCheck:
     def _connect(self):  # noqa: ANN202 - sqlite3.Connection, imported lazily
         import sqlite3
 
-        return sqlite3.connect(Path(self.path).resolve().as_uri() + "?mode=ro", uri=True,
+        mode = "?mode=ro&immutable=1" if self.immutable else "?mode=ro"
+        return sqlite3.connect(Path(self.path).resolve().as_uri() + mode, uri=True,
                                timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
 
     def _run(self) -> None:

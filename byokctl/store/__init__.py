@@ -7,8 +7,10 @@ migration is due.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ class Store:
     path: Path
     conn: sqlite3.Connection
     _depth: int = field(default=0, repr=False)  # open savepoints (nested `tx()`)
+    immutable: bool = False  # opened read-only from storage that refuses writes (`_reopen_read_only`)
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -122,8 +125,12 @@ class Store:
         self.conn.close()
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+def _connect(path: Path, immutable: bool = False) -> sqlite3.Connection:
+    if immutable:  # read-only media: SQLite cannot make the -shm a WAL reader needs
+        conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro&immutable=1", uri=True,
+                               timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    else:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -143,6 +150,59 @@ def busy_error(path: Path) -> Conflict:
     )
 
 
+class StorageError(Conflict):
+    """The disk refuses the write (full, read-only): the file itself is intact (exit 12)."""
+
+
+_STORAGE_ERRORS = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+_FREE_ENOUGH = 256 * 1024  # less than this free is a full disk, as far as SQLite is concerned
+
+
+def is_storage(exc: BaseException) -> bool:
+    """An SQLite failure of the storage under the file rather than of its content."""
+    return str(getattr(exc, "sqlite_errorname", "")).startswith(_STORAGE_ERRORS)
+
+
+def storage_problem(path: Path) -> str | None:
+    """Why `path` (a vault or key file, existing or to be made) cannot be written, with the
+    fix: a read-only file system, a full disk, or a file or directory read-only for us."""
+    path = Path(path).absolute()
+    target = path if path.exists() else path.parent
+    try:
+        vfs = os.statvfs(target)
+    except OSError:
+        return None
+    if vfs.f_flag & os.ST_RDONLY:
+        return ("its file system is mounted read-only; remount it read-write, or copy the vault to "
+                "writable storage and point --db at the copy")
+    if vfs.f_bavail * vfs.f_frsize < _FREE_ENOUGH:
+        return "the disk holding it is full; free some space and run the command again"
+    for p in (path, *(Path(f"{path}{x}") for x in SIDE_FILES), path.parent):
+        if p.exists() and not os.access(p, os.W_OK):
+            return f"{p} is read-only for you; run `chmod u+w {p}` and run the command again"
+    return None
+
+
+def storage_error(path: Path, exc: BaseException | None = None,
+                  guess: bool = True) -> StorageError | None:
+    """The StorageError for a write that `path`'s storage refused; None if nothing explains it
+    (with `guess`, the error's own code may: SQLite's or the OS's, about `path` itself)."""
+    why = storage_problem(path)
+    if why is None and guess:
+        name = str(getattr(exc, "sqlite_errorname", ""))
+        err = getattr(exc, "errno", None)
+        if name.startswith("SQLITE_FULL") or err in (errno.ENOSPC, errno.EDQUOT):
+            why = "the disk holding it is full; free some space and run the command again"
+        elif name.startswith("SQLITE_READONLY") or err == errno.EROFS:
+            why = ("it is read-only; make it writable (or copy the vault to writable storage and "
+                   "point --db at the copy) and run the command again")
+        else:
+            return None
+    if why is None:
+        return None
+    return StorageError(f"Cannot write to {path}: {why} (the file is intact; nothing was changed)")
+
+
 def _not_a_vault(path: Path, why: str) -> Integrity:
     return Integrity(
         f"{path} is not a usable byokctl vault ({why}); point --db or $BYOKCTL_DB at the right "
@@ -156,8 +216,66 @@ def _make_private_file(path: Path) -> None:
     if not parent.exists():
         parent.mkdir(parents=True, mode=0o700)
         parent.chmod(0o700)  # mkdir's mode is filtered by the umask
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    check_private_dir(parent, "vault")
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600)
     os.close(fd)
+
+
+# Files SQLite keeps beside the vault: another user's copy of one would be read as ours.
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+class UnsafeFile(Integrity):
+    """A vault file or directory another local user could read, plant or swap."""
+
+
+def check_private_dir(directory: Path, what: str, error: type[Exception] = UnsafeFile) -> None:
+    """Refuse a directory that is not the user's own or that others may write to (sticky or
+    not): anyone who can create files there can plant a -wal, -shm or `.next` for us to read."""
+    st = os.stat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        return  # not a directory at all: creating a file in it fails with the OS's own error
+    if st.st_uid != os.geteuid():
+        raise error(
+            f"The directory {directory} of the {what} belongs to another user (uid {st.st_uid}), "
+            f"who could swap its files; keep the {what} in a directory of your own with mode 0700"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise error(
+            f"The directory {directory} of the {what} is writable by other users, who could "
+            f"plant or swap its files; run `chmod 700 {directory}`, or keep the {what} in a "
+            "directory of your own"
+        )
+
+
+def check_private_file(path: Path, st: os.stat_result, what: str,
+                       error: type[Exception] = UnsafeFile) -> None:
+    """Refuse a file owned by another user or open to group or others (as ssh does for keys)."""
+    if stat.S_ISLNK(st.st_mode):
+        raise error(f"The {what} {path} is a symbolic link, which another user could point "
+                    f"anywhere; remove it (`rm {path}`) and run the command again")
+    if st.st_uid != os.geteuid():
+        raise error(f"The {what} {path} belongs to another user (uid {st.st_uid}), who could read "
+                    f"or rewrite it; remove it (`rm {path}`) if you did not put it there, or "
+                    f"`chown` it to yourself")
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise error(f"The {what} {path} is open to other users; run `chmod 600 {path}`")
+
+
+def check_private_vault(path: Path, *, main: bool = True) -> None:
+    """The vault's directory and files are ours alone (SPEC §2); else UnsafeFile (exit 13).
+    `main=False` leaves the vault file itself to `open_store`, which first says whether the
+    file is a vault at all."""
+    check_private_dir(path.absolute().parent, "vault")
+    if main:
+        check_private_file(path, os.stat(path), "vault file")
+    for suffix in SIDE_FILES:
+        side = Path(f"{path}{suffix}")
+        try:
+            st = os.lstat(side)
+        except FileNotFoundError:
+            continue
+        check_private_file(side, st, "vault's side file")
 
 
 def create_store(path: Path) -> Store:
@@ -165,6 +283,11 @@ def create_store(path: Path) -> Store:
     if path.exists():
         raise Conflict(f"{path} already exists; use it, or choose another path with --db")
     _make_private_file(path)
+    try:
+        check_private_vault(path)  # no -wal or -shm planted beside it
+    except UnsafeFile:
+        path.unlink()
+        raise
     old_umask = os.umask(0o077)  # -wal and -shm are created by SQLite itself
     try:
         conn = _connect(path)
@@ -177,24 +300,57 @@ def create_store(path: Path) -> Store:
     return Store(path, conn)
 
 
+def _probe(conn: sqlite3.Connection) -> tuple[int, object, int]:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    has_meta = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+    return version, has_meta, conn.execute("PRAGMA page_size").fetchone()[0]
+
+
+def _reopen_read_only(path: Path, exc: sqlite3.DatabaseError) -> sqlite3.Connection:
+    """A vault on storage that refuses writes (a read-only mount or directory, a full disk)
+    that SQLite cannot even open for reading: on read-only storage, read it as an immutable
+    file when that is safe (no -wal holding commits the file lacks), so commands that only
+    read keep working; else
+    the StorageError that says what to fix. Never "restore it from a backup": it is intact."""
+    trouble = storage_error(path, exc)
+    if trouble is None:
+        raise _not_a_vault(path, str(exc)) from None
+    wal = Path(f"{path}-wal")
+    read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY) or not os.access(path.parent, os.W_OK)
+    if not read_only or (wal.exists() and wal.stat().st_size):
+        raise trouble from None  # a full disk others may free meanwhile: not immutable
+    conn = _connect(path, immutable=True)
+    try:
+        _probe(conn)
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise trouble from None
+    return conn
+
+
 def open_store(path: Path) -> Store:
     """Open an existing vault; never creates, migrates only a byokctl file of an older schema."""
     if not path.exists():
         raise NotFound(f"No vault at {path}; create one with `byokctl init` (or pass --db)")
     if path.is_dir():
         raise _not_a_vault(path, "it is a directory")
+    check_private_vault(path, main=False)  # before SQLite reads a -wal or -journal
     old_umask = os.umask(0o077)
+    immutable = False
     try:
         conn = _connect(path)
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            has_meta = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-            ).fetchone()
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            version, has_meta, page_size = _probe(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise (busy_error(path) if is_busy(exc) else _not_a_vault(path, str(exc))) from None
+            if is_busy(exc):
+                raise busy_error(path) from None
+            if not is_storage(exc):
+                raise _not_a_vault(path, str(exc)) from None
+            conn = _reopen_read_only(path, exc)
+            version, has_meta, page_size = _probe(conn)
+            immutable = True
         if version == 0 or not has_meta:
             conn.close()
             why = "the file is empty" if path.stat().st_size == 0 else "no byokctl schema"
@@ -210,6 +366,11 @@ def open_store(path: Path) -> Store:
                 f"{path} was written by a newer byokctl (schema {version}, this one knows "
                 f"{SCHEMA_LATEST}); upgrade byokctl to use it"
             )
+        try:
+            check_private_file(path, os.stat(path), "vault file")
+        except UnsafeFile:
+            conn.close()
+            raise
         with contextlib.suppress(sqlite3.OperationalError):  # read-only media: reads still work
             conn.execute("PRAGMA journal_mode = WAL")
         if version < SCHEMA_LATEST:
@@ -218,4 +379,4 @@ def open_store(path: Path) -> Store:
             migrations.apply(conn)
     finally:
         os.umask(old_umask)
-    return Store(path, conn)
+    return Store(path, conn, immutable=immutable)

@@ -32,6 +32,8 @@ class Vault:
     # `vault check` and `rekey` open every secret, and building the cipher costs more than
     # decrypting one short secret.
     _ciphers: dict[bytes, crypto.AESGCM] = field(default_factory=dict, repr=False)
+    # This unlock finished a pending rotation (`stage_pending`): the caller audits it.
+    rotation_finished: bool = field(default=False, repr=False)
 
     @cached_property
     def audit_key(self) -> bytes:
@@ -173,24 +175,124 @@ def unlock(store: Store) -> Vault:
     """Open the vault's data keys with the first master key that fits; else VaultLocked.
 
     A key found in a rotation's `.next` slot that opens the vault means the rotation committed
-    but crashed before the swap: finish it now.
+    but crashed before the swap: finish it now. A key that opens only the pending rotation
+    (`stage_pending`) is the new key printed by `rotate-master`: its first use finishes that
+    rotation, and from then on the old key no longer opens the vault.
     """
     vid = vault_id(store)
-    rows = _data_key_rows(store)
     key_file = store.meta("master_key_file")
     tried = candidates(vid, store.meta("master_source", "keyring") or "keyring", key_file)
-    for master in tried:
-        try:
-            vault = _open_with(master, vid, rows)
-        except crypto.InvalidTag:
-            continue
-        _settle(vault, tried, key_file)
-        return vault
+    for _attempt in range(3):  # another process may finish the same pending rotation meanwhile
+        rows = _data_key_rows(store)
+        for master in tried:
+            try:
+                vault = _open_with(master, vid, rows)
+            except crypto.InvalidTag:
+                continue
+            _settle(vault, tried, key_file)
+            return vault
+        pending = store.meta(PENDING_META)
+        opened = _open_pending(store, tried, vid, rows, pending) if pending else None
+        if opened is None:
+            break
+        if opened is not _RETRY:
+            return opened  # type: ignore[return-value]
     where = tried[0].location
     raise VaultLocked(
         f"The master key from {where} does not open this vault ({store.path}); set "
         "$BYOKCTL_MASTER_KEY to this vault's key, or point --db at the vault it belongs to"
     )
+
+
+# A rotation whose new key has not been used yet: the key that wraps the data keys today,
+# wrapped under the new master key (base64, in `meta`). The old key keeps opening the vault
+# until the new one first does, so a new key that never reached the operator (stdout full or
+# closed, a kill before it was printed) locks nobody out.
+PENDING_META = "master_pending"
+
+
+def _pending_ad(vid: str) -> bytes:
+    return f"byokctl-pending-master/1|{vid}".encode()
+
+
+def stage_pending(store: Store, vault: Vault, new_key: bytes) -> str:
+    """Record a rotation to `new_key` without re-wrapping anything yet (inside the caller's
+    transaction); returns the record, for `cancel_pending`."""
+    import base64
+
+    blob = crypto.wrap(new_key, vault.master.key, _pending_ad(vault.vault_id))
+    record = base64.b64encode(blob).decode()
+    store.set_meta(PENDING_META, record)
+    return record
+
+
+def cancel_pending(store: Store, record: str) -> bool:
+    """Drop the pending rotation `record` if it is still the pending one (inside the caller's
+    transaction); the old key goes on opening the vault."""
+    if store.meta(PENDING_META) != record:
+        return False
+    store.set_meta(PENDING_META, None)
+    return True
+
+
+def rotation_pending(store: Store) -> bool:
+    return store.meta(PENDING_META) is not None
+
+
+_RETRY = object()
+
+
+def _open_pending(store: Store, tried: list[MasterKey], vid: str, rows: list,
+                  record: str) -> Vault | object | None:
+    """The vault opened by a key that opens the pending rotation `record` (finishing it), None
+    if no key does, or `_RETRY` if another process changed the data keys meanwhile."""
+    for master in tried:
+        wrapping = _unwrap_pending(master.key, vid, record)
+        if wrapping is None:
+            continue
+        try:
+            vault = _open_with(master._replace(key=wrapping), vid, rows)
+        except crypto.InvalidTag:
+            return None  # a record left behind by an older master key: it opens nothing
+        return vault if _finish_pending(store, vault, master, record) else _RETRY
+    return None
+
+
+def _unwrap_pending(key: bytes, vid: str, record: str) -> bytes | None:
+    import base64
+    import binascii
+
+    try:
+        return crypto.unwrap(key, base64.b64decode(record, validate=True), _pending_ad(vid))
+    except (crypto.InvalidTag, binascii.Error, ValueError):
+        return None
+
+
+def _finish_pending(store: Store, vault: Vault, new: MasterKey, record: str) -> bool:
+    """The new key of a pending rotation has opened the vault: re-wrap every data key under
+    it and drop the record, in one transaction. False if another process changed the data
+    keys first. On a vault that cannot be written (read-only, busy) the vault stays open with
+    the key that still wraps it, and the next writable open finishes."""
+    import sqlite3
+
+    wrapping, nested = vault.master, store.conn.in_transaction
+    try:
+        with store.tx():
+            if store.meta(PENDING_META) != record:
+                return False
+            rewrap(store, vault, new)
+            store.set_meta(PENDING_META, None)
+            if new.source == "env" and store.meta("master_source") != "env":
+                store.set_meta("master_source", "env")  # the vault moved to $BYOKCTL_MASTER_KEY
+        vault.rotation_finished = True
+    except Conflict:
+        vault.master = wrapping
+        return False
+    except sqlite3.OperationalError:
+        vault.master = wrapping  # nothing was committed: the old wrapping still holds
+        if store.conn.in_transaction and not nested:
+            store.conn.execute("ROLLBACK")
+    return True
 
 
 def _settle(vault: Vault, tried: list[MasterKey], key_file: str | None) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import os
-import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,28 +84,63 @@ def keyring_delete(user: str) -> None:
 
 
 def read_key_file(path: Path) -> bytes | None:
+    """The key in `path`, or None if there is none; its directory, owner and mode are checked
+    first (as ssh does), on the open file itself, so nothing can be swapped in between."""
+    from byokctl.store import check_private_dir, check_private_file
+
     try:
-        st = path.stat()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise VaultLocked(
-            f"The master key file {path} is readable by other users; run `chmod 600 {path}`"
-        )
-    return decode(path.read_text(), str(path))
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        check_private_file(path, os.lstat(path), "master key file", VaultLocked)  # names the link
+        raise
+    try:
+        check_private_dir(path.absolute().parent, "master key file", VaultLocked)
+        check_private_file(path, os.fstat(fd), "master key file", VaultLocked)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(4096)
+    finally:
+        os.close(fd)
+    return decode(raw.decode("ascii", "replace"), str(path))
 
 
 def write_key_file(path: Path, key: bytes) -> None:
-    """Write atomically with mode 0600: a temp file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    """Write the key atomically with mode 0600 (`write_private_file`)."""
+    write_private_file(path, (encode(key) + "\n").encode())
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write atomically with mode 0600: a new file of a random name in the same directory
+    (O_EXCL|O_NOFOLLOW, so nothing another user planted there receives the key), then rename."""
+    from byokctl.store import check_private_dir
+
+    parent = path.absolute().parent
+    if not parent.exists():
+        parent.mkdir(parents=True, mode=0o700)
+        parent.chmod(0o700)  # mkdir's mode is filtered by the umask
+    check_private_dir(parent, "master key file", VaultLocked)
+    tmp = parent / f".{path.name}.{os.urandom(8).hex()}.tmp"
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600)
     try:
-        os.write(fd, (encode(key) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # os.write and fsync name no file: name the key file
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def candidates(vault_id: str, source: str, key_file: str | None) -> list[MasterKey]:
@@ -188,3 +223,45 @@ def promote(source: str, vault_id: str, key_file: str | None, key: bytes) -> Non
             os.replace(staged, path)  # atomic: the file holds the old key or the new one
         else:
             write_key_file(path, key)
+
+
+# The audit chain's head, kept beside the master key (`<keyfile>.head`, or a second keyring
+# entry): an older copy of the vault file restored, or its log cut, no longer reaches it.
+# Not secret, but it lives where the key does because that is what an attacker holding only
+# the vault file cannot roll back.
+
+def head_location(source: str, vault_id: str, key_file: str | None) -> str | None:
+    if source == "keyring":
+        return f"the OS keyring ({KEYRING_SERVICE}/{keyring_user(vault_id)}.head)"
+    if source == "file" and key_file:
+        return str(Path(key_file).with_name(Path(key_file).name + ".head"))
+    return None
+
+
+def read_head(source: str, vault_id: str, key_file: str | None) -> str | None:
+    """The stored head text (`SEQ:MAC`), or None where there is none (or no place for one)."""
+    if source == "keyring":
+        return keyring_get(keyring_user(vault_id) + ".head")
+    if source == "file" and key_file:
+        path = Path(key_file).with_name(Path(key_file).name + ".head")
+        from byokctl.store import check_private_file
+
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        try:
+            check_private_file(path, os.fstat(fd), "audit head file", VaultLocked)
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read(4096).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+    return None
+
+
+def write_head(source: str, vault_id: str, key_file: str | None, text: str) -> None:
+    if source == "keyring":
+        keyring_set(keyring_user(vault_id) + ".head", text)
+    elif source == "file" and key_file:
+        path = Path(key_file)
+        write_private_file(path.with_name(path.name + ".head"), text.encode() + b"\n")
