@@ -287,6 +287,7 @@ class Vaults:
         for suffix in ("", "-wal", "-shm"):
             Path(str(dest) + suffix).unlink(missing_ok=True)
         shutil.copyfile(built.db, dest)
+        dest.chmod(0o600)  # copyfile leaves the umask's mode, which byokctl refuses for a vault
         return dest
 
 
