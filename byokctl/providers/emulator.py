@@ -18,6 +18,7 @@ import json
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -395,6 +396,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         sock = self.connection
         try:
+            # What was sent before the reset reaches the client first: an RST makes the peer's
+            # kernel drop data it has not read yet, so on a loaded machine a stream's first text
+            # could vanish and the "text already shown, no retry" case would not be exercised.
+            self.wfile.flush()
+            time.sleep(0.1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.wfile.close()
             self.rfile.close()
