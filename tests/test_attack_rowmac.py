@@ -283,10 +283,17 @@ def test_read_only_commands_still_work_without_the_master_key(cli, acme, monkeyp
 def _as_before_row_macs(db: Path) -> None:
     """Rewind a vault to what a byokctl without row MACs left: no mac columns, schema 2, a
     vault.init entry without the `row_macs` mark (the chain re-MACed as that byokctl would
-    have, which needs the master key: here the test's own)."""
+    have, which needs the master key: here the test's own; and, as that byokctl kept no copy
+    of the audit head beside the master key, none)."""
+    import keyring
+
+    from byokctl.vault import master
+
     ctx = open_context(str(db))
     try:
         key = ctx.vault().audit_key
+        keyring.delete_password(master.KEYRING_SERVICE,
+                                master.keyring_user(ctx.vault().vault_id) + ".head")
         conn = ctx.store.conn
         with ctx.store.tx():
             first = json.loads(conn.execute("SELECT after FROM audit WHERE seq = 1").fetchone()[0])
