@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from byokctl.domain.credits import credits_for
+from byokctl.domain.resolution import Decision, Facts, after_provider_error
 from byokctl.errors import ByokError, Integrity, KeyRejected, RateLimited, VaultLocked
 from byokctl.providers import catalog
-from byokctl.resolve import Decision, Facts, after_provider_error
 from byokctl.services import admission, credits, endpoints, integrity, keys, rules, usage
-from byokctl.services.admission import credits_for
 from byokctl.services.context import Context
 from byokctl.services.resolution import resolve_for
 
