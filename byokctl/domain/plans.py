@@ -9,11 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from byokctl.domain import BYOK_PLANS, DEFAULT_GRACE_DAYS, PLANS  # noqa: F401 - named here too
 from byokctl.errors import PlanGate
-
-PLANS = ("free", "starter", "growth", "scale")
-BYOK_PLANS = frozenset({"growth", "scale"})
-DEFAULT_GRACE_DAYS = 30
 
 
 class Gate(NamedTuple):

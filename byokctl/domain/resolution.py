@@ -12,9 +12,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
-from byokctl.domain import budget, plans
+from byokctl.domain import (
+    ACTIVE,
+    FALLBACKS,
+    GATE_LAPSED,
+    INVALID,
+    NO_KEY,
+    PLATFORM,
+    PROVIDER_ERROR,
+    budget,
+    plans,
+)
 from byokctl.domain.plans import Gate
-from byokctl.domain.setting import FALLBACKS, GATE_LAPSED, NO_KEY, PLATFORM, PROVIDER_ERROR
 from byokctl.errors import ByokError, Insufficient, NoKey, NotFound
 
 
@@ -31,7 +40,7 @@ class KeyRef(NamedTuple):
     scope: str
     provider: str
     fingerprint: str
-    status: str = "active"
+    status: str = ACTIVE
 
 
 class SkippedKey(NamedTuple):
@@ -211,7 +220,7 @@ def resolve(f: Facts, cat: ModelCatalog) -> Decision:
         return Decision(f.org, None, f.provider, f.model, f.base_url, None, None, gate,
                         (*reasons, f"no {f.provider} key and fallback policy is {f.fallback}"),
                         (), err, skipped)
-    if key.status == "invalid":
+    if key.status == INVALID:
         reasons.append(f"key {key.id} was rejected by {f.provider} before; it will be tried again")
 
     # Step 6: the monthly BYOK budget.

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from byokctl import clock
-from byokctl.domain import plans
 from byokctl.errors import Conflict
 from byokctl.providers import catalog
 from byokctl.services import audit, rules
@@ -189,6 +188,8 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
                 "is set with `byokctl platform set-default`"
             )
     else:
+        from byokctl.domain import plans  # `org list` and `org show` never need the gate's rules
+
         refused = plans.refusal(slug, plans.gate(org.plan, org.grace_until, clock.now()))
         if refused is not None:
             raise refused

@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime, time, timedelta
 
 from byokctl import clock
-from byokctl.domain.plans import BYOK_PLANS, DEFAULT_GRACE_DAYS, PLANS  # noqa: F401
+from byokctl.domain import BYOK_PLANS, DEFAULT_GRACE_DAYS, FALLBACKS, PLANS, PLATFORM  # noqa: F401
 from byokctl.domain.roles import (  # noqa: F401 - the domain's vocabulary, as services name it
     KEY_OWN,
     OPERATOR,
@@ -19,10 +19,10 @@ from byokctl.domain.roles import (  # noqa: F401 - the domain's vocabulary, as s
     deny,
     permits,
 )
-from byokctl.domain.setting import FALLBACKS, PLATFORM  # noqa: F401
 from byokctl.errors import Denied, NotFound, UsageError  # noqa: F401 - services raise them as rules.X
+from byokctl.providers.registry import PROVIDERS
 
-BYOK_PROVIDERS = ("anthropic", "openai")
+BYOK_PROVIDERS = PROVIDERS
 PROVIDER_SETTINGS = (PLATFORM, *BYOK_PROVIDERS)
 MAX_CREDITS_ADD = 1_000_000_000_000  # one grant; keeps balances far from SQLite's 64-bit limit
 
