@@ -188,7 +188,7 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
                 "is set with `byokctl platform set-default`"
             )
     else:
-        from byokctl.domain import plans  # `org list` and `org show` never need the gate's rules
+        from byokctl.domain import plans  # imported here: `org list` never needs the gate
 
         refused = plans.refusal(slug, plans.gate(org.plan, org.grace_until, clock.now()))
         if refused is not None:
