@@ -482,3 +482,16 @@ def test_rotate_runs_the_tester_before_writing(cli, acme):
         assert done.key.last_tested_at is not None
     finally:
         ctx.close()
+
+
+@pytest.mark.parametrize(("scope", "org", "member", "long", "short"), [
+    ("org", "acme", None, "org acme", "acme"),
+    ("member", "acme", "alice@acme.com", "alice@acme.com in acme", "alice@acme.com (acme)"),
+    ("platform", None, None, "platform", "platform"),
+])
+def test_owner_label_one_place_two_lengths(scope, org, member, long, short):
+    """Messages say `org acme`, the `key list` column `acme`: both from one function."""
+    from byokctl.services.keys import owner_label
+
+    assert owner_label(scope, org, member) == long
+    assert owner_label(scope, org, member, short=True) == short

@@ -229,3 +229,47 @@ def test_plan_changes_are_the_operators_alone(cli, vault, command):
     assert r.exit_code == 4, r.output
     assert "platform operator" in r.stderr
     assert show(cli)["plan"] == "free"
+
+
+def store_plan(db, org: str, plan: str, grace_until: str | None = None) -> None:
+    """Write a plan byokctl does not know, as a newer byokctl would (the row MAC-sealed)."""
+    from byokctl.services import integrity
+    from byokctl.services.context import open_context
+
+    ctx = open_context(db)
+    try:
+        with ctx.write() as conn:
+            conn.execute("UPDATE orgs SET plan = ?, grace_until = ? WHERE slug = ?",
+                         (plan, grace_until, org))
+            integrity.seal(ctx, "orgs", (org,))
+    finally:
+        ctx.close()
+
+
+def test_an_unknown_plan_in_the_store_fails_closed_with_exit_5_everywhere(cli, byok_org):
+    """SPEC §3.7: one gate, so one answer: never BYOK, and the same PlanGate (exit 5) from
+    every command that would act on it, grace grant or not."""
+    store_plan(byok_org, "acme", "enterprise", "2099-01-01T00:00:00.000000Z")
+    message = "Org acme has unknown plan 'enterprise'; set a known plan with `byokctl plan set acme PLAN`"
+    r = cli("org", "set-provider", "acme", "openai", "--yes")
+    assert r.exit_code == 5, r.output
+    assert message in r.stderr
+    r = cli("resolve", "acme", "--json")
+    assert r.exit_code == 5, r.output
+    d = json.loads(r.stdout)
+    assert d["mode"] is None and d["gate"]["allowed"] is False
+    assert d["error"] == {"code": "plan-gate", "message": message}
+    r = cli("ask", "acme", "hello")
+    assert r.exit_code == 5, r.output
+    # The views say the gate is closed, and no grace banner claims BYOK holds.
+    g = show(cli)
+    assert g["byok_allowed"] is False and g["byok_allowed_by_plan"] is False
+    assert g["soft_fallback"] is True and g["gate"]["allowed"] is False
+    r = cli("org", "show", "acme")
+    assert r.exit_code == 0, r.output
+    assert "grace grant active" not in r.output
+    # A known plan opens the gate again (this org has no key yet: the no-key error, exit 6).
+    assert cli("plan", "set", "acme", "growth").exit_code == 0
+    r = cli("resolve", "acme", "--json")
+    assert r.exit_code == 6, r.output
+    assert json.loads(r.stdout)["gate"]["allowed"] is True

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 from conftest import EMULATOR_KEYS, REPO
@@ -366,3 +367,54 @@ def test_importing_the_registry_imports_no_sdk():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_provider_facts_are_read_without_any_adapter_or_sdk():
+    """Labels, key prefixes, usage pages: what `key add`, `key list` and `usage show` need, with
+    neither the SDKs nor the adapters (whose shared code costs start-up) imported."""
+    code = ("import sys\n"
+            "from byokctl.providers import registry\n"
+            "from byokctl.services import keys\n"
+            "keys.check_format('anthropic', 'sk-ant-api03-' + 'a' * 20)\n"
+            "print([registry.facts(p).label for p in registry.PROVIDERS])\n"
+            "print(sorted(m for m in ('anthropic', 'openai', 'httpx2', 'byokctl.providers.base',\n"
+            "                          'byokctl.providers.anthropic') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["['Anthropic', 'OpenAI']", "[]"]
+
+
+@pytest.mark.parametrize("provider", registry.PROVIDERS)
+def test_each_provider_is_one_registry_row_its_adapter_and_its_catalog_rows(provider):
+    facts = registry.facts(provider)
+    adapter = registry.get(provider)
+    assert adapter.name == provider and adapter.label == facts.label
+    assert adapter.custom_headers_env == facts.custom_headers_env
+    assert provider in catalog.load().info and catalog.load().for_provider(provider)
+    assert catalog.PROVIDERS == registry.PROVIDERS == tuple(catalog.load().info)
+    module = sys.modules[type(adapter).__module__]
+    source = Path(module.__file__).read_text()
+    assert f"import {facts.sdk}\n" in source  # the SDK `prefetch` warms is the one it calls
+
+
+def test_key_formats_follow_the_registry_rows(monkeypatch):
+    """A third provider's keys are checked from its row alone, beside the two others."""
+    from byokctl.errors import KeyRejected
+    from byokctl.services import keys
+
+    row = registry.Provider("acmeai", "AcmeAI", "sk-acme-", "sk-acme-admin", "ACMEAI_CUSTOM_HEADERS",
+                            "https://acme.example/usage", "acmeai", "byokctl.providers.acmeai:X")
+    monkeypatch.setitem(registry.FACTS, "acmeai", row)
+    keys.check_format("acmeai", "sk-acme-" + "k" * 30)
+    with pytest.raises(KeyRejected, match=r"That is an AcmeAI key \(sk-acme-…\), not an OpenAI one; "
+                                          "use --provider acmeai"):
+        keys.check_format("openai", "sk-acme-" + "k" * 30)
+    with pytest.raises(KeyRejected, match=r"That looks like an Anthropic key \(sk-ant-…\), not an "
+                                          "AcmeAI one; use --provider anthropic"):
+        keys.check_format("acmeai", "sk-ant-" + "k" * 30)
+    with pytest.raises(KeyRejected, match=r"not an AcmeAI API key \(AcmeAI keys start with sk-acme-\)"):
+        keys.check_format("acmeai", "ak-" + "k" * 30)
+    with pytest.raises(KeyRejected, match="AcmeAI admin key"):
+        keys.check_format("acmeai", "sk-acme-admin" + "k" * 30)
+    keys.check_format("acmeai", "sk-acme-admin" + "k" * 30, allow_admin_key=True)

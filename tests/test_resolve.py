@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from byokctl.domain.resolution import Facts, KeyRef, after_provider_error, resolve
 from byokctl.errors import ExitCode
 from byokctl.providers import catalog
-from byokctl.resolve import Facts, KeyRef, after_provider_error, resolve
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 FUTURE = "2026-12-01T00:00:00.000000Z"

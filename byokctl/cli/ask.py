@@ -10,6 +10,7 @@ import typer
 from byokctl.cli import render
 from byokctl.cli.common import As, Json, Org, read_stdin, session
 from byokctl.errors import UsageError
+from byokctl.providers.registry import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 
 
 def resolve(org: Org, as_: As = None, json_: Json = False) -> None:
@@ -54,8 +55,9 @@ def ask(
         "--no-stream", help="Print the answer when complete instead of as it arrives.")] = False,
     timeout: Annotated[float, typer.Option(
         "--timeout", metavar="SECONDS",
-        help="Deadline of the whole call: every retry and the whole stream.")] = 60.0,
-    retries: Annotated[int, typer.Option("--retries", help="Retries on 429/5xx/network errors.")] = 2,
+        help="Deadline of the whole call: every retry and the whole stream.")] = DEFAULT_TIMEOUT,
+    retries: Annotated[int, typer.Option(
+        "--retries", help="Retries on 429/5xx/network errors.")] = DEFAULT_RETRIES,
     json_: Json = False,
 ) -> None:
     """Send a prompt for ORG through the provider and key the rules resolve, and account for it.

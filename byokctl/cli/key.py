@@ -13,6 +13,7 @@ import typer
 from byokctl.cli import complete, render
 from byokctl.cli.common import As, Json, Yes, confirm, read_stdin, session
 from byokctl.errors import Conflict, UsageError
+from byokctl.providers import registry
 from byokctl.services import keys
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ Retries = Annotated[int, typer.Option(
 
 def read_secret(provider: str, from_stdin: bool, from_env: str | None) -> str:
     """The secret from exactly one source: --from-env, --from-stdin, or a hidden prompt."""
-    name = keys.PROVIDER_NAMES[provider]
+    name = registry.label(provider)
     if from_stdin and from_env is not None:
         raise UsageError("Give only one of --from-stdin and --from-env VAR")
     if from_env is not None:
@@ -107,7 +108,7 @@ def add(
         secret = read_secret(provider, from_stdin, from_env)
         key = keys.add(ctx, slot, secret, allow_admin_key=allow_admin_key, tester=tester)
     tested = f"; tested: {_visible(tester.last)}" if tester and tester.last else ""
-    render.emit(json_, key, f"Added {keys.PROVIDER_NAMES[key.provider]} key {key.id} for "
+    render.emit(json_, key, f"Added {registry.label(key.provider)} key {key.id} for "
                 f"{key.owner} ({key.hint}, {key.fingerprint}){tested}.")
 
 
@@ -147,11 +148,6 @@ def test(
                 f"{_visible(done.probe)}")
 
 
-def _owner(k: keys.Key) -> str:
-    """The scope in one word: `platform`, the org's slug, or `member@org.com (org)`."""
-    return {"platform": "platform", "org": k.org, "member": f"{k.member} ({k.org})"}[k.scope] or ""
-
-
 def _status(k: keys.Key) -> str:
     return k.status + (f" ({k.test_result})" if k.test_result else "")
 
@@ -186,7 +182,7 @@ def list_(
         render.table(
             ["id", "owner", "provider", "hint", "fingerprint", "ver", "status", "created",
              "rotated", "last used", "last tested"],
-            [(k.id, _owner(k), k.provider, k.hint, k.fingerprint, k.version, _status(k),
+            [(k.id, k.owner_short, k.provider, k.hint, k.fingerprint, k.version, _status(k),
               render.when(k.created_at), render.when(k.rotated_at), render.when(k.last_used_at),
               render.when(k.last_tested_at)) for k in items])
         for key_id, found in approved.items():

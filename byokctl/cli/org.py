@@ -62,7 +62,7 @@ def show(org: Org, as_: As = None, json_: Json = False) -> None:
 
     def human() -> None:
         o, d = view.org, view.decision
-        if d.gate.grace_active and o.plan not in orgs.rules.BYOK_PLANS:
+        if d.gate.allowed and not d.gate.by_plan:  # grace is what holds the gate
             render.banner(f"BYOK grace grant active until {render.when(o.grace_until)} UTC "
                           f"(plan {o.plan} does not include BYOK)"
                           + (f": {o.grace_reason}" if o.grace_reason else ""))

@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 class AnthropicAdapter(Adapter):
     name = "anthropic"
-    label = "Anthropic"
-    custom_headers_env = "ANTHROPIC_CUSTOM_HEADERS"
 
     def _client(self, secret: str, base_url: str, timeout: float,
                 bounds: Bounds | None = None) -> anthropic.Anthropic:

@@ -19,14 +19,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
 from byokctl.errors import ByokError, KeyRejected, NotFound, ProviderDown, RateLimited, UsageError
-from byokctl.providers import catalog
+from byokctl.providers import catalog, registry
 from byokctl.providers.bounds import MAX_RESPONSE_BYTES, Bounds, DeadlinePassed, ResponseTooLarge
 from byokctl.providers.redact import provider_text, redact, safe_url
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_RETRIES = 2
+DEFAULT_TIMEOUT, DEFAULT_RETRIES = registry.DEFAULT_TIMEOUT, registry.DEFAULT_RETRIES
 MAX_RETRY_WAIT = 30.0  # a provider asking for a longer pause gets no retry: we fail fast instead
 _BACKOFF_START, _BACKOFF_MAX = 0.5, 8.0
 DEADLINE_SLACK = 0.05  # a step timed out this close to the call's deadline: the deadline ended it
@@ -121,9 +120,17 @@ def expecting_shape() -> Iterator[None]:
 class Adapter:
     """One provider over its official SDK. Subclasses import the SDK inside their methods only."""
 
-    name: str = ""   # catalog provider id
-    label: str = ""  # the provider's name for messages
-    custom_headers_env: str = ""  # the SDK's env var of extra headers, which we neutralise
+    name: str = ""  # the provider's id; what else is known of it is its row in the registry
+
+    @property
+    def label(self) -> str:
+        """The provider's name for messages."""
+        return registry.label(self.name)
+
+    @property
+    def custom_headers_env(self) -> str:
+        """The SDK's env var of extra headers, which we neutralise."""
+        return registry.facts(self.name).custom_headers_env
 
     # -- the interface ------------------------------------------------------------------------
     def list_models(self, secret: str, *, base_url: str | None = None,

@@ -1,4 +1,5 @@
-"""The model catalog shipped with the package: pinned ids, aliases and prices per provider."""
+"""The model catalog shipped with the package: pinned ids, aliases and prices per provider, and
+each provider's default model and base URL (what else byokctl knows of a provider: registry)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from functools import cache
 from typing import NamedTuple
 
 from byokctl.errors import NotFound
-
-PROVIDERS = ("anthropic", "openai")
+from byokctl.providers.registry import PROVIDERS  # noqa: F401 - the catalog's providers, by id
 
 
 class Model(NamedTuple):
@@ -37,7 +37,7 @@ class Model(NamedTuple):
 class Catalog(NamedTuple):
     version: str
     models: tuple[Model, ...]
-    info: dict  # per provider: name, default_model, default_base_url, usage_url
+    info: dict  # per provider: default_model, default_base_url
 
     def for_provider(self, provider: str) -> list[Model]:
         return [m for m in self.models if m.provider == provider]

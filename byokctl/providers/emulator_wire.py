@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from byokctl.providers import catalog
+from byokctl.providers import catalog, registry
 
 # (chunk of the body, whether it carries text): the server may misbehave after the first text.
 Events = Iterator[tuple[bytes, bool]]
@@ -62,8 +62,7 @@ def count_tokens(text: str) -> int:
 
 def reply_for(provider: str, model: str, prompt: str) -> str:
     """The deterministic answer to `prompt`."""
-    name = "Anthropic" if provider == "anthropic" else "OpenAI"
-    return f"Emulated {name} reply from {model}: {prompt}".strip()
+    return f"Emulated {registry.label(provider)} reply from {model}: {prompt}".strip()
 
 
 def error_body(provider: str, status: int, message: str | None, request_id: str) -> dict:

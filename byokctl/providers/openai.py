@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 class OpenAIAdapter(Adapter):
     name = "openai"
-    label = "OpenAI"
-    custom_headers_env = "OPENAI_CUSTOM_HEADERS"
 
     def _client(self, secret: str, base_url: str, timeout: float,
                 bounds: Bounds | None = None) -> openai.OpenAI:

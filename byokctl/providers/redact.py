@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import re
 import string
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
+
+from byokctl.domain.urls import safe_url  # noqa: F401 - providers show URLs through it
 
 MASK = "[redacted]"
 MIN_FRAGMENT = 12  # any run of this many characters of a secret, or of an encoding of it, counts
@@ -93,18 +95,6 @@ def _mask(text: str, spans: list[tuple[int, int]]) -> str:
         pos = end
     out.append(text[pos:])
     return "".join(out)
-
-
-def safe_url(url: str) -> str:
-    """A URL fit for messages: no user:password, no query string (either can hold a credential)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparseable URL)"
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def one_line(text: str, limit: int = 200) -> str:

@@ -1,5 +1,11 @@
-"""Which adapter serves which provider. Importing this module imports no SDK: each adapter
-module is imported by `get`, and the adapters import their SDK only when they make a call."""
+"""The providers byokctl knows and what it knows of each without its SDK: label, key prefixes,
+SDK environment variables, usage page, the adapter that serves it, and the defaults of every
+provider call. Importing this module imports no SDK and no adapter: `get` imports the adapter,
+and the adapters import their SDK only when they make a call.
+
+A provider is one row here, its adapter module and its catalog rows (models, default model,
+default base URL in catalog.json).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,59 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from byokctl.errors import NotFound
-from byokctl.providers.catalog import PROVIDERS
 
 if TYPE_CHECKING:
     from byokctl.providers.base import Adapter
 
-_ADAPTERS = {
-    "anthropic": ("byokctl.providers.anthropic", "AnthropicAdapter"),
-    "openai": ("byokctl.providers.openai", "OpenAIAdapter"),
-}
+# Every provider call (`ask`, `key test`, `key add --test`, `apply --test`): the deadline of the
+# whole call in seconds, and how many times a 429/5xx/network failure is retried within it.
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_RETRIES = 2
+
+
+class Provider:
+    """One provider's facts. A plain class, not a NamedTuple: every command reads this module,
+    and defining a NamedTuple costs more at start-up than all the rest of it."""
+
+    __slots__ = ("id", "label", "key_prefix", "admin_key_prefix", "custom_headers_env",
+                 "usage_page", "sdk", "adapter")
+
+    def __init__(self, id: str, label: str, key_prefix: str, admin_key_prefix: str,
+                 custom_headers_env: str, usage_page: str, sdk: str, adapter: str) -> None:
+        self.id = id  # as stored in the vault and named on the command line
+        self.label = label  # the provider's own name, for people
+        self.key_prefix = key_prefix  # every inference API key of the provider starts so
+        self.admin_key_prefix = admin_key_prefix  # refused unless --allow-admin-key
+        self.custom_headers_env = custom_headers_env  # the SDK's env var of extra headers (cancelled)
+        self.usage_page = usage_page  # where the org sees what its own key was billed
+        self.sdk = sdk  # the official SDK's import name, imported by the adapter to make a call
+        self.adapter = adapter  # "module:Class", imported by `get` only
+
+    def __repr__(self) -> str:
+        return f"Provider({self.id!r})"
+
+
+FACTS: dict[str, Provider] = {p.id: p for p in (
+    Provider("anthropic", "Anthropic", "sk-ant-", "sk-ant-admin", "ANTHROPIC_CUSTOM_HEADERS",
+             "https://console.anthropic.com/settings/usage", "anthropic",
+             "byokctl.providers.anthropic:AnthropicAdapter"),
+    Provider("openai", "OpenAI", "sk-", "sk-admin-", "OPENAI_CUSTOM_HEADERS",
+             "https://platform.openai.com/usage", "openai",
+             "byokctl.providers.openai:OpenAIAdapter"),
+)}
+PROVIDERS = tuple(FACTS)
+
+
+def facts(provider: str) -> Provider:
+    """What byokctl knows of `provider`; NotFound for one it does not know."""
+    try:
+        return FACTS[provider]
+    except KeyError:
+        raise NotFound(f"Unknown provider '{provider}'; choose one of {', '.join(PROVIDERS)}") from None
+
+
+def label(provider: str) -> str:
+    return facts(provider).label
 
 
 def prefetch(provider: str) -> None:
@@ -24,13 +74,11 @@ def prefetch(provider: str) -> None:
     adapter's own import then waits for this one to finish."""
     import threading
 
-    if provider in _ADAPTERS:
-        threading.Thread(target=import_module, args=(provider,), daemon=True).start()
+    if provider in FACTS:
+        threading.Thread(target=import_module, args=(FACTS[provider].sdk,), daemon=True).start()
 
 
 def get(provider: str) -> Adapter:
     """The adapter for `provider` (`anthropic` or `openai`)."""
-    if provider not in _ADAPTERS:
-        raise NotFound(f"Unknown provider '{provider}'; choose one of {', '.join(PROVIDERS)}")
-    module, cls = _ADAPTERS[provider]
+    module, _, cls = facts(provider).adapter.partition(":")
     return getattr(import_module(module), cls)()

@@ -11,11 +11,12 @@ deadline plus RESERVATION_MARGIN.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import timedelta
 
 from byokctl import clock
+from byokctl.domain import budget
+from byokctl.domain.credits import admits, credits_for, max_cost_usd
 from byokctl.errors import Insufficient, NotFound
 from byokctl.providers import catalog
 from byokctl.services.context import Context
@@ -23,7 +24,6 @@ from byokctl.services.context import Context
 # Time after the call's deadline (--timeout) for it to be recorded (a busy vault is waited
 # for) before its reservation stops counting.
 RESERVATION_MARGIN = timedelta(seconds=120)
-INPUT_TOKEN_OVERHEAD = 64  # message framing the provider counts beyond the prompt's own text
 
 
 @dataclass
@@ -39,17 +39,9 @@ class Reservation:
 
 def estimate_usd(provider: str, model: str, *, prompt: str, system: str | None,
                  max_tokens: int) -> float:
-    """The most the call can cost at catalog prices: every byte of text one input token (no
-    tokenizer makes a token of less than a byte) and the whole `max_tokens` of output."""
-    text_bytes = len(prompt.encode()) + len((system or "").encode())
-    m = catalog.load().find(provider, model)
-    return m.cost_usd(text_bytes + INPUT_TOKEN_OVERHEAD, max_tokens)
-
-
-def credits_for(cost_usd: float, credit_value: float) -> int:
-    """A platform call costs max(1, ceil(cost / credit value)) credits (SPEC §1)."""
-    # round() first: 0.03 / 0.01 is 2.9999999999999996 in floating point, and must be 3.
-    return max(1, math.ceil(round(cost_usd / credit_value, 9)))
+    """The most the call can cost at the catalog's prices for `provider`/`model`."""
+    return max_cost_usd(catalog.load().find(provider, model), prompt=prompt, system=system,
+                        max_tokens=max_tokens)
 
 
 def reserve(ctx: Context, *, org: str, mode: str, estimate_usd: float, credit_value: float,
@@ -72,10 +64,7 @@ def reserve(ctx: Context, *, org: str, mode: str, estimate_usd: float, credit_va
             (org, mode)).fetchone()
         if mode == "platform":
             want = credits_for(estimate_usd, credit_value)
-            left = balance - held
-            # A call alone needs one credit (a positive balance always buys one call, §3.5); its
-            # overshoot becomes shortfall. Beside others it needs its whole reservation.
-            if left < 1 or (calls and left < want):
+            if not admits(balance, held, calls, want):
                 raise Insufficient(
                     f"Org {org} has {balance} credits and calls in flight have reserved {held} "
                     f"of them ({calls} call{'s' if calls != 1 else ''}; this call needs {want}); "
@@ -87,7 +76,7 @@ def reserve(ctx: Context, *, org: str, mode: str, estimate_usd: float, credit_va
             spent = conn.execute(
                 "SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE org = ? AND mode = 'byok' "
                 "AND ts >= ?", (org, month_start)).fetchone()[0]
-            if spent + held_usd >= budget_usd:
+            if budget.reached(spent + held_usd, budget_usd):
                 raise Insufficient(
                     f"Org {org} has used ${spent:.2f} of its monthly BYOK budget of "
                     f"${budget_usd:.2f} and calls in flight have reserved ${held_usd:.2f} more; "

@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from byokctl.domain.credits import credits_for
+from byokctl.domain.keys import status_after
+from byokctl.domain.resolution import Decision, Facts, after_provider_error
 from byokctl.errors import ByokError, Integrity, KeyRejected, RateLimited, VaultLocked
-from byokctl.providers import catalog
-from byokctl.resolve import Decision, Facts, after_provider_error
+from byokctl.providers import catalog, registry
 from byokctl.services import admission, credits, endpoints, integrity, keys, rules, usage
-from byokctl.services.admission import credits_for
 from byokctl.services.context import Context
 from byokctl.services.resolution import resolve_for
 
@@ -25,8 +26,8 @@ class Request:
     system: str | None = None
     max_tokens: int = 1024
     stream: bool = True
-    timeout: float = 60.0
-    retries: int = 2
+    timeout: float = registry.DEFAULT_TIMEOUT
+    retries: int = registry.DEFAULT_RETRIES
 
 
 @dataclass
@@ -90,8 +91,6 @@ def _verified(ctx: Context, d: Decision, f: Facts) -> Decision:
 
 def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None] | None,
           on_warning: Callable[[str], None]) -> Answer:
-    from byokctl.providers import registry
-
     member = ctx.as_email.lower() if ctx.as_email else None
     record = usage.Record(org=d.org, actor=ctx.actor, member=member, mode=d.mode or "none",
                           outcome="ok", provider=d.provider, model=d.model,
@@ -142,8 +141,6 @@ def _call_reserved(ctx: Context, d: Decision, req: Request, record: usage.Record
                    held: admission.Reservation | None, started: float,
                    on_text: Callable[[str], None] | None,
                    on_warning: Callable[[str], None]) -> Answer:
-    from byokctl.providers import registry
-
     assert d.key is not None and d.provider and d.model and d.mode
     try:
         secret = keys.reveal(ctx, d.key.id)
@@ -153,7 +150,7 @@ def _call_reserved(ctx: Context, d: Decision, req: Request, record: usage.Record
             retries=req.retries, stream=req.stream, on_text=on_text, key_id=d.key.id)
     except ByokError as exc:
         record.latency_ms = int((time.monotonic() - started) * 1000)
-        _fail(ctx, record, exc, key_status=_status_after(exc), held=held)
+        _fail(ctx, record, exc, key_status=status_after(exc), held=held)
         raise
     model = catalog.load().find(d.provider, d.model)
     cost = model.cost_usd(result.input_tokens, result.output_tokens)
@@ -219,15 +216,6 @@ def _record_answered(ctx: Context, account: Callable[[sqlite3.Connection], None]
                 raise
             on_warning("the vault is busy (another byokctl is writing); still waiting to "
                        "record this call")
-
-
-def _status_after(exc: ByokError) -> str | None:
-    """The key status a provider refusal leaves behind (SPEC §3 step 4)."""
-    if isinstance(exc, KeyRejected):
-        return keys.INVALID
-    if isinstance(exc, RateLimited):
-        return keys.RATE_LIMITED
-    return None
 
 
 def _fail(ctx: Context, record: usage.Record, exc: ByokError, key_status: str | None = None,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from byokctl import clock
+from byokctl.domain import credits as arithmetic
 from byokctl.errors import NotFound
 from byokctl.services import audit, rules
 from byokctl.services.context import Context
@@ -97,15 +98,10 @@ def change(ctx: Context, slug: str, *, add: int = 0, charge: int = 0,
     def apply(org: Any) -> dict:
         if created_at is not None and org["created_at"] != created_at:
             return {}
-        before, owed_before = org["credits"], org["shortfall"]
-        if add:
-            repaid = min(add, owed_before)
-            after, owed_after = before + add - repaid, owed_before - repaid
-        else:
-            paid = min(charge, before)
-            after, owed_after = before - paid, owed_before + charge - paid
-        done.append(Change(before, after, owed_before, owed_after))
-        return {"credits": after, "shortfall": owed_after, "updated_at": clock.stamp()}
+        before = arithmetic.Balance(org["credits"], org["shortfall"])
+        after = arithmetic.grant(before, add) if add else arithmetic.charge(before, charge)
+        done.append(Change(before.credits, after.credits, before.shortfall, after.shortfall))
+        return {"credits": after.credits, "shortfall": after.shortfall, "updated_at": clock.stamp()}
 
     integrity.update_org(ctx, slug, apply)
     return done[0] if done else None

@@ -11,6 +11,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from byokctl import clock
+from byokctl.domain.plans import gate
 from byokctl.services import endpoints, keys, members, orgs, platform, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require_operator
@@ -83,8 +85,8 @@ def snapshot(ctx: Context) -> Export:
     for o in orgs.list_orgs(ctx):
         path = f"orgs.{o.slug}"
         entry: dict = {"name": o.name, "plan": o.plan, "credits": o.credits}
-        gate_open = o.plan in rules.BYOK_PLANS or rules.grace_active(o.grace_until)
-        if o.provider in rules.BYOK_PROVIDERS and not gate_open:
+        g = gate(o.plan, o.grace_until, clock.now())
+        if o.provider in rules.BYOK_PROVIDERS and not g.allowed:
             # Stored but unusable (soft fallback): apply would refuse to select it on this plan.
             out.notes[path] = (f"provider {o.provider}/{o.model} is stored but not exported: "
                                f"plan {o.plan} does not allow BYOK (soft fallback)")
@@ -99,7 +101,7 @@ def snapshot(ctx: Context) -> Export:
         entry["fallback"] = o.fallback
         if o.budget_monthly_usd is not None:
             entry["budget_monthly_usd"] = o.budget_monthly_usd
-        if rules.grace_active(o.grace_until):  # a lapsed grant is history, not a setting
+        if g.grace_active:  # a lapsed grant is history, not a setting
             entry["grace"] = {"until": o.grace_until}
             if o.grace_reason:
                 entry["grace"]["reason"] = o.grace_reason

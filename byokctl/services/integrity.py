@@ -22,7 +22,7 @@ from byokctl.vault import rowmac
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
-    from byokctl.resolve import Facts
+    from byokctl.domain.resolution import Facts
     from byokctl.services.audit import Problem
 
     Change = Mapping[str, Any] | Callable[[sqlite3.Row], Mapping[str, Any]]

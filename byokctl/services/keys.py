@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from byokctl import clock
+from byokctl.domain import ACTIVE, INVALID, KEY_STATUSES, RATE_LIMITED  # noqa: F401 - as keys.X
 from byokctl.errors import (
     ByokError,
     Conflict,
@@ -26,6 +27,8 @@ from byokctl.errors import (
     RateLimited,
     UsageError,
 )
+from byokctl.providers import registry
+from byokctl.providers.registry import DEFAULT_RETRIES, DEFAULT_TIMEOUT  # noqa: F401 - as keys.X
 from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import Actor, actor_in, org_exists, require, require_operator
@@ -33,13 +36,9 @@ from byokctl.services.permissions import Actor, actor_in, org_exists, require, r
 if TYPE_CHECKING:
     import sqlite3
 
-ACTIVE, INVALID, RATE_LIMITED = "active", "invalid", "rate-limited"
-STATUSES = (ACTIVE, INVALID, RATE_LIMITED)
+STATUSES = KEY_STATUSES
 MIN_LENGTH, MAX_LENGTH = rules.SECRET_MIN_LENGTH, 512
 SECRET_CHARS = re.compile(r"[A-Za-z0-9_-]+")
-PREFIX = {"anthropic": "sk-ant-", "openai": "sk-"}
-ADMIN_PREFIX = {"anthropic": "sk-ant-admin", "openai": "sk-admin-"}
-PROVIDER_NAMES = {"anthropic": "Anthropic", "openai": "OpenAI"}
 
 _COLUMNS = ("id, scope, org, member, provider, hint, fingerprint, version, status, test_result, "
             "created_at, rotated_at, last_used_at, last_tested_at")
@@ -70,12 +69,13 @@ class Key:
 
     @property
     def owner(self) -> str:
-        """Who the key belongs to, for people: `acme`, `alice@acme.com in acme`, `platform`."""
-        if self.scope == "platform":
-            return "platform"
-        if self.scope == "member":
-            return f"{self.member} in {self.org}"
-        return f"org {self.org}"
+        """Who the key belongs to, for people: `org acme`, `alice@acme.com in acme`, `platform`."""
+        return owner_label(self.scope, self.org, self.member)
+
+    @property
+    def owner_short(self) -> str:
+        """The same in a table column: `acme`, `alice@acme.com (acme)`, `platform`."""
+        return owner_label(self.scope, self.org, self.member, short=True)
 
     def public(self) -> dict:
         """What the audit log may record about the key: never the secret."""
@@ -84,6 +84,16 @@ class Key:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def owner_label(scope: str, org: str | None, member: str | None, *, short: bool = False) -> str:
+    """Who a key belongs to, for people: `org acme`, `alice@acme.com in acme`, `platform`; or,
+    `short` (a table column), `acme`, `alice@acme.com (acme)`, `platform`."""
+    if scope == "platform":
+        return "platform"
+    if scope == "member":
+        return f"{member} ({org})" if short else f"{member} in {org}"
+    return (org or "") if short else f"org {org}"
 
 
 # ---- secrets: format and display -------------------------------------------------------------
@@ -95,21 +105,24 @@ def hint(secret: str) -> str:
 
 def check_format(provider: str, secret: str, *, allow_admin_key: bool = False) -> None:
     """Refuse (KeyRejected) what cannot be an inference key for `provider`; never echo it."""
-    name = PROVIDER_NAMES[provider]
-    prefix = PREFIX[provider]
+    facts = registry.facts(provider)
+    name, prefix = facts.label, facts.key_prefix
+    others = [p for p in registry.FACTS.values() if p.id != provider]
     if not secret:
         raise UsageError(f"The {name} API key is empty; give the key itself")
     if not SECRET_CHARS.fullmatch(secret):
         raise KeyRejected(
             f"The {name} API key contains spaces or characters API keys never have; paste the "
             "key alone, exactly as the provider shows it")
-    if provider == "openai" and secret.startswith(PREFIX["anthropic"]):
-        raise KeyRejected("That is an Anthropic key (sk-ant-…), not an OpenAI one; use "
-                          "--provider anthropic")
+    for other in others:  # a longer prefix of another provider's: its key, which ours accepts
+        if len(other.key_prefix) > len(prefix) and secret.startswith(other.key_prefix):
+            raise KeyRejected(f"That is an {other.label} key ({other.key_prefix}…), not an {name} "
+                              f"one; use --provider {other.id}")
     if not secret.startswith(prefix):
-        if provider == "anthropic" and secret.startswith("sk-"):
-            raise KeyRejected("That looks like an OpenAI key (sk-…), not an Anthropic one; use "
-                              "--provider openai")
+        for other in others:
+            if secret.startswith(other.key_prefix):
+                raise KeyRejected(f"That looks like an {other.label} key ({other.key_prefix}…), not "
+                                  f"an {name} one; use --provider {other.id}")
         raise KeyRejected(f"That is not an {name} API key ({name} keys start with {prefix}); "
                           "check that you copied the whole key")
     if not MIN_LENGTH <= len(secret) <= MAX_LENGTH:
@@ -117,9 +130,9 @@ def check_format(provider: str, secret: str, *, allow_admin_key: bool = False) -
             f"The {name} API key is {'too short' if len(secret) < MIN_LENGTH else 'too long'} "
             f"({len(secret)} characters; real keys have {MIN_LENGTH}-{MAX_LENGTH}); check that you "
             "copied the whole key")
-    if secret.startswith(ADMIN_PREFIX[provider]) and not allow_admin_key:
+    if secret.startswith(facts.admin_key_prefix) and not allow_admin_key:
         raise KeyRejected(
-            f"That is an {name} admin key ({ADMIN_PREFIX[provider]}…), which can manage the whole "
+            f"That is an {name} admin key ({facts.admin_key_prefix}…), which can manage the whole "
             f"{name} organization; a BYOK platform needs only inference, so create a regular API "
             "key (or pass --allow-admin-key if you really mean to store this one)")
 
@@ -240,7 +253,7 @@ class Slot(NamedTuple):
     provider: str
 
     def describe(self) -> str:
-        name = PROVIDER_NAMES[self.provider]
+        name = registry.label(self.provider)
         if self.scope == "platform":
             return f"The platform already has an {name} key"
         if self.scope == "member":
@@ -478,9 +491,6 @@ def mark_tested(ctx: Context, key_id: str, *, result: str, status: str | None,
 
 
 # ---- testing against the provider ---------------------------------------------------------------
-
-DEFAULT_TIMEOUT, DEFAULT_RETRIES = 60.0, 2  # as for `ask`
-
 
 MAX_TIMEOUT, MAX_RETRIES = 3600.0, 10  # an hour per network step; ten retries of up to 8 s
 

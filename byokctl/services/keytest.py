@@ -7,15 +7,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from byokctl.domain.keys import status_after
 from byokctl.errors import ByokError, KeyRejected, ProviderDown, RateLimited
 from byokctl.services import endpoints, integrity
 from byokctl.services.context import Context
 from byokctl.services.keys import (
-    ACTIVE,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
-    INVALID,
-    RATE_LIMITED,
     Key,
     Slot,
     check_limits,
@@ -26,11 +24,10 @@ from byokctl.services.keys import (
 from byokctl.services.resolution import platform_default
 
 OK, REJECTED, RATE_LIMITED_RESULT, UNREACHABLE = "ok", "rejected", "rate-limited", "unreachable"
-_RESULTS: tuple[tuple[type[ByokError], str, str | None], ...] = (
-    # error → (test result, the key's status after it; None: unchanged)
-    (KeyRejected, REJECTED, INVALID),
-    (RateLimited, RATE_LIMITED_RESULT, RATE_LIMITED),
-    (ProviderDown, UNREACHABLE, None),  # the key may be fine: the provider never judged it
+_RESULTS: tuple[tuple[type[ByokError], str], ...] = (  # error → the test's result
+    (KeyRejected, REJECTED),
+    (RateLimited, RATE_LIMITED_RESULT),
+    (ProviderDown, UNREACHABLE),  # the key may be fine: the provider never judged it
 )
 
 
@@ -68,12 +65,7 @@ class Probe:
     @property
     def status(self) -> str | None:
         """The key's status after this result; None: as it was."""
-        if self.error is None:
-            return ACTIVE
-        for kind, _, status in _RESULTS:
-            if isinstance(self.error, kind):
-                return status
-        return None
+        return status_after(self.error)
 
 
 def probe(provider: str, secret: str, *, base_url: str | None, timeout: float = DEFAULT_TIMEOUT,
@@ -87,7 +79,7 @@ def probe(provider: str, secret: str, *, base_url: str | None, timeout: float = 
         models = registry.get(provider).list_models(secret, base_url=base_url, timeout=timeout,
                                                     retries=retries, key_id=key_id)
     except ByokError as exc:
-        result = next((r for kind, r, _ in _RESULTS if isinstance(exc, kind)), exc.code.label)
+        result = next((r for kind, r in _RESULTS if isinstance(exc, kind)), exc.code.label)
         return Probe(result, 0, _ms_since(started), base_url, exc)
     return Probe(OK, len(models), _ms_since(started), base_url)
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from byokctl import clock
-from byokctl.errors import Conflict, PlanGate
+from byokctl.errors import Conflict
 from byokctl.providers import catalog
 from byokctl.services import audit, rules
 from byokctl.services.context import Context
@@ -16,7 +16,7 @@ from byokctl.services.permissions import org_exists, require
 if TYPE_CHECKING:
     import sqlite3
 
-    from byokctl.resolve import Decision
+    from byokctl.domain.resolution import Decision
 
 
 @dataclass
@@ -188,13 +188,11 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
                 "is set with `byokctl platform set-default`"
             )
     else:
-        gate_open = rules.gate_allows(org.plan) or rules.grace_active(org.grace_until)
-        if not gate_open:
-            raise PlanGate(
-                f"BYOK is not included in org {slug}'s plan ({org.plan}); upgrade it with "
-                f"`byokctl plan set {slug} growth` or grant grace with `byokctl plan grant-grace "
-                f"{slug}`"
-            )
+        from byokctl.domain import plans  # imported here: `org list` never needs the gate
+
+        refused = plans.refusal(slug, plans.gate(org.plan, org.grace_until, clock.now()))
+        if refused is not None:
+            raise refused
         keep_model = org.model if org.provider == provider and model is None else model
         after["model"] = catalog.load().pinned(provider, keep_model).id
         keep_url = org.base_url if org.provider == provider and base_url is None else base_url

@@ -1,9 +1,10 @@
-"""Who may do what: the operator (no `--as`) may do anything; a member only what their role allows."""
+"""Who is acting on an org, read from the store, held to what `domain.roles` permits them."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from byokctl.domain import roles
 from byokctl.errors import Denied, NotFound
 from byokctl.services import rules
 from byokctl.services.context import Context
@@ -37,8 +38,8 @@ def require(ctx: Context, org: str, permission: str, hint: str = "") -> Actor:
     actor = actor_in(ctx, org)
     if actor.is_operator:
         return actor
-    if permission == rules.OPERATOR or not rules.permits(actor.role or "", permission):
-        raise rules.deny(actor.email or "", actor.role or "", permission, org, hint)
+    if permission == roles.OPERATOR or not roles.permits(actor.role or "", permission):
+        raise roles.deny(actor.email or "", actor.role or "", permission, org, hint)
     return actor
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from byokctl import clock
+from byokctl.domain.plans import gate
 from byokctl.errors import Conflict
 from byokctl.services import audit, rules
 from byokctl.services.context import Context
@@ -31,10 +32,7 @@ class GateView:
     grace_until: str | None
     grace_reason: str | None
     grace_active: bool
-
-    @property
-    def byok_allowed(self) -> bool:
-        return self.byok_allowed_by_plan or self.grace_active
+    byok_allowed: bool  # the gate holds (never on a plan byokctl does not know)
 
     @property
     def soft_fallback(self) -> bool:
@@ -58,8 +56,9 @@ class GateView:
 
 
 def _view(o: Org) -> GateView:
-    return GateView(o.slug, o.plan, o.provider, o.plan in rules.BYOK_PLANS, o.grace_until,
-                    o.grace_reason, rules.grace_active(o.grace_until))
+    g = gate(o.plan, o.grace_until, clock.now())
+    return GateView(o.slug, o.plan, o.provider, g.by_plan, o.grace_until, o.grace_reason,
+                    g.grace_active, g.allowed)
 
 
 def _state(o: Org) -> dict:

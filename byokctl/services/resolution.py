@@ -10,14 +10,14 @@ from byokctl.services import rules
 from byokctl.services.context import Context
 
 if TYPE_CHECKING:
-    from byokctl.resolve import Decision, Facts, KeyRef
+    from byokctl.domain.resolution import Decision, Facts, KeyRef
     from byokctl.services.orgs import Org
 
 PLATFORM_DEFAULT_PROVIDER = "anthropic"
 
 
 def _key(ctx: Context, sql: str, params: tuple) -> KeyRef | None:
-    from byokctl.resolve import KeyRef
+    from byokctl.domain.resolution import KeyRef
 
     row = ctx.store.one(f"SELECT id, scope, provider, fingerprint, status FROM keys WHERE {sql}",
                         params)
@@ -40,7 +40,7 @@ def month_start_iso() -> str:
 
 
 def facts(ctx: Context, o: Org, member: str | None) -> Facts:
-    from byokctl.resolve import Facts
+    from byokctl.domain.resolution import Facts
 
     pp, pm, pu = platform_default(ctx)
     provider = o.provider
@@ -73,7 +73,7 @@ def facts(ctx: Context, o: Org, member: str | None) -> Facts:
 
 
 def decide(ctx: Context, org: Org, member: str | None) -> Decision:
-    from byokctl.resolve import resolve
+    from byokctl.domain.resolution import resolve
 
     return resolve(facts(ctx, org, member), catalog.load())
 
@@ -81,7 +81,7 @@ def decide(ctx: Context, org: Org, member: str | None) -> Decision:
 def resolve_for(ctx: Context, org: str) -> tuple[Decision, Facts]:
     """The decision for a request by the current actor on `org` (no call is made), and the
     facts it was made from (`ask` needs them again if the provider refuses the key)."""
-    from byokctl.resolve import resolve
+    from byokctl.domain.resolution import resolve
     from byokctl.services.orgs import get
     from byokctl.services.permissions import require
 

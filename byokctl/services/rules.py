@@ -1,4 +1,5 @@
-"""Domain vocabulary and input checks: plans, roles, permissions, slugs, emails, dates."""
+"""Input checks (slugs, emails, dates, URLs, secrets on argv) and the domain vocabulary under the
+names the services use (the rules themselves live in `byokctl.domain`)."""
 
 from __future__ import annotations
 
@@ -6,30 +7,24 @@ import re
 from datetime import UTC, datetime, time, timedelta
 
 from byokctl import clock
-from byokctl.errors import Denied, NotFound, UsageError
+from byokctl.domain import BYOK_PLANS, DEFAULT_GRACE_DAYS, FALLBACKS, PLANS, PLATFORM  # noqa: F401
+from byokctl.domain.roles import (  # noqa: F401 - the domain's vocabulary, as services name it
+    KEY_OWN,
+    OPERATOR,
+    ORG_MANAGE,
+    ORG_VIEW,
+    PERMISSION_WORDS,
+    ROLE_PERMISSIONS,
+    ROLES,
+    deny,
+    permits,
+)
+from byokctl.errors import Denied, NotFound, UsageError  # noqa: F401 - services raise them as rules.X
+from byokctl.providers.registry import PROVIDERS
 
-PLANS = ("free", "starter", "growth", "scale")
-BYOK_PLANS = frozenset({"growth", "scale"})
-PROVIDER_SETTINGS = ("platform", "anthropic", "openai")
-BYOK_PROVIDERS = ("anthropic", "openai")
-FALLBACKS = ("never", "missing-key", "provider-error")
-ROLES = ("admin", "staffing", "interviewer")
-DEFAULT_GRACE_DAYS = 30
+BYOK_PROVIDERS = PROVIDERS
+PROVIDER_SETTINGS = (PLATFORM, *BYOK_PROVIDERS)
 MAX_CREDITS_ADD = 1_000_000_000_000  # one grant; keeps balances far from SQLite's 64-bit limit
-
-ORG_VIEW, ORG_MANAGE, KEY_OWN = "org:view", "org:manage", "key:own"
-OPERATOR = "operator"  # plans, grace, credits, budgets, platform settings: never a member's
-ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset({ORG_VIEW, ORG_MANAGE, KEY_OWN}),
-    "staffing": frozenset({ORG_VIEW, KEY_OWN}),
-    "interviewer": frozenset({KEY_OWN}),
-}
-PERMISSION_WORDS = {
-    ORG_VIEW: "view",
-    ORG_MANAGE: "manage",
-    KEY_OWN: "use",
-    OPERATOR: "change operator settings of",
-}
 
 SECRET_MIN_LENGTH = 20  # the shortest API key byokctl accepts
 SECRET_ON_ARGV = (
@@ -97,28 +92,6 @@ def choice(value: str, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
         raise UsageError(f"Unknown {what} '{value}'; choose one of {', '.join(allowed)}")
     return value
-
-
-def gate_allows(plan: str) -> bool:
-    if plan not in PLANS:
-        raise NotFound(f"Unknown plan '{plan}' in the store; set a known one with `byokctl plan set`")
-    return plan in BYOK_PLANS
-
-
-def grace_active(grace_until: str | None, now: datetime | None = None) -> bool:
-    return bool(grace_until) and clock.parse(grace_until) > (now or clock.now())
-
-
-def permits(role: str, permission: str) -> bool:
-    return permission in ROLE_PERMISSIONS.get(role, frozenset())
-
-
-def deny(email_: str, role: str, permission: str, org: str, hint: str = "") -> Denied:
-    verb = PERMISSION_WORDS.get(permission, permission)
-    msg = f"{email_} ({role}) may not {verb} org {org}"
-    if permission == OPERATOR:
-        msg = f"{email_} ({role}) may not do this: it is the platform operator's alone"
-    return Denied(msg + (hint or "; ask an org admin or the platform operator"))
 
 
 def parse_when(value: str, *, end_of_day: bool = False) -> datetime:

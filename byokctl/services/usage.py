@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from byokctl import clock
-from byokctl.providers import catalog
+from byokctl.providers import registry
 from byokctl.services import rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require, require_operator
@@ -121,9 +121,8 @@ def _billing(ctx: Context, org: str | None) -> list[dict]:
     if org is None:
         return []
     provider = ctx.store.scalar("SELECT provider FROM orgs WHERE slug = ?", (org,))
-    info = catalog.load().info.get(provider)
-    if info is None:
+    p = registry.FACTS.get(provider)
+    if p is None:
         return []
-    return [{"provider": provider, "usage_url": info["usage_url"],
-             "note": f"BYOK calls are billed by {info['name']} to the org's own key; see "
-                     f"{info['usage_url']}"}]
+    return [{"provider": provider, "usage_url": p.usage_page,
+             "note": f"BYOK calls are billed by {p.label} to the org's own key; see {p.usage_page}"}]

@@ -10,14 +10,29 @@ define, which every `resolve` and `ask` pays at start-up.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-from byokctl.errors import ByokError, Insufficient, NoKey, NotFound, PlanGate
-from byokctl.providers.catalog import Catalog
-from byokctl.services import rules
+from byokctl.domain import (
+    ACTIVE,
+    FALLBACKS,
+    GATE_LAPSED,
+    INVALID,
+    NO_KEY,
+    PLATFORM,
+    PROVIDER_ERROR,
+    budget,
+    plans,
+)
+from byokctl.domain.plans import Gate
+from byokctl.errors import ByokError, Insufficient, NoKey, NotFound
 
-GATE_LAPSED, NO_KEY, PROVIDER_ERROR = "gate-lapsed", "no-key", "provider-error"
-BUDGET_WARN_RATIO = 0.8
+
+class ModelCatalog(Protocol):
+    """What the chain reads of the model catalog (`byokctl.providers.catalog.Catalog`)."""
+
+    info: dict  # per provider id: its catalog facts
+
+    def is_known(self, provider: str, model_id: str | None) -> bool: ...
 
 
 class KeyRef(NamedTuple):
@@ -25,7 +40,7 @@ class KeyRef(NamedTuple):
     scope: str
     provider: str
     fingerprint: str
-    status: str = "active"
+    status: str = ACTIVE
 
 
 class SkippedKey(NamedTuple):
@@ -58,16 +73,6 @@ class Facts(NamedTuple):
     # False when the member's personal key may not go to `base_url`: its owner (or the
     # operator) never approved that endpoint (SPEC §1); the key is then skipped.
     member_key_approved: bool = True
-
-
-class Gate(NamedTuple):
-    plan: str
-    allowed: bool  # the gate holds: plan allows BYOK or a grace grant is active
-    grace_until: str | None
-    grace_active: bool
-
-    def to_json(self) -> dict:
-        return {"plan": self.plan, "allowed": self.allowed, "grace_until": self.grace_until}
 
 
 class Decision(NamedTuple):
@@ -103,16 +108,7 @@ class Decision(NamedTuple):
         }
 
 
-def _gate(f: Facts) -> Gate:
-    try:
-        plan_ok = rules.gate_allows(f.plan)
-    except ByokError:
-        plan_ok = False
-    grace = rules.grace_active(f.grace_until, f.now)
-    return Gate(f.plan, plan_ok or grace, f.grace_until, grace)
-
-
-def _platform(f: Facts, cat: Catalog, gate: Gate, reasons: list[str], warnings: list[str],
+def _platform(f: Facts, cat: ModelCatalog, gate: Gate, reasons: list[str], warnings: list[str],
               fallback_reason: str | None) -> Decision:
     """Step 5: the platform's own key and default model, paid for in credits."""
     provider, model = f.platform_provider, f.platform_model
@@ -137,27 +133,27 @@ def _platform(f: Facts, cat: Catalog, gate: Gate, reasons: list[str], warnings: 
                     fallback_reason, gate, tuple(reasons), tuple(warnings), error)
 
 
-def resolve(f: Facts, cat: Catalog) -> Decision:
+def resolve(f: Facts, cat: ModelCatalog) -> Decision:
     """Decide which provider, model and key a request for `f.org` uses, and say why."""
     reasons: list[str] = []
     warnings: list[str] = []
-    gate = _gate(f)
+    gate = plans.gate(f.plan, f.grace_until, f.now)
 
     # Step 7 first: anything unknown in the store fails closed, never BYOK by accident.
-    if f.plan not in rules.PLANS:
-        err = PlanGate(f"Org {f.org} has unknown plan '{f.plan}'; set a known plan with "
-                       f"`byokctl plan set {f.org} PLAN`")
+    if not gate.known:
+        err = plans.unknown_plan(f.org, f.plan)
         return Decision(f.org, None, None, None, None, None, None, gate,
                         (f"plan '{f.plan}' is unknown: refusing",), (), err)
-    if f.provider not in rules.PROVIDER_SETTINGS or f.fallback not in rules.FALLBACKS:
-        bad = f.provider if f.provider not in rules.PROVIDER_SETTINGS else f.fallback
+    provider_known = f.provider == PLATFORM or f.provider in cat.info
+    if not provider_known or f.fallback not in FALLBACKS:
+        bad = f.fallback if provider_known else f.provider
         err = NotFound(f"Org {f.org} has an unknown provider setting '{bad}'; fix it with "
                        f"`byokctl org set-provider {f.org}`")
         return Decision(f.org, None, None, None, None, None, None, gate,
                         (f"provider setting '{bad}' is unknown: refusing",), (), err)
 
     # Step 1.
-    if f.provider == "platform":
+    if f.provider == PLATFORM:
         reasons.append("org provider setting is platform")
         return _platform(f, cat, gate, reasons, warnings, None)
     reasons.append(f"org provider setting is {f.provider} (BYOK), model {f.model}")
@@ -169,7 +165,7 @@ def resolve(f: Facts, cat: Catalog) -> Decision:
                         (*reasons, "model unknown: refusing"), (), err)
 
     # Step 2: the gate.
-    if rules.gate_allows(f.plan):
+    if gate.by_plan:
         reasons.append(f"plan {f.plan} includes BYOK")
     elif gate.grace_active:
         reasons.append(f"plan {f.plan} excludes BYOK, but a grace grant holds until "
@@ -224,37 +220,37 @@ def resolve(f: Facts, cat: Catalog) -> Decision:
         return Decision(f.org, None, f.provider, f.model, f.base_url, None, None, gate,
                         (*reasons, f"no {f.provider} key and fallback policy is {f.fallback}"),
                         (), err, skipped)
-    if key.status == "invalid":
+    if key.status == INVALID:
         reasons.append(f"key {key.id} was rejected by {f.provider} before; it will be tried again")
 
     # Step 6: the monthly BYOK budget.
     error: ByokError | None = None
     if f.budget_monthly_usd is not None:
-        spent, budget = f.byok_cost_mtd, f.budget_monthly_usd
-        if spent >= budget:
+        spent, budget_usd = f.byok_cost_mtd, f.budget_monthly_usd
+        if budget.reached(spent, budget_usd):
             error = Insufficient(
                 f"Org {f.org} has reached its monthly BYOK budget (${spent:.2f} of "
-                f"${budget:.2f}); raise it with `byokctl org set-budget {f.org} --monthly-usd N`"
+                f"${budget_usd:.2f}); raise it with `byokctl org set-budget {f.org} --monthly-usd N`"
             )
-            reasons.append(f"BYOK budget reached: ${spent:.2f} of ${budget:.2f} this month")
+            reasons.append(f"BYOK budget reached: ${spent:.2f} of ${budget_usd:.2f} this month")
         else:
-            if spent >= BUDGET_WARN_RATIO * budget:
-                warnings.append(f"Org {f.org} has used {spent / budget:.0%} of its monthly BYOK "
-                                f"budget (${spent:.2f} of ${budget:.2f})")
-            reasons.append(f"BYOK budget: ${spent:.2f} of ${budget:.2f} used this month")
+            if budget.warns(spent, budget_usd):
+                warnings.append(f"Org {f.org} has used {spent / budget_usd:.0%} of its monthly BYOK "
+                                f"budget (${spent:.2f} of ${budget_usd:.2f})")
+            reasons.append(f"BYOK budget: ${spent:.2f} of ${budget_usd:.2f} used this month")
     return Decision(f.org, "byok", f.provider, f.model, f.base_url, key, None, gate,
                     tuple(reasons), tuple(warnings), error, skipped)
 
 
 def _unapproved(f: Facts, key: KeyRef) -> SkippedKey:
-    from byokctl.providers.redact import safe_url  # urllib: only when there is a URL to show
+    from byokctl.domain.urls import safe_url  # urllib: only when there is a URL to show
 
     where = safe_url(f.base_url) if f.base_url else None
     return SkippedKey(key.id, key.scope, "endpoint-not-approved", where,
                       f"approve it with `byokctl key approve-endpoint {key.id} --as {f.member}`")
 
 
-def after_provider_error(f: Facts, decision: Decision, cat: Catalog) -> Decision | None:
+def after_provider_error(f: Facts, decision: Decision, cat: ModelCatalog) -> Decision | None:
     """Step 4: a BYOK key rejected (401/403) or rate-limited (429). Only the `provider-error`
     policy retries once on platform mode; otherwise None (the error stands)."""
     if decision.mode != "byok" or f.fallback != "provider-error":
