@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from byokctl.cli.docs import SHELLS, TREE, completion_script, tree_module
 from tests.conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
+from tools.docs import SHELLS, TREE, completion_script, tree_module
 
 HEAVY = {"anthropic", "openai", "cryptography", "keyring", "sqlite_utils", "pydantic"}
 
@@ -24,18 +24,18 @@ HEAVY = {"anthropic", "openai", "cryptography", "keyring", "sqlite_utils", "pyda
 def test_committed_script_is_current(shell):
     committed = (REPO / SHELLS[shell]).read_text(encoding="utf-8")
     assert committed == completion_script(shell), (
-        f"{SHELLS[shell]} is stale: regenerate it with `python -m byokctl.cli.docs`")
+        f"{SHELLS[shell]} is stale: regenerate it with `python -m tools.docs`")
 
 
 def test_committed_tree_is_current():
     assert (REPO / TREE).read_text(encoding="utf-8") == tree_module(), (
-        f"{TREE} is stale: regenerate it with `python -m byokctl.cli.docs`")
+        f"{TREE} is stale: regenerate it with `python -m tools.docs`")
 
 
 @pytest.mark.parametrize("seed", ["1", "2", "3"])
 def test_tree_does_not_depend_on_hash_order(seed):
     """Click builds some option names from a set; the committed tree must not flap."""
-    r = subprocess.run([sys.executable, "-c", "from byokctl.cli.docs import tree_module; "
+    r = subprocess.run([sys.executable, "-c", "from tools.docs import tree_module; "
                         "print(tree_module(), end='')"], capture_output=True, text=True,
                        env={**os.environ, "PYTHONHASHSEED": seed}, cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stderr

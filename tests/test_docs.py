@@ -12,11 +12,11 @@ import pytest
 from typer import _click
 
 from byokctl.cli import COMMANDS, load_module_commands
-from byokctl.cli.docs import ENVIRONMENT, MAN_PAGE, man_page, walk
 from byokctl.errors import exit_statuses
 from tests.conftest import REPO, run_proc
+from tools.docs import ENVIRONMENT, MAN_PAGE, man_page, walk
 
-REGENERATE = "stale: regenerate it with `python -m byokctl.cli.docs` and commit the result"
+REGENERATE = "stale: regenerate it with `python -m tools.docs` and commit the result"
 NODES = list(walk())
 LEAVES = [n for n in NODES if not n.is_group]
 

@@ -4,7 +4,7 @@ The shell scripts in completions/ speak typer's protocol (`_BYOKCTL_COMPLETE=com
 `COMP_WORDS`/`COMP_CWORD`, or `_TYPER_COMPLETE_ARGS` for zsh and fish). Answering through typer
 means importing it and building every command's parameters, on every TAB. This module gives the
 same answers from `tree.py`, the command tree as plain data (generated from the real commands by
-`python -m byokctl.cli.docs`, checked for staleness by the tests), following Click's own
+`python -m tools.docs`, checked for staleness by the tests), following Click's own
 completion steps: parse the words resiliently command by command, find what the incomplete word
 is (an option name, an option's value, an argument, a sub-command), and offer what fits.
 tests/test_completion.py compares the answers with typer's for every command and many partial
