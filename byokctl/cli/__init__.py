@@ -242,9 +242,9 @@ def _path_error(exc: OSError, as_json: bool) -> int:
 
 
 def _fail(exc: Exception, as_json: bool) -> int:
-    from typer import _click
-
-    if isinstance(exc, _click.exceptions.ClickException):
+    # Click's own errors (usage errors, bad parameters): typer re-exports only BadParameter
+    # among them, so they are known by the interface they share, a message and an exit code.
+    if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
         message = exc.format_message().rstrip(".")
         ctx = getattr(exc, "ctx", None)
         if ctx is not None:
