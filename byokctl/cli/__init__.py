@@ -76,19 +76,28 @@ def _builder(info: Any) -> tuple[str, Builder]:
                          rich_markup_mode=None)
 
 
+# A group's settings, as typer.Typer() and add_typer() both take them (typer.models.TyperInfo).
+_GROUP_SETTINGS = ("name", "invoke_without_command", "no_args_is_help", "subcommand_metavar", "chain",
+                   "result_callback", "context_settings", "callback", "help", "epilog", "short_help",
+                   "options_metavar", "add_help_option", "hidden", "deprecated", "rich_help_panel")
+
+
 def _lazy_group(info: Any) -> LazyGroup:
-    """A sub-app as a LazyGroup: its own callback and options now, its commands when used."""
+    """A sub-app as a LazyGroup: its own callback and options now, its commands when used.
+
+    typer builds a group with all its commands; so the group is built from an empty app with
+    the sub-app's settings, and the sub-app's commands are added as builders. Nothing of the
+    module's own app is changed."""
     from typer.main import get_group_from_info
+    from typer.models import TyperInfo
 
     sub = info.typer_instance
-    commands, sub.registered_commands = sub.registered_commands, []
-    info.cls = LazyGroup
-    try:
-        group = get_group_from_info(info, pretty_exceptions_short=True, suggest_commands=True,
-                                    rich_markup_mode=None)
-    finally:
-        sub.registered_commands = commands  # the module's app is left as it was
-    for command in commands:
+    empty = typer.Typer(**{name: getattr(sub.info, name) for name in _GROUP_SETTINGS})
+    shell = TyperInfo(empty, **{name: getattr(info, name) for name in _GROUP_SETTINGS},
+                      cls=LazyGroup)
+    group = get_group_from_info(shell, pretty_exceptions_short=True, suggest_commands=True,
+                                rich_markup_mode=None)
+    for command in sub.registered_commands:
         group.add_builder(*_builder(command))
     return group
 
