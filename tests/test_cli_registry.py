@@ -70,7 +70,6 @@ def test_help_imports_no_command_module():
     modules = _imported("--help")
     loaded = {m for m in modules if m.startswith("byokctl.cli.")}
     assert loaded <= {"byokctl.cli.render", "byokctl.cli.common", "byokctl.cli._fastparams",
-                      "byokctl.cli.shellscripts",  # fixes typer's completion scripts
                       "byokctl.cli.complete"}  # completion callbacks of the shared Org argument
 
 

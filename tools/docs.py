@@ -32,14 +32,10 @@ TREE = "byokctl/completion/tree.py"
 EXAMPLE = re.compile(r"^Example:\s*(.+)$")
 
 def completion_script(shell: str) -> str:
-    """The script `byokctl --show-completion SHELL` prints (typer's, with byokctl's fixes)."""
-    from typer._completion_shared import get_completion_script
+    """The script `byokctl --show-completion` prints under `shell` (byokctl.completion.scripts)."""
+    from byokctl.completion.scripts import SCRIPTS
 
-    from byokctl.cli import shellscripts
-
-    assert shellscripts.install(), "typer's completion templates changed; review shellscripts"
-    script = get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell)
-    return script.rstrip("\n") + "\n"
+    return SCRIPTS[shell].rstrip("\n") + "\n"
 
 
 # -- the command tree ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from byokctl import __version__
-from byokctl.cli import _fastparams, render, shellscripts
+from byokctl.cli import _fastparams, render
 from byokctl.cli.common import STATE
 from byokctl.errors import ByokError, ExitCode
 from byokctl.services import rules
@@ -163,6 +163,16 @@ class ByokGroup(LazyGroup):
             if standalone_mode:
                 sys.exit(code)
             return code
+        from byokctl.completion.scripts import requested
+
+        if (flag := requested(argv)) is not None:  # byokctl's own scripts for bash, zsh and fish
+            from byokctl.completion.scripts import run
+
+            code = run(flag)
+            if code is not None:
+                if standalone_mode:
+                    sys.exit(code)
+                return code
         try:
             rv = super().main(args=argv, prog_name=prog_name or "byokctl",
                               complete_var=complete_var, standalone_mode=False, **extra)
@@ -288,7 +298,6 @@ def _fail(exc: Exception, as_json: bool) -> int:
 
 
 _fastparams.install()
-shellscripts.install()  # --install-completion and --show-completion print the fixed scripts
 
 app = typer.Typer(
     cls=ByokGroup,

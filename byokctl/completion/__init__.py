@@ -10,7 +10,7 @@ is (an option name, an option's value, an argument, a sub-command), and offer wh
 tests/test_completion.py compares the answers with typer's for every command and many partial
 command lines.
 
-`complete(instruction)` returns None for what it does not handle (other shells, `source_*`);
+`complete(instruction)` returns None for what it does not handle (other shells);
 the caller then runs the typer app, which handles those.
 """
 
@@ -249,8 +249,13 @@ def answer(shell: str, environ: Any) -> tuple[str | None, int]:
 
 def complete(instruction: str, environ: Any = os.environ) -> int | None:
     """Answer `complete_<shell>` for bash, zsh and fish: print the completions, return the exit
-    status. None for any other instruction."""
+    status; `source_<shell>` prints that shell's script. None for any other instruction."""
     verb, _, shell = instruction.partition("_")
+    if verb == "source" and shell in SHELLS:  # the script itself, as typer would print it
+        from byokctl.completion.scripts import SCRIPTS
+
+        sys.stdout.write(SCRIPTS[shell] + "\n")
+        return 0
     if verb != "complete" or shell not in SHELLS:
         return None
     try:
