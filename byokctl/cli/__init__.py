@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from byokctl import __version__
 from byokctl.cli import _fastparams, render
@@ -72,8 +72,31 @@ def _builder(info: Any) -> tuple[str, Builder]:
     from typer.main import get_command_from_info, get_command_name
 
     name = info.name or get_command_name(info.callback.__name__)
-    return name, partial(get_command_from_info, info, pretty_exceptions_short=True,
-                         rich_markup_mode=None)
+    return name, partial(_build, get_command_from_info, info)
+
+
+# A command's settings, as @app.command() takes them (typer.models.CommandInfo).
+_COMMAND_SETTINGS = ("name", "context_settings", "callback", "help", "epilog", "short_help",
+                     "options_metavar", "add_help_option", "no_args_is_help", "hidden", "deprecated",
+                     "rich_help_panel")
+
+
+def _build(build: Callable[..., Any], info: Any) -> Any:
+    """One command, built as a FastCommand (a new CommandInfo: the module's is left as it is)."""
+    from typer.models import CommandInfo
+
+    if info.cls in (None, TyperCommand):  # typer's default, which FastCommand extends
+        info = CommandInfo(**{name: getattr(info, name) for name in _COMMAND_SETTINGS}, cls=FastCommand)
+    return build(info, pretty_exceptions_short=True, rich_markup_mode=None)
+
+
+class FastCommand(TyperCommand):
+    """A command whose plain parameters, its help option included, skip pydantic."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _fastparams.adopt(params)
+        return params
 
 
 # A group's settings, as typer.Typer() and add_typer() both take them (typer.models.TyperInfo).
@@ -119,6 +142,11 @@ class LazyGroup(TyperGroup):
         self.builders[name] = build
         if name not in self.names:
             self.names.append(name)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _fastparams.adopt(params)  # its help option and (the root's) completion options too
+        return params
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.names)
@@ -296,8 +324,6 @@ def _fail(exc: Exception, as_json: bool) -> int:
                  "you ran", ExitCode.INTERNAL.label, as_json)
     return int(ExitCode.INTERNAL)
 
-
-_fastparams.install()
 
 app = typer.Typer(
     cls=ByokGroup,
