@@ -66,7 +66,7 @@ class Node:
 def walk() -> Iterator[Node]:
     """The root, then every group and command depth-first in `--help` order, lazily loaded
     modules included (ByokGroup.get_command imports them)."""
-    from typer import _click
+    from typer import Context
     from typer.main import get_command
 
     from byokctl.cli import app
@@ -78,11 +78,11 @@ def walk() -> Iterator[Node]:
                 sub = node.command.get_command(node.ctx, name)
                 if sub is None or sub.hidden:
                     continue
-                ctx = _click.Context(sub, info_name=name, parent=node.ctx)
+                ctx = Context(sub, info_name=name, parent=node.ctx)
                 yield from visit(Node([*node.path, name], sub, ctx))
 
     root = get_command(app)
-    yield from visit(Node([PROG], root, _click.Context(root, info_name=PROG)))
+    yield from visit(Node([PROG], root, Context(root, info_name=PROG)))
 
 
 # -- roff ---------------------------------------------------------------------------------------
