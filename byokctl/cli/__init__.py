@@ -111,6 +111,8 @@ def _lazy_group(info: Any) -> LazyGroup:
     typer builds a group with all its commands; so the group is built from an empty app with
     the sub-app's settings, and the sub-app's commands are added as builders. Nothing of the
     module's own app is changed."""
+    from functools import partial
+
     from typer.main import get_group_from_info
     from typer.models import TyperInfo
 
@@ -122,6 +124,8 @@ def _lazy_group(info: Any) -> LazyGroup:
                                 rich_markup_mode=None)
     for command in sub.registered_commands:
         group.add_builder(*_builder(command))
+    for nested in sub.registered_groups:  # a group within the group: lazy likewise
+        group.add_builder(nested.name, partial(_lazy_group, nested))
     return group
 
 
