@@ -26,27 +26,29 @@ KEYS = {"anthropic": "sk-ant-api03-bench-" + "k" * 40, "openai": "sk-proj-bench-
 MODELS = {"anthropic": "claude-haiku-5-5", "openai": "gpt-5-nano-2025-08-07"}
 PROMPT = "Name three colours"
 
-# The bare scripts read the key from the environment, like any careful script would.
+# The bare scripts read the key from the environment, like any careful script would, and end
+# the way byokctl does (byokctl/process.py: gc.freeze(), then the interpreter's normal exit).
+END = "import gc; gc.freeze()\n"
 BARE = {
     ("anthropic", False): (
         "import os, anthropic\n"
         "c = anthropic.Anthropic(api_key=os.environ['K'], base_url=os.environ['U'], max_retries=0)\n"
         "m = c.messages.create(model=os.environ['M'], max_tokens=256,"
         " messages=[{'role': 'user', 'content': os.environ['P']}])\n"
-        "print(''.join(b.text for b in m.content))\n"),
+        "print(''.join(b.text for b in m.content))\n" + END),
     ("anthropic", True): (
         "import os, sys, anthropic\n"
         "c = anthropic.Anthropic(api_key=os.environ['K'], base_url=os.environ['U'], max_retries=0)\n"
         "with c.messages.stream(model=os.environ['M'], max_tokens=256,"
         " messages=[{'role': 'user', 'content': os.environ['P']}]) as s:\n"
         "    for t in s.text_stream: sys.stdout.write(t)\n"
-        "print()\n"),
+        "print()\n" + END),
     ("openai", False): (
         "import os, openai\n"
         "c = openai.OpenAI(api_key=os.environ['K'], base_url=os.environ['U'], max_retries=0)\n"
         "r = c.chat.completions.create(model=os.environ['M'], max_completion_tokens=256,"
         " messages=[{'role': 'user', 'content': os.environ['P']}])\n"
-        "print(r.choices[0].message.content)\n"),
+        "print(r.choices[0].message.content)\n" + END),
     ("openai", True): (
         "import os, sys, openai\n"
         "c = openai.OpenAI(api_key=os.environ['K'], base_url=os.environ['U'], max_retries=0)\n"
@@ -54,7 +56,7 @@ BARE = {
         " stream=True, stream_options={'include_usage': True},"
         " messages=[{'role': 'user', 'content': os.environ['P']}]):\n"
         "    if ch.choices and ch.choices[0].delta.content: sys.stdout.write(ch.choices[0].delta.content)\n"
-        "print()\n"),
+        "print()\n" + END),
 }
 
 

@@ -2,7 +2,7 @@
 
 A shell's TAB is answered here, before typer is imported, from the generated command tree
 (byokctl.completion); everything else runs the typer app in byokctl.cli. Either way the process
-then ends without the interpreter's teardown (`hard_exit`).
+then ends through the interpreter's normal exit (`finish`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import NoReturn
 
-from byokctl.process import exit_status, hard_exit, no_core_dumps
+from byokctl.process import exit_status, finish, no_core_dumps
 
 
 def main() -> NoReturn:
@@ -21,7 +21,7 @@ def main() -> NoReturn:
 
         code = complete(instruction)
         if code is not None:
-            hard_exit(code)
+            finish(code)
     from byokctl.cli import app
 
     try:
@@ -29,7 +29,7 @@ def main() -> NoReturn:
         code = 0
     except SystemExit as exc:
         code = exit_status(exc)
-    hard_exit(code)
+    finish(code)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def test_every_module_command_is_in_the_registry():
 def test_a_run_builds_only_the_command_it_runs():
     """Typer would build every command of a module (and of a group) into click commands; a
     run builds the one it needs, and help still lists all of them in order."""
-    from typer._click import Context
+    from typer import Context
     from typer.main import get_command
 
     from byokctl.cli import app
@@ -70,7 +70,6 @@ def test_help_imports_no_command_module():
     modules = _imported("--help")
     loaded = {m for m in modules if m.startswith("byokctl.cli.")}
     assert loaded <= {"byokctl.cli.render", "byokctl.cli.common", "byokctl.cli._fastparams",
-                      "byokctl.cli.shellscripts",  # fixes typer's completion scripts
                       "byokctl.cli.complete"}  # completion callbacks of the shared Org argument
 
 
@@ -138,3 +137,30 @@ def test_readme_command_list_names_every_command():
     words = set(block.replace("|", " ").split())
     missing = [name for name in COMMANDS if name not in words]
     assert missing == []
+
+
+def test_a_group_within_a_group_is_built_lazily_and_runs(capsys):
+    """byokctl builds its groups itself (cli/__init__.py); one nested in another is kept."""
+    import typer
+
+    from byokctl.cli import LazyGroup, _lazy_group
+
+    inner = typer.Typer(help="Inner.")
+
+    @inner.command("x")
+    def x(n: int = 1) -> None:
+        """Do x."""
+        typer.echo(f"x ran {n * 2}")
+
+    outer = typer.Typer(help="Outer.", no_args_is_help=True)
+    outer.command("y")(lambda: None)
+    outer.add_typer(inner, name="inner")
+    holder = typer.Typer()
+    holder.add_typer(outer, name="outer")
+    group = _lazy_group(holder.registered_groups[0])
+    assert isinstance(group, LazyGroup) and group.commands == {}
+    nested = group.get_command(None, "inner")
+    assert isinstance(nested, LazyGroup) and nested.list_commands(None) == ["x"]
+    assert group.main(["inner", "x", "--n", "21"], prog_name="outer", standalone_mode=False) is None
+    assert capsys.readouterr().out == "x ran 42\n"
+    assert outer.registered_groups[0].typer_instance is inner and len(inner.registered_commands) == 1

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from byokctl.cli.docs import SHELLS, TREE, completion_script, tree_module
 from tests.conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
+from tools.docs import SHELLS, TREE, completion_script, tree_module
 
 HEAVY = {"anthropic", "openai", "cryptography", "keyring", "sqlite_utils", "pydantic"}
 
@@ -24,18 +24,18 @@ HEAVY = {"anthropic", "openai", "cryptography", "keyring", "sqlite_utils", "pyda
 def test_committed_script_is_current(shell):
     committed = (REPO / SHELLS[shell]).read_text(encoding="utf-8")
     assert committed == completion_script(shell), (
-        f"{SHELLS[shell]} is stale: regenerate it with `python -m byokctl.cli.docs`")
+        f"{SHELLS[shell]} is stale: regenerate it with `python -m tools.docs`")
 
 
 def test_committed_tree_is_current():
     assert (REPO / TREE).read_text(encoding="utf-8") == tree_module(), (
-        f"{TREE} is stale: regenerate it with `python -m byokctl.cli.docs`")
+        f"{TREE} is stale: regenerate it with `python -m tools.docs`")
 
 
 @pytest.mark.parametrize("seed", ["1", "2", "3"])
 def test_tree_does_not_depend_on_hash_order(seed):
     """Click builds some option names from a set; the committed tree must not flap."""
-    r = subprocess.run([sys.executable, "-c", "from byokctl.cli.docs import tree_module; "
+    r = subprocess.run([sys.executable, "-c", "from tools.docs import tree_module; "
                         "print(tree_module(), end='')"], capture_output=True, text=True,
                        env={**os.environ, "PYTHONHASHSEED": seed}, cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -246,8 +246,8 @@ zpty -d z
 
 @pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")
 def test_install_completion_in_zsh_installs_the_fixed_script(orgs, on_path, tmp_path):
-    """`byokctl --install-completion` (typer's) writes ~/.zfunc/_byokctl: the committed script,
-    so the first TAB after it is autoloaded completes too."""
+    """`byokctl --install-completion` writes ~/.zfunc/_byokctl: the committed script, so the
+    first TAB after it is autoloaded completes too."""
     home = tmp_path / "user-home"  # tmp_path / "home" is $BYOKCTL_HOME
     home.mkdir()
     env = {**on_path, "HOME": str(home)}
@@ -261,6 +261,32 @@ def test_install_completion_in_zsh_installs_the_fixed_script(orgs, on_path, tmp_
     r = subprocess.run(["zsh", "-f", str(harness), str(installed.parent), "byokctl org show z"],
                        env=env, capture_output=True, text=True, timeout=30)
     assert r.stdout.strip() == "RESULT: byokctl org show zeta", r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_show_completion_prints_the_committed_script_for_the_shell_it_runs_in(on_path, shell):
+    """`byokctl --show-completion` (after root options too) prints byokctl's fixed script for
+    the shell it runs under, as typer detects it."""
+    if not shutil.which(shell):
+        pytest.skip(f"{shell} is not installed")
+    r = subprocess.run([shell, "-c", "byokctl --db /nonexistent/v.db -q --show-completion; true"],
+                       env=on_path, capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == (REPO / SHELLS[shell]).read_text(encoding="utf-8").strip(), r.stderr
+
+
+def test_install_completion_in_bash_writes_the_script_and_sources_it(orgs, on_path, tmp_path):
+    home = tmp_path / "user-home"
+    home.mkdir()
+    (home / ".bashrc").write_text("alias ll='ls -l'\n")
+    env = {**on_path, "HOME": str(home)}
+    for _ in range(2):  # a second install adds nothing twice
+        r = subprocess.run(["bash", "-c", "byokctl --install-completion; true"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert "bash completion installed" in r.stdout, r.stdout + r.stderr
+    script = home / ".bash_completions" / "byokctl.sh"
+    assert script.read_text().strip() == (REPO / SHELLS["bash"]).read_text().strip()
+    rc = (home / ".bashrc").read_text()
+    assert rc.startswith("alias ll='ls -l'\n") and rc.count(f"source '{script}'") == 1, rc
 
 
 @pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")
@@ -397,8 +423,8 @@ def test_fish_asks_whether_arguments_complete(orgs):
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
-def test_other_instructions_reach_typer_and_print_the_committed_script(shell):
-    """`source_<shell>` goes to typer, whose templates byokctl fixed (cli/shellscripts.py)."""
+def test_source_instruction_prints_the_committed_script(shell):
+    """`source_<shell>` prints byokctl's own script (byokctl/completion/scripts.py)."""
     r = subprocess.run([sys.executable, "-m", "byokctl"], capture_output=True, text=True,
                        env={**os.environ, "_BYOKCTL_COMPLETE": f"source_{shell}"}, timeout=30,
                        cwd=REPO)

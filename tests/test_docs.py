@@ -9,14 +9,14 @@ import shutil
 import subprocess
 
 import pytest
-from typer import _click
+from typer import Context
 
 from byokctl.cli import COMMANDS, load_module_commands
-from byokctl.cli.docs import ENVIRONMENT, MAN_PAGE, man_page, walk
 from byokctl.errors import exit_statuses
 from tests.conftest import REPO, run_proc
+from tools.docs import ENVIRONMENT, MAN_PAGE, man_page, walk
 
-REGENERATE = "stale: regenerate it with `python -m byokctl.cli.docs` and commit the result"
+REGENERATE = "stale: regenerate it with `python -m tools.docs` and commit the result"
 NODES = list(walk())
 LEAVES = [n for n in NODES if not n.is_group]
 
@@ -152,7 +152,7 @@ def test_every_command_has_an_example_of_itself(node):
 def test_help_keeps_the_example_on_one_line(node):
     """Click rewraps paragraphs to the terminal; an example must stay one copyable line (its
     paragraph needs a `\\b` line before it), here on a 50-column terminal."""
-    ctx = _click.Context(node.command, info_name=node.path[-1], parent=node.ctx.parent,
+    ctx = Context(node.command, info_name=node.path[-1], parent=node.ctx.parent,
                          terminal_width=50)
     text = node.command.get_help(ctx)
     assert text.startswith(f"Usage: {node.name} ")

@@ -363,15 +363,13 @@ def test_no_core_dumps_also_makes_the_process_non_dumpable():
                          ids=["command", "shell completion"])
 def test_every_byokctl_process_is_hardened_by_the_time_it_exits(vault, env):
     """The entry point hardens the process first, on the completion path too (it never loads
-    typer): seen from inside, just before the hard exit."""
-    code = ("import ctypes, os, resource, sys\n"
-            "real_exit = os._exit\n"
-            "def report(status):\n"
+    typer): seen from inside, as the process exits."""
+    code = ("import atexit, ctypes, resource, sys\n"
+            "def report():\n"
             "    sys.stdout.write(f'\\nDUMPABLE={ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)} '\n"
             "                     f'CORE={resource.getrlimit(resource.RLIMIT_CORE)}\\n')\n"
             "    sys.stdout.flush()\n"
-            "    real_exit(status)\n"
-            "os._exit = report\n"
+            "atexit.register(report)\n"
             "sys.argv = ['byokctl', 'org', 'list']\n"
             "from byokctl.__main__ import main\n"
             "main()\n")

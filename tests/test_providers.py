@@ -352,6 +352,16 @@ def test_default_base_url_comes_from_the_catalog_not_the_environment(provider, m
     assert client.max_retries == 0
 
 
+def test_openai_client_never_reads_the_admin_key_from_the_environment(monkeypatch):
+    """OPENAI_ADMIN_KEY is an admin credential of whoever runs byokctl: the SDK must not pick it
+    up (it reads it whenever its admin_api_key argument is None)."""
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-from-env")
+    adapter = registry.get("openai")
+    client = adapter._client("sk-test", adapter.base_url(None), 1)
+    assert not client.admin_api_key
+    assert "sk-admin-from-env" not in repr(vars(client))
+
+
 # -- the registry ------------------------------------------------------------------------------
 def test_registry_rejects_unknown_providers():
     with pytest.raises(NotFound, match="anthropic, openai"):

@@ -84,6 +84,8 @@ def test_migrations_on_an_empty_file_give_exactly_the_schema(tmp_path: Path) -> 
     assert indexes == EXPECTED_INDEXES
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     assert version == store.SCHEMA_LATEST == migrations.LATEST
+    declared = sorted(n for n in vars(migrations) if n[:1] == "m" and n[1:4].isdigit() and n[4] == "_")
+    assert declared == migrations.DECLARED and len(declared) == migrations.LATEST
     # Applying again is a no-op (each migration is recorded by name).
     migrations.apply(conn)
     assert schema_of(conn) == (tables, indexes)

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from byokctl import __version__
-from byokctl.cli import _fastparams, render, shellscripts
+from byokctl.cli import _fastparams, render
 from byokctl.cli.common import STATE
 from byokctl.errors import ByokError, ExitCode
 from byokctl.services import rules
@@ -72,24 +72,60 @@ def _builder(info: Any) -> tuple[str, Builder]:
     from typer.main import get_command_from_info, get_command_name
 
     name = info.name or get_command_name(info.callback.__name__)
-    return name, partial(get_command_from_info, info, pretty_exceptions_short=True,
-                         rich_markup_mode=None)
+    return name, partial(_build, get_command_from_info, info)
+
+
+# A command's settings, as @app.command() takes them (typer.models.CommandInfo).
+_COMMAND_SETTINGS = ("name", "context_settings", "callback", "help", "epilog", "short_help",
+                     "options_metavar", "add_help_option", "no_args_is_help", "hidden", "deprecated",
+                     "rich_help_panel")
+
+
+def _build(build: Callable[..., Any], info: Any) -> Any:
+    """One command, built as a FastCommand (a new CommandInfo: the module's is left as it is)."""
+    from typer.models import CommandInfo
+
+    if info.cls in (None, TyperCommand):  # typer's default, which FastCommand extends
+        info = CommandInfo(**{name: getattr(info, name) for name in _COMMAND_SETTINGS}, cls=FastCommand)
+    return build(info, pretty_exceptions_short=True, rich_markup_mode=None)
+
+
+class FastCommand(TyperCommand):
+    """A command whose plain parameters, its help option included, skip pydantic."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _fastparams.adopt(params)
+        return params
+
+
+# A group's settings, as typer.Typer() and add_typer() both take them (typer.models.TyperInfo).
+_GROUP_SETTINGS = ("name", "invoke_without_command", "no_args_is_help", "subcommand_metavar", "chain",
+                   "result_callback", "context_settings", "callback", "help", "epilog", "short_help",
+                   "options_metavar", "add_help_option", "hidden", "deprecated", "rich_help_panel")
 
 
 def _lazy_group(info: Any) -> LazyGroup:
-    """A sub-app as a LazyGroup: its own callback and options now, its commands when used."""
+    """A sub-app as a LazyGroup: its own callback and options now, its commands when used.
+
+    typer builds a group with all its commands; so the group is built from an empty app with
+    the sub-app's settings, and the sub-app's commands are added as builders. Nothing of the
+    module's own app is changed."""
+    from functools import partial
+
     from typer.main import get_group_from_info
+    from typer.models import TyperInfo
 
     sub = info.typer_instance
-    commands, sub.registered_commands = sub.registered_commands, []
-    info.cls = LazyGroup
-    try:
-        group = get_group_from_info(info, pretty_exceptions_short=True, suggest_commands=True,
-                                    rich_markup_mode=None)
-    finally:
-        sub.registered_commands = commands  # the module's app is left as it was
-    for command in commands:
+    empty = typer.Typer(**{name: getattr(sub.info, name) for name in _GROUP_SETTINGS})
+    shell = TyperInfo(empty, **{name: getattr(info, name) for name in _GROUP_SETTINGS},
+                      cls=LazyGroup)
+    group = get_group_from_info(shell, pretty_exceptions_short=True, suggest_commands=True,
+                                rich_markup_mode=None)
+    for command in sub.registered_commands:
         group.add_builder(*_builder(command))
+    for nested in sub.registered_groups:  # a group within the group: lazy likewise
+        group.add_builder(nested.name, partial(_lazy_group, nested))
     return group
 
 
@@ -110,6 +146,11 @@ class LazyGroup(TyperGroup):
         self.builders[name] = build
         if name not in self.names:
             self.names.append(name)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _fastparams.adopt(params)  # its help option and (the root's) completion options too
+        return params
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.names)
@@ -154,6 +195,16 @@ class ByokGroup(LazyGroup):
             if standalone_mode:
                 sys.exit(code)
             return code
+        from byokctl.completion.scripts import requested
+
+        if (flag := requested(argv)) is not None:  # byokctl's own scripts for bash, zsh and fish
+            from byokctl.completion.scripts import run
+
+            code = run(flag)
+            if code is not None:
+                if standalone_mode:
+                    sys.exit(code)
+                return code
         try:
             rv = super().main(args=argv, prog_name=prog_name or "byokctl",
                               complete_var=complete_var, standalone_mode=False, **extra)
@@ -242,9 +293,9 @@ def _path_error(exc: OSError, as_json: bool) -> int:
 
 
 def _fail(exc: Exception, as_json: bool) -> int:
-    from typer import _click
-
-    if isinstance(exc, _click.exceptions.ClickException):
+    # Click's own errors (usage errors, bad parameters): typer re-exports only BadParameter
+    # among them, so they are known by the interface they share, a message and an exit code.
+    if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
         message = exc.format_message().rstrip(".")
         ctx = getattr(exc, "ctx", None)
         if ctx is not None:
@@ -277,9 +328,6 @@ def _fail(exc: Exception, as_json: bool) -> int:
                  "you ran", ExitCode.INTERNAL.label, as_json)
     return int(ExitCode.INTERNAL)
 
-
-_fastparams.install()
-shellscripts.install()  # --install-completion and --show-completion print the fixed scripts
 
 app = typer.Typer(
     cls=ByokGroup,

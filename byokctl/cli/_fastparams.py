@@ -1,18 +1,25 @@
-"""Start-up: coerce plain `str`/`int`/`float`/`bool` parameters without pydantic.
+"""Start-up: byokctl's own plain `str`/`int`/`float`/`bool` parameters coerced without pydantic.
 
 typer 0.29 validates every non-flag parameter through a pydantic `TypeAdapter`, which costs
 about 60 ms per process (the pydantic import plus one schema build per parameter) -- more than
-the rest of a command like `org list`. byokctl's parameters are plain scalars, so those are
-coerced here directly, with Click-style errors; anything else (choices, ranges, paths, files,
-lists, custom parsers) still goes through typer's own machinery. If typer's internals change,
-`install()` leaves typer alone, and tests/test_cli_registry.py notices (pydantic loads again).
+the rest of a command like `org list` -- and offers no public way to coerce a parameter
+otherwise. byokctl's parameters are plain scalars, so `adopt()` gives each of byokctl's own
+parameter objects, once built, its coercer (the one private name left: the instance's
+`_runtime_param`, which typer fills lazily). Nothing of typer's modules or classes is changed,
+so another Typer app in the same process is untouched (tests/test_attack_dependency_patching.py).
+Anything else (choices, ranges, paths, files, lists, custom parsers) still goes through typer's
+own machinery; should typer's internals change, `adopt()` leaves the parameters alone and
+tests/test_cli_registry.py notices (pydantic loads again).
 """
 
 from __future__ import annotations
 
 import math
 import types
+from collections.abc import Iterable
 from typing import Any, Union, get_args, get_origin
+
+import typer
 
 _NAMES = {int: "integer", float: "number", str: "text", bool: "boolean"}
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True,
@@ -33,54 +40,49 @@ def _scalar(annotation: Any) -> type | None:
     return annotation if annotation in _NAMES else None
 
 
-def install() -> bool:
-    try:
-        from typer import _coercion, core
-        from typer._click.exceptions import BadParameter
+class Scalar:
+    """Coerces one parameter's value to `kind`, with Click-style errors (typer's coercion
+    contract: `coerce(value, param, ctx)`, None staying None)."""
 
-        base = _coercion.RuntimeParam
-        original = core._TyperParameter.get_runtime_param
-    except (ImportError, AttributeError):
-        return False
+    __slots__ = ("kind",)
 
-    class ScalarParam(base):  # type: ignore[valid-type, misc]
-        """A RuntimeParam for one scalar type (`kind`, set by the subclasses below). Plain
-        subclasses of typer's dataclass: a dataclass of our own costs ~0.5 ms per process."""
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
 
-        kind: type = str
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        kind = self.kind
+        if value is None:
+            return None
+        if type(value) is kind:
+            if kind is str and getattr(param, "name", None) not in _BYTES_OK:
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise typer.BadParameter("not valid UTF-8 text (check the terminal's locale)",
+                                             ctx=ctx, param=param) from None
+            return value
+        try:
+            out = _BOOLS.get(str(value).lower()) if kind is bool else kind(value)
+        except (TypeError, ValueError):
+            out = None
+        if out is None or (kind is float and not math.isfinite(out)):
+            raise typer.BadParameter(f"'{value}' is not a valid {_NAMES[kind]}", ctx=ctx, param=param)
+        return out
 
-        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
-            kind = self.kind
-            if type(value) is kind:
-                if kind is str and getattr(param, "name", None) not in _BYTES_OK:
-                    try:
-                        value.encode("utf-8")
-                    except UnicodeEncodeError:
-                        raise BadParameter("not valid UTF-8 text (check the terminal's locale)",
-                                           ctx=ctx, param=param) from None
-                return value
-            try:
-                out = _BOOLS.get(str(value).lower()) if kind is bool else kind(value)
-            except (TypeError, ValueError):
-                out = None
-            if out is None or (kind is float and not math.isfinite(out)):
-                raise BadParameter(f"'{value}' is not a valid {_NAMES[kind]}", ctx=ctx, param=param)
-            return out
 
-    params = {kind: type(f"{kind.__name__.title()}Param", (ScalarParam,), {"kind": kind})
-              for kind in _NAMES}
+_COERCERS = {kind: Scalar(kind) for kind in _NAMES}
 
-    def get_runtime_param(self: Any) -> Any:
-        if self._runtime_param is None:
-            d = self.type_descriptor
-            kind = _scalar(d.annotation)
-            info = d.parameter_info
-            plain = not (d.is_choice or d.is_ranged or d.is_file or d.is_path or d.is_list
-                         or d.is_tuple or getattr(info, "parser", None)
-                         or getattr(info, "click_type", None))
-            if kind is not None and plain:
-                self._runtime_param = params[kind](parameter_info=info, annotation=d.annotation)
-        return original(self)
 
-    core._TyperParameter.get_runtime_param = get_runtime_param
-    return True
+def adopt(params: Iterable[Any]) -> None:
+    """Give each plain-scalar parameter among `params` (byokctl's own, just built) its coercer."""
+    for param in params:
+        d = getattr(param, "type_descriptor", None)
+        if d is None or getattr(param, "_runtime_param", False) is not None:
+            continue  # not a typer parameter, or typer no longer works this way
+        kind = _scalar(d.annotation)
+        info = d.parameter_info
+        plain = not (d.is_choice or d.is_ranged or d.is_file or d.is_path or d.is_list
+                     or d.is_tuple or getattr(info, "parser", None)
+                     or getattr(info, "click_type", None) or param.multiple or param.nargs != 1)
+        if kind is not None and plain:
+            param._runtime_param = _COERCERS[kind]

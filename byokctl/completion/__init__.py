@@ -4,13 +4,13 @@ The shell scripts in completions/ speak typer's protocol (`_BYOKCTL_COMPLETE=com
 `COMP_WORDS`/`COMP_CWORD`, or `_TYPER_COMPLETE_ARGS` for zsh and fish). Answering through typer
 means importing it and building every command's parameters, on every TAB. This module gives the
 same answers from `tree.py`, the command tree as plain data (generated from the real commands by
-`python -m byokctl.cli.docs`, checked for staleness by the tests), following Click's own
+`python -m tools.docs`, checked for staleness by the tests), following Click's own
 completion steps: parse the words resiliently command by command, find what the incomplete word
 is (an option name, an option's value, an argument, a sub-command), and offer what fits.
 tests/test_completion.py compares the answers with typer's for every command and many partial
 command lines.
 
-`complete(instruction)` returns None for what it does not handle (other shells, `source_*`);
+`complete(instruction)` returns None for what it does not handle (other shells);
 the caller then runs the typer app, which handles those.
 """
 
@@ -249,8 +249,13 @@ def answer(shell: str, environ: Any) -> tuple[str | None, int]:
 
 def complete(instruction: str, environ: Any = os.environ) -> int | None:
     """Answer `complete_<shell>` for bash, zsh and fish: print the completions, return the exit
-    status. None for any other instruction."""
+    status; `source_<shell>` prints that shell's script. None for any other instruction."""
     verb, _, shell = instruction.partition("_")
+    if verb == "source" and shell in SHELLS:  # the script itself, as typer would print it
+        from byokctl.completion.scripts import SCRIPTS
+
+        sys.stdout.write(SCRIPTS[shell] + "\n")
+        return 0
     if verb != "complete" or shell not in SHELLS:
         return None
     try:

@@ -1,5 +1,5 @@
 """The command tree as shell completion sees it: generated from the commands by
-`python -m byokctl.cli.docs`; do not edit."""
+`python -m tools.docs`; do not edit."""
 # ruff: noqa: E501
 
 TREE = {'interspersed': False,

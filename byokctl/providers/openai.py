@@ -30,14 +30,14 @@ class OpenAIAdapter(Adapter):
 
         omit = openai.Omit()
         client = openai.OpenAI(
-            api_key=secret, base_url=base_url, timeout=timeout, max_retries=0,
+            # The SDK reads OPENAI_ADMIN_KEY whenever admin_api_key is None; an empty one (the
+            # constructor's own argument) keeps it out. byokctl calls no admin endpoint.
+            api_key=secret, admin_api_key="", base_url=base_url, timeout=timeout, max_retries=0,
             http_client=openai.DefaultHttpxClient(transport=(bounds or Bounds(timeout)).transport()),
             # OPENAI_ORG_ID / OPENAI_PROJECT_ID would bill another tenant's org or project.
             default_headers={**self.neutral_headers(secret), "OpenAI-Organization": omit,
                              "OpenAI-Project": omit},
         )
-        # Read from OPENAI_ADMIN_KEY even when api_key is given; never wanted here.
-        client.admin_api_key = None
         return client
 
     def _omit(self) -> Any:

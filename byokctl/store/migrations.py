@@ -7,12 +7,21 @@ never imports sqlite-utils.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlite_utils import Database, Migrations
 
 migrations = Migrations("byokctl")
+DECLARED: list[str] = []  # byokctl's own migrations, in order: the schema version is their count
 
 
-@migrations()
+def migration(fn: Callable[[Database], None]) -> Callable[[Database], None]:
+    """Register `fn` with sqlite-utils and count it here (its registry is private)."""
+    DECLARED.append(fn.__name__)
+    return migrations()(fn)
+
+
+@migration
 def m001_initial(db: Database) -> None:
     db.executescript(
         """
@@ -115,7 +124,7 @@ def m001_initial(db: Database) -> None:
     )
 
 
-@migrations()
+@migration
 def m002_lookup_indexes(db: Database) -> None:
     """Per-org lookups independent of the vault's size: an org's keys (`key list ORG`, `org
     show`, `member list`, and the (org, member) foreign key that `member remove` and `org
@@ -126,7 +135,7 @@ def m002_lookup_indexes(db: Database) -> None:
     db.execute("PRAGMA user_version = 2")
 
 
-@migrations()
+@migration
 def m003_endpoint_approvals(db: Database) -> None:
     """Where a member's personal key may be sent besides the provider's official endpoint: one
     row per (org, member, provider, normalised base_url) the member (approved_as 'owner') or
@@ -147,7 +156,7 @@ def m003_endpoint_approvals(db: Database) -> None:
     db.execute("PRAGMA user_version = 3")
 
 
-@migrations()
+@migration
 def m004_row_macs(db: Database) -> None:
     """A `mac` column on the rows that decide where keys go and what money moves (orgs,
     members, keys, endpoint approvals; the platform record's MAC is a meta value). A migration
@@ -162,7 +171,7 @@ def m004_row_macs(db: Database) -> None:
     db.execute("PRAGMA user_version = 4")
 
 
-@migrations()
+@migration
 def m005_audit_os_user(db: Database) -> None:
     """The OS account behind an entry made with `--as` (the actor stays the member). NULL for
     older entries and the operator's own, whose MACs do not cover it, so they still verify."""
@@ -170,7 +179,7 @@ def m005_audit_os_user(db: Database) -> None:
     db.execute("PRAGMA user_version = 5")
 
 
-@migrations()
+@migration
 def m006_reservations(db: Database) -> None:
     """What calls in flight have reserved, and what an org owes. A call reserves its estimated
     maximum cost before it reaches the provider (admission counts what others reserved) and
@@ -193,7 +202,7 @@ def m006_reservations(db: Database) -> None:
     db.execute("PRAGMA user_version = 6")
 
 
-LATEST = len(migrations._migrations)
+LATEST = len(DECLARED)
 
 
 def apply(conn) -> None:  # noqa: ANN001 - a sqlite3.Connection
