@@ -76,11 +76,78 @@ def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, default=_default, ensure_ascii=False).translate(_JSON_ESCAPES)
 
 
-def emit(as_json: bool, data: Any, human: Callable[[], None] | str) -> None:
-    """Print a command's result: `data` as JSON, or the human rendering."""
-    if as_json:
+def _lazy(value: Any) -> bool:
+    from byokctl.lazy import Pairs, Rows
+
+    return isinstance(value, Rows | Pairs) or (
+        isinstance(value, dict) and any(isinstance(v, Rows | Pairs) for v in value.values()))
+
+
+def _indent(text: str, pad: str) -> str:
+    # A JSON text has no raw newline inside a string, so its lines are its indentation levels.
+    return text.replace("\n", "\n" + pad)
+
+
+def _chunks(value: Any, pad: str) -> Iterator[str]:
+    """`dumps(value)` in pieces, one member of a lazy container (`byokctl.lazy`) at a time,
+    byte for byte what `json.dumps(..., indent=2)` writes for the whole value at depth `pad`."""
+    from byokctl.lazy import Pairs, Rows
+
+    inner = pad + "  "
+    if isinstance(value, Rows | Pairs | dict):
+        if isinstance(value, Rows):
+            members: Iterator[tuple[str, Any]] = (("", v) for v in value)
+            opening, closing = "[", "]"
+        else:
+            members = ((_json_key(k), v) for k, v in (value.items() if isinstance(value, dict)
+                                                       else value))
+            opening, closing = "{", "}"
+        first = True
+        for key, v in members:
+            yield (opening + "\n" if first else ",\n") + inner + key
+            first = False
+            if _lazy(v):
+                yield from _chunks(v, inner)
+            else:
+                yield _indent(dumps(v), inner)
+        yield opening + closing if first else "\n" + pad + closing
+    else:
+        yield _indent(dumps(value), pad)
+
+
+def _json_key(key: str) -> str:
+    return json.dumps(key, ensure_ascii=False).translate(_JSON_ESCAPES) + ": "
+
+
+def _write_json(data: Any) -> None:
+    """`dumps(data)` and a newline to stdout, streamed in bounded pieces when `data` is lazy."""
+    if hasattr(data, "to_json"):
+        data = data.to_json()
+    if not _lazy(data):
         sys.stdout.write(printable(dumps(data) + "\n", sys.stdout))
         sys.stdout.flush()
+        return
+    buf: list[str] = []
+    size = 0
+    for piece in _chunks(data, ""):
+        buf.append(piece)
+        size += len(piece)
+        if size >= _BATCH:
+            sys.stdout.write(printable("".join(buf), sys.stdout))
+            buf, size = [], 0
+    buf.append("\n")
+    sys.stdout.write(printable("".join(buf), sys.stdout))
+    sys.stdout.flush()
+
+
+_BATCH = 1 << 16  # characters written at once when streaming
+
+
+def emit(as_json: bool, data: Any, human: Callable[[], None] | str) -> None:
+    """Print a command's result: `data` as JSON, or the human rendering. A lazy list or object
+    in `data` (`byokctl.lazy.Rows`, `Pairs`) is written as it is read: memory stays flat."""
+    if as_json:
+        _write_json(data)
     elif isinstance(human, str):
         line(human)
     else:
@@ -113,13 +180,14 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
           no_wrap: Sequence[str] = ()) -> None:
     """A table on a terminal. Piped, plain aligned columns that never wrap, one row per line,
     so ids stay whole for `grep`/`awk`. Columns named in `no_wrap` are kept on one line on a
-    terminal too (others wrap to make room)."""
-    cells = [["" if v is None else neutral(str(v)) for v in r] for r in rows]
+    terminal too (others wrap to make room). `rows` may be a generator: piped, it is read once
+    and spooled (to a temporary file past a few MB), so memory stays flat in its length."""
     columns = [neutral(c) for c in columns]
     title = neutral(title) if title else title
     if not sys.stdout.isatty():  # decided without rich: piped output never loads it
-        _plain_table(list(columns), cells, title)
+        _plain_table(list(columns), rows, title)
         return
+    cells = [["" if v is None else neutral(str(v)) for v in r] for r in rows]
     con = stdout()
     from rich import box
     from rich.table import Table
@@ -132,12 +200,40 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     con.print(t)
 
 
-def _plain_table(columns: list[str], cells: list[list[str]], title: str | None) -> None:
-    lines = [columns, *([" ".join(c.split()) for c in r] for r in cells)]
-    widths = [max(len(r[i]) for r in lines) for i in range(len(columns))]
-    out = [title] if title else []
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in lines]
-    sys.stdout.write(printable("\n".join(out) + "\n", sys.stdout))
+_SPOOL_BYTES = 4 << 20  # a piped table's rows beyond this go to a temporary file
+_SEP = "\x1f"  # between a spooled row's cells: neutral() escapes it, so no cell holds one
+
+
+def _plain_table(columns: list[str], rows: Iterable[Sequence[Any]], title: str | None) -> None:
+    """Columns as wide as their widest cell: a first pass spools the cells and measures them,
+    a second writes them padded."""
+    import tempfile
+
+    widths = [len(c) for c in columns]
+    with tempfile.SpooledTemporaryFile(_SPOOL_BYTES, mode="w+", encoding="utf-8",
+                                       errors="surrogatepass", newline="\n") as spool:
+        for r in rows:
+            cells = [" ".join(neutral(str(v)).split()) if v is not None else "" for v in r]
+            for i, c in enumerate(cells):
+                if len(c) > widths[i]:
+                    widths[i] = len(c)
+            spool.write(_SEP.join(cells) + "\n")
+        spool.seek(0)
+
+        def padded(cells: Sequence[str]) -> str:
+            return "  ".join(v.ljust(w) for v, w in zip(cells, widths, strict=True)).rstrip()
+
+        out = [title] if title else []
+        out.append(padded(columns))
+        size = 0
+        for text in spool:
+            out.append(padded(text[:-1].split(_SEP)))
+            size += len(out[-1])
+            if size >= _BATCH:
+                sys.stdout.write(printable("\n".join(out) + "\n", sys.stdout))
+                out, size = [], 0
+        if out:
+            sys.stdout.write(printable("\n".join(out) + "\n", sys.stdout))
     sys.stdout.flush()
 
 

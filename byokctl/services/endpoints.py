@@ -129,6 +129,15 @@ def approved_for(ctx: Context, keys: list[Key]) -> dict[str, list[Approval]]:
     return out
 
 
+def approved_by_slot(ctx: Context, org: str | None = None) -> dict[tuple[str, str, str], list[Approval]]:
+    """Every approval (in one org, or in all), by the personal key slot it is for: `(org,
+    member, provider)`. For listings that stream keys instead of holding them (`export`)."""
+    out: dict[tuple[str, str, str], list[Approval]] = {}
+    for a in _all(ctx.store, org):
+        out.setdefault((a.org, a.member, a.provider), []).append(a)
+    return out
+
+
 def not_approved(org: str, member: str, key_id: str | None, base_url: str) -> Denied:
     """The refusal for sending a personal key to an endpoint its owner did not approve."""
     fix = (f"{member} (or the platform operator, without --as) can approve it with "
