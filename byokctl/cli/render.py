@@ -303,3 +303,17 @@ def raw(text: str) -> None:
         text = neutral(text)
     sys.stdout.write(printable(text, sys.stdout))
     sys.stdout.flush()
+
+
+def raw_chunks(pieces: Iterable[str]) -> None:
+    """`raw` for text produced in pieces (a file written as it is built): written in bounded
+    batches, so memory stays flat in its length."""
+    buf: list[str] = []
+    size = 0
+    for piece in pieces:
+        buf.append(piece)
+        size += len(piece)
+        if size >= _BATCH:
+            raw("".join(buf))
+            buf, size = [], 0
+    raw("".join(buf))
