@@ -204,21 +204,54 @@ _SPOOL_BYTES = 4 << 20  # a piped table's rows beyond this go to a temporary fil
 _SEP = "\x1f"  # between a spooled row's cells: neutral() escapes it, so no cell holds one
 
 
+class _Spool:
+    """Lines kept in memory up to _SPOOL_BYTES, then in a temporary file (tempfile is
+    imported only then: a short table costs no start-up time)."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._size = 0
+        self._file: Any = None
+
+    def write(self, text: str) -> None:
+        if self._file is not None:
+            self._file.write(text)
+            return
+        self._lines.append(text)
+        self._size += len(text)
+        if self._size > _SPOOL_BYTES:
+            import tempfile
+
+            self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by __exit__
+                "w+", encoding="utf-8", errors="surrogatepass", newline="\n")
+            self._file.writelines(self._lines)
+            self._lines = []
+
+    def lines(self) -> Iterator[str]:
+        if self._file is None:
+            return iter(self._lines)
+        self._file.seek(0)
+        return iter(self._file)
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 def _plain_table(columns: list[str], rows: Iterable[Sequence[Any]], title: str | None) -> None:
     """Columns as wide as their widest cell: a first pass spools the cells and measures them,
     a second writes them padded."""
-    import tempfile
-
     widths = [len(c) for c in columns]
-    with tempfile.SpooledTemporaryFile(_SPOOL_BYTES, mode="w+", encoding="utf-8",
-                                       errors="surrogatepass", newline="\n") as spool:
+    with _Spool() as spool:
         for r in rows:
             cells = [" ".join(neutral(str(v)).split()) if v is not None else "" for v in r]
             for i, c in enumerate(cells):
                 if len(c) > widths[i]:
                     widths[i] = len(c)
             spool.write(_SEP.join(cells) + "\n")
-        spool.seek(0)
 
         def padded(cells: Sequence[str]) -> str:
             return "  ".join(v.ljust(w) for v, w in zip(cells, widths, strict=True)).rstrip()
@@ -226,7 +259,7 @@ def _plain_table(columns: list[str], rows: Iterable[Sequence[Any]], title: str |
         out = [title] if title else []
         out.append(padded(columns))
         size = 0
-        for text in spool:
+        for text in spool.lines():
             out.append(padded(text[:-1].split(_SEP)))
             size += len(out[-1])
             if size >= _BATCH:
