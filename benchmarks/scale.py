@@ -294,6 +294,7 @@ class Vaults:
         for suffix in ("", "-wal", "-shm"):
             Path(str(dest) + suffix).unlink(missing_ok=True)
         shutil.copyfile(built.db, dest)
+        dest.chmod(0o600)  # byokctl refuses a vault file other users may read
         return dest
 
 
