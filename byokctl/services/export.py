@@ -117,7 +117,7 @@ def snapshot(ctx: Context) -> Export:
         "SELECT org, email, role FROM members ORDER BY org, email"), operator.itemgetter(0))
 
     def org_entries() -> Iterator[tuple[str, dict]]:
-        for o in orgs.iter_orgs(ctx):
+        for o in orgs.list_orgs(ctx):
             out.notes.clear()  # the previous org's comments were written with it
             yield o.slug, _org_entry(o, members_of(o.slug), keys_of(o.slug), key_entries, out.notes)
 

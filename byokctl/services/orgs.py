@@ -92,12 +92,9 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
     return org, True
 
 
-def list_orgs(ctx: Context) -> list[Org]:
-    return list(iter_orgs(ctx))
-
-
-def iter_orgs(ctx: Context) -> Iterator[Org]:
-    """The orgs the actor may see, by slug, one at a time as SQLite reads them."""
+def list_orgs(ctx: Context) -> Iterator[Org]:
+    """The orgs the actor may see, by slug, one at a time as SQLite reads them (the store
+    must stay open until it is exhausted)."""
     if ctx.as_email is not None:
         rows = ctx.store.conn.execute(
             "SELECT o.* FROM orgs o JOIN members m ON m.org = o.slug "
