@@ -211,3 +211,18 @@ def test_usage_totals_are_the_sum_of_the_groups(cli, vault) -> None:
     assert empty["rows"] == [] and empty["totals"] == {
         "calls": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0,
         "credits_charged": 0}
+
+
+def test_env_names_stay_unique_once_the_names_taken_move_out_of_memory() -> None:
+    taken = exporting.Taken()
+    try:
+        names = [exporting.env_name(f"o{i}", None, "anthropic", taken)
+                 for i in range(exporting.Taken.IN_MEMORY + 500)]
+        assert names[0] in taken and names[-1] in taken and "BYOKCTL_KEY_NOPE" not in taken
+        # past the move, a name taken before it and one taken after it are both still taken
+        assert exporting.env_name("o0", None, "anthropic", taken) == "BYOKCTL_KEY_O0_ANTHROPIC_2"
+        again = exporting.env_name(f"o{len(names) - 1}", None, "anthropic", taken)
+        assert again == names[-1] + "_2"
+        assert exporting.env_name("o0", None, "anthropic", taken) == "BYOKCTL_KEY_O0_ANTHROPIC_3"
+    finally:
+        taken.close()

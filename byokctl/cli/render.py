@@ -181,7 +181,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     """A table on a terminal. Piped, plain aligned columns that never wrap, one row per line,
     so ids stay whole for `grep`/`awk`. Columns named in `no_wrap` are kept on one line on a
     terminal too (others wrap to make room). `rows` may be a generator: piped, it is read once
-    and spooled (to a temporary file past a few MB), so memory stays flat in its length."""
+    and spooled (to a temporary file past 256 KB), so memory stays flat in its length."""
     columns = [neutral(c) for c in columns]
     title = neutral(title) if title else title
     if not sys.stdout.isatty():  # decided without rich: piped output never loads it
@@ -200,7 +200,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     con.print(t)
 
 
-_SPOOL_BYTES = 4 << 20  # a piped table's rows beyond this go to a temporary file
+_SPOOL_BYTES = 1 << 18  # a piped table's rows beyond this go to a temporary file
 _SEP = "\x1f"  # between a spooled row's cells: neutral() escapes it, so no cell holds one
 
 

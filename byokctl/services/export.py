@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from byokctl.lazy import Pairs
-from byokctl.services import endpoints, keys, orgs, platform, rules
+from byokctl.services import endpoints, keys, members, orgs, platform, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require_operator
 
@@ -40,7 +40,44 @@ class Export:
         return self.doc
 
 
-def env_name(org: str | None, member: str | None, provider: str, taken: set[str]) -> str:
+class Taken:
+    """The environment variable names handed out so far: a set, moved to a private temporary
+    SQLite file (bounded page cache) past IN_MEMORY names, so that exporting 100,000 keys
+    holds no more than exporting 10,000. Never the vault's file: nothing is written to it."""
+
+    IN_MEMORY = 4_096
+
+    def __init__(self) -> None:
+        self._names: set[str] = set()
+        self._spill: Any = None  # sqlite3.Connection once spilled
+
+    def __contains__(self, name: object) -> bool:
+        if self._spill is None:
+            return name in self._names
+        return self._spill.execute("SELECT 1 FROM taken WHERE name = ?", (name,)).fetchone() is not None
+
+    def add(self, name: str) -> None:
+        if self._spill is not None:
+            self._spill.execute("INSERT OR IGNORE INTO taken VALUES (?)", (name,))
+            return
+        self._names.add(name)
+        if len(self._names) > self.IN_MEMORY:
+            import sqlite3
+
+            self._spill = sqlite3.connect("", isolation_level=None)  # "": a private temp file
+            self._spill.execute("PRAGMA cache_size = -1024")  # KiB
+            self._spill.execute("CREATE TABLE taken (name TEXT PRIMARY KEY) WITHOUT ROWID")
+            self._spill.execute("BEGIN")  # never committed: the file goes when it is closed
+            self._spill.executemany("INSERT INTO taken VALUES (?)", ((n,) for n in self._names))
+            self._names = set()
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+
+
+def env_name(org: str | None, member: str | None, provider: str, taken: set[str] | Taken) -> str:
     """`BYOKCTL_KEY_<ORG>[_<MEMBER>]_<PROVIDER>` (`BYOKCTL_PLATFORM_KEY_<PROVIDER>`), made
     unique with `_2`, `_3`... in the order keys are exported, so it is stable for a vault."""
     parts = ["BYOKCTL_PLATFORM_KEY"] if org is None else ["BYOKCTL_KEY", org, member or ""]
@@ -80,7 +117,7 @@ def snapshot(ctx: Context) -> Export:
     each read once in slug order and merged, one org at a time, while the file is written."""
     require_operator(ctx, "export the vault")
     out = Export({})
-    taken: set[str] = set()
+    taken = Taken()
     approved = endpoints.approved_by_slot(ctx)
 
     def key_entries(found: list[keys.Key], path: str, org: str | None) -> list[dict]:
@@ -113,13 +150,16 @@ def snapshot(ctx: Context) -> Export:
         if platform_keys:
             p["keys"] = key_entries(platform_keys, "platform.keys", None)
         out.doc["platform"] = p
-    members_of = _grouped(ctx.store.conn.execute(
-        "SELECT org, email, role FROM members ORDER BY org, email"), operator.itemgetter(0))
+    members_of = _grouped(members.all_roles(ctx), operator.itemgetter(0))
 
     def org_entries() -> Iterator[tuple[str, dict]]:
-        for o in orgs.list_orgs(ctx):
-            out.notes.clear()  # the previous org's comments were written with it
-            yield o.slug, _org_entry(o, members_of(o.slug), keys_of(o.slug), key_entries, out.notes)
+        try:
+            for o in orgs.list_orgs(ctx):
+                out.notes.clear()  # the previous org's comments were written with it
+                yield o.slug, _org_entry(o, members_of(o.slug), keys_of(o.slug), key_entries,
+                                         out.notes)
+        finally:
+            taken.close()
 
     out.doc["orgs"] = Pairs(org_entries())
     return out
