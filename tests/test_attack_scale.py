@@ -226,3 +226,35 @@ def test_env_names_stay_unique_once_the_names_taken_move_out_of_memory() -> None
         assert exporting.env_name("o0", None, "anthropic", taken) == "BYOKCTL_KEY_O0_ANTHROPIC_3"
     finally:
         taken.close()
+
+
+@pytest.mark.parametrize("args", [("audit", "log", "--json"), ("key", "list", "--json"), ("export",)])
+def test_a_slow_reader_of_a_listing_never_holds_the_vault_open(sized, args) -> None:
+    """Streamed rows are spooled before they are written: a reader that does not keep up
+    (`| less`) must not keep the store's read transaction open, or the WAL purge after a
+    rotate or a remove (which drops old ciphertext from the disk) could not finish."""
+    _small, big = sized
+    conn = sqlite3.connect(big, timeout=5)
+    assert conn.execute("PRAGMA journal_mode = wal").fetchone()[0] == "wal"  # as byokctl opens it
+    conn.execute("PRAGMA busy_timeout = 100")
+    with conn:  # a WAL that is not empty: the listing's snapshot is then one a purge must wait for
+        conn.execute("UPDATE orgs SET credits = credits + 1 WHERE slug = 'o00001'")
+    env = {k: v for k, v in os.environ.items() if k != "BYOKCTL_MASTER_KEY"}
+    proc = subprocess.Popen([sys.executable, "-m", "byokctl", "--db", str(big), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None and proc.stdout.read(1)  # it has begun to write
+        time.sleep(0.3)  # and has filled the pipe: its output is far past a pipe's buffer
+        with conn:  # a write after its snapshot, as a `key rotate` would make, then the purge
+            conn.execute("UPDATE orgs SET credits = credits + 1 WHERE slug = 'o00000'")
+        deadline, busy = time.monotonic() + 30, 1
+        while busy and time.monotonic() < deadline:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            time.sleep(0.2)
+        still_writing = proc.poll() is None
+        conn.close()
+        assert still_writing, "the output fitted in the pipe: the test proves nothing"
+        assert busy == 0, "the listing held its read transaction while its reader lagged"
+    finally:
+        out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0 and len(out) > 1 << 20

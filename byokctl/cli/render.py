@@ -6,6 +6,7 @@ that is not a terminal gets plain text written directly, and rich is never impor
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
@@ -136,17 +137,27 @@ def _write_json(data: Any) -> None:
         sys.stdout.write(printable(dumps(data) + "\n", sys.stdout))
         sys.stdout.flush()
         return
-    buf: list[str] = []
-    size = 0
-    for piece in _chunks(data, ""):
-        buf.append(piece)
-        size += len(piece)
-        if size >= _BATCH:
-            sys.stdout.write(printable("".join(buf), sys.stdout))
-            buf, size = [], 0
-    buf.append("\n")
-    sys.stdout.write(printable("".join(buf), sys.stdout))
+    _drain(itertools.chain(_chunks(data, ""), ["\n"]),
+           lambda text: sys.stdout.write(printable(text, sys.stdout)))
     sys.stdout.flush()
+
+
+def _drain(pieces: Iterable[str], write: Callable[[str], None]) -> None:
+    """Spool `pieces` (read from the store as they are made), then `write` them in bounded
+    batches: the store's read transaction ends before a slow reader of stdout (`| less`) can
+    hold it open, which would keep a concurrent write's old pages in the WAL."""
+    with _Spool() as spool:
+        for piece in pieces:
+            spool.write(piece)
+        buf: list[str] = []
+        size = 0
+        for text in spool.lines():
+            buf.append(text)
+            size += len(text)
+            if size >= _BATCH:
+                write("".join(buf))
+                buf, size = [], 0
+        write("".join(buf))
 
 
 _BATCH = 1 << 16  # characters written at once when streaming
@@ -209,13 +220,13 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     con.print(t)
 
 
-_SPOOL_BYTES = 1 << 18  # a piped table's rows beyond this go to a temporary file
+_SPOOL_BYTES = 1 << 18  # characters of a piped table or streamed document kept in memory
 _SEP = "\x1f"  # between a spooled row's cells: neutral() escapes it, so no cell holds one
 
 
 class _Spool:
-    """Lines kept in memory up to _SPOOL_BYTES, then in a temporary file (tempfile is
-    imported only then: a short table costs no start-up time)."""
+    """Text kept in memory up to _SPOOL_BYTES, then in a temporary file (private, unlinked;
+    tempfile is imported only then: a short table costs no start-up time)."""
 
     def __init__(self) -> None:
         self._lines: list[str] = []
@@ -348,14 +359,6 @@ def raw(text: str) -> None:
 
 
 def raw_chunks(pieces: Iterable[str]) -> None:
-    """`raw` for text produced in pieces (a file written as it is built): written in bounded
-    batches, so memory stays flat in its length."""
-    buf: list[str] = []
-    size = 0
-    for piece in pieces:
-        buf.append(piece)
-        size += len(piece)
-        if size >= _BATCH:
-            raw("".join(buf))
-            buf, size = [], 0
-    raw("".join(buf))
+    """`raw` for text produced in pieces (a file built as it is read from the store): spooled,
+    then written in bounded batches, so memory stays flat in its length."""
+    _drain(pieces, raw)
