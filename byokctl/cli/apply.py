@@ -105,10 +105,10 @@ def export(
         raise UsageError(f"Unknown format '{format_}'; choose toml or json")
     if json_ and format_ == "toml":
         raise UsageError("--json prints JSON; drop it or --format toml")
-    with session(as_) as ctx:
-        snap = exporting.snapshot(ctx)
     as_json = json_ or format_ == "json"
-    render.emit(as_json, snap, lambda: render.raw(exporting.to_toml(snap)))
+    with session(as_) as ctx:  # each org is read from the open store as it is written
+        snap = exporting.snapshot(ctx)
+        render.emit(as_json, snap, lambda: render.raw_chunks(exporting.toml_chunks(snap)))
 
 
 def register(root: typer.Typer) -> None:

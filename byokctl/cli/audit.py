@@ -10,6 +10,7 @@ from byokctl import clock
 from byokctl.cli import complete, render
 from byokctl.cli.common import As, Json, session
 from byokctl.errors import Integrity, UsageError
+from byokctl.lazy import Rows
 from byokctl.services import audit, rules
 from byokctl.services.permissions import require
 
@@ -56,12 +57,13 @@ def log(
             require(ctx, org, rules.ORG_VIEW)
         from_seq = (audit.org_log_from(ctx, org, include_previous=include_previous)
                     if org is not None else None)
-        entries = audit.log(ctx, org=org, action=action, actor=actor, since=since_ts, limit=limit,
-                            from_seq=from_seq)
-    render.emit(json_, entries, lambda: render.table(
-        ["seq", "time (UTC)", "actor", "action", "org / target", "change"],
-        [(e.seq, render.when(e.ts), who(e), e.action, subject(e), change(e.before, e.after))
-         for e in entries], no_wrap=("seq", "time (UTC)", "action")))
+        # Streamed from the open store as they are printed: memory stays flat in the log's size.
+        entries = audit.entries(ctx, org=org, action=action, actor=actor, since=since_ts,
+                                limit=limit, from_seq=from_seq)
+        render.emit(json_, Rows(entries), lambda: render.table(
+            ["seq", "time (UTC)", "actor", "action", "org / target", "change"],
+            ((e.seq, render.when(e.ts), who(e), e.action, subject(e), change(e.before, e.after))
+             for e in entries), no_wrap=("seq", "time (UTC)", "action")))
 
 
 def who(e: audit.Entry) -> str:

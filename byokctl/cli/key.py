@@ -169,30 +169,46 @@ def list_(
     \b
     Example: byokctl key list acme --json
     """
+    import itertools
+
+    from byokctl.lazy import Rows
     from byokctl.services import endpoints
 
-    with session(as_) as ctx:
-        items = keys.list_keys(ctx, org, provider)
-        approved = endpoints.approved_for(ctx, items)
+    with session(as_) as ctx:  # keys stream from the open store as they are printed
+        items = keys.iter_keys(ctx, org, provider)
+        by_slot = endpoints.approved_by_slot(ctx, org)
+        printed: dict[tuple, str] = {}  # slot -> id, for the keys listed that have approvals
 
-    def human() -> None:
-        if not items:
-            render.status("No keys; add one with `byokctl key add ORG --provider anthropic`.")
-            return
-        render.table(
-            ["id", "owner", "provider", "hint", "fingerprint", "ver", "status", "created",
-             "rotated", "last used", "last tested"],
-            [(k.id, k.owner_short, k.provider, k.hint, k.fingerprint, k.version, _status(k),
-              render.when(k.created_at), render.when(k.rotated_at), render.when(k.last_used_at),
-              render.when(k.last_tested_at)) for k in items])
-        for key_id, found in approved.items():
-            for a in found:
-                render.line(f"{key_id} may be sent to {endpoints.shown(a.base_url)} (approved by "
-                              f"{a.approved_by}, {render.when(a.approved_at)})")
+        def approved(k: keys.Key) -> list[endpoints.Approval]:
+            slot = (k.org, k.member, k.provider)
+            found = by_slot.get(slot, []) if k.scope == "member" else []
+            if found:
+                printed[slot] = k.id
+            return found
 
-    listed = [{**k.to_json(), "approved_endpoints": [a.to_json() for a in approved.get(k.id, [])]}
-              for k in items]
-    render.emit(json_, listed, human)
+        def row(k: keys.Key) -> tuple:
+            approved(k)
+            return (k.id, k.owner_short, k.provider, k.hint, k.fingerprint, k.version, _status(k),
+                    render.when(k.created_at), render.when(k.rotated_at),
+                    render.when(k.last_used_at), render.when(k.last_tested_at))
+
+        def human() -> None:
+            first = next(items, None)
+            if first is None:
+                render.status("No keys; add one with `byokctl key add ORG --provider anthropic`.")
+                return
+            render.table(
+                ["id", "owner", "provider", "hint", "fingerprint", "ver", "status", "created",
+                 "rotated", "last used", "last tested"], map(row, itertools.chain([first], items)))
+            for slot, found in by_slot.items():  # in the order the approvals are stored
+                if key_id := printed.get(slot):
+                    for a in found:
+                        render.line(f"{key_id} may be sent to {endpoints.shown(a.base_url)} "
+                                    f"(approved by {a.approved_by}, {render.when(a.approved_at)})")
+
+        rows = Rows({**k.to_json(), "approved_endpoints": [a.to_json() for a in approved(k)]}
+                    for k in items)
+        render.emit(json_, rows, human)
 
 
 @app.command("rotate")

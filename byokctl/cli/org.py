@@ -43,11 +43,13 @@ def list_(as_: As = None, json_: Json = False) -> None:
     \b
     Example: byokctl org list --json
     """
-    with session(as_) as ctx:
+    from byokctl.lazy import Rows
+
+    with session(as_) as ctx:  # orgs stream from the open store as they are printed
         items = orgs.list_orgs(ctx)
-    render.emit(json_, items, lambda: render.table(
-        ["slug", "name", "plan", "credits", "provider", "model"],
-        [(o.slug, o.name, o.plan, o.credits, o.provider, o.model or "—") for o in items]))
+        render.emit(json_, Rows(items), lambda: render.table(
+            ["slug", "name", "plan", "credits", "provider", "model"],
+            ((o.slug, o.name, o.plan, o.credits, o.provider, o.model or "—") for o in items)))
 
 
 @app.command("show")

@@ -6,7 +6,9 @@ that is not a terminal gets plain text written directly, and rich is never impor
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -69,18 +71,103 @@ def neutral(text: str) -> str:
     return text.translate(_NEUTRAL)
 
 
+_JSON_UNSAFE = re.compile("[" + "".join(chr(c) for c in _JSON_ESCAPES) + "]")
+_ENCODER = json.JSONEncoder(indent=2, default=_default, ensure_ascii=False)  # json.dumps's own
+
+
 def dumps(data: Any) -> str:
     if hasattr(data, "to_json"):  # a NamedTuple record would otherwise be dumped as an array
         data = data.to_json()
+    text = _ENCODER.encode(data)
     # Outside strings JSON has none of these characters, so escaping them all keeps it valid.
-    return json.dumps(data, indent=2, default=_default, ensure_ascii=False).translate(_JSON_ESCAPES)
+    # (Searched first: translate is slow, and most documents hold none of them.)
+    return text.translate(_JSON_ESCAPES) if _JSON_UNSAFE.search(text) else text
+
+
+def _lazy(value: Any) -> bool:
+    """A lazy container, or a dict holding one as a value (the only places one may be)."""
+    from byokctl.lazy import Pairs, Rows
+
+    return isinstance(value, Rows | Pairs) or (
+        isinstance(value, dict) and any(isinstance(v, Rows | Pairs) for v in value.values()))
+
+
+def _indent(text: str, pad: str) -> str:
+    # A JSON text has no raw newline inside a string, so its lines are its indentation levels.
+    return text.replace("\n", "\n" + pad)
+
+
+def _chunks(value: Any, pad: str) -> Iterator[str]:
+    """`dumps(value)` in pieces, one member of a lazy container (`byokctl.lazy`) at a time,
+    byte for byte what `json.dumps(..., indent=2)` writes for the whole value at depth `pad`."""
+    from byokctl.lazy import Pairs, Rows
+
+    lazy = Rows | Pairs
+    inner = pad + "  "
+    if isinstance(value, Rows | Pairs | dict):
+        if isinstance(value, Rows):
+            members: Iterator[tuple[str, Any]] = (("", v) for v in value)
+            opening, closing = "[", "]"
+        else:
+            members = ((_json_key(k), v) for k, v in (value.items() if isinstance(value, dict)
+                                                       else value))
+            opening, closing = "{", "}"
+        first = True
+        for key, v in members:
+            yield (opening + "\n" if first else ",\n") + inner + key
+            first = False
+            if isinstance(v, lazy):
+                yield from _chunks(v, inner)
+            else:
+                yield _indent(dumps(v), inner)
+        yield opening + closing if first else "\n" + pad + closing
+    else:
+        yield _indent(dumps(value), pad)
+
+
+def _json_key(key: str) -> str:
+    return json.dumps(key, ensure_ascii=False).translate(_JSON_ESCAPES) + ": "
+
+
+def _write_json(data: Any) -> None:
+    """`dumps(data)` and a newline to stdout, streamed in bounded pieces when `data` is lazy."""
+    if hasattr(data, "to_json"):
+        data = data.to_json()
+    if not _lazy(data):
+        sys.stdout.write(printable(dumps(data) + "\n", sys.stdout))
+        sys.stdout.flush()
+        return
+    _drain(itertools.chain(_chunks(data, ""), ["\n"]),
+           lambda text: sys.stdout.write(printable(text, sys.stdout)))
+    sys.stdout.flush()
+
+
+def _drain(pieces: Iterable[str], write: Callable[[str], None]) -> None:
+    """Spool `pieces` (read from the store as they are made), then `write` them in bounded
+    batches: the store's read transaction ends before a slow reader of stdout (`| less`) can
+    hold it open, which would keep a concurrent write's old pages in the WAL."""
+    with _Spool() as spool:
+        for piece in pieces:
+            spool.write(piece)
+        buf: list[str] = []
+        size = 0
+        for text in spool.lines():
+            buf.append(text)
+            size += len(text)
+            if size >= _BATCH:
+                write("".join(buf))
+                buf, size = [], 0
+        write("".join(buf))
+
+
+_BATCH = 1 << 16  # characters written at once when streaming
 
 
 def emit(as_json: bool, data: Any, human: Callable[[], None] | str) -> None:
-    """Print a command's result: `data` as JSON, or the human rendering."""
+    """Print a command's result: `data` as JSON, or the human rendering. A lazy list or object
+    in `data` (`byokctl.lazy.Rows`, `Pairs`) is written as it is read: memory stays flat."""
     if as_json:
-        sys.stdout.write(printable(dumps(data) + "\n", sys.stdout))
-        sys.stdout.flush()
+        _write_json(data)
     elif isinstance(human, str):
         line(human)
     else:
@@ -113,13 +200,14 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
           no_wrap: Sequence[str] = ()) -> None:
     """A table on a terminal. Piped, plain aligned columns that never wrap, one row per line,
     so ids stay whole for `grep`/`awk`. Columns named in `no_wrap` are kept on one line on a
-    terminal too (others wrap to make room)."""
-    cells = [["" if v is None else neutral(str(v)) for v in r] for r in rows]
+    terminal too (others wrap to make room). `rows` may be a generator: piped, it is read once
+    and spooled (to a temporary file past 256 KB), so memory stays flat in its length."""
     columns = [neutral(c) for c in columns]
     title = neutral(title) if title else title
     if not sys.stdout.isatty():  # decided without rich: piped output never loads it
-        _plain_table(list(columns), cells, title)
+        _plain_table(list(columns), rows, title)
         return
+    cells = [["" if v is None else neutral(str(v)) for v in r] for r in rows]
     con = stdout()
     from rich import box
     from rich.table import Table
@@ -132,12 +220,73 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     con.print(t)
 
 
-def _plain_table(columns: list[str], cells: list[list[str]], title: str | None) -> None:
-    lines = [columns, *([" ".join(c.split()) for c in r] for r in cells)]
-    widths = [max(len(r[i]) for r in lines) for i in range(len(columns))]
-    out = [title] if title else []
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in lines]
-    sys.stdout.write(printable("\n".join(out) + "\n", sys.stdout))
+_SPOOL_BYTES = 1 << 18  # characters of a piped table or streamed document kept in memory
+_SEP = "\x1f"  # between a spooled row's cells: neutral() escapes it, so no cell holds one
+
+
+class _Spool:
+    """Text kept in memory up to _SPOOL_BYTES, then in a temporary file (private, unlinked;
+    tempfile is imported only then: a short table costs no start-up time)."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._size = 0
+        self._file: Any = None
+
+    def write(self, text: str) -> None:
+        if self._file is not None:
+            self._file.write(text)
+            return
+        self._lines.append(text)
+        self._size += len(text)
+        if self._size > _SPOOL_BYTES:
+            import tempfile
+
+            self._file = tempfile.TemporaryFile(  # noqa: SIM115 - closed by __exit__
+                "w+", encoding="utf-8", errors="surrogatepass", newline="\n")
+            self._file.writelines(self._lines)
+            self._lines = []
+
+    def lines(self) -> Iterator[str]:
+        if self._file is None:
+            return iter(self._lines)
+        self._file.seek(0)
+        return iter(self._file)
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _plain_table(columns: list[str], rows: Iterable[Sequence[Any]], title: str | None) -> None:
+    """Columns as wide as their widest cell: a first pass spools the cells and measures them,
+    a second writes them padded."""
+    widths = [len(c) for c in columns]
+    with _Spool() as spool:
+        for r in rows:
+            cells = [" ".join(neutral(str(v)).split()) if v is not None else "" for v in r]
+            for i, c in enumerate(cells):
+                if len(c) > widths[i]:
+                    widths[i] = len(c)
+            spool.write(_SEP.join(cells) + "\n")
+
+        def padded(cells: Sequence[str]) -> str:
+            return "  ".join(v.ljust(w) for v, w in zip(cells, widths, strict=True)).rstrip()
+
+        out = [title] if title else []
+        out.append(padded(columns))
+        size = 0
+        for text in spool.lines():
+            out.append(padded(text[:-1].split(_SEP)))
+            size += len(out[-1])
+            if size >= _BATCH:
+                sys.stdout.write(printable("\n".join(out) + "\n", sys.stdout))
+                out, size = [], 0
+        if out:
+            sys.stdout.write(printable("\n".join(out) + "\n", sys.stdout))
     sys.stdout.flush()
 
 
@@ -207,3 +356,9 @@ def raw(text: str) -> None:
         text = neutral(text)
     sys.stdout.write(printable(text, sys.stdout))
     sys.stdout.flush()
+
+
+def raw_chunks(pieces: Iterable[str]) -> None:
+    """`raw` for text produced in pieces (a file built as it is read from the store): spooled,
+    then written in bounded batches, so memory stays flat in its length."""
+    _drain(pieces, raw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +104,22 @@ def log(
 ) -> list[Entry]:
     """Newest first. `action` matches exactly or as a prefix group (`key` → `key.*`);
     `from_seq` drops older entries (an org's lifetime, `lifetime_start`)."""
+    return list(entries(ctx, org=org, action=action, actor=actor, since=since, limit=limit,
+                        from_seq=from_seq))
+
+
+def entries(
+    ctx: Context,
+    *,
+    org: str | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+    since: str | None = None,
+    limit: int | None = None,
+    from_seq: int | None = None,
+) -> Iterator[Entry]:
+    """`log`, one entry at a time as SQLite reads it (memory stays flat in the log's size);
+    the store must stay open until it is exhausted."""
     where, params = [], []
     if org:
         where.append("org = ?")
@@ -126,12 +143,11 @@ def log(
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    return [
-        Entry(r["seq"], r["ts"], r["actor"], r["action"], r["org"], r["target"],
-              json.loads(r["before"]) if r["before"] else None,
-              json.loads(r["after"]) if r["after"] else None, r["os_user"])
-        for r in ctx.store.conn.execute(sql, params)
-    ]
+    cur = ctx.store.conn.cursor()
+    cur.row_factory = None  # plain tuples
+    for seq, ts, who, what, in_org, target, before, after, os_user in cur.execute(sql, params):
+        yield Entry(seq, ts, who, what, in_org, target, json.loads(before) if before else None,
+                    json.loads(after) if after else None, os_user)
 
 
 def lifetime_start(ctx: Context, org: str) -> int:

@@ -115,17 +115,12 @@ def is_approved(store: Store, org: str, member: str, provider: str, base_url: st
     return _find(store, org, member, provider, normalise(base_url)) is not None
 
 
-def approved_for(ctx: Context, keys: list[Key]) -> dict[str, list[Approval]]:
-    """The approvals behind each personal key in `keys`, by key id (for `key list`)."""
-    personal = {(k.org, k.member, k.provider): k.id for k in keys if k.scope == "member"}
-    if not personal:
-        return {}
-    orgs = {org for org, _, _ in personal}
-    out: dict[str, list[Approval]] = {}
-    for a in _all(ctx.store, next(iter(orgs)) if len(orgs) == 1 else None):
-        key_id = personal.get((a.org, a.member, a.provider))
-        if key_id is not None:
-            out.setdefault(key_id, []).append(a)
+def approved_by_slot(ctx: Context, org: str | None = None) -> dict[tuple[str, str, str], list[Approval]]:
+    """Every approval (in one org, or in all), by the personal key slot it is for: `(org,
+    member, provider)`; `key list` and `export` look each key up as they stream them."""
+    out: dict[tuple[str, str, str], list[Approval]] = {}
+    for a in _all(ctx.store, org):
+        out.setdefault((a.org, a.member, a.provider), []).append(a)
     return out
 
 

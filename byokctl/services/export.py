@@ -7,12 +7,17 @@ naming an environment variable derived from its slot (`BYOKCTL_KEY_ACME_ANTHROPI
 
 from __future__ import annotations
 
+import itertools
 import json
+import operator
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from byokctl import clock
 from byokctl.domain.plans import gate
+from byokctl.lazy import Pairs
 from byokctl.services import endpoints, keys, members, orgs, platform, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require_operator
@@ -26,6 +31,10 @@ HEADER = """\
 
 @dataclass
 class Export:
+    """`doc` is the apply file; from `snapshot` its `orgs` is a `lazy.Pairs`, each org built
+    as it is written. `notes` holds the comments of the table being written: the platform's,
+    then each org's, which replace the previous org's so that they never pile up."""
+
     doc: dict
     notes: dict[str, str] = field(default_factory=dict)  # TOML comments, by table path
 
@@ -33,7 +42,44 @@ class Export:
         return self.doc
 
 
-def env_name(org: str | None, member: str | None, provider: str, taken: set[str]) -> str:
+class Taken:
+    """The environment variable names handed out so far: a set, moved to a private temporary
+    SQLite file (bounded page cache) past IN_MEMORY names, so that exporting 100,000 keys
+    holds no more than exporting 10,000. Never the vault's file: nothing is written to it."""
+
+    IN_MEMORY = 4_096
+
+    def __init__(self) -> None:
+        self._names: set[str] = set()
+        self._spill: Any = None  # sqlite3.Connection once spilled
+
+    def __contains__(self, name: object) -> bool:
+        if self._spill is None:
+            return name in self._names
+        return self._spill.execute("SELECT 1 FROM taken WHERE name = ?", (name,)).fetchone() is not None
+
+    def add(self, name: str) -> None:
+        if self._spill is not None:
+            self._spill.execute("INSERT OR IGNORE INTO taken VALUES (?)", (name,))
+            return
+        self._names.add(name)
+        if len(self._names) > self.IN_MEMORY:
+            import sqlite3
+
+            self._spill = sqlite3.connect("", isolation_level=None)  # "": a private temp file
+            self._spill.execute("PRAGMA cache_size = -1024")  # KiB
+            self._spill.execute("CREATE TABLE taken (name TEXT PRIMARY KEY) WITHOUT ROWID")
+            self._spill.execute("BEGIN")  # never committed: the file goes when it is closed
+            self._spill.executemany("INSERT INTO taken VALUES (?)", ((n,) for n in self._names))
+            self._names = set()
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
+
+
+def env_name(org: str | None, member: str | None, provider: str, taken: set[str] | Taken) -> str:
     """`BYOKCTL_KEY_<ORG>[_<MEMBER>]_<PROVIDER>` (`BYOKCTL_PLATFORM_KEY_<PROVIDER>`), made
     unique with `_2`, `_3`... in the order keys are exported, so it is stable for a vault."""
     parts = ["BYOKCTL_PLATFORM_KEY"] if org is None else ["BYOKCTL_KEY", org, member or ""]
@@ -46,13 +92,35 @@ def env_name(org: str | None, member: str | None, provider: str, taken: set[str]
     return name
 
 
+def _grouped(rows: Iterable[Any], org_of: Callable[[Any], str | None]
+             ) -> Callable[[str | None], list[Any]]:
+    """`take(org)`: the rows of `org`, from `rows` sorted by org (None first, as SQLite sorts
+    NULL), for orgs asked for in that same order; one walk of `rows`, never a scan per org."""
+    groups = itertools.groupby(rows, org_of)
+    pending = next(groups, None)
+
+    def take(org: str | None) -> list[Any]:
+        nonlocal pending
+        while pending is not None and org is not None and (pending[0] is None or pending[0] < org):
+            pending = next(groups, None)  # rows of an org not asked for (none, by foreign keys)
+        if pending is None or pending[0] != org:
+            return []
+        found = list(pending[1])
+        pending = next(groups, None)
+        return found
+
+    return take
+
+
 def snapshot(ctx: Context) -> Export:
-    """Everything `apply` can set, as it stands: platform default and keys, orgs, members."""
+    """Everything `apply` can set, as it stands: platform default and keys, orgs, members.
+
+    Linear in the vault's size, and flat in memory: orgs, their members and their keys are
+    each read once in slug order and merged, one org at a time, while the file is written."""
     require_operator(ctx, "export the vault")
     out = Export({})
-    taken: set[str] = set()
-    all_keys = keys.list_keys(ctx)
-    approved = endpoints.approved_for(ctx, all_keys)
+    taken = Taken()
+    approved = endpoints.approved_by_slot(ctx)
 
     def key_entries(found: list[keys.Key], path: str, org: str | None) -> list[dict]:
         entries = []
@@ -61,15 +129,18 @@ def snapshot(ctx: Context) -> Export:
             if k.member:
                 entry["member"] = k.member
             entry["from_env"] = env_name(org, k.member, k.provider, taken)
-            if approved.get(k.id):  # applied back, they become the operator's approvals
-                entry["approved_base_urls"] = [a.base_url for a in approved[k.id]]
+            slot = approved.get((k.org, k.member, k.provider)) if k.scope == "member" else None
+            if slot:  # applied back, they become the operator's approvals
+                entry["approved_base_urls"] = [a.base_url for a in slot]
             entries.append(entry)
             out.notes[f"{path}[{i}]"] = (f"{k.id}: {k.hint}, version {k.version}, {k.status}; "
                                         f"set ${entry['from_env']} to its secret")
         return entries
 
+    # Every key in one walk, by org: the platform's (no org) first, then each org's.
+    keys_of = _grouped(keys.iter_keys(ctx), operator.attrgetter("org"))
     current = platform.current(ctx)
-    platform_keys = [k for k in all_keys if k.scope == "platform"]
+    platform_keys = keys_of(None)
     if current.configured or platform_keys:
         p: dict = {}
         if current.configured:
@@ -81,36 +152,50 @@ def snapshot(ctx: Context) -> Export:
         if platform_keys:
             p["keys"] = key_entries(platform_keys, "platform.keys", None)
         out.doc["platform"] = p
-    table: dict = {}
-    for o in orgs.list_orgs(ctx):
-        path = f"orgs.{o.slug}"
-        entry: dict = {"name": o.name, "plan": o.plan, "credits": o.credits}
-        g = gate(o.plan, o.grace_until, clock.now())
-        if o.provider in rules.BYOK_PROVIDERS and not g.allowed:
-            # Stored but unusable (soft fallback): apply would refuse to select it on this plan.
-            out.notes[path] = (f"provider {o.provider}/{o.model} is stored but not exported: "
-                               f"plan {o.plan} does not allow BYOK (soft fallback)")
-        else:
-            entry["provider"] = o.provider
-            if o.model:
-                entry["model"] = o.model
-            if o.base_url:
-                entry["base_url"] = o.base_url
-                if insecure(o.base_url):
-                    entry["allow_insecure"] = True
-        entry["fallback"] = o.fallback
-        if o.budget_monthly_usd is not None:
-            entry["budget_monthly_usd"] = o.budget_monthly_usd
-        if g.grace_active:  # a lapsed grant is history, not a setting
-            entry["grace"] = {"until": o.grace_until}
-            if o.grace_reason:
-                entry["grace"]["reason"] = o.grace_reason
-        entry["members"] = {m.email: m.role for m in members.list_members(ctx, o.slug)}
-        entry["keys"] = key_entries([k for k in all_keys if k.org == o.slug], f"{path}.keys",
-                                    o.slug)
-        table[o.slug] = entry
-    out.doc["orgs"] = table
+    members_of = _grouped(members.all_roles(ctx), operator.itemgetter(0))
+
+    def org_entries() -> Iterator[tuple[str, dict]]:
+        try:
+            for o in orgs.list_orgs(ctx):
+                out.notes.clear()  # the previous org's comments were written with it
+                yield o.slug, _org_entry(o, members_of(o.slug), keys_of(o.slug), key_entries,
+                                         out.notes)
+        finally:
+            taken.close()
+
+    out.doc["orgs"] = Pairs(org_entries())
     return out
+
+
+def _org_entry(o: orgs.Org, found_members: list[Any], found_keys: list[keys.Key],
+               key_entries: Callable[[list[keys.Key], str, str | None], list[dict]],
+               notes: dict[str, str]) -> dict:
+    """One org's table: its settings, members (`(org, email, role)` rows) and keys."""
+    path = f"orgs.{o.slug}"
+    entry: dict = {"name": o.name, "plan": o.plan, "credits": o.credits}
+    g = gate(o.plan, o.grace_until, clock.now())
+    if o.provider in rules.BYOK_PROVIDERS and not g.allowed:
+        # Stored but unusable (soft fallback): apply would refuse to select it on this plan.
+        notes[path] = (f"provider {o.provider}/{o.model} is stored but not exported: "
+                       f"plan {o.plan} does not allow BYOK (soft fallback)")
+    else:
+        entry["provider"] = o.provider
+        if o.model:
+            entry["model"] = o.model
+        if o.base_url:
+            entry["base_url"] = o.base_url
+            if insecure(o.base_url):
+                entry["allow_insecure"] = True
+    entry["fallback"] = o.fallback
+    if o.budget_monthly_usd is not None:
+        entry["budget_monthly_usd"] = o.budget_monthly_usd
+    if g.grace_active:  # a lapsed grant is history, not a setting
+        entry["grace"] = {"until": o.grace_until}
+        if o.grace_reason:
+            entry["grace"]["reason"] = o.grace_reason
+    entry["members"] = {email: role for _org, email, role in found_members}
+    entry["keys"] = key_entries(found_keys, f"{path}.keys", o.slug)
+    return entry
 
 
 # ---- TOML ---------------------------------------------------------------------------------------
@@ -163,14 +248,21 @@ def _table(lines: list[str], path: str, table: dict, notes: dict[str, str]) -> N
 
 
 def to_toml(export: Export) -> str:
+    return "".join(toml_chunks(export))
+
+
+def toml_chunks(export: Export) -> Iterator[str]:
+    """The TOML file in pieces, a table at a time (an org's is built as it is asked for)."""
     lines = [HEADER]
     if "platform" in export.doc:
         lines.append("")
         _table(lines, "platform", export.doc["platform"], export.notes)
-    for slug, entry in export.doc["orgs"].items():
-        lines.append("")
+    yield "\n".join(lines) + "\n"
+    found = export.doc["orgs"]
+    for slug, entry in found.items() if isinstance(found, dict) else found:
+        lines = [""]
         _table(lines, f"orgs.{_key(slug)}", entry, export.notes)
-    return "\n".join(lines) + "\n"
+        yield "\n".join(lines) + "\n"
 
 
 def insecure(url: str) -> bool:

@@ -169,7 +169,13 @@ def find(ctx: Context, *, provider: str, org: str | None = None, member: str | N
 
 
 def list_keys(ctx: Context, org: str | None = None, provider: str | None = None) -> list[Key]:
-    """The keys the actor may see; needs no master key.
+    """The keys the actor may see; needs no master key (see `iter_keys`)."""
+    return list(iter_keys(ctx, org, provider))
+
+
+def iter_keys(ctx: Context, org: str | None = None, provider: str | None = None) -> Iterator[Key]:
+    """The keys the actor may see, one at a time as SQLite reads them; needs no master key.
+    The checks (an unknown org, a member of another org) run before the first key.
 
     Operator: all (without ORG, platform keys too). A member with org:view: the org's keys;
     with key:own only: their own personal keys. Without ORG, a member sees this across the
@@ -200,7 +206,7 @@ def list_keys(ctx: Context, org: str | None = None, provider: str | None = None)
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY scope = 'platform' DESC, org, scope, member, provider"
-    return [Key.from_row(r) for r in ctx.store.all(sql, params)]
+    return map(Key.from_row, ctx.store.conn.execute(sql, params))
 
 
 def reveal(ctx: Context, key_id: str) -> str:

@@ -6,13 +6,14 @@ member acting with `--as` may not, so no admin can lock the org out of its own m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from byokctl import clock
 from byokctl.errors import Conflict, NotFound
 from byokctl.services import audit, rules
 from byokctl.services.context import Context
-from byokctl.services.permissions import Actor, require
+from byokctl.services.permissions import Actor, require, require_operator
 
 
 @dataclass
@@ -107,6 +108,15 @@ def list_members(ctx: Context, org: str) -> list[Member]:
         "(SELECT count(*) FROM keys k WHERE k.org = m.org AND k.member = m.email) AS keys "
         "FROM members m WHERE m.org = ? ORDER BY m.email", (org,))
     return [Member(r["org"], r["email"], r["role"], r["created_at"], r["keys"]) for r in rows]
+
+
+def all_roles(ctx: Context) -> Iterator[tuple[str, str, str]]:
+    """Every member of every org as `(org, email, role)`, by org then email, as SQLite reads
+    them (`export`: one walk instead of a query per org). The operator's view."""
+    require_operator(ctx, "list the members of every org")
+    cur = ctx.store.conn.cursor()
+    cur.row_factory = None  # plain tuples
+    return cur.execute("SELECT org, email, role FROM members ORDER BY org, email")
 
 
 def set_role(ctx: Context, org: str, email: str, role: str) -> RoleChange:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -92,16 +92,18 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
     return org, True
 
 
-def list_orgs(ctx: Context) -> list[Org]:
+def list_orgs(ctx: Context) -> Iterator[Org]:
+    """The orgs the actor may see, by slug, one at a time as SQLite reads them (the store
+    must stay open until it is exhausted)."""
     if ctx.as_email is not None:
-        rows = ctx.store.all(
+        rows = ctx.store.conn.execute(
             "SELECT o.* FROM orgs o JOIN members m ON m.org = o.slug "
             "WHERE m.email = ? AND m.role IN ('admin', 'staffing') ORDER BY o.slug",
             (rules.email(ctx.as_email),),
         )
     else:
-        rows = ctx.store.all("SELECT * FROM orgs ORDER BY slug")
-    return [Org.from_row(r) for r in rows]
+        rows = ctx.store.conn.execute("SELECT * FROM orgs ORDER BY slug")
+    return map(Org.from_row, rows)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -100,13 +101,26 @@ def show(ctx: Context, org: str | None, *, since: str | None, until: str | None,
                 "coalesce(sum(cost_usd), 0) AS cost_usd, "
                 "coalesce(sum(credits_charged), 0) AS credits_charged")
     key = GROUPINGS[by]
-    rows = [
-        {by: r[0], **_measures(r)}
-        for r in ctx.store.all(
-            f"SELECT {key} AS k, {measures} FROM usage{cond} GROUP BY k ORDER BY k", params)  # noqa: S608
-    ]
-    t = ctx.store.one(f"SELECT {measures} FROM usage{cond}", params)  # noqa: S608
-    return Report(org, by, lo, hi, rows, _measures(t), _billing(ctx, org))
+    groups = ctx.store.all(
+        f"SELECT {key} AS k, {measures} FROM usage{cond} GROUP BY k ORDER BY k", params)  # noqa: S608
+    rows = [{by: r[0], **_measures(r)} for r in groups]
+    return Report(org, by, lo, hi, rows, _totals(groups), _billing(ctx, org))
+
+
+def _totals(groups: list) -> dict:
+    """The report's totals from its groups' sums, in one pass over the records (no second
+    scan): every record is in exactly one group. Cost is summed exactly (fsum, as SQLite's
+    own sum is compensated), so rounding gives what one sum over the records gives."""
+    if not groups:  # as SQLite's sums over no rows: coalesce(NULL, 0) is the integer 0
+        return {"calls": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0,
+                "credits_charged": 0}
+    def total(m: str) -> int:
+        return sum(r[m] or 0 for r in groups)
+
+    return {"calls": total("calls"), "errors": total("errors"),
+            "input_tokens": total("input_tokens"), "output_tokens": total("output_tokens"),
+            "cost_usd": round(math.fsum(r["cost_usd"] for r in groups), 6),
+            "credits_charged": total("credits_charged")}
 
 
 def _measures(r) -> dict:  # noqa: ANN001
