@@ -264,6 +264,18 @@ def test_vault_check_lists_every_tampered_row(cli, acme, hostile):
     assert "org acme" in r.stderr and f"member acme/{INTERVIEWER}" in r.stderr
 
 
+def test_vault_check_names_a_row_whose_text_is_not_utf8(cli, acme):
+    """Bytes that are not UTF-8 can only come from a write outside byokctl: the row is
+    named, every other row is still checked, and the tool does not crash."""
+    tamper(acme["db"], "UPDATE orgs SET name = CAST(X'41ff42' AS TEXT) WHERE slug = 'acme'")
+    r = cli("vault", "check", "--json")
+    assert r.exit_code == 13, r.output
+    doc = json.loads(r.stdout)
+    assert [p for p in doc["problems"] if "org" in p] == [
+        {"org": "acme", "problem": "org settings changed outside byokctl (MAC mismatch)"}]
+    assert doc["rows_checked"] >= 5 and "Traceback" not in r.output
+
+
 def test_read_only_commands_still_work_without_the_master_key(cli, acme, monkeypatch,
                                                               isolated, hostile):
     """They never unlock, so they do not verify (README): they show the row as it is."""

@@ -209,34 +209,58 @@ NO_MAC = "no MAC: the row was written outside byokctl"
 BAD_MAC = "changed outside byokctl (MAC mismatch)"
 
 
+def _check_table(conn: sqlite3.Connection, table: str,
+                 intact: Callable[[str, Any, object], bool]) -> tuple[int, list[tuple[dict, str]]]:
+    """(rows read, [(row, problem)]) for one table, as plain tuples (a Row per row costs more
+    than its MAC). Text that is not UTF-8 can only have been written outside byokctl: on the
+    first such value the table is read again leniently, so the check reports it."""
+    columns = (*rowmac.COLUMNS[table], "mac")
+    sql = f"{_select(table)} ORDER BY {', '.join(rowmac.PRIMARY_KEYS[table])}"
+
+    def scan(c: sqlite3.Connection) -> tuple[int, list[tuple[dict, str]]]:
+        cur = c.cursor()
+        cur.row_factory = None
+        n, bad = 0, []
+        for row in cur.execute(sql):
+            n += 1
+            if not intact(table, row[:-1], row[-1]):
+                bad.append((dict(zip(columns, row, strict=True)),
+                            NO_MAC if row[-1] is None else BAD_MAC))
+        return n, bad
+
+    try:
+        return scan(conn)
+    except sqlite3.OperationalError:  # not UTF-8 (any other error recurs in the lenient read)
+        pass
+    with _lenient(conn) as c:
+        return scan(c)
+
+
 def check(ctx: Context) -> tuple[int, list[Problem], dict[str, str]]:
     """Every authenticated row: (rows checked, problems of orgs, members and the platform
     record, {key id: problem} for keys, which `vault check` merges with its own findings)."""
     from byokctl.services.audit import Problem
 
     key = ctx.vault().row_key
+    intact = rowmac.checker(key)
     problems: list[Problem] = []
     key_problems: dict[str, str] = {}
     checked = 0
-    with _lenient(ctx.store.conn) as conn:
-        for table in TABLES:
-            order = ", ".join(rowmac.PRIMARY_KEYS[table])
-            for row in conn.execute(f"{_select(table)} ORDER BY {order}"):
-                checked += 1
-                if _intact(key, table, row):
-                    continue
-                problem = NO_MAC if row["mac"] is None else BAD_MAC
-                if table == "orgs":
-                    problems.append(Problem("org", row["slug"], f"org settings {problem}"))
-                elif table == "members":
-                    problems.append(Problem("member", f"{row['org']}/{row['email']}",
-                                            f"member row {problem}"))
-                elif table == "endpoint_approvals":
-                    problems.append(Problem(
-                        "approval", f"{row['org']}/{row['member']}/{row['provider']}",
-                        f"endpoint approval {problem}"))
-                else:
-                    key_problems[row["id"]] = f"key metadata {problem}"
+    for table in TABLES:
+        n, bad = _check_table(ctx.store.conn, table, intact)
+        checked += n
+        for row, problem in bad:
+            if table == "orgs":
+                problems.append(Problem("org", row["slug"], f"org settings {problem}"))
+            elif table == "members":
+                problems.append(Problem("member", f"{row['org']}/{row['email']}",
+                                        f"member row {problem}"))
+            elif table == "endpoint_approvals":
+                problems.append(Problem(
+                    "approval", f"{row['org']}/{row['member']}/{row['provider']}",
+                    f"endpoint approval {problem}"))
+            else:
+                key_problems[row["id"]] = f"key metadata {problem}"
     checked += 1
     stored = ctx.store.meta(rowmac.PLATFORM_MAC)
     if not rowmac.matches(key, PLATFORM, _platform_values(ctx), stored):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 # hashlib/hmac are imported by the functions, not here: the read-only commands import the
 # services that name these columns, and must not pay for loading OpenSSL's hashes.
@@ -55,6 +55,27 @@ def mac(key: bytes, table: str, values: Sequence) -> str:
     from byokctl.vault import macs
 
     return hmac.new(key, macs.canonical([table, *values]), hashlib.sha256).hexdigest()
+
+
+def checker(key: bytes) -> Callable[[str, Sequence, object], bool]:
+    """`matches` for many rows under one key (`vault check`): the HMAC's keyed states are
+    computed once (macs.hmac_sha256_hex), which more than halves the cost of a row."""
+    import hmac
+
+    from byokctl.vault import macs
+
+    sign, canonical, same = macs.hmac_sha256_hex(key), macs.canonical, hmac.compare_digest
+
+    def intact(table: str, values: Sequence, stored: object) -> bool:
+        if not isinstance(stored, str):
+            return False
+        try:
+            expected = sign(canonical([table, *values]))
+        except (TypeError, ValueError):
+            return False
+        return same(expected, stored)
+
+    return intact
 
 
 def matches(key: bytes, table: str, values: Sequence, stored: object) -> bool:
