@@ -20,6 +20,8 @@ from byokctl.services.context import open_context
 from tests.attack_servers import HostileServer, openai_completion, send_json
 from tests.conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
 
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
+
 PROMPT = "Say hello to the BYOK world"
 
 # Each worker imports byokctl and the SDK, says it is ready, waits for the common start signal,

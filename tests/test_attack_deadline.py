@@ -17,6 +17,8 @@ from byokctl.errors import ExitCode
 from tests.attack_servers import HostileServer, sse, start_sse
 from tests.conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
 
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
+
 PROMPT = "Say hello"
 MARGIN = 3.0            # seconds past --timeout a call may take to end (start-up, recording)
 RSS_BOUND_MB = 400      # the old code reached 3.5 GB in 16 s

@@ -20,6 +20,8 @@ from byokctl.lazy import Pairs, Rows
 from byokctl.services import export as exporting
 from byokctl.services.context import open_context
 
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
+
 ANT = "sk-ant-api03-" + "k" * 40
 
 

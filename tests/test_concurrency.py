@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import OPENAI_TEST_KEY, REPO, master_key_b64
+
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
 
 PROCESSES = 6
 START = 1000

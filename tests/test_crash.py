@@ -31,6 +31,8 @@ from conftest import OPENAI_TEST_KEY, REPO, master_key_b64, run
 
 from byokctl.services.context import open_context
 
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
+
 KILLS = 30  # landed kills per operation (the delays are drawn until this many hit a live process)
 
 FORKSERVER = textwrap.dedent("""

@@ -24,6 +24,8 @@ from conftest import EMULATOR_KEYS, master_key_b64, run
 
 from byokctl.errors import ExitCode
 
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
+
 PROVIDERS = ("anthropic", "openai")
 MODELS = {"anthropic": "haiku", "openai": "gpt-5-nano"}
 POLICIES = ("never", "missing-key", "provider-error")

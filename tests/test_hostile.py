@@ -35,6 +35,8 @@ from hypothesis import strategies as st
 from byokctl.providers import catalog
 from byokctl.services import rules
 
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
+
 # Every documented exit code but 1 (internal: a bug) and 8 (no 429 is ever injected here).
 # 11 (provider-down) is allowed only for commands that call a provider, e.g. `--timeout 1e-9`.
 CLEAN = {0, 2, 3, 4, 5, 6, 7, 9, 10, 12, 13}

@@ -22,6 +22,8 @@ from conftest import OPENAI_TEST_KEY, REPO, master_key_b64
 from byokctl import store
 from byokctl.services.context import open_context
 
+pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
+
 # Each worker imports byokctl, says it is ready, waits for the common start signal, then runs
 # its commands one after another through the real CLI entry point, in-process.
 WORKER = textwrap.dedent("""
