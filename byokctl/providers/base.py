@@ -376,6 +376,6 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
     if failure.kind == "malformed" and failure.error_type == "usage":
         error.outcome = "malformed"  # made-up token counts: the usage record says so
     # The message as a whole is scrubbed once more: nothing of the secret may leave this function.
-    error.message = redact(error.message, secret)
+    error.what, error.fix = redact(error.what, secret), error.fix and redact(error.fix, secret)
     error.args = (error.message,)
     return error

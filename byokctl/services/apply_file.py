@@ -131,7 +131,9 @@ MAX_DEPTH = 16  # the schema needs 5 levels (orgs.acme.keys[0].from_env); more i
 
 
 class _DuplicateKey(Exception):
-    pass
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
@@ -159,7 +161,7 @@ def load(text: str, source: str) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{source} is not valid TOML ({exc}); {fix}") from None
     except _DuplicateKey as exc:
-        name = str(exc.args[0])
+        name = str(exc.name)
         shown = f"'{name}'" if _plain_name(name) else "a field"
         raise UsageError(f"{source} names {shown} twice in one object; keep one and run apply "
                          "again") from None
@@ -409,6 +411,6 @@ def read_secrets(spec: Spec, env: Mapping[str, str]) -> dict[str, str]:
         try:
             keys.check_format(k.provider, secret, allow_admin_key=k.allow_admin_key)
         except ByokError as exc:
-            raise type(exc)(f"${k.from_env} ({k.path}): {exc.message}") from None
+            raise exc.reworded(f"${k.from_env} ({k.path}): {exc.what}") from None
         secrets[k.path] = secret
     return secrets

@@ -520,12 +520,11 @@ def _tried(tester: KeyTester, owner: Key | Slot, secret: str, outcome: str, skip
     try:
         return tester(owner, secret)
     except ByokError as exc:
-        what, _, fix = exc.message.rpartition("; ")  # provider messages: "<what>; <fix>"
-        what = what or exc.message
+        what, fix = exc.what, exc.fix
         if isinstance(exc, KeyRejected):
             fix = "check that it is the right key, and still active, at the provider"
         elif isinstance(exc, RateLimited):
             fix = f"wait and try again, or {skip}"
         elif isinstance(exc, ProviderDown):
             fix = f"try again later, or {skip}"
-        raise type(exc)(f"{what}; {outcome}: {fix}" if fix else f"{what}; {outcome}") from None
+        raise exc.reworded(what, f"{outcome}: {fix}" if fix else outcome) from None
