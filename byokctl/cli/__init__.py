@@ -275,7 +275,7 @@ def _storage_failure(exc: BaseException, as_json: bool) -> int:
     if trouble is None and not guess:  # then it was the output itself
         from byokctl.errors import Conflict
 
-        trouble = Conflict(f"The output could not be written ({exc.strerror}); send it somewhere "
+        trouble = Conflict(f"The output could not be written ({exc.strerror})", "send it somewhere "
                            "with room (a file on another disk, a pipe) and run the command again")
     if trouble is None:
         return 0
@@ -296,8 +296,9 @@ def _fail(exc: Exception, as_json: bool) -> int:
     # among them, so they are known by the interface they share, a message and an exit code.
     if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
         ctx = getattr(exc, "ctx", None)
-        render.error(exc.format_message().rstrip("."), ExitCode.USAGE.label if exc.exit_code == 2 else "internal",
-                     as_json, None if ctx is None else f"see `{ctx.command_path} --help`")
+        label = ExitCode.USAGE.label if exc.exit_code == 2 else "internal"
+        render.error(exc.format_message().rstrip("."), label, as_json,
+                     None if ctx is None else f"see `{ctx.command_path} --help`")
         return exc.exit_code
     if isinstance(exc, BrokenPipeError):
         return 0

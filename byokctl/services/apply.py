@@ -270,7 +270,7 @@ class _Trial:
         try:
             return self.results[(_slot_id(owner), secret)]
         except KeyError:
-            raise Conflict("The vault changed while apply tested the keys; run apply again") from None
+            raise Conflict("The vault changed while apply tested the keys", "run apply again") from None
 
 
 def _slot_of(k: KeySpec, org: str | None) -> tuple:

@@ -326,7 +326,7 @@ def current_anchor(ctx: Context) -> Anchor:
     _checked, problems = verify(ctx)
     if problems:
         first = problems[0]
-        raise Integrity(f"Audit entry {first.value}: {first.problem}, so there is no head to anchor; "
+        raise Integrity(f"Audit entry {first.value}: {first.problem}, so there is no head to anchor",
                         "restore the vault from a backup and run `byokctl audit verify`")
     head = ctx.store.meta("audit_head") or ""
     seq, mac = int(head.split(":", 1)[0]), head.split(":", 1)[1]
@@ -356,7 +356,7 @@ def parse_anchor(text: str, where: str) -> tuple[int, str]:
     except (TypeError, ValueError):
         seq = None
     if not seq or seq < 1 or not isinstance(mac, str) or not mac:
-        raise UsageError(f"{where} holds no audit anchor; save one with `byokctl audit anchor --json "
+        raise UsageError(f"{where} holds no audit anchor", "save one with `byokctl audit anchor --json "
                          f"> {where}`")
     return seq, mac
 

@@ -92,7 +92,7 @@ def _apply(ctx: Context, slug: str, action: str, before: Org, after: dict) -> Pl
     if after != b:
         def change(row: sqlite3.Row) -> dict:
             if {k: row[k] for k in b} != b:
-                raise Conflict(f"Org {slug}'s plan changed meanwhile; run the command again")
+                raise Conflict(f"Org {slug}'s plan changed meanwhile", "run the command again")
             return {**after, "updated_at": clock.stamp()}
 
         with ctx.write():

@@ -146,7 +146,7 @@ def is_busy(exc: BaseException) -> bool:
 def busy_error(path: Path) -> Conflict:
     return Conflict(
         f"The vault {path} is busy: another process has held its lock for over "
-        f"{BUSY_TIMEOUT_MS / 1000:g} seconds; let it finish (or stop it) and run the command again"
+        f"{BUSY_TIMEOUT_MS / 1000:g} seconds", "let it finish (or stop it) and run the command again"
     )
 
 
@@ -205,7 +205,7 @@ def storage_error(path: Path, exc: BaseException | None = None,
 
 def _not_a_vault(path: Path, why: str) -> Integrity:
     return Integrity(
-        f"{path} is not a usable byokctl vault ({why}); point --db or $BYOKCTL_DB at the right "
+        f"{path} is not a usable byokctl vault ({why})", "point --db or $BYOKCTL_DB at the right "
         "file, or restore it from a backup"
     )
 
@@ -281,7 +281,7 @@ def check_private_vault(path: Path, *, main: bool = True) -> None:
 def create_store(path: Path) -> Store:
     """Create a new vault file with the current schema. Refuses to touch an existing file."""
     if path.exists():
-        raise Conflict(f"{path} already exists; use it, or choose another path with --db")
+        raise Conflict(f"{path} already exists", "use it, or choose another path with --db")
     _make_private_file(path)
     try:
         check_private_vault(path)  # no -wal or -shm planted beside it
@@ -332,7 +332,7 @@ def _reopen_read_only(path: Path, exc: sqlite3.DatabaseError) -> sqlite3.Connect
 def open_store(path: Path) -> Store:
     """Open an existing vault; never creates, migrates only a byokctl file of an older schema."""
     if not path.exists():
-        raise NotFound(f"No vault at {path}; create one with `byokctl init` (or pass --db)")
+        raise NotFound(f"No vault at {path}", "create one with `byokctl init` (or pass --db)")
     if path.is_dir():
         raise _not_a_vault(path, "it is a directory")
     check_private_vault(path, main=False)  # before SQLite reads a -wal or -journal
@@ -364,7 +364,7 @@ def open_store(path: Path) -> Store:
             conn.close()
             raise Integrity(
                 f"{path} was written by a newer byokctl (schema {version}, this one knows "
-                f"{SCHEMA_LATEST}); upgrade byokctl to use it"
+                f"{SCHEMA_LATEST})", "upgrade byokctl to use it"
             )
         try:
             check_private_file(path, os.stat(path), "vault file")
