@@ -311,8 +311,8 @@ def _keys(value: Any, path: str, *, org: bool, member_list: dict[str, str] | Non
         if not isinstance(admin, bool):
             raise UsageError(f"{where}.allow_admin_key must be true or false")
         if (member, provider) in slots:
-            raise UsageError(f"{where} repeats the {provider} key"
-                             + (f" of {member}" if member else "") + "; give each key once")
+            raise UsageError(f"{where} repeats the {provider} key" + (f" of {member}" if member else ""),
+                             "give each key once")
         slots.add((member, provider))
         found.append(KeySpec(where, provider, env, member, admin,
                              _approved(t, where, member)))

@@ -245,7 +245,7 @@ def require_key(ctx: Context, key_id: str, verb: str = "change") -> Key:
         _may_own(ctx, key.org, key.member, verb)
     else:
         require(ctx, key.org, rules.ORG_MANAGE,
-                "; org keys are managed by org admins, members may add a personal key with "
+                "org keys are managed by org admins, members may add a personal key with "
                 f"`byokctl key add {key.org} --provider {key.provider} --member EMAIL`")
     return key
 
@@ -292,7 +292,7 @@ def prepare_add(ctx: Context, *, provider: str, org: str | None = None,
             slot = Slot("member", org, member, provider)
         else:
             require(ctx, org, rules.ORG_MANAGE,
-                    "; org keys are managed by org admins, add a personal key with "
+                    "org keys are managed by org admins, add a personal key with "
                     f"`byokctl key add {org} --provider {provider} --member EMAIL`")
             slot = Slot("org", org, None, provider)
     _ensure_free(ctx, slot)

@@ -186,7 +186,7 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
     if provider == "platform":
         if model is not None or base_url is not None:
             raise rules.UsageError(
-                "--model and --base-url do not apply to platform mode; the platform default "
+                "--model and --base-url do not apply to platform mode", "the platform default "
                 "is set with `byokctl platform set-default`"
             )
     else:

@@ -32,14 +32,14 @@ def actor_in(ctx: Context, org: str) -> Actor:
     return Actor(email, email, role)
 
 
-def require(ctx: Context, org: str, permission: str, hint: str = "") -> Actor:
+def require(ctx: Context, org: str, permission: str, fix: str = "") -> Actor:
     """Return the actor if they hold `permission` in `org`, else raise Denied (or NotFound)."""
     org_exists(ctx, org)
     actor = actor_in(ctx, org)
     if actor.is_operator:
         return actor
     if permission == roles.OPERATOR or not roles.permits(actor.role or "", permission):
-        raise roles.deny(actor.email or "", actor.role or "", permission, org, hint)
+        raise roles.deny(actor.email or "", actor.role or "", permission, org, fix)
     return actor
 
 
