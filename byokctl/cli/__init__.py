@@ -190,7 +190,7 @@ class ByokGroup(LazyGroup):
         allowed = _test_key_args(argv)
         render.SCRUB = tuple(s for i in allowed for s in rules.secrets_in(argv[i]))
         if rules.secret_in_argv(argv, allowed):
-            render.error(rules.SECRET_ON_ARGV, ExitCode.USAGE.label, as_json)
+            render.error(rules.SECRET_ON_ARGV[0], ExitCode.USAGE.label, as_json, rules.SECRET_ON_ARGV[1])
             code = int(ExitCode.USAGE)
             if standalone_mode:
                 sys.exit(code)

@@ -27,10 +27,10 @@ PROVIDER_SETTINGS = (PLATFORM, *BYOK_PROVIDERS)
 MAX_CREDITS_ADD = 1_000_000_000_000  # one grant; keeps balances far from SQLite's 64-bit limit
 
 SECRET_MIN_LENGTH = 20  # the shortest API key byokctl accepts
-SECRET_ON_ARGV = (
-    "An API key was given as a command-line argument, where shell history and `ps` can see it; "
+SECRET_ON_ARGV = (  # what went wrong, and the fix
+    "An API key was given as a command-line argument, where shell history and `ps` can see it",
     "pass it with --from-stdin, --from-env VAR or at the prompt (and rotate that key, since "
-    "your shell history now holds it)"
+    "your shell history now holds it)",
 )
 
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
