@@ -53,6 +53,9 @@ class ByokError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple:  # a copy or pickle keeps the parts, not just the message
+        return (_rebuilt, (type(self), self.what, self.fix, self.details, self.outcome))
+
     def __repr__(self) -> str:
         parts = [repr(self.what)] + ([f"fix={self.fix!r}"] if self.fix else [])
         parts += [f"{k}={v!r}" for k, v in self.details.items()]
@@ -64,6 +67,13 @@ class ByokError(Exception):
                          **self.details)
         new.outcome = self.outcome
         return new
+
+
+def _rebuilt(cls: type[ByokError], what: str, fix: str | None, details: dict[str, object],
+             outcome: str | None) -> ByokError:
+    error = cls(what, fix, **details)
+    error.outcome = outcome
+    return error
 
 
 class UsageError(ByokError):

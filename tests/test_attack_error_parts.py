@@ -4,7 +4,9 @@ when a hostile provider echoes the key in its 401."""
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 
 import pytest
 from test_attack_redaction import Hostile, assert_no_run_of, new_secret
@@ -31,6 +33,13 @@ def test_reworded_keeps_the_class_outcome_and_details():
     assert type(r) is ProviderDown and r.outcome == "malformed" and r.details == {"org": "acme"}
     assert str(r) == "key 1: bad usage; check the base_url"
     assert e.reworded(fix="nothing was applied").message == "bad usage; nothing was applied"
+
+
+def test_a_copy_keeps_the_parts():
+    e = NoKey("No API key", "add one", org="acme")
+    e.outcome = "no-key"
+    for c in (copy.deepcopy(e), pickle.loads(pickle.dumps(e))):  # noqa: S301 - our own bytes
+        assert (type(c), c.what, c.fix, c.details, c.outcome) == (NoKey, e.what, e.fix, e.details, "no-key")
 
 
 @pytest.fixture
@@ -82,6 +91,7 @@ def test_the_json_error_has_the_fix_apart(cli, vault):
     assert error["code"] == "no-key"
     assert error["fix"] == "add one with `byokctl key add acme --provider openai`"
     assert error["message"] == f"No API key for openai in org acme; {error['fix']}"
+    assert error["details"] == {"org": "acme", "provider": "openai"}
     human = cli("ask", "acme", "hello")
     assert human.stderr.strip() == f"error: {error['message']}"
 
@@ -92,3 +102,11 @@ def test_an_error_without_a_fix_has_no_fix_field(cli, vault):
     assert r.exit_code == ExitCode.USAGE, r.output
     error = json.loads(r.stderr)["error"]
     assert error == {"code": "usage", "message": "--timeout must be a positive number of seconds, not 0"}
+
+
+def test_an_unknown_org_names_it_in_details(cli, vault):
+    r = cli("member", "list", "ghost", "--json")
+    assert r.exit_code == ExitCode.NOT_FOUND, r.output
+    error = json.loads(r.stderr)["error"]
+    assert error["details"] == {"org": "ghost"}
+    assert error["message"] == f"No org 'ghost'; {error['fix']}"

@@ -216,7 +216,7 @@ def resolve(f: Facts, cat: ModelCatalog) -> Decision:
                         f"--provider {f.provider}`")
         else:
             err = NoKey(f"No API key for {f.provider} in org {f.org}", "add one with "
-                        f"`byokctl key add {f.org} --provider {f.provider}`")
+                        f"`byokctl key add {f.org} --provider {f.provider}`", org=f.org, provider=f.provider)
         return Decision(f.org, None, f.provider, f.model, f.base_url, None, None, gate,
                         (*reasons, f"no {f.provider} key and fallback policy is {f.fallback}"),
                         (), err, skipped)

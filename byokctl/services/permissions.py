@@ -52,4 +52,4 @@ def require_operator(ctx: Context, what: str) -> None:
 def org_exists(ctx: Context, org: str) -> None:
     if ctx.store.scalar("SELECT 1 FROM orgs WHERE slug = ?", (org,)) is None:
         create = f" or create it with `byokctl org create {org}`" if rules.SLUG_RE.fullmatch(org) else ""
-        raise NotFound(f"No org '{org}'", f"see `byokctl org list`{create}")
+        raise NotFound(f"No org '{org}'", f"see `byokctl org list`{create}", org=org)
