@@ -110,3 +110,21 @@ def test_an_unknown_org_names_it_in_details(cli, vault):
     error = json.loads(r.stderr)["error"]
     assert error["details"] == {"org": "ghost"}
     assert error["message"] == f"No org 'ghost'; {error['fix']}"
+
+
+def test_no_code_takes_an_error_message_apart():
+    """The parts are fields: nothing in byokctl splits, searches or rewrites a message."""
+    import ast
+    from pathlib import Path
+
+    import byokctl
+
+    taken_apart = []
+    for path in Path(byokctl.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                    and node.value.attr in ("message", "what", "fix")
+                    and node.attr in ("split", "rsplit", "partition", "rpartition", "replace", "find",
+                                      "index", "startswith", "endswith", "removesuffix", "removeprefix")):
+                taken_apart.append(f"{path.name}:{node.lineno}")
+    assert not taken_apart
