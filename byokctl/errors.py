@@ -31,14 +31,49 @@ class ExitCode(IntEnum):
 
 
 class ByokError(Exception):
-    """A failure the user can act on: one sentence that names the fix."""
+    """A failure the user can act on: what went wrong, and the fix, kept apart.
+
+    `what` and `fix` are sentences for people; `details` are structured facts for `--json`
+    (names, ids, counts: never a secret). The message, `str(e)`, is "what; fix"."""
 
     code: ExitCode = ExitCode.INTERNAL
     outcome: str | None = None  # a usage record's outcome finer than the code's label ("malformed")
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, what: str, fix: str | None = None, **details: object) -> None:
+        self.what = what
+        self.fix = fix or None
+        self.details: dict[str, object] = details
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """What the user reads: the two parts joined."""
+        return f"{self.what}; {self.fix}" if self.fix else self.what
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple:  # a copy or pickle keeps the parts, not just the message
+        return (_rebuilt, (type(self), self.what, self.fix, self.details, self.outcome))
+
+    def __repr__(self) -> str:
+        parts = [repr(self.what)] + ([f"fix={self.fix!r}"] if self.fix else [])
+        parts += [f"{k}={v!r}" for k, v in self.details.items()]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def reworded(self, what: str | None = None, fix: str | None = None) -> ByokError:
+        """The same failure (same class, outcome and details) with its parts replaced."""
+        new = type(self)(self.what if what is None else what, self.fix if fix is None else fix,
+                         **self.details)
+        new.outcome = self.outcome
+        return new
+
+
+def _rebuilt(cls: type[ByokError], what: str, fix: str | None, details: dict[str, object],
+             outcome: str | None) -> ByokError:
+    error = cls(what, fix, **details)
+    error.outcome = outcome
+    return error
 
 
 class UsageError(ByokError):

@@ -190,7 +190,7 @@ class ByokGroup(LazyGroup):
         allowed = _test_key_args(argv)
         render.SCRUB = tuple(s for i in allowed for s in rules.secrets_in(argv[i]))
         if rules.secret_in_argv(argv, allowed):
-            render.error(rules.SECRET_ON_ARGV, ExitCode.USAGE.label, as_json)
+            render.error(rules.SECRET_ON_ARGV[0], ExitCode.USAGE.label, as_json, rules.SECRET_ON_ARGV[1])
             code = int(ExitCode.USAGE)
             if standalone_mode:
                 sys.exit(code)
@@ -212,7 +212,7 @@ class ByokGroup(LazyGroup):
             if code == 130:
                 render.error("Interrupted.", "interrupted", as_json)
         except ByokError as exc:
-            render.error(exc.message, exc.code.label, as_json)
+            render.failure(exc, as_json)
             code = int(exc.code)
         except typer.Abort:
             render.error("Aborted.", "interrupted", as_json)
@@ -275,20 +275,19 @@ def _storage_failure(exc: BaseException, as_json: bool) -> int:
     if trouble is None and not guess:  # then it was the output itself
         from byokctl.errors import Conflict
 
-        trouble = Conflict(f"The output could not be written ({exc.strerror}); send it somewhere "
+        trouble = Conflict(f"The output could not be written ({exc.strerror})", "send it somewhere "
                            "with room (a file on another disk, a pipe) and run the command again")
     if trouble is None:
         return 0
-    render.error(trouble.message, trouble.code.label, as_json)
+    render.failure(trouble, as_json)
     return int(trouble.code)
 
 
 def _path_error(exc: OSError, as_json: bool) -> int:
     if exc.filename is None or exc.errno not in _PATH_ERRNOS:
         return _fail(exc, as_json)
-    render.error(f"Cannot use {exc.filename} ({exc.strerror}); check the path you gave (--db, "
-                 "$BYOKCTL_DB or the command's own path option) and try again",
-                 ExitCode.USAGE.label, as_json)
+    render.error(f"Cannot use {exc.filename} ({exc.strerror})", ExitCode.USAGE.label, as_json,
+                 "check the path you gave (--db, $BYOKCTL_DB or the command's own path option) and try again")
     return int(ExitCode.USAGE)
 
 
@@ -296,11 +295,10 @@ def _fail(exc: Exception, as_json: bool) -> int:
     # Click's own errors (usage errors, bad parameters): typer re-exports only BadParameter
     # among them, so they are known by the interface they share, a message and an exit code.
     if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
-        message = exc.format_message().rstrip(".")
         ctx = getattr(exc, "ctx", None)
-        if ctx is not None:
-            message += f"; see `{ctx.command_path} --help`"
-        render.error(message, ExitCode.USAGE.label if exc.exit_code == 2 else "internal", as_json)
+        label = ExitCode.USAGE.label if exc.exit_code == 2 else "internal"
+        render.error(exc.format_message().rstrip("."), label, as_json,
+                     None if ctx is None else f"see `{ctx.command_path} --help`")
         return exc.exit_code
     if isinstance(exc, BrokenPipeError):
         return 0
@@ -308,15 +306,14 @@ def _fail(exc: Exception, as_json: bool) -> int:
 
     if is_busy(exc):  # another process held the vault's lock past the busy timeout
         busy = busy_error(resolve_path(STATE["db"]))
-        render.error(busy.message, busy.code.label, as_json)
+        render.failure(busy, as_json)
         return int(busy.code)
     if code := _storage_failure(exc, as_json):
         return code
     if getattr(exc, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
         # Damage found past the checks made on opening (a page of one table, say).
-        render.error("The vault file is damaged (database disk image is malformed); restore it "
-                     "from a backup and run `byokctl vault check` on it", ExitCode.INTEGRITY.label,
-                     as_json)
+        render.error("The vault file is damaged (database disk image is malformed)", ExitCode.INTEGRITY.label,
+                     as_json, "restore it from a backup and run `byokctl vault check` on it")
         return int(ExitCode.INTEGRITY)
     # A bug. Never print the exception's text or a traceback: either could carry a secret.
     detail = f" ({type(exc).__name__})"
@@ -324,8 +321,8 @@ def _fail(exc: Exception, as_json: bool) -> int:
         from byokctl.providers.redact import redact
 
         detail = f" ({type(exc).__name__}: {redact(str(exc))})"
-    render.error(f"byokctl hit an internal error{detail}; please report it with the command "
-                 "you ran", ExitCode.INTERNAL.label, as_json)
+    render.error(f"byokctl hit an internal error{detail}", ExitCode.INTERNAL.label, as_json,
+                 "please report it with the command you ran")
     return int(ExitCode.INTERNAL)
 
 

@@ -56,9 +56,9 @@ def read_source(file: str) -> tuple[str, str]:
         with open(file, encoding="utf-8") as f:
             return f.read(), file
     except UnicodeDecodeError:
-        raise UsageError(f"{file} is not UTF-8 text; save it as UTF-8 and run apply again") from None
+        raise UsageError(f"{file} is not UTF-8 text", "save it as UTF-8 and run apply again") from None
     except OSError as exc:
-        raise UsageError(f"Cannot read {file} ({exc.strerror}); check the path") from None
+        raise UsageError(f"Cannot read {file} ({exc.strerror})", "check the path") from None
 
 
 def apply_(
@@ -102,9 +102,9 @@ def export(
     json_: Json = False,
 ) -> None:
     if format_ not in (None, "toml", "json"):
-        raise UsageError(f"Unknown format '{format_}'; choose toml or json")
+        raise UsageError(f"Unknown format '{format_}'", "choose toml or json")
     if json_ and format_ == "toml":
-        raise UsageError("--json prints JSON; drop it or --format toml")
+        raise UsageError("--json prints JSON", "drop it or --format toml")
     as_json = json_ or format_ == "json"
     with session(as_) as ctx:  # each org is read from the open store as it is written
         snap = exporting.snapshot(ctx)

@@ -49,11 +49,11 @@ def log(
         # Past SQLite's 64-bit integers a limit means no limit (and would overflow the query).
         limit = min(rules.positive_int(limit, "--limit"), 2 ** 63 - 1)
     if include_previous and org is None:
-        raise UsageError("--include-previous applies to one org's log; add --org ORG")
+        raise UsageError("--include-previous applies to one org's log", "add --org ORG")
     with session(as_) as ctx:
         if as_ is not None:
             if org is None:
-                raise UsageError("A member may read only their org's audit log; add --org ORG")
+                raise UsageError("A member may read only their org's audit log", "add --org ORG")
             require(ctx, org, rules.ORG_VIEW)
         from_seq = (audit.org_log_from(ctx, org, include_previous=include_previous)
                     if org is not None else None)
@@ -146,7 +146,7 @@ def verify(
         try:
             text = Path(anchor_file).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
-            raise UsageError(f"Cannot read the anchor file {anchor_file} ({exc.strerror}); give the "
+            raise UsageError(f"Cannot read the anchor file {anchor_file} ({exc.strerror})", "give the "
                              "file `byokctl audit anchor --json` wrote") from None
         anchored = audit.parse_anchor(text, anchor_file)
     with session() as ctx:
@@ -160,7 +160,7 @@ def verify(
     if problems:
         first = problems[0]
         raise Integrity(
-            f"Audit entry {first.value}: {first.problem}; the log was changed outside byokctl, "
+            f"Audit entry {first.value}: {first.problem}", "the log was changed outside byokctl, "
             "so restore the vault from a backup and find out who had access to the file"
         )
 

@@ -45,11 +45,11 @@ def read_stdin(what: str) -> str:
         try:
             text = raw.read().decode("utf-8")
         except UnicodeDecodeError:
-            raise UsageError(f"{what} on stdin is not UTF-8 text; send it as UTF-8") from None
+            raise UsageError(f"{what} on stdin is not UTF-8 text", "send it as UTF-8") from None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise UsageError(f"{what} on stdin is not UTF-8 text; send it as UTF-8") from None
+        raise UsageError(f"{what} on stdin is not UTF-8 text", "send it as UTF-8") from None
     return text
 
 
@@ -60,7 +60,7 @@ def confirm(question: str, yes: bool) -> bool:
     if not sys.stdin.isatty():
         from byokctl.errors import Conflict
 
-        raise Conflict("Confirmation needed but stdin is not a terminal; pass --yes to confirm")
+        raise Conflict("Confirmation needed but stdin is not a terminal", "pass --yes to confirm")
     from byokctl.cli.render import neutral
 
     return typer.confirm(neutral(question), default=False, err=True)

@@ -136,7 +136,7 @@ def demo(
                                               OPENAI_VAR: demo_keys["openai"]}):
             db = str(where / "vault.db")
             if (where / "vault.db").exists():
-                raise Conflict(f"{db} already exists; give --keep an empty directory")
+                raise Conflict(f"{db} already exists", "give --keep an empty directory")
             if not json_:
                 render.line(f"# A loopback emulator of both provider APIs is listening on "
                             f"127.0.0.1:{emulator.port}: nothing here leaves this machine.",
@@ -160,7 +160,7 @@ def _step(step: Step, db: str, json_: bool) -> dict:
         render.line(f"$ byokctl {shlex.join(step.args)}", style="bold")
     code, out = _run(args, capture=json_)
     if code != step.expect:
-        raise ByokError(f"The demo stopped at `byokctl {shlex.join(step.args)}` (exit {code}); "
+        raise ByokError(f"The demo stopped at `byokctl {shlex.join(step.args)}` (exit {code})",
                         "please report it")
     return {"command": "byokctl " + shlex.join(step.args), "exit_code": code,
             "output": json.loads(out) if out.strip() else None}

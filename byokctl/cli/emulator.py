@@ -68,7 +68,7 @@ def serve(
         emulator.bind()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise UsageError(f"Port {port} on 127.0.0.1 is already in use; pick another with --port, "
+            raise UsageError(f"Port {port} on 127.0.0.1 is already in use", "pick another with --port, "
                              "or --port 0 for any free one") from None
         raise
 

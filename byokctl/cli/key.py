@@ -52,17 +52,17 @@ def read_secret(provider: str, from_stdin: bool, from_env: str | None) -> str:
                              "key (e.g. ANTHROPIC_API_KEY), not the key itself")
         secret = os.environ.get(from_env, "").strip()
         if not secret:
-            raise UsageError(f"${from_env} is not set or is empty; export the key in it, or pipe "
+            raise UsageError(f"${from_env} is not set or is empty", "export the key in it, or pipe "
                              "the key in with --from-stdin")
         return secret
     if from_stdin:
         secret = read_stdin(f"The {name} API key").strip()
         if not secret:
-            raise UsageError("Nothing on stdin; pipe the key in, e.g. `pass show api/anthropic | "
+            raise UsageError("Nothing on stdin", "pipe the key in, e.g. `pass show api/anthropic | "
                              "byokctl key add acme --provider anthropic --from-stdin`")
         return secret
     if not sys.stdin.isatty():
-        raise UsageError("stdin is not a terminal, so there is no prompt for the key; pass "
+        raise UsageError("stdin is not a terminal, so there is no prompt for the key", "pass "
                          "--from-stdin (and pipe the key in) or --from-env VAR")
     return typer.prompt(f"{name} API key (input hidden)", hide_input=True, err=True).strip()
 
@@ -266,7 +266,7 @@ def remove(key_id: KeyId, yes: Yes = False, as_: As = None, json_: Json = False)
         key = keys.require_key(ctx, key_id, "remove")
         if not confirm(f"Remove {key.provider} key {key.id} of {key.owner} ({key.hint})? "
                        "The secret is purged and cannot be recovered.", yes):
-            raise Conflict(f"Removal of key {key_id} not confirmed; nothing was changed")
+            raise Conflict(f"Removal of key {key_id} not confirmed", "nothing was changed")
         gone = keys.remove(ctx, key_id)
     if gone.org_uses_it:
         render.warn(f"org {key.org} uses {key.provider}; its requests fail with the no-key error "

@@ -98,7 +98,7 @@ def delete(org: Org, yes: Yes = False, as_: As = None, json_: Json = False) -> N
     with session(as_) as ctx:
         orgs.get(ctx, org)
         if not confirm(f"Delete org {org}, its members, keys and usage?", yes):
-            raise orgs.Conflict(f"Deletion of org {org} not confirmed; nothing was changed")
+            raise orgs.Conflict(f"Deletion of org {org} not confirmed", "nothing was changed")
         deleted = orgs.delete(ctx, org)
     render.emit(json_, {"deleted": deleted.slug}, f"Deleted org {deleted.slug}.")
 

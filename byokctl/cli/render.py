@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from byokctl.errors import ByokError
+
 QUIET = False  # set by `--quiet`: status lines are dropped, data and errors are not
 SCRUB: tuple[str, ...] = ()  # keys the command line legitimately holds: never in an error
 
@@ -311,16 +313,31 @@ def banner(text: str) -> None:
     _say(text, "bold yellow")
 
 
-def error(message: str, code_label: str, as_json: bool) -> None:
+def error(what: str, code_label: str, as_json: bool, fix: str | None = None,
+          details: dict[str, object] | None = None) -> None:
+    """An error on stderr: "error: what; fix", or with --json one object with the parts apart."""
     if SCRUB:
         from byokctl.providers.redact import redact
 
-        message = redact(message, *SCRUB)
+        what, fix = redact(what, *SCRUB), fix and redact(fix, *SCRUB)
+        details = details and {k: redact(v, *SCRUB) if isinstance(v, str) else v
+                               for k, v in details.items()}
+    message = f"{what}; {fix}" if fix else what
     if as_json:
-        sys.stderr.write(json.dumps({"error": {"code": code_label, "message": message}}) + "\n")
+        body: dict[str, object] = {"code": code_label, "message": message}
+        if fix:
+            body["fix"] = fix
+        if details:
+            body["details"] = details
+        sys.stderr.write(json.dumps({"error": body}) + "\n")
         sys.stderr.flush()
     else:
         _say(f"error: {message}", "red", err=True)
+
+
+def failure(exc: ByokError, as_json: bool) -> None:
+    """A `ByokError` as `error` shows it."""
+    error(exc.what, exc.code.label, as_json, exc.fix, exc.details)
 
 
 def when(ts: str | None) -> str:

@@ -94,7 +94,7 @@ def _undelivered(ctx: Context, result: vaultops.RotateResult, exc: BaseException
         cancelled = vaultops.cancel_rotation(ctx, result)
     what = "the rotation was called off" if cancelled else "the rotation waits, unused"
     raise Conflict(f"The new master key could not be printed ({why}), so {what} and the old "
-                   "master key still opens the vault; run `byokctl vault rotate-master` again "
+                   "master key still opens the vault", "run `byokctl vault rotate-master` again "
                    "with stdout going to a terminal or a file you can read")
 
 
@@ -141,7 +141,7 @@ def check(json_: Json = False) -> None:
     if not report.ok:
         names = ", ".join(_row_name(p) for p in report.problems)
         raise Integrity(
-            f"vault check found {len(report.problems)} problem(s) in {names}; replace a broken key "
+            f"vault check found {len(report.problems)} problem(s) in {names}", "replace a broken key "
             "with `byokctl key rotate KEY_ID` (or remove it, and add it again if its metadata was "
             "changed), and restore a tampered vault from a backup"
         )

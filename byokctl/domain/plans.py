@@ -42,7 +42,7 @@ def gate(plan: str, grace_until: str | None, now: datetime) -> Gate:
 
 def unknown_plan(org: str, plan: str) -> PlanGate:
     """The one error for a plan in the store that byokctl does not know."""
-    return PlanGate(f"Org {org} has unknown plan '{plan}'; set a known plan with "
+    return PlanGate(f"Org {org} has unknown plan '{plan}'", "set a known plan with "
                     f"`byokctl plan set {org} PLAN`")
 
 
@@ -52,6 +52,6 @@ def refusal(org: str, g: Gate) -> PlanGate | None:
         return unknown_plan(org, g.plan)
     if g.allowed:
         return None
-    return PlanGate(f"BYOK is not included in org {org}'s plan ({g.plan}); upgrade it with "
+    return PlanGate(f"BYOK is not included in org {org}'s plan ({g.plan})", "upgrade it with "
                     f"`byokctl plan set {org} growth` or grant grace with `byokctl plan grant-grace "
                     f"{org}`")

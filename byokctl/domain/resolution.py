@@ -115,17 +115,17 @@ def _platform(f: Facts, cat: ModelCatalog, gate: Gate, reasons: list[str], warni
     error: ByokError | None = None
     if not cat.is_known(provider, model):
         error = NotFound(
-            f"The platform default model '{provider}/{model}' is not in the catalog; set one "
+            f"The platform default model '{provider}/{model}' is not in the catalog", "set one "
             "with `byokctl platform set-default`"
         )
     elif f.platform_key is None:
         error = NoKey(
-            f"No platform key for {provider}; add one with `byokctl key add --platform "
+            f"No platform key for {provider}", "add one with `byokctl key add --platform "
             f"--provider {provider}`"
         )
     elif f.credits <= 0:
         error = Insufficient(
-            f"Org {f.org} has no credits left; add some with `byokctl credits add {f.org} N`"
+            f"Org {f.org} has no credits left", f"add some with `byokctl credits add {f.org} N`"
         )
     reasons.append(f"platform mode: {provider}/{model} on the platform key, billed in credits "
                    f"(balance {f.credits})")
@@ -147,7 +147,7 @@ def resolve(f: Facts, cat: ModelCatalog) -> Decision:
     provider_known = f.provider == PLATFORM or f.provider in cat.info
     if not provider_known or f.fallback not in FALLBACKS:
         bad = f.fallback if provider_known else f.provider
-        err = NotFound(f"Org {f.org} has an unknown provider setting '{bad}'; fix it with "
+        err = NotFound(f"Org {f.org} has an unknown provider setting '{bad}'", "fix it with "
                        f"`byokctl org set-provider {f.org}`")
         return Decision(f.org, None, None, None, None, None, None, gate,
                         (f"provider setting '{bad}' is unknown: refusing",), (), err)
@@ -159,7 +159,7 @@ def resolve(f: Facts, cat: ModelCatalog) -> Decision:
     reasons.append(f"org provider setting is {f.provider} (BYOK), model {f.model}")
     if not cat.is_known(f.provider, f.model):
         err = NotFound(f"Org {f.org} uses model '{f.model}', which is not in the {f.provider} "
-                       f"catalog; pick one with `byokctl org set-provider {f.org} {f.provider} "
+                       "catalog", f"pick one with `byokctl org set-provider {f.org} {f.provider} "
                        "--model M`")
         return Decision(f.org, None, f.provider, f.model, f.base_url, None, None, gate,
                         (*reasons, "model unknown: refusing"), (), err)
@@ -212,11 +212,11 @@ def resolve(f: Facts, cat: ModelCatalog) -> Decision:
             s0 = skipped[0]
             err = NoKey(f"{f.member}'s personal {f.provider} key {s0.key_id} is not approved for "
                         f"org {f.org}'s base_url {s0.base_url} and the org has no {f.provider} "
-                        f"key; {s0.fix}, or add an org key with `byokctl key add {f.org} "
+                        "key", f"{s0.fix}, or add an org key with `byokctl key add {f.org} "
                         f"--provider {f.provider}`")
         else:
-            err = NoKey(f"No API key for {f.provider} in org {f.org}; add one with "
-                        f"`byokctl key add {f.org} --provider {f.provider}`")
+            err = NoKey(f"No API key for {f.provider} in org {f.org}", "add one with "
+                        f"`byokctl key add {f.org} --provider {f.provider}`", org=f.org, provider=f.provider)
         return Decision(f.org, None, f.provider, f.model, f.base_url, None, None, gate,
                         (*reasons, f"no {f.provider} key and fallback policy is {f.fallback}"),
                         (), err, skipped)
@@ -230,7 +230,7 @@ def resolve(f: Facts, cat: ModelCatalog) -> Decision:
         if budget.reached(spent, budget_usd):
             error = Insufficient(
                 f"Org {f.org} has reached its monthly BYOK budget (${spent:.2f} of "
-                f"${budget_usd:.2f}); raise it with `byokctl org set-budget {f.org} --monthly-usd N`"
+                f"${budget_usd:.2f})", f"raise it with `byokctl org set-budget {f.org} --monthly-usd N`"
             )
             reasons.append(f"BYOK budget reached: ${spent:.2f} of ${budget_usd:.2f} this month")
         else:

@@ -25,9 +25,9 @@ def permits(role: str, permission: str) -> bool:
     return permission in ROLE_PERMISSIONS.get(role, frozenset())
 
 
-def deny(email: str, role: str, permission: str, org: str, hint: str = "") -> Denied:
+def deny(email: str, role: str, permission: str, org: str, fix: str = "") -> Denied:
     verb = PERMISSION_WORDS.get(permission, permission)
     msg = f"{email} ({role}) may not {verb} org {org}"
     if permission == OPERATOR:
         msg = f"{email} ({role}) may not do this: it is the platform operator's alone"
-    return Denied(msg + (hint or "; ask an org admin or the platform operator"))
+    return Denied(msg, fix or "ask an org admin or the platform operator")

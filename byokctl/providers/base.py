@@ -325,57 +325,57 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
     if failure.kind == "timeout" and failure.error_type == "deadline":
         error: ByokError = ProviderDown(
             f"{label} did not answer within {timeout:g} s (--timeout, the deadline of the whole "
-            f"call: every attempt and the whole stream) at {where}{tries}; try again later, or "
+            f"call: every attempt and the whole stream) at {where}{tries}", "try again later, or "
             "raise --timeout")
     elif failure.kind == "timeout":
         error = ProviderDown(
-            f"{label} did not answer within {timeout:g} s at {where}{tries}; try again later, "
+            f"{label} did not answer within {timeout:g} s at {where}{tries}", "try again later, "
             "or raise --timeout")
     elif failure.kind == "too-large":
         error = ProviderDown(
             f"{label} sent {failure.detail} at {where} (byokctl reads at most "
-            f"{MAX_RESPONSE_BYTES // 1024 // 1024} MiB of response and 1 MiB of text per call); "
+            f"{MAX_RESPONSE_BYTES // 1024 // 1024} MiB of response and 1 MiB of text per call)",
             "lower --max-tokens, or check that the base_url points at the real API")
     elif failure.kind == "connection":
         error = ProviderDown(
-            f"The connection to {label} at {where} failed{tries}{f' ({detail})' if detail else ''}; "
+            f"The connection to {label} at {where} failed{tries}{f' ({detail})' if detail else ''}",
             "check the network and the org's base_url, or try again later")
     elif failure.kind == "malformed" and failure.error_type == "usage":
         error = ProviderDown(
             f"{label} sent a malformed response at {where}: its {detail}; the call is recorded "
-            "and nothing was charged; check that the base_url points at the real API")
+            "and nothing was charged", "check that the base_url points at the real API")
     elif failure.kind == "malformed":
         error = ProviderDown(
-            f"{label} sent a response that is not valid JSON for its API (at {where}); check that the "
+            f"{label} sent a response that is not valid JSON for its API (at {where})", "check that the "
             "base_url points at the real API, or try again later")
     elif failure.kind == "truncated":
         error = ProviderDown(
-            f"{label} ended the response before it was complete (at {where}); try again later")
+            f"{label} ended the response before it was complete (at {where})", "try again later")
     elif status in (401, 403):
         refused = "rejected the API key" if status == 401 else "refused this API key access"
         error = KeyRejected(
-            f"{label} {refused}{said}; check the key at the provider and replace it with {key}")
+            f"{label} {refused}{said}", f"check the key at the provider and replace it with {key}")
     elif status == 429 or status == 402:
         pause = (f", retry after {failure.retry_after:g} s" if failure.retry_after else "")
         if status == 402 or failure.error_type in ("insufficient_quota", "billing_error"):
             error = RateLimited(f"{label} says the account behind this key is out of quota or credit"
-                                f"{said}; add credit or raise its limits at the provider")
+                                f"{said}", "add credit or raise its limits at the provider")
         else:
-            error = RateLimited(f"{label} rate-limited this key{said}{tries}{pause}; wait and try again, "
+            error = RateLimited(f"{label} rate-limited this key{said}{tries}{pause}", "wait and try again, "
                                 "or raise the account's rate limits at the provider")
     elif status == 404:
-        error = NotFound(f"{label} answered not found{said}; check the model (`byokctl models list`) "
+        error = NotFound(f"{label} answered not found{said}", "check the model (`byokctl models list`) "
                          "and the org's base_url")
     elif status in (400, 413, 422):
-        error = UsageError(f"{label} refused the request as invalid{said}; check the model, "
+        error = UsageError(f"{label} refused the request as invalid{said}", "check the model, "
                            "--max-tokens and the prompt")
     elif status is not None and status >= 500:
-        error = ProviderDown(f"{label} is unavailable{said}{tries}; try again later, or raise --retries")
+        error = ProviderDown(f"{label} is unavailable{said}{tries}", "try again later, or raise --retries")
     else:
-        error = ProviderDown(f"{label} answered unexpectedly{said} at {where}; check the org's base_url")
+        error = ProviderDown(f"{label} answered unexpectedly{said} at {where}", "check the org's base_url")
     if failure.kind == "malformed" and failure.error_type == "usage":
         error.outcome = "malformed"  # made-up token counts: the usage record says so
     # The message as a whole is scrubbed once more: nothing of the secret may leave this function.
-    error.message = redact(error.message, secret)
+    error.what, error.fix = redact(error.what, secret), error.fix and redact(error.fix, secret)
     error.args = (error.message,)
     return error

@@ -49,7 +49,7 @@ class Catalog(NamedTuple):
                 return m
         known = ", ".join(a for m in self.for_provider(provider) for a in (m.aliases[0],))
         raise NotFound(
-            f"Unknown {provider} model '{name}'; choose one of {known} (see `byokctl models list`)"
+            f"Unknown {provider} model '{name}'", f"choose one of {known} (see `byokctl models list`)"
         )
 
     def pinned(self, provider: str, name: str | None) -> Model:

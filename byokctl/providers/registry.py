@@ -61,7 +61,7 @@ def facts(provider: str) -> Provider:
     try:
         return FACTS[provider]
     except KeyError:
-        raise NotFound(f"Unknown provider '{provider}'; choose one of {', '.join(PROVIDERS)}") from None
+        raise NotFound(f"Unknown provider '{provider}'", f"choose one of {', '.join(PROVIDERS)}") from None
 
 
 def label(provider: str) -> str:

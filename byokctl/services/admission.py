@@ -56,7 +56,7 @@ def reserve(ctx: Context, *, org: str, mode: str, estimate_usd: float, credit_va
         conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (clock.iso(now),))
         row = conn.execute("SELECT credits, created_at FROM orgs WHERE slug = ?", (org,)).fetchone()
         if row is None:
-            raise NotFound(f"No org '{org}'; see `byokctl org list`")
+            raise NotFound(f"No org '{org}'", "see `byokctl org list`")
         balance, created_at = row[0], row[1]
         held, held_usd, calls, until = conn.execute(
             "SELECT coalesce(sum(credits), 0), coalesce(sum(cost_usd), 0), count(*), "
@@ -67,7 +67,7 @@ def reserve(ctx: Context, *, org: str, mode: str, estimate_usd: float, credit_va
             if not admits(balance, held, calls, want):
                 raise Insufficient(
                     f"Org {org} has {balance} credits and calls in flight have reserved {held} "
-                    f"of them ({calls} call{'s' if calls != 1 else ''}; this call needs {want}); "
+                    f"of them ({calls} call{'s' if calls != 1 else ''}; this call needs {want})",
                     f"add some with `byokctl credits add {org} N`, or wait for them to finish "
                     f"(a reservation of a process that was killed lapses by {until})")
             cost = estimate_usd
@@ -79,7 +79,7 @@ def reserve(ctx: Context, *, org: str, mode: str, estimate_usd: float, credit_va
             if budget.reached(spent + held_usd, budget_usd):
                 raise Insufficient(
                     f"Org {org} has used ${spent:.2f} of its monthly BYOK budget of "
-                    f"${budget_usd:.2f} and calls in flight have reserved ${held_usd:.2f} more; "
+                    f"${budget_usd:.2f} and calls in flight have reserved ${held_usd:.2f} more",
                     f"raise it with `byokctl org set-budget {org} --monthly-usd N`, or wait for "
                     f"them to finish (a reservation of a process that was killed lapses by {until})")
             want, cost = 0, estimate_usd

@@ -261,15 +261,16 @@ class _Trial:
         for (slot, secret), url in self.pending.items():
             seen = keytest.probe(slot[3], secret, base_url=url)
             if seen.error is not None:
-                raise type(seen.error)(f"{self.paths.get(slot, 'a key')}: {seen.error.message}; "
-                                       "nothing was applied")
+                err = seen.error
+                raise err.reworded(f"{self.paths.get(slot, 'a key')}: {err.what}",
+                                   f"{err.fix}; nothing was applied" if err.fix else "nothing was applied")
             self.results[(slot, secret)] = seen.result
 
     def replay(self, owner: keys.Key | keys.Slot, secret: str) -> str:
         try:
             return self.results[(_slot_id(owner), secret)]
         except KeyError:
-            raise Conflict("The vault changed while apply tested the keys; run apply again") from None
+            raise Conflict("The vault changed while apply tested the keys", "run apply again") from None
 
 
 def _slot_of(k: KeySpec, org: str | None) -> tuple:

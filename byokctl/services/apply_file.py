@@ -131,7 +131,9 @@ MAX_DEPTH = 16  # the schema needs 5 levels (orgs.acme.keys[0].from_env); more i
 
 
 class _DuplicateKey(Exception):
-    pass
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
@@ -155,16 +157,16 @@ def load(text: str, source: str) -> dict:
         doc = json.loads(text, object_pairs_hook=_unique_pairs) if is_json else tomllib.loads(text)
     except json.JSONDecodeError as exc:  # messages give a position, never the content
         raise UsageError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
-                         f"{exc.colno}); {fix}") from None
+                         f"{exc.colno})", fix) from None
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{source} is not valid TOML ({exc}); {fix}") from None
+        raise UsageError(f"{source} is not valid TOML ({exc})", fix) from None
     except _DuplicateKey as exc:
-        name = str(exc.args[0])
+        name = str(exc.name)
         shown = f"'{name}'" if _plain_name(name) else "a field"
-        raise UsageError(f"{source} names {shown} twice in one object; keep one and run apply "
+        raise UsageError(f"{source} names {shown} twice in one object", "keep one and run apply "
                          "again") from None
     except RecursionError:
-        raise UsageError(f"{source} is nested too deeply (more than {MAX_DEPTH} levels); {fix}") from None
+        raise UsageError(f"{source} is nested too deeply (more than {MAX_DEPTH} levels)", fix) from None
     if not isinstance(doc, dict):
         raise UsageError(f"{source} must hold a table (a JSON object) with `orgs` and/or `platform`")
     _check_shape(doc, source)
@@ -185,20 +187,20 @@ def _check_shape(doc: dict, source: str) -> None:
         value, path, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise UsageError(f"{source} is nested too deeply (more than {MAX_DEPTH} levels, at "
-                             f"{path.split('.')[0] or 'the top level'}); fix it and run apply again")
+                             f"{path.split('.')[0] or 'the top level'})", "fix it and run apply again")
         if isinstance(value, dict):
             for k, v in value.items():
                 where = f"{path}.{k}" if path else str(k)
                 if isinstance(k, str) and not _is_text(k):
                     raise UsageError(f"A name under {path or 'the top level'} in {source} is not valid "
-                                     "Unicode text (a lone surrogate, e.g. \\ud800); fix it and run "
+                                     "Unicode text (a lone surrogate, e.g. \\ud800)", "fix it and run "
                                      "apply again")
                 stack.append((v, where if _plain_name(str(k)) else f"{path}.?", depth + 1))
         elif isinstance(value, list):
             stack += [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
         elif isinstance(value, str) and not _is_text(value):
             raise UsageError(f"{path} in {source} is not valid Unicode text (a lone surrogate, e.g. "
-                             "\\ud800); fix it and run apply again")
+                             "\\ud800)", "fix it and run apply again")
 
 
 def _is_text(value: str) -> bool:
@@ -214,7 +216,7 @@ def _refuse_secrets(value: Any, path: str) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             if isinstance(k, str) and rules.looks_like_secret(k.strip()):
-                raise UsageError(f"A name under {path or 'the top level'} looks like an API key; "
+                raise UsageError(f"A name under {path or 'the top level'} looks like an API key",
                                  "give keys only as from_env = \"VAR\" (and rotate that key, since "
                                  "the file exposed it)")
             _refuse_secrets(v, f"{path}.{k}" if path else str(k))
@@ -222,7 +224,7 @@ def _refuse_secrets(value: Any, path: str) -> None:
         for i, v in enumerate(value):
             _refuse_secrets(v, f"{path}[{i}]")
     elif isinstance(value, str) and rules.looks_like_secret(value.strip()):
-        raise UsageError(f"{path} holds what looks like an API key; give keys only by environment "
+        raise UsageError(f"{path} holds what looks like an API key", "give keys only by environment "
                          "variable name (from_env = \"VAR\"), and rotate that key, since the file "
                          "exposed it")
 
@@ -232,7 +234,7 @@ def _table(value: Any, path: str, allowed: tuple[str, ...]) -> dict:
         raise UsageError(f"{path} must be a table (a JSON object)")
     for name in value:
         if name not in allowed:
-            raise UsageError(f"Unknown field {path}.{name}; known fields there: "
+            raise UsageError(f"Unknown field {path}.{name}", "known fields there: "
                              f"{', '.join(allowed)}")
     return value
 
@@ -289,7 +291,7 @@ def _keys(value: Any, path: str, *, org: bool, member_list: dict[str, str] | Non
             for name in item:
                 if name.lower() in INLINE_SECRET_FIELDS:
                     raise UsageError(
-                        f"{where}.{name}: inline secrets are refused; put the key in an "
+                        f"{where}.{name}: inline secrets are refused", "put the key in an "
                         "environment variable and name it with from_env = \"VAR\"")
         t = _table(item, where, allowed)
         for required in ("provider", "from_env"):
@@ -304,13 +306,13 @@ def _keys(value: Any, path: str, *, org: bool, member_list: dict[str, str] | Non
         member = rules.email(_str(t["member"], f"{where}.member")) if "member" in t else None
         if member is not None and member_list is not None and member not in member_list:
             raise UsageError(f"{where} is {member}'s key but {path.rsplit('.', 1)[0]}.members "
-                             "does not list them; add them there")
+                             "does not list them", "add them there")
         admin = t.get("allow_admin_key", False)
         if not isinstance(admin, bool):
             raise UsageError(f"{where}.allow_admin_key must be true or false")
         if (member, provider) in slots:
-            raise UsageError(f"{where} repeats the {provider} key"
-                             + (f" of {member}" if member else "") + "; give each key once")
+            raise UsageError(f"{where} repeats the {provider} key" + (f" of {member}" if member else ""),
+                             "give each key once")
         slots.add((member, provider))
         found.append(KeySpec(where, provider, env, member, admin,
                              _approved(t, where, member)))
@@ -322,7 +324,7 @@ def _approved(t: dict, where: str, member: str | None) -> tuple[str, ...] | None
         return None
     value = t["approved_base_urls"]
     if member is None:
-        raise UsageError(f"{where}.approved_base_urls is for members' personal keys; an org key "
+        raise UsageError(f"{where}.approved_base_urls is for members' personal keys", "an org key "
                          "goes wherever the org's base_url points")
     if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
         raise UsageError(f"{where}.approved_base_urls must be a list of URLs")
@@ -345,7 +347,7 @@ def _members(value: Any, path: str) -> dict[str, str]:
     for email, role in value.items():
         normal = rules.email(email)
         if normal in found:
-            raise UsageError(f"{path} lists {normal} twice; give each member once")
+            raise UsageError(f"{path} lists {normal} twice", "give each member once")
         found[normal] = rules.choice(_str(role, f"{path}.\"{email}\""), rules.ROLES, "role")
     return found
 
@@ -401,7 +403,7 @@ def read_secrets(spec: Spec, env: Mapping[str, str]) -> dict[str, str]:
     missing = [k for k in wanted if not env.get(k.from_env, "").strip()]
     if missing:
         names = ", ".join(f"${k.from_env} ({k.path})" for k in missing)
-        raise UsageError(f"Not set or empty: {names}; export each to its key's secret (apply "
+        raise UsageError(f"Not set or empty: {names}", "export each to its key's secret (apply "
                          "reads keys only from the environment), then run apply again")
     secrets = {}
     for k in wanted:
@@ -409,6 +411,6 @@ def read_secrets(spec: Spec, env: Mapping[str, str]) -> dict[str, str]:
         try:
             keys.check_format(k.provider, secret, allow_admin_key=k.allow_admin_key)
         except ByokError as exc:
-            raise type(exc)(f"${k.from_env} ({k.path}): {exc.message}") from None
+            raise exc.reworded(f"${k.from_env} ({k.path}): {exc.what}") from None
         secrets[k.path] = secret
     return secrets

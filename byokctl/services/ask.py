@@ -55,7 +55,7 @@ def credit_usd(ctx: Context) -> float:
 def ask(ctx: Context, org: str, req: Request, *, on_text: Callable[[str], None] | None = None,
         on_warning: Callable[[str], None] = lambda _: None) -> Answer:
     if not req.prompt.strip():
-        raise rules.UsageError("The prompt is empty; pass it as an argument or on stdin with -")
+        raise rules.UsageError("The prompt is empty", "pass it as an argument or on stdin with -")
     if req.max_tokens < 1:
         raise rules.UsageError(f"--max-tokens must be at least 1, not {req.max_tokens}")
     keys.check_limits(req.timeout, req.retries)

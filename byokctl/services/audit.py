@@ -326,7 +326,7 @@ def current_anchor(ctx: Context) -> Anchor:
     _checked, problems = verify(ctx)
     if problems:
         first = problems[0]
-        raise Integrity(f"Audit entry {first.value}: {first.problem}, so there is no head to anchor; "
+        raise Integrity(f"Audit entry {first.value}: {first.problem}, so there is no head to anchor",
                         "restore the vault from a backup and run `byokctl audit verify`")
     head = ctx.store.meta("audit_head") or ""
     seq, mac = int(head.split(":", 1)[0]), head.split(":", 1)[1]
@@ -356,7 +356,7 @@ def parse_anchor(text: str, where: str) -> tuple[int, str]:
     except (TypeError, ValueError):
         seq = None
     if not seq or seq < 1 or not isinstance(mac, str) or not mac:
-        raise UsageError(f"{where} holds no audit anchor; save one with `byokctl audit anchor --json "
+        raise UsageError(f"{where} holds no audit anchor", "save one with `byokctl audit anchor --json "
                          f"> {where}`")
     return seq, mac
 
@@ -392,11 +392,11 @@ def check_saved_head(ctx: Context, vault: Vault) -> None:
     from byokctl.errors import Integrity
 
     if found := saved_head_problem(ctx, vault):
-        raise Integrity(found[1])
+        raise Integrity(*found[1:])
 
 
-def saved_head_problem(ctx: Context, vault: Vault) -> tuple[Problem, str] | None:
-    """(problem, error message) if the chain no longer reaches the head kept beside the master
+def saved_head_problem(ctx: Context, vault: Vault) -> tuple[Problem, str, str] | None:
+    """(problem, what, fix) if the chain no longer reaches the head kept beside the master
     key. Read before the table, so a head saved by a concurrent writer is never newer than
     what the query sees. Where there is no copy yet, this vault's head becomes it."""
     from byokctl.errors import ByokError
@@ -427,8 +427,8 @@ def saved_head_problem(ctx: Context, vault: Vault) -> tuple[Problem, str] | None
              f"{mk.keyring_user(vault.vault_id)}.head`)")
     problem = Problem("seq", seq, f"the log no longer reaches entry {seq} recorded in {where}: "
                                   + problems[0].problem)
-    return problem, (
-        f"This vault's audit log no longer reaches entry {seq} recorded in {where} (an older "
-        f"copy of the vault was put back, or its log was cut); restore the newest copy of the "
-        f"vault, or if this copy was restored on purpose, {reset}, then run `byokctl audit verify`"
-    )
+    what = (f"This vault's audit log no longer reaches entry {seq} recorded in {where} (an older "
+            "copy of the vault was put back, or its log was cut)")
+    fix = (f"restore the newest copy of the vault, or if this copy was restored on purpose, {reset}, "
+           "then run `byokctl audit verify`")
+    return problem, what, fix

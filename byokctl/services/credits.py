@@ -116,7 +116,7 @@ def add(ctx: Context, slug: str, amount: str | int, reason: str | None = None) -
     with ctx.write():
         c = change(ctx, slug, add=n)
         if c is None:
-            raise NotFound(f"No org '{slug}'; see `byokctl org list`")
+            raise NotFound(f"No org '{slug}'", "see `byokctl org list`")
         repaid = c.shortfall_before - c.shortfall_after
         before: dict = {"balance": c.before}
         after: dict = {"balance": c.after, "added": n, "reason": reason or None}

@@ -132,7 +132,7 @@ def not_approved(org: str, member: str, key_id: str | None, base_url: str) -> De
            "approve the endpoint with `byokctl key approve-endpoint KEY_ID`")
     what = f"personal key {key_id}" if key_id else "personal key"
     return Denied(f"{member} has not approved sending their {what} to org {org}'s base_url "
-                  f"{shown(base_url)}, so nothing was sent; {fix}")
+                  f"{shown(base_url)}, so nothing was sent", fix)
 
 
 def require_approved(ctx: Context, owner: Key | Slot, base_url: str | None) -> None:
@@ -223,21 +223,21 @@ def _target(ctx: Context, key_id: str, base_url: str | None, verb: str) -> tuple
             raise
     if key.scope != "member":
         raise UsageError(f"Key {key.id} is {'the platform' if key.scope == 'platform' else 'an org'}"
-                         " key, which goes wherever its org's admins (or the operator) point it; "
+                         " key, which goes wherever its org's admins (or the operator) point it",
                          "endpoint approval is for members' personal keys")
     assert key.org is not None and key.member is not None
     actor = actor_in(ctx, key.org)
     if not actor.is_operator and (actor.email != key.member
                                   or not rules.permits(actor.role or "", rules.KEY_OWN)):
         raise Denied(f"{actor.email} ({actor.role}) may not {verb} endpoints for {key.member}'s "
-                     f"personal key {key.id}; only {key.member} or the platform operator may "
+                     f"personal key {key.id}", f"only {key.member} or the platform operator may "
                      "decide where a member's own key is sent")
     if base_url is not None:
         return key, normalise(rules.base_url(base_url, allow_insecure=True))
     row = ctx.store.one("SELECT provider, base_url FROM orgs WHERE slug = ?", (key.org,))
     if row is None or row["provider"] != key.provider or row["base_url"] is None:
         raise UsageError(f"Org {key.org} sends {key.provider} keys to the provider's official "
-                         "endpoint, which needs no approval; give --base-url URL to approve "
+                         "endpoint, which needs no approval", "give --base-url URL to approve "
                          "another one in advance")
     return key, normalise(row["base_url"])
 

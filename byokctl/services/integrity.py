@@ -90,7 +90,7 @@ def tampered(table: str, pk: tuple) -> Integrity:
     else:
         what, fix = "The platform settings", "restore the vault from a backup"
     return Integrity(f"{what} were changed outside byokctl (the MAC does not match), so nothing "
-                     f"was sent or changed; {fix}, and run `byokctl vault check` to list every "
+                     "was sent or changed", f"{fix}, and run `byokctl vault check` to list every "
                      "such row")
 
 

@@ -109,31 +109,31 @@ def check_format(provider: str, secret: str, *, allow_admin_key: bool = False) -
     name, prefix = facts.label, facts.key_prefix
     others = [p for p in registry.FACTS.values() if p.id != provider]
     if not secret:
-        raise UsageError(f"The {name} API key is empty; give the key itself")
+        raise UsageError(f"The {name} API key is empty", "give the key itself")
     if not SECRET_CHARS.fullmatch(secret):
         raise KeyRejected(
-            f"The {name} API key contains spaces or characters API keys never have; paste the "
+            f"The {name} API key contains spaces or characters API keys never have", "paste the "
             "key alone, exactly as the provider shows it")
     for other in others:  # a longer prefix of another provider's: its key, which ours accepts
         if len(other.key_prefix) > len(prefix) and secret.startswith(other.key_prefix):
             raise KeyRejected(f"That is an {other.label} key ({other.key_prefix}…), not an {name} "
-                              f"one; use --provider {other.id}")
+                              "one", f"use --provider {other.id}")
     if not secret.startswith(prefix):
         for other in others:
             if secret.startswith(other.key_prefix):
                 raise KeyRejected(f"That looks like an {other.label} key ({other.key_prefix}…), not "
-                                  f"an {name} one; use --provider {other.id}")
-        raise KeyRejected(f"That is not an {name} API key ({name} keys start with {prefix}); "
+                                  f"an {name} one", f"use --provider {other.id}")
+        raise KeyRejected(f"That is not an {name} API key ({name} keys start with {prefix})",
                           "check that you copied the whole key")
     if not MIN_LENGTH <= len(secret) <= MAX_LENGTH:
         raise KeyRejected(
             f"The {name} API key is {'too short' if len(secret) < MIN_LENGTH else 'too long'} "
-            f"({len(secret)} characters; real keys have {MIN_LENGTH}-{MAX_LENGTH}); check that you "
+            f"({len(secret)} characters; real keys have {MIN_LENGTH}-{MAX_LENGTH})", "check that you "
             "copied the whole key")
     if secret.startswith(facts.admin_key_prefix) and not allow_admin_key:
         raise KeyRejected(
             f"That is an {name} admin key ({facts.admin_key_prefix}…), which can manage the whole "
-            f"{name} organization; a BYOK platform needs only inference, so create a regular API "
+            f"{name} organization", "a BYOK platform needs only inference, so create a regular API "
             "key (or pass --allow-admin-key if you really mean to store this one)")
 
 
@@ -148,7 +148,7 @@ def _row(ctx: Context, key_id: str) -> sqlite3.Row:
 
 def _no_key(key_id: str) -> NotFound:
     shown = "that key id" if rules.looks_like_secret(key_id) else f"'{key_id}'"
-    return NotFound(f"No key {shown}; see `byokctl key list` for the ids")
+    return NotFound(f"No key {shown}", "see `byokctl key list` for the ids")
 
 
 def get(ctx: Context, key_id: str) -> Key:
@@ -225,7 +225,7 @@ def _may_own(ctx: Context, org: str, member: str, verb: str) -> Actor:
     if actor.email == member and rules.permits(actor.role or "", rules.KEY_OWN):
         return actor
     raise Denied(f"{actor.email} ({actor.role}) may not {verb} {member}'s personal key in org "
-                 f"{org}; members manage only their own keys, admins manage all of them")
+                 f"{org}", "members manage only their own keys, admins manage all of them")
 
 
 def require_key(ctx: Context, key_id: str, verb: str = "change") -> Key:
@@ -245,7 +245,7 @@ def require_key(ctx: Context, key_id: str, verb: str = "change") -> Key:
         _may_own(ctx, key.org, key.member, verb)
     else:
         require(ctx, key.org, rules.ORG_MANAGE,
-                "; org keys are managed by org admins, members may add a personal key with "
+                "org keys are managed by org admins, members may add a personal key with "
                 f"`byokctl key add {key.org} --provider {key.provider} --member EMAIL`")
     return key
 
@@ -274,25 +274,25 @@ def prepare_add(ctx: Context, *, provider: str, org: str | None = None,
     rules.choice(provider, rules.BYOK_PROVIDERS, "provider")
     if platform:
         if org is not None or member is not None:
-            raise UsageError("A platform key belongs to no org or member; drop ORG and --member, "
+            raise UsageError("A platform key belongs to no org or member", "drop ORG and --member, "
                              "or drop --platform")
         require_operator(ctx, "add platform keys")
         slot = Slot("platform", None, None, provider)
     else:
         if org is None:
             raise UsageError("Give the ORG the key is for (or --platform for the platform's own "
-                             "key); e.g. `byokctl key add acme --provider anthropic`")
+                             "key)", "e.g. `byokctl key add acme --provider anthropic`")
         if member is not None:
             member = rules.email(member)
             _may_own(ctx, org, member, "add")
             if ctx.store.scalar("SELECT 1 FROM members WHERE org = ? AND email = ?",
                                 (org, member)) is None:
-                raise NotFound(f"{member} is not a member of org {org}; add them first with "
+                raise NotFound(f"{member} is not a member of org {org}", "add them first with "
                                f"`byokctl member add {org} {member} --role interviewer`")
             slot = Slot("member", org, member, provider)
         else:
             require(ctx, org, rules.ORG_MANAGE,
-                    "; org keys are managed by org admins, add a personal key with "
+                    "org keys are managed by org admins, add a personal key with "
                     f"`byokctl key add {org} --provider {provider} --member EMAIL`")
             slot = Slot("org", org, None, provider)
     _ensure_free(ctx, slot)
@@ -304,7 +304,7 @@ def _ensure_free(ctx: Context, slot: Slot) -> None:
     existing = find(ctx, provider=slot.provider, org=slot.org, member=slot.member,
                     platform=slot.scope == "platform")
     if existing is not None:
-        raise Conflict(f"{slot.describe()} ({existing.id}, {existing.hint}); replace its secret "
+        raise Conflict(f"{slot.describe()} ({existing.id}, {existing.hint})", "replace its secret "
                        f"with `byokctl key rotate {existing.id}`")
 
 
@@ -397,7 +397,7 @@ def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = Fa
         def replace(current: sqlite3.Row) -> dict:
             if current["version"] != key.version:
                 raise Conflict(f"Key {key_id} was rotated meanwhile (now version "
-                               f"{current['version']}); run the command again")
+                               f"{current['version']})", "run the command again")
             dk_id, nonce, ct = vault.seal(secret, key_id=key.id, scope=key.scope, org=key.org,
                                           member=key.member, provider=key.provider,
                                           version=version)
@@ -485,7 +485,7 @@ def mark_tested(ctx: Context, key_id: str, *, result: str, status: str | None,
         before = get(ctx, key_id)
         if version is not None and before.version != version:
             raise Conflict(f"Key {key_id} was rotated while it was being tested (now version "
-                           f"{before.version}); test it again with `byokctl key test {key_id}`")
+                           f"{before.version})", f"test it again with `byokctl key test {key_id}`")
         after_status = before.status if status is None else status
         integrity.update_key(ctx, key_id, {"status": after_status, "test_result": result,
                                            "last_tested_at": now})
@@ -520,12 +520,11 @@ def _tried(tester: KeyTester, owner: Key | Slot, secret: str, outcome: str, skip
     try:
         return tester(owner, secret)
     except ByokError as exc:
-        what, _, fix = exc.message.rpartition("; ")  # provider messages: "<what>; <fix>"
-        what = what or exc.message
+        what, fix = exc.what, exc.fix
         if isinstance(exc, KeyRejected):
             fix = "check that it is the right key, and still active, at the provider"
         elif isinstance(exc, RateLimited):
             fix = f"wait and try again, or {skip}"
         elif isinstance(exc, ProviderDown):
             fix = f"try again later, or {skip}"
-        raise type(exc)(f"{what}; {outcome}: {fix}" if fix else f"{what}; {outcome}") from None
+        raise exc.reworded(what, f"{outcome}: {fix}" if fix else outcome) from None

@@ -63,7 +63,7 @@ def _get(ctx: Context, org: str, email: str) -> Member:
         "(SELECT count(*) FROM keys k WHERE k.org = m.org AND k.member = m.email) AS keys "
         "FROM members m WHERE m.org = ? AND m.email = ?", (org, email))
     if row is None:
-        raise NotFound(f"{email} is not a member of org {org}; see `byokctl member list {org}`")
+        raise NotFound(f"{email} is not a member of org {org}", f"see `byokctl member list {org}`")
     return Member(row["org"], row["email"], row["role"], row["created_at"], row["keys"])
 
 
@@ -77,7 +77,7 @@ def _guard_last_admin(ctx: Context, actor: Actor, org: str, target: Member, doin
         return False
     if not actor.is_operator:
         raise Conflict(
-            f"{doing} {target.email} would leave org {org} without an admin; make another member "
+            f"{doing} {target.email} would leave org {org} without an admin", "make another member "
             f"admin first with `byokctl member set-role {org} EMAIL admin`"
         )
     return True
@@ -92,7 +92,7 @@ def add(ctx: Context, org: str, email: str, role: str) -> Member:
     with ctx.write() as conn:
         if conn.execute("SELECT 1 FROM members WHERE org = ? AND email = ?",
                         (org, email)).fetchone():
-            raise Conflict(f"{email} is already a member of org {org}; change their role with "
+            raise Conflict(f"{email} is already a member of org {org}", "change their role with "
                            f"`byokctl member set-role {org} {email} ROLE`")
         conn.execute("INSERT INTO members (org, email, role, created_at) VALUES (?, ?, ?, ?)",
                      (org, email, role, clock.stamp()))

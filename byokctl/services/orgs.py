@@ -73,13 +73,13 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
     if ctx.store.scalar("SELECT 1 FROM orgs WHERE slug = ?", (slug,)):
         if if_not_exists:
             return get(ctx, slug), False
-        raise Conflict(f"Org '{slug}' already exists; use --if-not-exists to accept that")
+        raise Conflict(f"Org '{slug}' already exists", "use --if-not-exists to accept that")
     now = clock.stamp()
     with ctx.write() as conn:
         if conn.execute("SELECT 1 FROM orgs WHERE slug = ?", (slug,)).fetchone():
             if if_not_exists:
                 return get(ctx, slug), False
-            raise Conflict(f"Org '{slug}' already exists; use --if-not-exists to accept that")
+            raise Conflict(f"Org '{slug}' already exists", "use --if-not-exists to accept that")
         conn.execute(
             "INSERT INTO orgs (slug, name, plan, credits, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -186,7 +186,7 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
     if provider == "platform":
         if model is not None or base_url is not None:
             raise rules.UsageError(
-                "--model and --base-url do not apply to platform mode; the platform default "
+                "--model and --base-url do not apply to platform mode", "the platform default "
                 "is set with `byokctl platform set-default`"
             )
     else:
@@ -210,11 +210,11 @@ def set_provider(ctx: Context, change: ProviderChange,
     if not change.changed:
         return change
     if not confirm(change):
-        raise Conflict(f"Provider change for org {change.org} not confirmed; nothing was changed")
+        raise Conflict(f"Provider change for org {change.org} not confirmed", "nothing was changed")
 
     def switch(row: sqlite3.Row) -> dict:
         if {k: row[k] for k in change.before} != change.before:
-            raise Conflict(f"Org {change.org}'s provider setting changed meanwhile; run the "
+            raise Conflict(f"Org {change.org}'s provider setting changed meanwhile", "run the "
                            "command again")
         return {**change.after, "updated_at": clock.stamp()}
 

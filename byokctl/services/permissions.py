@@ -27,19 +27,19 @@ def actor_in(ctx: Context, org: str) -> Actor:
     email = rules.email(ctx.as_email)
     role = ctx.store.scalar("SELECT role FROM members WHERE org = ? AND email = ?", (org, email))
     if role is None:
-        raise Denied(f"{email} is not a member of org {org}; add them with `byokctl member add`")
+        raise Denied(f"{email} is not a member of org {org}", "add them with `byokctl member add`")
     ctx.acting_members.add((org, email))  # its MAC is checked before any write (integrity)
     return Actor(email, email, role)
 
 
-def require(ctx: Context, org: str, permission: str, hint: str = "") -> Actor:
+def require(ctx: Context, org: str, permission: str, fix: str = "") -> Actor:
     """Return the actor if they hold `permission` in `org`, else raise Denied (or NotFound)."""
     org_exists(ctx, org)
     actor = actor_in(ctx, org)
     if actor.is_operator:
         return actor
     if permission == roles.OPERATOR or not roles.permits(actor.role or "", permission):
-        raise roles.deny(actor.email or "", actor.role or "", permission, org, hint)
+        raise roles.deny(actor.email or "", actor.role or "", permission, org, fix)
     return actor
 
 
@@ -52,4 +52,4 @@ def require_operator(ctx: Context, what: str) -> None:
 def org_exists(ctx: Context, org: str) -> None:
     if ctx.store.scalar("SELECT 1 FROM orgs WHERE slug = ?", (org,)) is None:
         create = f" or create it with `byokctl org create {org}`" if rules.SLUG_RE.fullmatch(org) else ""
-        raise NotFound(f"No org '{org}'; see `byokctl org list`{create}")
+        raise NotFound(f"No org '{org}'", f"see `byokctl org list`{create}", org=org)

@@ -92,7 +92,7 @@ def _apply(ctx: Context, slug: str, action: str, before: Org, after: dict) -> Pl
     if after != b:
         def change(row: sqlite3.Row) -> dict:
             if {k: row[k] for k in b} != b:
-                raise Conflict(f"Org {slug}'s plan changed meanwhile; run the command again")
+                raise Conflict(f"Org {slug}'s plan changed meanwhile", "run the command again")
             return {**after, "updated_at": clock.stamp()}
 
         with ctx.write():
@@ -105,7 +105,7 @@ def _apply(ctx: Context, slug: str, action: str, before: Org, after: dict) -> Pl
 def grace_days(days: int, flag: str = "--days") -> int:
     rules.positive_int(days, flag)
     if days > MAX_GRACE_DAYS:
-        raise rules.UsageError(f"{flag} must be at most {MAX_GRACE_DAYS}; for longer, upgrade "
+        raise rules.UsageError(f"{flag} must be at most {MAX_GRACE_DAYS}", "for longer, upgrade "
                                "the plan instead")
     return days
 
@@ -118,9 +118,9 @@ def grace_end(days: int | None, until: str | None) -> datetime:
         return rules.days_from_now(grace_days(rules.DEFAULT_GRACE_DAYS if days is None else days))
     end = rules.parse_when(until, end_of_day=True)
     if end <= clock.now():
-        raise rules.UsageError(f"--until {until} is in the past; give a future date (YYYY-MM-DD)")
+        raise rules.UsageError(f"--until {until} is in the past", "give a future date (YYYY-MM-DD)")
     if end > rules.days_from_now(MAX_GRACE_DAYS + 1):  # a bare date ends at its last second
-        raise rules.UsageError(f"--until {until} is more than {MAX_GRACE_DAYS} days away; grace is "
+        raise rules.UsageError(f"--until {until} is more than {MAX_GRACE_DAYS} days away", "grace is "
                                "for a transition: give a nearer date, or upgrade the plan instead")
     return end
 
@@ -131,7 +131,7 @@ def set_plan(ctx: Context, slug: str, plan: str, grace_days_: int | None = None)
     if grace_days_ is not None:
         grace_days(grace_days_, "--grace-days")
         if plan in rules.BYOK_PLANS:
-            raise rules.UsageError(f"--grace-days applies only to plans without BYOK; plan "
+            raise rules.UsageError("--grace-days applies only to plans without BYOK", "plan "
                                    f"{plan} includes it")
     require(ctx, slug, rules.OPERATOR)
     org = get(ctx, slug)

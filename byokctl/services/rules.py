@@ -27,10 +27,10 @@ PROVIDER_SETTINGS = (PLATFORM, *BYOK_PROVIDERS)
 MAX_CREDITS_ADD = 1_000_000_000_000  # one grant; keeps balances far from SQLite's 64-bit limit
 
 SECRET_MIN_LENGTH = 20  # the shortest API key byokctl accepts
-SECRET_ON_ARGV = (
-    "An API key was given as a command-line argument, where shell history and `ps` can see it; "
+SECRET_ON_ARGV = (  # what went wrong, and the fix
+    "An API key was given as a command-line argument, where shell history and `ps` can see it",
     "pass it with --from-stdin, --from-env VAR or at the prompt (and rotate that key, since "
-    "your shell history now holds it)"
+    "your shell history now holds it)",
 )
 
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -40,7 +40,7 @@ EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 def slug(value: str) -> str:
     if not SLUG_RE.fullmatch(value):
         raise UsageError(
-            f"'{value}' is not a valid org slug; use 1-63 lowercase letters, digits and hyphens, "
+            f"'{value}' is not a valid org slug", "use 1-63 lowercase letters, digits and hyphens, "
             "starting with a letter or digit (e.g. acme-eu)"
         )
     return value
@@ -75,7 +75,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069
 def plain_text(value: str, what: str) -> str:
     """`value` unless it holds a control character (never repeated: it may be an escape)."""
     if _CONTROL.search(value):
-        raise UsageError(f"{what} holds a control character (such as ESC, a tab or a newline); "
+        raise UsageError(f"{what} holds a control character (such as ESC, a tab or a newline)",
                          "remove it and try again")
     return value
 
@@ -84,13 +84,13 @@ def email(value: str) -> str:
     plain_text(value, "The email address")
     value = value.strip()
     if not EMAIL_RE.fullmatch(value) or len(value) > 254:
-        raise UsageError(f"'{value}' is not an email address; give the member's email (alice@acme.com)")
+        raise UsageError(f"'{value}' is not an email address", "give the member's email (alice@acme.com)")
     return value.lower()
 
 
 def choice(value: str, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
-        raise UsageError(f"Unknown {what} '{value}'; choose one of {', '.join(allowed)}")
+        raise UsageError(f"Unknown {what} '{value}'", f"choose one of {', '.join(allowed)}")
     return value
 
 
@@ -105,7 +105,7 @@ def parse_when(value: str, *, end_of_day: bool = False) -> datetime:
         return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
     except (ValueError, OverflowError):  # 0001-01-01T00:00+14:00 is before year 1 in UTC
         raise UsageError(
-            f"'{value}' is not a date; use YYYY-MM-DD or an ISO date-time (2026-12-31T18:00Z)"
+            f"'{value}' is not a date", "use YYYY-MM-DD or an ISO date-time (2026-12-31T18:00Z)"
         ) from None
 
 
@@ -126,20 +126,20 @@ def base_url(value: str, *, allow_insecure: bool = False) -> str:
 
     plain_text(value, "The base URL")
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-        raise UsageError(f"'{value}' is not an http(s) URL; give e.g. https://eu.api.example.com/v1")
+        raise UsageError(f"'{value}' is not an http(s) URL", "give e.g. https://eu.api.example.com/v1")
     try:
         parts = urlsplit(value)
         host = parts.hostname or ""
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
-        raise UsageError("The base URL has an invalid host or port; give e.g. "
+        raise UsageError("The base URL has an invalid host or port", "give e.g. "
                          "https://eu.api.example.com/v1") from None
     if "@" in parts.netloc:  # never repeated: what precedes @ is a credential
-        raise UsageError("The base URL carries a user name or password (user:password@host); "
+        raise UsageError("The base URL carries a user name or password (user:password@host)",
                          "remove it: the API key is the only credential byokctl sends")
     if parts.scheme == "http" and not is_loopback(host) and not allow_insecure:
         raise UsageError(f"The base URL is plain http to {host}, which would send the API key "
-                         "unencrypted; use https, or pass --allow-insecure (allow_insecure = true "
+                         "unencrypted", "use https, or pass --allow-insecure (allow_insecure = true "
                          "in an apply file) if that network is trusted")
     return value.rstrip("/")
 

@@ -87,7 +87,7 @@ def show(ctx: Context, org: str | None, *, since: str | None, until: str | None,
     lo = clock.iso(rules.parse_when(since)) if since else None
     hi = clock.iso(rules.parse_when(until, end_of_day=True)) if until else None
     if lo and hi and lo > hi:
-        raise rules.UsageError(f"--since {since} is after --until {until}; swap them")
+        raise rules.UsageError(f"--since {since} is after --until {until}", "swap them")
     if lo:
         where.append("ts >= ?")
         params.append(lo)

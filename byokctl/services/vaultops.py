@@ -37,12 +37,12 @@ def init(db: str | None, key_file: str | None) -> InitResult:
 
     path = resolve_path(db)
     if path.exists():
-        raise Conflict(f"A vault already exists at {path}; use it, or pass --db for a new one")
+        raise Conflict(f"A vault already exists at {path}", "use it, or pass --db for a new one")
     vid = new_vault_id()
     cleanup = None
     env = os.environ.get(mk.ENV_VAR)
     if env and key_file:
-        raise UsageError(f"Both ${mk.ENV_VAR} and --master-key-file were given; unset "
+        raise UsageError(f"Both ${mk.ENV_VAR} and --master-key-file were given", "unset "
                          f"{mk.ENV_VAR} to keep a new master key in the file, or drop "
                          "--master-key-file to use the key from the environment")
     if env:
@@ -50,7 +50,7 @@ def init(db: str | None, key_file: str | None) -> InitResult:
     elif key_file:
         kf = Path(key_file).expanduser().resolve()
         if kf.exists():
-            raise Conflict(f"{kf} already exists; choose a new path for the master key file")
+            raise Conflict(f"{kf} already exists", "choose a new path for the master key file")
         key = crypto.new_key()
         mk.write_key_file(kf, key)
         master = mk.MasterKey(key, "file", str(kf))
@@ -63,7 +63,7 @@ def init(db: str | None, key_file: str | None) -> InitResult:
         user = mk.keyring_user(vid)
         mk.keyring_set(user, mk.encode(key))
         if mk.keyring_get(user) != mk.encode(key):
-            raise ByokError("The OS keyring did not keep the master key; run `byokctl init "
+            raise ByokError("The OS keyring did not keep the master key", "run `byokctl init "
                             "--master-key-file PATH` or set $BYOKCTL_MASTER_KEY instead")
         master = mk.MasterKey(key, "keyring", f"the OS keyring ({mk.KEYRING_SERVICE}/{user})")
 
@@ -331,7 +331,7 @@ def _open_for_rekey(vault: Vault, row: tuple) -> str:
         key_id = row[0]
         raise Integrity(
             f"Key {key_id} cannot be decrypted, so the rekey stopped (every other secret is still "
-            f"readable); replace it with `byokctl key rotate {key_id}` or remove it, then run "
+            "readable)", f"replace it with `byokctl key rotate {key_id}` or remove it, then run "
             "`byokctl vault rekey` again to finish"
         ) from None
 

@@ -146,7 +146,7 @@ def is_busy(exc: BaseException) -> bool:
 def busy_error(path: Path) -> Conflict:
     return Conflict(
         f"The vault {path} is busy: another process has held its lock for over "
-        f"{BUSY_TIMEOUT_MS / 1000:g} seconds; let it finish (or stop it) and run the command again"
+        f"{BUSY_TIMEOUT_MS / 1000:g} seconds", "let it finish (or stop it) and run the command again"
     )
 
 
@@ -163,8 +163,8 @@ def is_storage(exc: BaseException) -> bool:
     return str(getattr(exc, "sqlite_errorname", "")).startswith(_STORAGE_ERRORS)
 
 
-def storage_problem(path: Path) -> str | None:
-    """Why `path` (a vault or key file, existing or to be made) cannot be written, with the
+def storage_problem(path: Path) -> tuple[str, str] | None:
+    """Why `path` (a vault or key file, existing or to be made) cannot be written, and the
     fix: a read-only file system, a full disk, or a file or directory read-only for us."""
     path = Path(path).absolute()
     target = path if path.exists() else path.parent
@@ -173,13 +173,13 @@ def storage_problem(path: Path) -> str | None:
     except OSError:
         return None
     if vfs.f_flag & os.ST_RDONLY:
-        return ("its file system is mounted read-only; remount it read-write, or copy the vault to "
+        return ("its file system is mounted read-only", "remount it read-write, or copy the vault to "
                 "writable storage and point --db at the copy")
     if vfs.f_bavail * vfs.f_frsize < _FREE_ENOUGH:
-        return "the disk holding it is full; free some space and run the command again"
+        return "the disk holding it is full", "free some space and run the command again"
     for p in (path, *(Path(f"{path}{x}") for x in SIDE_FILES), path.parent):
         if p.exists() and not os.access(p, os.W_OK):
-            return f"{p} is read-only for you; run `chmod u+w {p}` and run the command again"
+            return f"{p} is read-only for you", f"run `chmod u+w {p}` and run the command again"
     return None
 
 
@@ -192,20 +192,22 @@ def storage_error(path: Path, exc: BaseException | None = None,
         name = str(getattr(exc, "sqlite_errorname", ""))
         err = getattr(exc, "errno", None)
         if name.startswith("SQLITE_FULL") or err in (errno.ENOSPC, errno.EDQUOT):
-            why = "the disk holding it is full; free some space and run the command again"
+            why = "the disk holding it is full", "free some space and run the command again"
         elif name.startswith("SQLITE_READONLY") or err == errno.EROFS:
-            why = ("it is read-only; make it writable (or copy the vault to writable storage and "
+            why = ("it is read-only", "make it writable (or copy the vault to writable storage and "
                    "point --db at the copy) and run the command again")
         else:
             return None
     if why is None:
         return None
-    return StorageError(f"Cannot write to {path}: {why} (the file is intact; nothing was changed)")
+    problem, fix = why
+    return StorageError(f"Cannot write to {path}: {problem}",
+                        f"{fix} (the file is intact; nothing was changed)")
 
 
 def _not_a_vault(path: Path, why: str) -> Integrity:
     return Integrity(
-        f"{path} is not a usable byokctl vault ({why}); point --db or $BYOKCTL_DB at the right "
+        f"{path} is not a usable byokctl vault ({why})", "point --db or $BYOKCTL_DB at the right "
         "file, or restore it from a backup"
     )
 
@@ -281,7 +283,7 @@ def check_private_vault(path: Path, *, main: bool = True) -> None:
 def create_store(path: Path) -> Store:
     """Create a new vault file with the current schema. Refuses to touch an existing file."""
     if path.exists():
-        raise Conflict(f"{path} already exists; use it, or choose another path with --db")
+        raise Conflict(f"{path} already exists", "use it, or choose another path with --db")
     _make_private_file(path)
     try:
         check_private_vault(path)  # no -wal or -shm planted beside it
@@ -332,7 +334,7 @@ def _reopen_read_only(path: Path, exc: sqlite3.DatabaseError) -> sqlite3.Connect
 def open_store(path: Path) -> Store:
     """Open an existing vault; never creates, migrates only a byokctl file of an older schema."""
     if not path.exists():
-        raise NotFound(f"No vault at {path}; create one with `byokctl init` (or pass --db)")
+        raise NotFound(f"No vault at {path}", "create one with `byokctl init` (or pass --db)")
     if path.is_dir():
         raise _not_a_vault(path, "it is a directory")
     check_private_vault(path, main=False)  # before SQLite reads a -wal or -journal
@@ -364,7 +366,7 @@ def open_store(path: Path) -> Store:
             conn.close()
             raise Integrity(
                 f"{path} was written by a newer byokctl (schema {version}, this one knows "
-                f"{SCHEMA_LATEST}); upgrade byokctl to use it"
+                f"{SCHEMA_LATEST})", "upgrade byokctl to use it"
             )
         try:
             check_private_file(path, os.stat(path), "vault file")

@@ -123,7 +123,7 @@ class Vault:
 def _undecryptable(key_id: str) -> Integrity:
     return Integrity(
         f"Key {key_id} cannot be decrypted: its ciphertext was altered or belongs to another "
-        f"row; replace the secret with `byokctl key rotate {key_id}`"
+        "row", f"replace the secret with `byokctl key rotate {key_id}`"
     )
 
 
@@ -149,7 +149,7 @@ def _open_with(master: MasterKey, vault_id: str, rows: list) -> Vault:
                 raise
             raise Integrity(
                 f"Data key {row['id']} of this vault is damaged (it no longer opens with the master "
-                "key that opens the others); restore the vault from a backup"
+                "key that opens the others)", "restore the vault from a backup"
             ) from None
         if row["purpose"] == "mac":
             mac_root = key
@@ -160,14 +160,14 @@ def _open_with(master: MasterKey, vault_id: str, rows: list) -> Vault:
             else:
                 next_id = row["id"]
     if mac_root is None or active_id is None:
-        raise Integrity("The vault's key table is incomplete; restore the vault from a backup")
+        raise Integrity("The vault's key table is incomplete", "restore the vault from a backup")
     return Vault(vault_id, master, secrets, active_id, next_id, mac_root)
 
 
 def vault_id(store: Store) -> str:
     vid = store.meta("vault_id")
     if vid is None:
-        raise Integrity(f"{store.path} has no vault id; it was not created by `byokctl init`")
+        raise Integrity(f"{store.path} has no vault id", "it was not created by `byokctl init`")
     return vid
 
 
@@ -199,7 +199,7 @@ def unlock(store: Store) -> Vault:
             return opened  # type: ignore[return-value]
     where = tried[0].location
     raise VaultLocked(
-        f"The master key from {where} does not open this vault ({store.path}); set "
+        f"The master key from {where} does not open this vault ({store.path})", "set "
         "$BYOKCTL_MASTER_KEY to this vault's key, or point --db at the vault it belongs to"
     )
 
@@ -320,7 +320,7 @@ def refresh(store: Store, vault: Vault) -> None:
     try:
         fresh = _open_with(vault.master, vault.vault_id, rows)
     except crypto.InvalidTag:
-        raise Conflict("The vault's master key changed while this command ran; run it again") from None
+        raise Conflict("The vault's master key changed while this command ran", "run it again") from None
     vault.secrets_keys, vault.active_id, vault.next_id = fresh.secrets_keys, fresh.active_id, fresh.next_id
 
 
@@ -333,7 +333,7 @@ def rewrap(store: Store, vault: Vault, new: MasterKey) -> int:
             key = crypto.unwrap(vault.master.key, row["wrapped"], ad)
         except crypto.InvalidTag:
             raise Conflict(
-                "The vault's master key changed while this command ran; run it again"
+                "The vault's master key changed while this command ran", "run it again"
             ) from None
         store.conn.execute(
             "UPDATE data_keys SET wrapped = ? WHERE id = ?", (crypto.wrap(new.key, key, ad), row["id"])

@@ -42,7 +42,7 @@ def decode(text: str, where: str) -> bytes:
         key = b""
     if len(key) != 32:
         raise VaultLocked(
-            f"The master key in {where} is not base64 of 32 bytes; fix it, or unset it to use "
+            f"The master key in {where} is not base64 of 32 bytes", "fix it, or unset it to use "
             "the vault's own key source"
         )
     return key
@@ -63,7 +63,7 @@ def keyring_get(user: str) -> str | None:
         return _keyring().get_password(KEYRING_SERVICE, user)
     except Exception as exc:  # any backend failure means "not available here"
         raise VaultLocked(
-            f"The OS keyring could not be read ({type(exc).__name__}); unlock or start your "
+            f"The OS keyring could not be read ({type(exc).__name__})", "unlock or start your "
             f"keyring, or set ${ENV_VAR} to the vault's master key"
         ) from None
 
@@ -73,7 +73,7 @@ def keyring_set(user: str, value: str) -> None:
         _keyring().set_password(KEYRING_SERVICE, user, value)
     except Exception as exc:
         raise VaultLocked(
-            f"The OS keyring could not store the master key ({type(exc).__name__}); run "
+            f"The OS keyring could not store the master key ({type(exc).__name__})", "run "
             f"`byokctl init --master-key-file PATH` or set ${ENV_VAR} instead"
         ) from None
 
@@ -156,7 +156,7 @@ def candidates(vault_id: str, source: str, key_file: str | None) -> list[MasterK
                 found.append(MasterKey(decode(value, where), "keyring", where, pending))
         if not found:
             raise VaultLocked(
-                f"No master key for this vault in {where}; set ${ENV_VAR} to the vault's master "
+                f"No master key for this vault in {where}", f"set ${ENV_VAR} to the vault's master "
                 "key, or restore the keyring entry"
             )
     elif source == "file" and key_file:
@@ -166,12 +166,12 @@ def candidates(vault_id: str, source: str, key_file: str | None) -> list[MasterK
                 found.append(MasterKey(key, "file", str(path), pending))
         if not found:
             raise VaultLocked(
-                f"The master key file {path} is missing; restore it, or set ${ENV_VAR} to the "
+                f"The master key file {path} is missing", f"restore it, or set ${ENV_VAR} to the "
                 "vault's master key"
             )
     else:
         raise VaultLocked(
-            f"This vault keeps its master key outside the file and none was given; set "
+            "This vault keeps its master key outside the file and none was given", "set "
             f"${ENV_VAR} to the vault's master key"
         )
     return found
@@ -191,11 +191,11 @@ def stage(source: str, vault_id: str, key_file: str | None, key: bytes) -> None:
         except Exception as exc:  # any backend failure
             raise VaultLocked(
                 f"The OS keyring could not store the new master key ({type(exc).__name__}), so "
-                "nothing was changed; unlock your keyring and run `byokctl vault rotate-master` again"
+                "nothing was changed", "unlock your keyring and run `byokctl vault rotate-master` again"
             ) from None
         if not kept:
             raise VaultLocked(
-                "The OS keyring did not keep the new master key, so nothing was changed; check "
+                "The OS keyring did not keep the new master key, so nothing was changed", "check "
                 "your keyring and run `byokctl vault rotate-master` again"
             )
     elif source == "file" and key_file:
