@@ -104,7 +104,8 @@ class RecordingProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever,
+                         kwargs={"poll_interval": 0.05}, daemon=True).start()
 
 
 @pytest.fixture

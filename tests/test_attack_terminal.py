@@ -140,9 +140,11 @@ class EvilProvider:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever,
+                         kwargs={"poll_interval": 0.05}, daemon=True).start()
 
 
+@pytest.mark.slow  # six processes that load a provider SDK
 def test_a_providers_error_text_is_neutralised(cli, proc_vault):
     evil = EvilProvider()
     try:
@@ -166,6 +168,7 @@ def test_a_providers_error_text_is_neutralised(cli, proc_vault):
         evil.server.server_close()
 
 
+@pytest.mark.slow  # processes that load a provider SDK
 @pytest.mark.parametrize("stream", [[], ["--no-stream"]])
 def test_asks_answer_is_neutralised_on_a_terminal_and_kept_on_a_pipe(cli, proc_vault, emulator,
                                                                    stream):

@@ -365,6 +365,7 @@ def _split(line: str) -> tuple[list[str], str]:
     return words[:-1], words[-1]
 
 
+@pytest.mark.slow  # ~2,500 command lines, each through typer too
 def test_fast_completion_matches_typer_everywhere(orgs, tmp_path, cli):
     """Every command, and thousands of partial lines: the generated-tree answers are Click's."""
     from byokctl.completion import completions

@@ -172,7 +172,7 @@ def test_a_server_that_is_not_the_api_is_provider_down(provider):
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Html)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}" + ("/v1" if provider == "openai" else "")
     try:
         adapter = registry.get(provider)
