@@ -7,13 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import audit_rows
+from conftest import REPO, audit_rows
 
 from byokctl.providers import catalog
-
-REPO = Path(__file__).resolve().parent.parent
-
-
 
 
 def meta(db, key):

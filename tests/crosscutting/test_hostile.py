@@ -53,7 +53,7 @@ KEY_BOOKKEEPING = {"status", "test_result", "last_used_at", "last_tested_at"}
 META_BOOKKEEPING = {"audit_head", "audit_head_tag"}
 
 # Examples per command (`demo` is slow, a whole tour, and gets fewer). For a deeper, random
-# search: BYOKCTL_HOSTILE_EXAMPLES=500 BYOKCTL_HOSTILE_RANDOM=1 pytest tests/test_hostile.py
+# search: BYOKCTL_HOSTILE_EXAMPLES=500 BYOKCTL_HOSTILE_RANDOM=1 pytest tests/crosscutting/test_hostile.py
 EXAMPLES = int(os.environ.get("BYOKCTL_HOSTILE_EXAMPLES", "30"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
                     derandomize=not os.environ.get("BYOKCTL_HOSTILE_RANDOM"),

@@ -4,11 +4,11 @@ import json
 import time
 
 import pytest
+from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY
 
 from byokctl.errors import ExitCode
 from byokctl.services import keys as keys_service
 from byokctl.services.context import open_context
-from tests.conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY
 
 PROMPT = "Say hello to the BYOK world"
 

@@ -6,7 +6,7 @@ spent only when a platform call succeeded. The only fallback is SPEC §3's: `pro
 retries once on platform mode after a 401/403/429, never after a 5xx, a network failure or a
 malformed answer.
 
-The adapter-level mapping (every status, redaction, retry counting) is in test_providers.py;
+The adapter-level mapping (every status, redaction, retry counting) is in providers/test_providers.py;
 this is the same ground seen from the command line, with the vault's bookkeeping.
 """
 

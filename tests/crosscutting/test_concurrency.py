@@ -5,8 +5,7 @@ import subprocess
 import sys
 
 import pytest
-
-from tests.conftest import OPENAI_TEST_KEY, REPO, master_key_b64
+from conftest import OPENAI_TEST_KEY, REPO, master_key_b64
 
 pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
 

@@ -12,10 +12,10 @@ import sys
 import time
 
 import pytest
+from attack_servers import HostileServer, sse, start_sse
+from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
 
 from byokctl.errors import ExitCode
-from tests.attack_servers import HostileServer, sse, start_sse
-from tests.conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
 
 pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
 

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
 
-from tests.conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
 from tools.docs import SHELLS, TREE, completion_script, tree_module
 
 HEAVY = {"anthropic", "openai", "cryptography", "keyring", "sqlite_utils", "pydantic"}

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from conftest import REPO
 
 DEPENDENCIES = ("typer", "click", "rich", "keyring", "sqlite3", "_sqlite3", "sqlite_utils", "anthropic",
                 "openai", "pydantic", "shellingham", "cryptography", "platformdirs", "httpx")

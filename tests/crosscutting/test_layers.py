@@ -10,8 +10,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-PACKAGE = Path(__file__).resolve().parent.parent / "byokctl"
+PACKAGE = REPO / "byokctl"
 
 # layer → the byokctl modules it may never import (a prefix covers its submodules)
 FORBIDDEN = {

@@ -9,11 +9,11 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import REPO, run_proc
 from typer import Context
 
 from byokctl.cli import COMMANDS, load_module_commands
 from byokctl.errors import exit_statuses
-from tests.conftest import REPO, run_proc
 from tools.docs import ENVIRONMENT, MAN_PAGE, man_page, walk
 
 REGENERATE = "stale: regenerate it with `python -m tools.docs` and commit the result"

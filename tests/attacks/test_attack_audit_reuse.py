@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tests.conftest import ANTHROPIC_TEST_KEY
+from conftest import ANTHROPIC_TEST_KEY
 
 OLD_ADMIN, NEW_ADMIN = "old-admin@previous.example", "new-admin@next.example"
 OLD_REASON = "refund for the Q3 incident"

@@ -2,7 +2,7 @@
 printed to a stdout that is full, closed or gone must never cost the operator the vault.
 
 With `$BYOKCTL_MASTER_KEY` the rotation only becomes real once the new key has opened the
-vault; until then the old key opens it. (SIGKILL at many instants: tests/test_crash.py.)
+vault; until then the old key opens it. (SIGKILL at many instants: tests/crosscutting/test_crash.py.)
 """
 
 from __future__ import annotations

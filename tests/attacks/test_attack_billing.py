@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from attack_servers import HostileServer, openai_completion, send_json
+from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
 
 from byokctl.errors import ExitCode
 from byokctl.services.context import open_context
-from tests.attack_servers import HostileServer, openai_completion, send_json
-from tests.conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
 
 pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
 
@@ -219,7 +219,7 @@ def test_a_gateway_reporting_bad_token_counts_is_malformed_and_charges_nothing(c
 
 
 def test_bad_token_counts_in_an_anthropic_stream_are_malformed(cli, plat):
-    from tests.attack_servers import sse, start_sse
+    from attack_servers import sse, start_sse
 
     cli("org", "create", "acme", "--credits", "100")
 

@@ -3,7 +3,7 @@ empty file, a vault written by a newer byokctl, and a vault opened with another 
 master key (from $BYOKCTL_MASTER_KEY and from the keyring). Every command, whether it reads,
 needs secrets or writes, fails with one clear sentence and the right exit code (or, with a
 foreign key, works where it needs no secret), and leaves the file byte for byte as it was,
-with no -wal/-shm beside it. (tests/test_store.py covers the opening checks themselves on
+with no -wal/-shm beside it. (tests/store/test_store.py covers the opening checks themselves on
 the smallest such files.)"""
 
 from __future__ import annotations

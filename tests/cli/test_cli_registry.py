@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 
 from byokctl.cli import COMMANDS, load_module_commands
-from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

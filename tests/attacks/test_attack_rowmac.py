@@ -14,12 +14,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS, OPENAI_TEST_KEY, audit_rows
 
 from byokctl.providers.emulator import Config, Emulator
 from byokctl.services import audit, integrity
 from byokctl.services.context import open_context
 from byokctl.vault import macs
-from tests.conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS, OPENAI_TEST_KEY, audit_rows
 
 INTERVIEWER = "ivan@acme.com"
 

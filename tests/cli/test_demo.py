@@ -3,7 +3,7 @@
 import json
 import os
 
-from tests.conftest import run_proc
+from conftest import run_proc
 
 
 def test_demo_runs_the_whole_flow_offline_and_leaves_no_trace(home, tmp_path):

@@ -123,7 +123,7 @@ def _seed(n: int) -> None:
 def test_a_real_process_delivers_all_its_output_and_its_status(vault, monkeypatch):
     """More output than a pipe holds (64 KiB), from a process that skips the interpreter's
     teardown: every byte arrives, and the exit status is the command's."""
-    from tests.conftest import run_proc
+    from conftest import run_proc
 
     monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # stdout buffered, as for users
     _seed(600)
@@ -145,7 +145,7 @@ def test_a_reader_that_stops_early_is_no_error(vault):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from conftest import REPO
 
     _seed(600)
     r = subprocess.run(["bash", "-c", f'"{sys.executable}" -m byokctl org list | head -1; '
