@@ -88,6 +88,14 @@ def vault(cli) -> Path:
     return Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
 
 
+@pytest.fixture
+def acme(cli, vault) -> Path:
+    """Org `acme` on the growth plan in a fresh vault; the vault's path. A file's own variants
+    say what they add (`acme_with_members`, `acme_with_credits`, ...)."""
+    assert cli("org", "create", "acme", "--plan", "growth").exit_code == 0
+    return vault
+
+
 def audit_rows(db: Path | str, action: str | None = None) -> list[dict]:
     """The audit table as dicts, oldest first, optionally only one action."""
     conn = sqlite3.connect(db)

@@ -18,12 +18,6 @@ from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS
 PASSWORD = "hunter2-Pa55word"
 
 
-@pytest.fixture
-def acme(cli, vault) -> Path:
-    assert cli("org", "create", "acme", "--plan", "growth").exit_code == 0
-    return vault
-
-
 def write(tmp_path: Path, text: str) -> str:
     path = tmp_path / "provision.toml"
     path.write_text(text)

@@ -70,7 +70,7 @@ def hostile():
 
 
 @pytest.fixture
-def acme(cli, vault, emulator):
+def acme_with_bobs_key(cli, vault, emulator) -> dict:
     """acme on growth (Anthropic, official endpoint); alice is its admin, bob an interviewer
     with his own personal key (valid at the emulator)."""
     bob = personal_secret()
@@ -102,9 +102,9 @@ def resolved(cli, as_: str = "bob@acme.com") -> dict:
     return json.loads(r.stdout)
 
 
-def test_admin_cannot_collect_a_members_key_on_her_server(cli, acme, hostile):
+def test_admin_cannot_collect_a_members_key_on_her_server(cli, acme_with_bobs_key, hostile):
     point(cli, hostile.url)  # alice, admin, points acme at her server
-    bob_key = acme["key"]
+    bob_key = acme_with_bobs_key["key"]
 
     r = cli("key", "test", bob_key, "--as", "alice@acme.com")
     assert r.exit_code == 4, r.output
@@ -141,10 +141,10 @@ def test_admin_cannot_collect_a_members_key_on_her_server(cli, acme, hostile):
     r = cli("key", "rotate", bob_key, "--as", "bob@acme.com", "--from-stdin",
             input=personal_secret())
     assert r.exit_code == 4, r.output
-    assert not hostile.saw(acme["secret"]) and hostile.seen == []
+    assert not hostile.saw(acme_with_bobs_key["secret"]) and hostile.seen == []
 
 
-def test_with_an_org_key_the_skipped_personal_key_says_why(cli, acme, hostile):
+def test_with_an_org_key_the_skipped_personal_key_says_why(cli, acme_with_bobs_key, hostile):
     r = cli("key", "add", "acme", "--provider", "anthropic", "--from-stdin", "--json",
             input=ANTHROPIC_TEST_KEY)
     assert r.exit_code == 0, r.output
@@ -152,18 +152,18 @@ def test_with_an_org_key_the_skipped_personal_key_says_why(cli, acme, hostile):
     point(cli, hostile.url)
     r = cli("resolve", "acme", "--as", "bob@acme.com")
     assert r.exit_code == 0, r.output
-    assert org_key in r.stdout and f"key {acme['key']} is skipped" in r.stdout
+    assert org_key in r.stdout and f"key {acme_with_bobs_key['key']} is skipped" in r.stdout
     assert "approve-endpoint" in r.stderr  # the warning: the org key is used instead
     d = resolved(cli)
     assert (d["key_id"], d["key_scope"], d["mode"]) == (org_key, "org", "byok")
-    assert [s["key_id"] for s in d["skipped_keys"]] == [acme["key"]]
+    assert [s["key_id"] for s in d["skipped_keys"]] == [acme_with_bobs_key["key"]]
     cli("ask", "acme", PROMPT, "--as", "bob@acme.com", "--no-stream")  # the org key goes there
-    assert hostile.seen and not hostile.saw(acme["secret"])
+    assert hostile.seen and not hostile.saw(acme_with_bobs_key["secret"])
 
 
-def test_owner_approval_then_ask_works_and_a_new_base_url_needs_a_new_one(cli, acme, emulator,
+def test_owner_approval_then_ask_works_and_a_new_base_url_needs_a_new_one(cli, acme_with_bobs_key, emulator,
                                                                           hostile):
-    bob_key = acme["key"]
+    bob_key = acme_with_bobs_key["key"]
     point(cli, emulator.anthropic_base_url)  # alice points acme at a (here benign) gateway
     assert resolved(cli)["key_id"] is None
     r = cli("key", "approve-endpoint", bob_key, "--as", "bob@acme.com", "--json")
@@ -177,11 +177,11 @@ def test_owner_approval_then_ask_works_and_a_new_base_url_needs_a_new_one(cli, a
     r = cli("ask", "acme", PROMPT, "--as", "bob@acme.com", "--no-stream", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["key_id"] == bob_key
-    assert emulator.requests[-1].key_hint == acme["secret"][-4:]
+    assert emulator.requests[-1].key_hint == acme_with_bobs_key["secret"][-4:]
     assert cli("key", "test", bob_key, "--as", "alice@acme.com").exit_code == 0  # approved: ok
     [entry] = [e for e in audit_rows(_db(), "key.approve_endpoint") if e["actor"] == "bob@acme.com"]
     assert entry["target"] == bob_key and json.loads(entry["after"])["approved_as"] == "owner"
-    assert acme["secret"][-16:] not in json.dumps(audit_rows(_db()))
+    assert acme_with_bobs_key["secret"][-16:] not in json.dumps(audit_rows(_db()))
 
     # alice moves the org to her own server: bob's approval does not follow.
     point(cli, hostile.url)
@@ -200,21 +200,21 @@ def test_owner_approval_then_ask_works_and_a_new_base_url_needs_a_new_one(cli, a
     assert [a["action"] for a in audit_rows(_db(), "key.revoke_endpoint")] == ["key.revoke_endpoint"]
 
 
-def test_operator_approves_for_a_member_and_setting_it_is_no_approval(cli, acme, emulator):
+def test_operator_approves_for_a_member_and_setting_it_is_no_approval(cli, acme_with_bobs_key, emulator):
     point(cli, emulator.anthropic_base_url, as_=None)  # the operator set it: still not approved
     assert resolved(cli)["key_id"] is None
-    r = cli("key", "approve-endpoint", acme["key"], "--json")
+    r = cli("key", "approve-endpoint", acme_with_bobs_key["key"], "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["approved_as"] == "operator"
-    assert resolved(cli)["key_id"] == acme["key"]
+    assert resolved(cli)["key_id"] == acme_with_bobs_key["key"]
     r = cli("key", "list", "acme", "--json")
-    [listed] = [k for k in json.loads(r.stdout) if k["id"] == acme["key"]]
+    [listed] = [k for k in json.loads(r.stdout) if k["id"] == acme_with_bobs_key["key"]]
     assert [(a["base_url"], a["approved_as"]) for a in listed["approved_endpoints"]] == [
         (emulator.anthropic_base_url, "operator")]
     assert "may be sent to" in cli("key", "list", "acme").stdout
 
 
-def test_an_admin_who_sets_the_base_url_has_approved_it_for_her_own_key(cli, acme, emulator):
+def test_an_admin_who_sets_the_base_url_has_approved_it_for_her_own_key(cli, acme_with_bobs_key, emulator):
     alice = personal_secret()
     emulator.allow_key(alice, "anthropic")
     r = cli("key", "add", "acme", "--provider", "anthropic", "--member", "alice@acme.com",
@@ -229,7 +229,7 @@ def test_an_admin_who_sets_the_base_url_has_approved_it_for_her_own_key(cli, acm
         "alice@acme.com"
 
 
-def test_an_admin_who_only_changes_the_model_approves_nothing(cli, acme, emulator):
+def test_an_admin_who_only_changes_the_model_approves_nothing(cli, acme_with_bobs_key, emulator):
     alice = personal_secret()
     emulator.allow_key(alice, "anthropic")
     r = cli("key", "add", "acme", "--provider", "anthropic", "--member", "alice@acme.com",
@@ -243,14 +243,14 @@ def test_an_admin_who_only_changes_the_model_approves_nothing(cli, acme, emulato
     assert audit_rows(_db(), "key.approve_endpoint") == []
 
 
-def test_official_endpoint_needs_no_approval(cli, acme):
+def test_official_endpoint_needs_no_approval(cli, acme_with_bobs_key):
     d = resolved(cli)
-    assert (d["key_id"], d["skipped_keys"]) == (acme["key"], [])
-    r = cli("key", "approve-endpoint", acme["key"], "--as", "bob@acme.com")
+    assert (d["key_id"], d["skipped_keys"]) == (acme_with_bobs_key["key"], [])
+    r = cli("key", "approve-endpoint", acme_with_bobs_key["key"], "--as", "bob@acme.com")
     assert r.exit_code == 2 and "official endpoint" in r.stderr and "needs no approval" in r.stderr
 
 
-def test_key_add_test_refuses_before_the_secret_is_read(cli, acme, hostile):
+def test_key_add_test_refuses_before_the_secret_is_read(cli, acme_with_bobs_key, hostile):
     point(cli, hostile.url)
     r = cli("member", "add", "acme", "carol@acme.com", "--role", "staffing")
     assert r.exit_code == 0, r.output
@@ -263,7 +263,7 @@ def test_key_add_test_refuses_before_the_secret_is_read(cli, acme, hostile):
     assert json.loads(cli("key", "list", "acme", "--json").stdout)[0]["member"] == "bob@acme.com"
 
 
-def test_approval_is_for_members_own_keys_only(cli, acme):
+def test_approval_is_for_members_own_keys_only(cli, acme_with_bobs_key):
     r = cli("key", "add", "acme", "--provider", "anthropic", "--from-stdin", "--json",
             input=ANTHROPIC_TEST_KEY)
     org_key = json.loads(r.stdout)["id"]
@@ -271,7 +271,7 @@ def test_approval_is_for_members_own_keys_only(cli, acme):
     assert r.exit_code == 2 and "members' personal keys" in r.stderr
     assert cli("org", "create", "beta", "--plan", "growth").exit_code == 0
     assert cli("member", "add", "beta", "eve@beta.com", "--role", "admin").exit_code == 0
-    r = cli("key", "approve-endpoint", acme["key"], "--as", "eve@beta.com",
+    r = cli("key", "approve-endpoint", acme_with_bobs_key["key"], "--as", "eve@beta.com",
             "--base-url", "https://gw.example.com")
     assert r.exit_code == 3, r.output  # another org's key is not even acknowledged
 
@@ -291,13 +291,13 @@ def test_an_approval_is_for_one_endpoint_however_it_is_spelt(a, b, same):
     assert (normalise(a) == normalise(b)) is same
 
 
-def test_approvals_read_without_the_master_key_and_leave_with_the_member(cli, acme, emulator,
+def test_approvals_read_without_the_master_key_and_leave_with_the_member(cli, acme_with_bobs_key, emulator,
                                                                          isolated):
     point(cli, emulator.anthropic_base_url)
-    assert cli("key", "approve-endpoint", acme["key"], "--as", "bob@acme.com").exit_code == 0
+    assert cli("key", "approve-endpoint", acme_with_bobs_key["key"], "--as", "bob@acme.com").exit_code == 0
     ring = dict(isolated.entries)
     isolated.entries.clear()  # no master key: read-only commands still see the approval
-    assert resolved(cli)["key_id"] == acme["key"]
+    assert resolved(cli)["key_id"] == acme_with_bobs_key["key"]
     [bob] = [k for k in json.loads(cli("key", "list", "acme", "--json").stdout) if k["member"]]
     assert len(bob["approved_endpoints"]) == 1
     isolated.entries.update(ring)
@@ -310,14 +310,15 @@ def test_approvals_read_without_the_master_key_and_leave_with_the_member(cli, ac
     assert resolved(cli)["skipped_keys"][0]["key_id"] == json.loads(r.stdout)["id"]
 
 
-def test_another_member_may_not_approve_either(cli, acme):
+def test_another_member_may_not_approve_either(cli, acme_with_bobs_key):
     assert cli("member", "add", "acme", "sam@acme.com", "--role", "staffing").exit_code == 0
-    r = cli("key", "approve-endpoint", acme["key"], "--as", "sam@acme.com",
+    r = cli("key", "approve-endpoint", acme_with_bobs_key["key"], "--as", "sam@acme.com",
             "--base-url", "https://gw.example.com")
     assert r.exit_code == 4 and "only bob@acme.com or the platform operator" in r.stderr
 
 
-def test_an_approval_written_into_the_file_without_the_master_key_is_refused(cli, acme, hostile):
+def test_an_approval_written_into_the_file_without_the_master_key_is_refused(cli, acme_with_bobs_key,
+                                                                              hostile):
     """The approval rows decide where a personal key may go, so they carry a row MAC: one
     inserted (or copied) with sqlite3 alone is refused at use, exit 13, nothing sent, and
     `vault check` names it."""
@@ -331,12 +332,12 @@ def test_an_approval_written_into_the_file_without_the_master_key_is_refused(cli
                  (hostile.url, "0" * 64))
     conn.close()
 
-    for args in (("key", "test", acme["key"], "--as", "alice@acme.com"),
+    for args in (("key", "test", acme_with_bobs_key["key"], "--as", "alice@acme.com"),
                  ("ask", "acme", PROMPT, "--as", "bob@acme.com", "--no-stream")):
         r = cli(*args)
         assert r.exit_code == 13, r.output
         assert "approval" in r.stderr and "changed outside byokctl" in r.stderr
-    assert not hostile.saw(acme["secret"]) and hostile.seen == []
+    assert not hostile.saw(acme_with_bobs_key["secret"]) and hostile.seen == []
 
     r = cli("vault", "check", "--json")
     assert r.exit_code == 13, r.output

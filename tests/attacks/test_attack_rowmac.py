@@ -40,7 +40,7 @@ def add_key(cli, *args: str, secret: str) -> str:
 
 
 @pytest.fixture
-def acme(cli, vault: Path, emulator) -> dict:
+def acme_and_plat(cli, vault: Path, emulator) -> dict:
     """acme (growth) on its own Anthropic key at the emulator, `plat` in platform mode on the
     platform's OpenAI key at the emulator, and an interviewer in acme. Every call works."""
     for args in (("org", "create", "acme", "--plan", "growth", "--credits", "100"),
@@ -99,12 +99,12 @@ def assert_refused(r, hostile) -> None:
     ("budget_monthly_usd", 1e9),
     ("grace_until", "2099-01-01T00:00:00Z"),
 ])
-def test_a_tampered_org_row_is_refused_at_ask_and_key_test(cli, acme, hostile, column, value):
+def test_a_tampered_org_row_is_refused_at_ask_and_key_test(cli, acme_and_plat, hostile, column, value):
     if column == "base_url":
         value = hostile.anthropic_base_url
-    tamper(acme["db"], f"UPDATE orgs SET {column} = ? WHERE slug = 'acme'", (value,))
+    tamper(acme_and_plat["db"], f"UPDATE orgs SET {column} = ? WHERE slug = 'acme'", (value,))
     assert_refused(cli("ask", "acme", "hello"), hostile)
-    assert_refused(cli("key", "test", acme["org_key"]), hostile)
+    assert_refused(cli("key", "test", acme_and_plat["org_key"]), hostile)
     assert {"org": "acme", "problem": "org settings changed outside byokctl (MAC mismatch)"} \
         in check_problems(cli)
     # No write re-MACs it: the operator's own change is refused too, and the row stays as found.
@@ -116,9 +116,9 @@ def test_a_tampered_org_row_is_refused_at_ask_and_key_test(cli, acme, hostile, c
     assert cli("ask", "plat", "hello").exit_code == 0
 
 
-def test_base_url_pointed_at_the_attacker_never_receives_the_key(cli, acme, hostile):
+def test_base_url_pointed_at_the_attacker_never_receives_the_key(cli, acme_and_plat, hostile):
     """The review's own example, end to end (an old byokctl sent the key and exited 0)."""
-    tamper(acme["db"], "UPDATE orgs SET base_url = ? WHERE slug = 'acme'",
+    tamper(acme_and_plat["db"], "UPDATE orgs SET base_url = ? WHERE slug = 'acme'",
            (hostile.anthropic_base_url,))
     r = cli("ask", "acme", "hello", "--json")
     assert_refused(r, hostile)
@@ -136,27 +136,27 @@ def test_base_url_pointed_at_the_attacker_never_receives_the_key(cli, acme, host
     ("org", "set-budget", "acme", "--monthly-usd", "10"),
     ("org", "set-provider", "acme", "anthropic", "--model", "sonnet", "--yes"),
 ])
-def test_a_write_on_a_tampered_org_row_is_refused_and_changes_nothing(cli, acme, write):
-    tamper(acme["db"], "UPDATE orgs SET credits = 999999 WHERE slug = 'acme'")
-    entries = len(audit_rows(acme["db"]))
+def test_a_write_on_a_tampered_org_row_is_refused_and_changes_nothing(cli, acme_and_plat, write):
+    tamper(acme_and_plat["db"], "UPDATE orgs SET credits = 999999 WHERE slug = 'acme'")
+    entries = len(audit_rows(acme_and_plat["db"]))
     r = cli(*write)
     assert r.exit_code == 13, r.output
-    assert len(audit_rows(acme["db"])) == entries
-    conn = sqlite3.connect(acme["db"])
+    assert len(audit_rows(acme_and_plat["db"])) == entries
+    conn = sqlite3.connect(acme_and_plat["db"])
     assert conn.execute("SELECT credits FROM orgs WHERE slug = 'acme'").fetchone()[0] == 999999
     conn.close()
     assert any(p.get("org") == "acme" for p in check_problems(cli))
 
 
-def test_an_org_row_copied_from_another_org_is_refused(cli, acme, hostile):
+def test_an_org_row_copied_from_another_org_is_refused(cli, acme_and_plat, hostile):
     """A MAC from another row is no MAC: each binds its own slug."""
-    tamper(acme["db"], "UPDATE orgs SET mac = (SELECT mac FROM orgs WHERE slug = 'plat') "
+    tamper(acme_and_plat["db"], "UPDATE orgs SET mac = (SELECT mac FROM orgs WHERE slug = 'plat') "
                        "WHERE slug = 'acme'")
     assert_refused(cli("ask", "acme", "hello"), hostile)
 
 
-def test_a_removed_mac_is_tampering(cli, acme, hostile):
-    tamper(acme["db"], "UPDATE orgs SET mac = NULL, base_url = ? WHERE slug = 'acme'",
+def test_a_removed_mac_is_tampering(cli, acme_and_plat, hostile):
+    tamper(acme_and_plat["db"], "UPDATE orgs SET mac = NULL, base_url = ? WHERE slug = 'acme'",
            (hostile.anthropic_base_url,))
     assert_refused(cli("ask", "acme", "hello"), hostile)
     assert {"org": "acme", "problem": "org settings no MAC: the row was written outside byokctl"} \
@@ -165,7 +165,7 @@ def test_a_removed_mac_is_tampering(cli, acme, hostile):
 
 # ---- credits: every change re-MACs the row in its transaction ----------------------------------
 
-def test_credit_changes_by_ask_and_credits_add_keep_the_row_authentic(cli, acme):
+def test_credit_changes_by_ask_and_credits_add_keep_the_row_authentic(cli, acme_and_plat):
     for _ in range(2):
         assert cli("ask", "plat", "hello").exit_code == 0
     assert cli("credits", "add", "plat", "7").exit_code == 0
@@ -177,8 +177,8 @@ def test_credit_changes_by_ask_and_credits_add_keep_the_row_authentic(cli, acme)
 
 # ---- members: the role decides permissions ------------------------------------------------------
 
-def test_a_role_raised_in_the_file_grants_nothing(cli, acme, hostile):
-    tamper(acme["db"], "UPDATE members SET role = 'admin' WHERE email = ?", (INTERVIEWER,))
+def test_a_role_raised_in_the_file_grants_nothing(cli, acme_and_plat, hostile):
+    tamper(acme_and_plat["db"], "UPDATE members SET role = 'admin' WHERE email = ?", (INTERVIEWER,))
     r = cli("org", "set-provider", "acme", "anthropic", "--base-url", hostile.anthropic_base_url,
             "--as", INTERVIEWER, "--yes")
     assert r.exit_code == 13, r.output
@@ -187,14 +187,14 @@ def test_a_role_raised_in_the_file_grants_nothing(cli, acme, hostile):
     assert r.exit_code == 13, r.output
     assert {"member": f"acme/{INTERVIEWER}",
             "problem": "member row changed outside byokctl (MAC mismatch)"} in check_problems(cli)
-    conn = sqlite3.connect(acme["db"])
+    conn = sqlite3.connect(acme_and_plat["db"])
     assert conn.execute("SELECT base_url FROM orgs WHERE slug = 'acme'").fetchone()[0] != \
         hostile.anthropic_base_url
     conn.close()
 
 
-def test_a_member_row_inserted_in_the_file_is_refused(cli, acme, hostile):
-    tamper(acme["db"], "INSERT INTO members (org, email, role, created_at) VALUES "
+def test_a_member_row_inserted_in_the_file_is_refused(cli, acme_and_plat, hostile):
+    tamper(acme_and_plat["db"], "INSERT INTO members (org, email, role, created_at) VALUES "
                        "('acme', 'eve@evil.example', 'admin', '2026-01-01T00:00:00Z')")
     assert_refused(cli("ask", "acme", "hello", "--as", "eve@evil.example"), hostile)
     r = cli("org", "set-provider", "acme", "anthropic", "--base-url", hostile.anthropic_base_url,
@@ -211,17 +211,18 @@ def test_a_member_row_inserted_in_the_file_is_refused(cli, acme, hostile):
     ("fingerprint", "fp_0000000000000000"),
     ("last_tested_at", "2000-01-01T00:00:00Z"),
 ])
-def test_tampered_key_metadata_is_refused(cli, acme, hostile, column, value):
-    tamper(acme["db"], f"UPDATE keys SET {column} = ? WHERE id = ?", (value, acme["org_key"]))
+def test_tampered_key_metadata_is_refused(cli, acme_and_plat, hostile, column, value):
+    tamper(acme_and_plat["db"], f"UPDATE keys SET {column} = ? WHERE id = ?",
+           (value, acme_and_plat["org_key"]))
     assert_refused(cli("ask", "acme", "hello"), hostile)
-    assert_refused(cli("key", "test", acme["org_key"]), hostile)
-    r = cli("key", "rotate", acme["org_key"], "--from-stdin", "--no-test",
+    assert_refused(cli("key", "test", acme_and_plat["org_key"]), hostile)
+    r = cli("key", "rotate", acme_and_plat["org_key"], "--from-stdin", "--no-test",
             input=ANTHROPIC_TEST_KEY)
     assert r.exit_code == 13, r.output  # a rotation would MAC the tampered row again
-    [problem] = [p for p in check_problems(cli) if p.get("key_id") == acme["org_key"]]
+    [problem] = [p for p in check_problems(cli) if p.get("key_id") == acme_and_plat["org_key"]]
     assert "key metadata changed outside byokctl" in problem["problem"]
     # The way out the error names: remove it and add it again.
-    assert cli("key", "remove", acme["org_key"], "--yes").exit_code == 0
+    assert cli("key", "remove", acme_and_plat["org_key"], "--yes").exit_code == 0
     add_key(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
     assert cli("vault", "check").exit_code == 0
     assert cli("ask", "acme", "hello").exit_code == 0
@@ -235,10 +236,10 @@ def test_tampered_key_metadata_is_refused(cli, acme, hostile, column, value):
     ("INSERT INTO meta (key, value) VALUES ('credit_usd', '1000')", ()),
     ("DELETE FROM meta WHERE key = 'platform_mac'", ()),
 ])
-def test_tampered_platform_settings_are_refused(cli, acme, hostile, sql, params):
-    tamper(acme["db"], sql, (hostile.openai_base_url,) if params is None else params)
+def test_tampered_platform_settings_are_refused(cli, acme_and_plat, hostile, sql, params):
+    tamper(acme_and_plat["db"], sql, (hostile.openai_base_url,) if params is None else params)
     assert_refused(cli("ask", "plat", "hello"), hostile)
-    assert_refused(cli("key", "test", acme["platform_key"]), hostile)
+    assert_refused(cli("key", "test", acme_and_plat["platform_key"]), hostile)
     r = cli("platform", "set-default", "openai", "--model", "gpt-5-mini")
     assert r.exit_code == 13, r.output
     assert any(p.get("platform") == "settings" for p in check_problems(cli))
@@ -246,28 +247,28 @@ def test_tampered_platform_settings_are_refused(cli, acme, hostile, sql, params)
 
 # ---- what still works, and what the report says ------------------------------------------------
 
-def test_vault_check_lists_every_tampered_row(cli, acme, hostile):
-    tamper(acme["db"], "UPDATE orgs SET base_url = ? WHERE slug = 'acme'",
+def test_vault_check_lists_every_tampered_row(cli, acme_and_plat, hostile):
+    tamper(acme_and_plat["db"], "UPDATE orgs SET base_url = ? WHERE slug = 'acme'",
            (hostile.anthropic_base_url,))
-    tamper(acme["db"], "UPDATE members SET role = 'admin' WHERE email = ?", (INTERVIEWER,))
-    tamper(acme["db"], "UPDATE keys SET status = 'active', hint = '…beef' WHERE id = ?",
-           (acme["platform_key"],))
-    tamper(acme["db"], "UPDATE meta SET value = 'gpt-5' WHERE key = 'platform_model'")
+    tamper(acme_and_plat["db"], "UPDATE members SET role = 'admin' WHERE email = ?", (INTERVIEWER,))
+    tamper(acme_and_plat["db"], "UPDATE keys SET status = 'active', hint = '…beef' WHERE id = ?",
+           (acme_and_plat["platform_key"],))
+    tamper(acme_and_plat["db"], "UPDATE meta SET value = 'gpt-5' WHERE key = 'platform_model'")
     r = cli("vault", "check", "--json")
     assert r.exit_code == 13, r.output
     named = [next((k, v) for k, v in p.items() if k != "problem")
              for p in json.loads(r.stdout)["problems"]]
     assert named == [("org", "acme"), ("member", f"acme/{INTERVIEWER}"), ("platform", "settings"),
-                     ("key_id", acme["platform_key"])]
+                     ("key_id", acme_and_plat["platform_key"])]
     r = cli("vault", "check")
     assert r.exit_code == 13
     assert "org acme" in r.stderr and f"member acme/{INTERVIEWER}" in r.stderr
 
 
-def test_vault_check_names_a_row_whose_text_is_not_utf8(cli, acme):
+def test_vault_check_names_a_row_whose_text_is_not_utf8(cli, acme_and_plat):
     """Bytes that are not UTF-8 can only come from a write outside byokctl: the row is
     named, every other row is still checked, and the tool does not crash."""
-    tamper(acme["db"], "UPDATE orgs SET name = CAST(X'41ff42' AS TEXT) WHERE slug = 'acme'")
+    tamper(acme_and_plat["db"], "UPDATE orgs SET name = CAST(X'41ff42' AS TEXT) WHERE slug = 'acme'")
     r = cli("vault", "check", "--json")
     assert r.exit_code == 13, r.output
     doc = json.loads(r.stdout)
@@ -276,10 +277,10 @@ def test_vault_check_names_a_row_whose_text_is_not_utf8(cli, acme):
     assert doc["rows_checked"] >= 5 and "Traceback" not in r.output
 
 
-def test_read_only_commands_still_work_without_the_master_key(cli, acme, monkeypatch,
+def test_read_only_commands_still_work_without_the_master_key(cli, acme_and_plat, monkeypatch,
                                                               isolated, hostile):
     """They never unlock, so they do not verify (README): they show the row as it is."""
-    tamper(acme["db"], "UPDATE orgs SET base_url = ? WHERE slug = 'acme'",
+    tamper(acme_and_plat["db"], "UPDATE orgs SET base_url = ? WHERE slug = 'acme'",
            (hostile.anthropic_base_url,))
     isolated.entries.clear()  # no master key anywhere
     for args in (("org", "list"), ("key", "list"), ("resolve", "acme"), ("usage", "show"),
@@ -337,37 +338,37 @@ def _as_before_row_macs(db: Path) -> None:
     conn.close()
 
 
-def test_a_vault_from_before_row_macs_is_macd_by_the_first_command_with_the_key(cli, acme, hostile):
-    _as_before_row_macs(acme["db"])
+def test_a_vault_from_before_row_macs_is_macd_by_the_first_command_with_the_key(cli, acme_and_plat, hostile):
+    _as_before_row_macs(acme_and_plat["db"])
     assert cli("org", "list").exit_code == 0  # migrates; needs no key, MACs nothing
     r = cli("vault", "check", "--json")
     assert r.exit_code == 0, r.output
-    [entry] = audit_rows(acme["db"], "vault.mac_rows")
+    [entry] = audit_rows(acme_and_plat["db"], "vault.mac_rows")
     assert json.loads(entry["after"]) == {"adopted": True, "rows": 5}  # 2 orgs, 1 member, 2 keys
     assert cli("ask", "acme", "hello").exit_code == 0
     # From now on a missing MAC is tampering, marker or not.
-    tamper(acme["db"], "UPDATE orgs SET mac = NULL, base_url = ? WHERE slug = 'acme'",
+    tamper(acme_and_plat["db"], "UPDATE orgs SET mac = NULL, base_url = ? WHERE slug = 'acme'",
            (hostile.anthropic_base_url,))
-    tamper(acme["db"], "INSERT INTO meta (key, value) VALUES ('row_macs_pending', '1')")
+    tamper(acme_and_plat["db"], "INSERT INTO meta (key, value) VALUES ('row_macs_pending', '1')")
     assert_refused(cli("ask", "acme", "hello"), hostile)
     assert any(p.get("org") == "acme" for p in check_problems(cli))
 
 
-def test_a_forged_upgrade_marker_does_not_mac_a_tampered_row(cli, acme, hostile):
+def test_a_forged_upgrade_marker_does_not_mac_a_tampered_row(cli, acme_and_plat, hostile):
     """The attacker nulls the MAC and claims the vault predates row MACs: its own MACed first
     audit entry says otherwise, so nothing is adopted."""
-    tamper(acme["db"], "UPDATE orgs SET mac = NULL, base_url = ? WHERE slug = 'acme'",
+    tamper(acme_and_plat["db"], "UPDATE orgs SET mac = NULL, base_url = ? WHERE slug = 'acme'",
            (hostile.anthropic_base_url,))
-    tamper(acme["db"], "INSERT INTO meta (key, value) VALUES ('row_macs_pending', '1')")
+    tamper(acme_and_plat["db"], "INSERT INTO meta (key, value) VALUES ('row_macs_pending', '1')")
     assert_refused(cli("ask", "acme", "hello"), hostile)
-    [entry] = audit_rows(acme["db"], "vault.mac_rows")
+    [entry] = audit_rows(acme_and_plat["db"], "vault.mac_rows")
     assert json.loads(entry["after"])["adopted"] is False
     assert any(p.get("org") == "acme" for p in check_problems(cli))
 
 
-def test_integrity_is_the_one_org_update_helper(cli, acme):
+def test_integrity_is_the_one_org_update_helper(cli, acme_and_plat):
     """Other services change org rows only through `integrity.update_org` (checked, re-MACed)."""
-    ctx = open_context(str(acme["db"]))
+    ctx = open_context(str(acme_and_plat["db"]))
     try:
         with ctx.write():
             before, after = integrity.update_org(ctx, "plat", lambda o: {"credits": o["credits"] + 1})

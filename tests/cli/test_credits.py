@@ -2,6 +2,7 @@
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 from conftest import audit_rows
@@ -11,29 +12,30 @@ from byokctl.services.context import open_context
 
 
 @pytest.fixture
-def acme(cli, vault):
+def acme_with_credits(cli, vault) -> Path:
+    """Org `acme` on the default plan with 10 credits; the vault's path."""
     assert cli("org", "create", "acme", "--credits", "10").exit_code == 0
     return vault
 
 
-def test_add_updates_balance_and_audits_before_after(cli, acme):
+def test_add_updates_balance_and_audits_before_after(cli, acme_with_credits):
     r = cli("credits", "add", "acme", "500", "--reason", "monthly top-up", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == {"org": "acme", "added": 500, "before": 10, "balance": 510,
                                     "reason": "monthly top-up", "paid_shortfall": 0, "shortfall": 0}
-    [entry] = audit_rows(acme, "credits.add")
+    [entry] = audit_rows(acme_with_credits, "credits.add")
     assert entry["org"] == "acme" and entry["actor"] == "tester"
     assert json.loads(entry["before"]) == {"balance": 10}
     assert json.loads(entry["after"]) == {"balance": 510, "added": 500, "reason": "monthly top-up"}
 
 
-def test_add_human_output(cli, acme):
+def test_add_human_output(cli, acme_with_credits):
     r = cli("credits", "add", "acme", "+5")
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == "Added 5 credits to org acme: 10 → 15."
 
 
-def test_show_json_and_human(cli, acme):
+def test_show_json_and_human(cli, acme_with_credits):
     cli("credits", "add", "acme", "32")
     r = cli("credits", "show", "acme", "--json")
     assert r.exit_code == 0, r.output
@@ -42,7 +44,7 @@ def test_show_json_and_human(cli, acme):
     assert r.stdout.strip() == "Org acme: 42 credits."
 
 
-def test_show_needs_no_master_key(cli, acme, isolated):
+def test_show_needs_no_master_key(cli, acme_with_credits, isolated):
     isolated.entries.clear()  # the keyring forgot the master key: the vault is locked
     r = cli("credits", "show", "acme", "--json")
     assert r.exit_code == 0, r.output
@@ -52,17 +54,17 @@ def test_show_needs_no_master_key(cli, acme, isolated):
 
 
 @pytest.mark.parametrize("amount", ["-5", "0", "abc", "1.5", "1e3", "", "99999999999999999"])
-def test_add_refuses_anything_but_a_positive_whole_number(cli, acme, amount):
+def test_add_refuses_anything_but_a_positive_whole_number(cli, acme_with_credits, amount):
     r = cli("credits", "add", "acme", amount)
     assert r.exit_code == 2, r.output
     assert r.stderr.startswith("error: ")
     assert "No such option" not in r.stderr and "Traceback" not in r.output
     assert len(r.stderr.strip().splitlines()) == 1
-    assert audit_rows(acme, "credits.add") == []
+    assert audit_rows(acme_with_credits, "credits.add") == []
     assert json.loads(cli("credits", "show", "acme", "--json").stdout)["balance"] == 10
 
 
-def test_negative_amount_has_a_clean_message(cli, acme):
+def test_negative_amount_has_a_clean_message(cli, acme_with_credits):
     r = cli("credits", "add", "acme", "-5")
     assert r.stderr.strip() == ("error: The credit amount must be a positive whole number "
                                 "(e.g. 500), not '-5'")
@@ -74,12 +76,12 @@ def test_unknown_org(cli, vault):
     assert "No org 'nope'" in r.stderr
 
 
-def test_concurrent_adds_never_lose_a_credit(acme):
+def test_concurrent_adds_never_lose_a_credit(acme_with_credits):
     """Four writers on their own connections: every grant lands, and the audit chain holds."""
     errors = []
 
     def worker() -> None:
-        ctx = open_context(acme)
+        ctx = open_context(acme_with_credits)
         try:
             for _ in range(10):
                 credits.add(ctx, "acme", 3)
@@ -94,7 +96,7 @@ def test_concurrent_adds_never_lose_a_credit(acme):
     for t in threads:
         t.join()
     assert errors == []
-    ctx = open_context(acme)
+    ctx = open_context(acme_with_credits)
     try:
         assert credits.show(ctx, "acme").balance == 10 + 4 * 10 * 3
         checked, problems = audit.verify(ctx)

@@ -32,7 +32,8 @@ MEMBERS = {"admin@acme.com": "admin", "staff@acme.com": "staffing",
 
 
 @pytest.fixture
-def acme(cli, vault) -> str:
+def acme_with_members(cli, vault) -> str:
+    """Org `acme` (growth) with the four MEMBERS; its slug."""
     r = cli("org", "create", "acme", "--plan", "growth")
     assert r.exit_code == 0, r.output
     for email, role in MEMBERS.items():
@@ -72,7 +73,7 @@ def audit_entries(action: str) -> list[audit.Entry]:
 
 # ---- adding -------------------------------------------------------------------------------------
 
-def test_add_from_stdin_shows_hint_and_fingerprint_never_the_secret(cli, acme):
+def test_add_from_stdin_shows_hint_and_fingerprint_never_the_secret(cli, acme_with_members):
     secret = ant()
     r = cli("key", "add", "acme", "--provider", "anthropic", "--from-stdin", input=secret + "\n")
     assert r.exit_code == 0, r.output
@@ -92,7 +93,7 @@ def test_add_from_stdin_shows_hint_and_fingerprint_never_the_secret(cli, acme):
     assert reveal(k["id"]) == secret
 
 
-def test_add_from_env(cli, acme, monkeypatch):
+def test_add_from_env(cli, acme_with_members, monkeypatch):
     secret = oai()
     monkeypatch.setenv("OPENAI_KEY_FOR_ACME", secret)
     r = cli("key", "add", "acme", "--provider", "openai", "--from-env", "OPENAI_KEY_FOR_ACME",
@@ -103,7 +104,7 @@ def test_add_from_env(cli, acme, monkeypatch):
     assert reveal(k["id"]) == secret
 
 
-def test_from_env_missing_or_empty_is_a_usage_error(cli, acme, monkeypatch):
+def test_from_env_missing_or_empty_is_a_usage_error(cli, acme_with_members, monkeypatch):
     r = cli("key", "add", "acme", "--provider", "anthropic", "--from-env", "NOPE_NOT_SET")
     assert r.exit_code == 2, r.output
     assert "$NOPE_NOT_SET is not set or is empty" in r.stderr
@@ -116,7 +117,7 @@ def test_from_env_missing_or_empty_is_a_usage_error(cli, acme, monkeypatch):
     assert listed(cli, "acme") == []
 
 
-def test_without_a_source_and_no_terminal_is_a_usage_error(cli, acme):
+def test_without_a_source_and_no_terminal_is_a_usage_error(cli, acme_with_members):
     r = cli("key", "add", "acme", "--provider", "anthropic", input=ant() + "\n")
     assert r.exit_code == 2, r.output
     assert "stdin is not a terminal" in r.stderr and "--from-stdin" in r.stderr
@@ -125,13 +126,13 @@ def test_without_a_source_and_no_terminal_is_a_usage_error(cli, acme):
     assert listed(cli, "acme") == []
 
 
-def test_stdin_secret_is_stripped(cli, acme):
+def test_stdin_secret_is_stripped(cli, acme_with_members):
     secret = ant()
     k = add(cli, "acme", "--provider", "anthropic", secret=f"  {secret}\r\n\n")
     assert reveal(k["id"]) == secret
 
 
-def test_same_secret_same_fingerprint_across_orgs(cli, acme):
+def test_same_secret_same_fingerprint_across_orgs(cli, acme_with_members):
     assert cli("org", "create", "beta", "--plan", "scale").exit_code == 0
     shared, other = ant(), ant()
     a = add(cli, "acme", "--provider", "anthropic", secret=shared)
@@ -141,7 +142,7 @@ def test_same_secret_same_fingerprint_across_orgs(cli, acme):
     assert d["fingerprint"] != a["fingerprint"]
 
 
-def test_one_key_per_slot_and_conflict_names_rotate(cli, acme):
+def test_one_key_per_slot_and_conflict_names_rotate(cli, acme_with_members):
     org = add(cli, "acme", "--provider", "anthropic")
     add(cli, "acme", "--provider", "openai", secret=oai())
     add(cli, "acme", "--provider", "anthropic", "--member", "int@acme.com")
@@ -157,7 +158,7 @@ def test_one_key_per_slot_and_conflict_names_rotate(cli, acme):
     assert len(listed(cli, "acme", "--provider", "openai")) == 1
 
 
-def test_platform_key(cli, acme):
+def test_platform_key(cli, acme_with_members):
     k = add(cli, "--platform", "--provider", "anthropic")
     assert (k["scope"], k["org"], k["member"]) == ("platform", None, None)
     add(cli, "acme", "--provider", "anthropic")
@@ -172,7 +173,7 @@ def test_platform_key(cli, acme):
     assert r.exit_code == 12 and "platform already has an Anthropic key" in r.stderr
 
 
-def test_unknown_org_member_key_and_provider(cli, acme):
+def test_unknown_org_member_key_and_provider(cli, acme_with_members):
     r = cli("key", "add", "nope", "--provider", "anthropic", "--from-stdin", input=ant())
     assert r.exit_code == 3 and "No org 'nope'" in r.stderr
     r = cli("key", "add", "acme", "--provider", "anthropic", "--member", "ghost@acme.com",
@@ -199,7 +200,7 @@ def test_unknown_org_member_key_and_provider(cli, acme):
     ("anthropic", "sk-ant-api03-" + rand(20) + " " + rand(20), "spaces or characters"),
     ("openai", "sk-proj-" + rand(20) + "é" + rand(20), "spaces or characters"),
 ])
-def test_format_is_checked_per_provider(cli, acme, provider, secret, says):
+def test_format_is_checked_per_provider(cli, acme_with_members, provider, secret, says):
     r = cli("key", "add", "acme", "--provider", provider, "--from-stdin", input=secret)
     assert r.exit_code == 7, r.output
     assert says in r.stderr
@@ -211,7 +212,7 @@ def test_format_is_checked_per_provider(cli, acme, provider, secret, says):
     ("anthropic", "sk-ant-admin01-" + rand()),
     ("openai", "sk-admin-" + rand()),
 ])
-def test_admin_keys_refused_unless_allowed(cli, acme, provider, secret):
+def test_admin_keys_refused_unless_allowed(cli, acme_with_members, provider, secret):
     r = cli("key", "add", "acme", "--provider", provider, "--from-stdin", "--json", input=secret)
     assert r.exit_code == 7, r.output
     message = json.loads(r.stderr)["error"]["message"]
@@ -230,7 +231,7 @@ def test_unit_check_format_accepts_real_shapes():
 
 # ---- rotate -------------------------------------------------------------------------------------
 
-def test_rotate_keeps_id_bumps_version_and_decrypts(cli, acme):
+def test_rotate_keeps_id_bumps_version_and_decrypts(cli, acme_with_members):
     old, new = ant(), ant()
     k = add(cli, "acme", "--provider", "anthropic", secret=old)
     r = cli("key", "rotate", k["id"], "--no-test", "--from-stdin", "--json", input=new + "\n")
@@ -254,7 +255,7 @@ def test_rotate_keeps_id_bumps_version_and_decrypts(cli, acme):
     assert reveal(k["id"]) == new and listed(cli, "acme")[0]["version"] == 3
 
 
-def test_rotate_makes_an_invalid_key_active_again(cli, acme):
+def test_rotate_makes_an_invalid_key_active_again(cli, acme_with_members):
     k = add(cli, "acme", "--provider", "anthropic")
     ctx = open_context(None)
     try:
@@ -268,7 +269,7 @@ def test_rotate_makes_an_invalid_key_active_again(cli, acme):
     assert listed(cli, "acme")[0]["status"] == "active"
 
 
-def test_rotate_refuses_a_bad_secret_and_changes_nothing(cli, acme):
+def test_rotate_refuses_a_bad_secret_and_changes_nothing(cli, acme_with_members):
     old = ant()
     k = add(cli, "acme", "--provider", "anthropic", secret=old)
     for bad in ("sk-proj-" + rand(), "sk-ant-admin01-" + rand()):
@@ -279,7 +280,7 @@ def test_rotate_refuses_a_bad_secret_and_changes_nothing(cli, acme):
     assert audit_entries("key.rotate") == []
 
 
-def test_rotated_ciphertext_is_bound_to_its_version(cli, acme):
+def test_rotated_ciphertext_is_bound_to_its_version(cli, acme_with_members):
     """The AD includes the version: the old ciphertext put back under the new version fails."""
     from byokctl.errors import Integrity
 
@@ -303,7 +304,7 @@ def test_rotated_ciphertext_is_bound_to_its_version(cli, acme):
 
 # ---- remove -------------------------------------------------------------------------------------
 
-def test_remove_needs_confirmation_then_purges(cli, acme):
+def test_remove_needs_confirmation_then_purges(cli, acme_with_members):
     k = add(cli, "acme", "--provider", "anthropic")
     r = cli("key", "remove", k["id"])
     assert r.exit_code == 12 and "--yes" in r.stderr
@@ -319,7 +320,7 @@ def test_remove_needs_confirmation_then_purges(cli, acme):
     add(cli, "acme", "--provider", "anthropic")  # the slot is free again
 
 
-def test_remove_warns_when_the_org_uses_that_provider(cli, acme):
+def test_remove_warns_when_the_org_uses_that_provider(cli, acme_with_members):
     k = add(cli, "acme", "--provider", "anthropic")
     assert cli("org", "set-provider", "acme", "anthropic", "--yes").exit_code == 0
     r = cli("key", "remove", k["id"], "--yes")
@@ -336,7 +337,7 @@ ORG_KEY_WRITERS = {"admin@acme.com": (0, 0), "staff@acme.com": (4, 4), "int@acme
 
 
 @pytest.mark.parametrize(("actor", "codes"), ORG_KEY_WRITERS.items())
-def test_org_key_add_rotate_remove_need_org_manage(cli, acme, actor, codes):
+def test_org_key_add_rotate_remove_need_org_manage(cli, acme_with_members, actor, codes):
     by_org, by_id = codes
     r = cli("key", "add", "acme", "--provider", "anthropic", "--from-stdin", "--as", actor,
             input=ant())
@@ -359,7 +360,7 @@ def test_org_key_add_rotate_remove_need_org_manage(cli, acme, actor, codes):
     ("staff@acme.com", "int@acme.com", 4),
     ("admin@acme.com", "int@acme.com", 0),  # org:manage
 ])
-def test_personal_keys_own_vs_other(cli, acme, actor, owner, code):
+def test_personal_keys_own_vs_other(cli, acme_with_members, actor, owner, code):
     r = cli("key", "add", "acme", "--provider", "anthropic", "--member", owner, "--from-stdin",
             "--as", actor, input=ant())
     assert r.exit_code == code, r.output
@@ -375,7 +376,7 @@ def test_personal_keys_own_vs_other(cli, acme, actor, owner, code):
     assert r.exit_code == code, r.output
 
 
-def test_list_visibility_by_role(cli, acme):
+def test_list_visibility_by_role(cli, acme_with_members):
     cli("org", "create", "beta", "--plan", "growth")
     cli("member", "add", "beta", "int@acme.com", "--role", "admin")
     org = add(cli, "acme", "--provider", "anthropic")
@@ -403,7 +404,7 @@ def test_list_visibility_by_role(cli, acme):
     assert r.exit_code == 4 and "not a member of org acme" in r.stderr
 
 
-def test_members_cannot_touch_platform_or_other_orgs_keys(cli, acme):
+def test_members_cannot_touch_platform_or_other_orgs_keys(cli, acme_with_members):
     cli("org", "create", "beta", "--plan", "growth")
     beta = add(cli, "beta", "--provider", "anthropic")
     platform = add(cli, "--platform", "--provider", "anthropic")
@@ -420,7 +421,7 @@ def test_members_cannot_touch_platform_or_other_orgs_keys(cli, acme):
 
 # ---- the vault locked ---------------------------------------------------------------------------
 
-def test_listing_needs_no_master_key_but_adding_does(cli, acme, monkeypatch, isolated):
+def test_listing_needs_no_master_key_but_adding_does(cli, acme_with_members, monkeypatch, isolated):
     from conftest import master_key_b64
 
     k = add(cli, "acme", "--provider", "anthropic")
@@ -446,7 +447,7 @@ def test_listing_needs_no_master_key_but_adding_does(cli, acme, monkeypatch, iso
 
 # ---- hooks for provider calls -------------------------------------------------------------------
 
-def test_mark_used_and_tested_record_status_and_audit(cli, acme):
+def test_mark_used_and_tested_record_status_and_audit(cli, acme_with_members):
     k = add(cli, "acme", "--provider", "anthropic")
     ctx = open_context(None)
     try:
@@ -462,7 +463,7 @@ def test_mark_used_and_tested_record_status_and_audit(cli, acme):
     assert [e.action for e in audit_entries("key")][:2] == ["key.test", "key.status"]
 
 
-def test_rotate_runs_the_tester_before_writing(cli, acme):
+def test_rotate_runs_the_tester_before_writing(cli, acme_with_members):
     from byokctl.errors import KeyRejected
 
     k = add(cli, "acme", "--provider", "anthropic")

@@ -3,7 +3,6 @@
 import json
 import sqlite3
 
-import pytest
 from conftest import audit_rows
 
 from byokctl.services import integrity
@@ -29,12 +28,6 @@ def seed_personal_key(db, org, member, provider="anthropic", secret="sk-ant-api0
     finally:
         ctx.close()
     return key_id
-
-
-@pytest.fixture
-def acme(cli, vault):
-    assert cli("org", "create", "acme", "--plan", "growth").exit_code == 0
-    return vault
 
 
 def test_add_normalises_email_and_audits(cli, acme):

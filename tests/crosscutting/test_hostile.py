@@ -505,7 +505,8 @@ def test_hostile_apply_files(fmt, template, emu, offline, monkeypatch):
 # ---- regressions: what the search above found, as plain tests ----------------------------------
 
 @pytest.fixture
-def acme(cli, vault, emulator) -> str:
+def acme_key_id(cli, vault, emulator) -> str:
+    """Org `acme` (growth, 5 credits) on its own Anthropic key at the emulator; the key's id."""
     assert cli("org", "create", "acme", "--plan", "growth", "--credits", "5").exit_code == 0
     r = cli("key", "add", "acme", "--provider", "anthropic", "--from-stdin", "--json",
             input=EMULATOR_KEYS["anthropic"])
@@ -534,7 +535,7 @@ def assert_refused(r, code: int, *fragments: str) -> None:
     ["org", "create", "newco", "--name", "x\udcff"],
     ["init", "--master-key-file", "mk\udcff"],         # recorded in the vault: text only
 ])
-def test_arguments_that_are_not_utf8_are_a_usage_error(cli, vault, acme, home, argv):
+def test_arguments_that_are_not_utf8_are_a_usage_error(cli, vault, acme_key_id, home, argv):
     """Bytes that are not UTF-8 reach Python as surrogate escapes; they are refused, naming
     the parameter, before anything is written or sent."""
     before = dump(home / "vault.db")
@@ -559,9 +560,9 @@ def test_paths_may_hold_bytes_that_are_not_utf8(cli, tmp_path):
     (["key", "add", "acme", "--provider", "openai", "--from-stdin"], "The OpenAI API key"),
     (["key", "rotate", "{key}", "--from-stdin"], "The Anthropic API key"),
 ])
-def test_stdin_that_is_not_utf8_is_a_usage_error(cli, acme, home, argv, what):
+def test_stdin_that_is_not_utf8_is_a_usage_error(cli, acme_key_id, home, argv, what):
     before = dump(home / "vault.db")
-    r = cli(*(a.replace("{key}", acme) for a in argv), input=b"sk-ant-api03-\x80\xff")
+    r = cli(*(a.replace("{key}", acme_key_id) for a in argv), input=b"sk-ant-api03-\x80\xff")
     assert_refused(r, 2, f"{what} on stdin is not UTF-8 text")
     assert dump(home / "vault.db") == before
 
@@ -587,9 +588,9 @@ def test_paths_the_os_refuses_are_a_usage_error(cli, argv):
     (["key", "test", "{key}", "--timeout", "1e308"], 2, "--timeout must be at most 3600"),
     (["ask", "acme", "hi", "--retries", str(10 ** 20)], 2, "--retries must be at most 10"),
 ])
-def test_numbers_out_of_range(cli, acme, home, argv, code, fragment):
+def test_numbers_out_of_range(cli, acme_key_id, home, argv, code, fragment):
     before = dump(home / "vault.db")
-    r = cli(*(a.replace("{key}", acme) for a in argv))
+    r = cli(*(a.replace("{key}", acme_key_id) for a in argv))
     if code == 0:
         assert r.exit_code == 0, r.output
     else:

@@ -69,14 +69,14 @@ class Outputs:
 
 
 @pytest.fixture
-def acme(cli, vault) -> Path:
-    assert cli("org", "create", "acme", "--plan", "growth").exit_code == 0
+def acme_with_interviewer(cli, acme) -> Path:
+    """`acme` (conftest) with an interviewer, int@acme.com; the vault's path."""
     assert cli("member", "add", "acme", "int@acme.com", "--role", "interviewer").exit_code == 0
-    return vault
+    return acme
 
 
-def test_secret_never_in_files_output_or_audit_and_old_ciphertext_is_purged(cli, acme):
-    db = acme
+def test_secret_never_in_files_output_or_audit_and_old_ciphertext_is_purged(cli, acme_with_interviewer):
+    db = acme_with_interviewer
     s1, s2 = distinctive(), distinctive()
     run = Outputs(cli)
     k = json.loads(run("key", "add", "acme", "--provider", "anthropic", "--from-stdin", "--json",
@@ -121,7 +121,7 @@ def test_secret_never_in_files_output_or_audit_and_old_ciphertext_is_purged(cli,
         assert s not in text and s[-12:] not in text
 
 
-def test_error_paths_never_echo_the_secret(cli, acme, monkeypatch):
+def test_error_paths_never_echo_the_secret(cli, acme_with_interviewer, monkeypatch):
     run = Outputs(cli)
     bad = {
         "openai": distinctive("sk-ant-api03-"),  # an Anthropic key offered as OpenAI
@@ -154,14 +154,14 @@ def test_error_paths_never_echo_the_secret(cli, acme, monkeypatch):
     ("key", "list", "{s}"),
     ("key", "{s}"),
 ])
-def test_secret_on_argv_is_refused_and_not_echoed(cli, acme, argv):
+def test_secret_on_argv_is_refused_and_not_echoed(cli, acme_with_interviewer, argv):
     secret = distinctive()
     r = cli(*(a.replace("{s}", secret) for a in argv))
     assert r.exit_code == 2, r.output
     assert "command-line argument" in r.stderr and "--from-stdin" in r.stderr
     assert secret not in r.output and secret[-12:] not in r.output
     assert r.stdout == ""
-    assert_absent(acme, secret.encode())
+    assert_absent(acme_with_interviewer, secret.encode())
 
 
 def test_no_option_takes_the_secret():
@@ -264,13 +264,13 @@ def test_hidden_prompt_does_not_echo(tmp_path):
     assert listed[0]["hint"] == "…" + secret[-4:]
 
 
-def test_purge_waits_briefly_for_a_reader_then_says_so(cli, acme):
+def test_purge_waits_briefly_for_a_reader_then_says_so(cli, acme_with_interviewer):
     """A reader in another process that holds an old snapshot blocks the WAL purge: the
     rotation still succeeds, quickly, and says the purge is deferred."""
     r = cli("key", "add", "acme", "--provider", "anthropic", "--from-stdin", "--json",
             input=distinctive())
     key_id = json.loads(r.stdout)["id"]
-    reader = sqlite3.connect(acme, isolation_level=None)
+    reader = sqlite3.connect(acme_with_interviewer, isolation_level=None)
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM keys").fetchall()  # holds this snapshot open
     try:
@@ -383,7 +383,7 @@ def test_a_master_key_object_never_shows_the_key():
     ["ask", "acme", "why does {s} fail?"],
     ["--db", "emulator", "org", "list", "X={s}"],
 ])
-def test_no_argument_lets_a_key_on_argv_be_echoed(cli, acme, args):
+def test_no_argument_lets_a_key_on_argv_be_echoed(cli, acme_with_interviewer, args):
     secret = distinctive()
     argv = [a.replace("{s}", secret) for a in args]
     for extra in ([], ["--json"]):
@@ -392,10 +392,10 @@ def test_no_argument_lets_a_key_on_argv_be_echoed(cli, acme, args):
         assert "command-line argument" in r.stderr, r.output
         assert secret not in r.output and secret[-12:] not in r.output
     assert "emulator" not in cli("org", "list").stdout  # nothing was created
-    assert_absent(acme, secret.encode())
+    assert_absent(acme_with_interviewer, secret.encode())
 
 
-def test_a_word_that_merely_contains_sk_dash_is_no_key(cli, acme):
+def test_a_word_that_merely_contains_sk_dash_is_no_key(cli, acme_with_interviewer):
     r = cli("org", "create", "risk-assessment-team-one", "--name", "Risk-assessment-team-one")
     assert r.exit_code == 0, r.output
 
