@@ -112,6 +112,14 @@ def master_key_b64() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
+@pytest.fixture
+def env_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh master key in $BYOKCTL_MASTER_KEY (no keyring); the key."""
+    key = master_key_b64()
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", key)
+    return key
+
+
 def run_proc(*args: str, env: dict[str, str] | None = None, input: str | None = None,
              timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run byokctl as a separate process (`python -m byokctl`)."""

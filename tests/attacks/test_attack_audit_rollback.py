@@ -61,24 +61,24 @@ def save_anchor(cli, path: Path) -> dict:
 
 
 @pytest.fixture
-def env_vault(cli, monkeypatch: pytest.MonkeyPatch) -> Path:
+def env_acme_vault(cli, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", master_key_b64())
     assert cli("init").exit_code == 0
     assert cli("org", "create", "acme", "--plan", "growth").exit_code == 0
     return vault_path()
 
 
-def test_audit_anchor_prints_the_verified_head(cli, env_vault: Path) -> None:
+def test_audit_anchor_prints_the_verified_head(cli, env_acme_vault: Path) -> None:
     doc = json.loads(cli("audit", "anchor", "--json").stdout)
-    last = audit_rows(env_vault)[-1]
+    last = audit_rows(env_acme_vault)[-1]
     assert doc == {"seq": last["seq"], "mac": last["mac"], "ts": last["ts"]}
     r = cli("audit", "anchor")
     assert r.exit_code == 0 and f"seq: {last['seq']}" in r.stdout and last["mac"] in r.stdout
 
 
 def test_a_cut_tail_with_an_older_head_put_back_fails_against_the_anchor(
-        cli, env_vault: Path, tmp_path: Path) -> None:
-    conn = sqlite3.connect(env_vault)
+        cli, env_acme_vault: Path, tmp_path: Path) -> None:
+    conn = sqlite3.connect(env_acme_vault)
     old_head = conn.execute("SELECT key, value FROM meta WHERE key LIKE 'audit_head%'").fetchall()
     cut_after = conn.execute("SELECT max(seq) FROM audit").fetchone()[0]
     conn.close()
@@ -86,7 +86,7 @@ def test_a_cut_tail_with_an_older_head_put_back_fails_against_the_anchor(
     rotate_key(cli, key_id)
     anchor = save_anchor(cli, tmp_path / "anchor.json")
     # The attack: drop the entries after `cut_after` and put the head of that time back.
-    conn = sqlite3.connect(env_vault)
+    conn = sqlite3.connect(env_acme_vault)
     conn.execute("DELETE FROM audit WHERE seq > ?", (cut_after,))
     conn.executemany("UPDATE meta SET value = ? WHERE key = ?", [(v, k) for k, v in old_head])
     conn.commit()
@@ -100,32 +100,32 @@ def test_a_cut_tail_with_an_older_head_put_back_fails_against_the_anchor(
     assert f"Audit entry {anchor['seq']}" in r.stderr
 
 
-def test_an_older_copy_of_the_vault_fails_against_the_anchor(cli, env_vault: Path,
+def test_an_older_copy_of_the_vault_fails_against_the_anchor(cli, env_acme_vault: Path,
                                                              tmp_path: Path) -> None:
     key_id, old_secret = add_key(cli)
-    backup = snapshot(env_vault, tmp_path / "backup")
+    backup = snapshot(env_acme_vault, tmp_path / "backup")
     rotate_key(cli, key_id)  # the old secret leaked, say, and was rotated out
     save_anchor(cli, tmp_path / "anchor.json")
-    restore(backup, env_vault)  # ...and an older copy of the file brings it back
+    restore(backup, env_acme_vault)  # ...and an older copy of the file brings it back
     assert cli("audit", "verify").exit_code == 0
     r = cli("audit", "verify", "--anchor", str(tmp_path / "anchor.json"))
     assert r.exit_code == 13, r.output
     assert "the anchored entry is gone" in r.stderr and old_secret not in r.output
 
 
-def test_an_anchor_of_the_same_seq_from_another_history_fails(cli, env_vault: Path,
+def test_an_anchor_of_the_same_seq_from_another_history_fails(cli, env_acme_vault: Path,
                                                               tmp_path: Path) -> None:
-    backup = snapshot(env_vault, tmp_path / "backup")
+    backup = snapshot(env_acme_vault, tmp_path / "backup")
     assert cli("org", "create", "beta").exit_code == 0
     anchor = save_anchor(cli, tmp_path / "anchor.json")
-    restore(backup, env_vault)
+    restore(backup, env_acme_vault)
     assert cli("org", "create", "gamma").exit_code == 0  # a different entry at the same seq
-    assert audit_rows(env_vault)[-1]["seq"] == anchor["seq"]
+    assert audit_rows(env_acme_vault)[-1]["seq"] == anchor["seq"]
     r = cli("audit", "verify", "--anchor", str(tmp_path / "anchor.json"))
     assert r.exit_code == 13 and "the anchored entry was replaced" in r.stderr, r.output
 
 
-def test_the_anchor_holds_while_the_log_grows(cli, env_vault: Path, tmp_path: Path) -> None:
+def test_the_anchor_holds_while_the_log_grows(cli, env_acme_vault: Path, tmp_path: Path) -> None:
     save_anchor(cli, tmp_path / "anchor.json")
     add_key(cli)
     r = cli("audit", "verify", "--anchor", str(tmp_path / "anchor.json"))
@@ -136,7 +136,7 @@ def test_the_anchor_holds_while_the_log_grows(cli, env_vault: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize("text", ["", "{}", "not an anchor", '{"seq": "x", "mac": 1}'])
-def test_a_file_that_is_no_anchor_is_a_usage_error(cli, env_vault: Path, tmp_path: Path,
+def test_a_file_that_is_no_anchor_is_a_usage_error(cli, env_acme_vault: Path, tmp_path: Path,
                                                    text: str) -> None:
     (tmp_path / "a.json").write_text(text)
     r = cli("audit", "verify", "--anchor", str(tmp_path / "a.json"))

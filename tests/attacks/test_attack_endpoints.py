@@ -63,7 +63,7 @@ class Collector:
 
 
 @pytest.fixture
-def hostile():
+def collector():
     c = Collector()
     yield c
     c.stop()
@@ -102,8 +102,8 @@ def resolved(cli, as_: str = "bob@acme.com") -> dict:
     return json.loads(r.stdout)
 
 
-def test_admin_cannot_collect_a_members_key_on_her_server(cli, acme_with_bobs_key, hostile):
-    point(cli, hostile.url)  # alice, admin, points acme at her server
+def test_admin_cannot_collect_a_members_key_on_her_server(cli, acme_with_bobs_key, collector):
+    point(cli, collector.url)  # alice, admin, points acme at her server
     bob_key = acme_with_bobs_key["key"]
 
     r = cli("key", "test", bob_key, "--as", "alice@acme.com")
@@ -118,10 +118,10 @@ def test_admin_cannot_collect_a_members_key_on_her_server(cli, acme_with_bobs_ke
     d = resolved(cli)
     assert d["key_id"] is None and d["error"]["code"] == "no-key"
     assert d["skipped_keys"] == [{"key_id": bob_key, "key_scope": "member",
-                                  "reason": "endpoint-not-approved", "base_url": hostile.url,
+                                  "reason": "endpoint-not-approved", "base_url": collector.url,
                                   "fix": f"approve it with `byokctl key approve-endpoint {bob_key} "
                                          "--as bob@acme.com`"}]
-    assert any("skipped" in why and hostile.url in why for why in d["reasons"])
+    assert any("skipped" in why and collector.url in why for why in d["reasons"])
 
     r = cli("ask", "acme", PROMPT, "--as", "bob@acme.com", "--no-stream")
     assert r.exit_code == 6, r.output
@@ -141,15 +141,15 @@ def test_admin_cannot_collect_a_members_key_on_her_server(cli, acme_with_bobs_ke
     r = cli("key", "rotate", bob_key, "--as", "bob@acme.com", "--from-stdin",
             input=personal_secret())
     assert r.exit_code == 4, r.output
-    assert not hostile.saw(acme_with_bobs_key["secret"]) and hostile.seen == []
+    assert not collector.saw(acme_with_bobs_key["secret"]) and collector.seen == []
 
 
-def test_with_an_org_key_the_skipped_personal_key_says_why(cli, acme_with_bobs_key, hostile):
+def test_with_an_org_key_the_skipped_personal_key_says_why(cli, acme_with_bobs_key, collector):
     r = cli("key", "add", "acme", "--provider", "anthropic", "--from-stdin", "--json",
             input=ANTHROPIC_TEST_KEY)
     assert r.exit_code == 0, r.output
     org_key = json.loads(r.stdout)["id"]
-    point(cli, hostile.url)
+    point(cli, collector.url)
     r = cli("resolve", "acme", "--as", "bob@acme.com")
     assert r.exit_code == 0, r.output
     assert org_key in r.stdout and f"key {acme_with_bobs_key['key']} is skipped" in r.stdout
@@ -158,11 +158,11 @@ def test_with_an_org_key_the_skipped_personal_key_says_why(cli, acme_with_bobs_k
     assert (d["key_id"], d["key_scope"], d["mode"]) == (org_key, "org", "byok")
     assert [s["key_id"] for s in d["skipped_keys"]] == [acme_with_bobs_key["key"]]
     cli("ask", "acme", PROMPT, "--as", "bob@acme.com", "--no-stream")  # the org key goes there
-    assert hostile.seen and not hostile.saw(acme_with_bobs_key["secret"])
+    assert collector.seen and not collector.saw(acme_with_bobs_key["secret"])
 
 
 def test_owner_approval_then_ask_works_and_a_new_base_url_needs_a_new_one(cli, acme_with_bobs_key, emulator,
-                                                                          hostile):
+                                                                          collector):
     bob_key = acme_with_bobs_key["key"]
     point(cli, emulator.anthropic_base_url)  # alice points acme at a (here benign) gateway
     assert resolved(cli)["key_id"] is None
@@ -184,11 +184,11 @@ def test_owner_approval_then_ask_works_and_a_new_base_url_needs_a_new_one(cli, a
     assert acme_with_bobs_key["secret"][-16:] not in json.dumps(audit_rows(_db()))
 
     # alice moves the org to her own server: bob's approval does not follow.
-    point(cli, hostile.url)
-    assert resolved(cli)["skipped_keys"][0]["base_url"] == hostile.url
+    point(cli, collector.url)
+    assert resolved(cli)["skipped_keys"][0]["base_url"] == collector.url
     assert cli("ask", "acme", PROMPT, "--as", "bob@acme.com").exit_code == 6
     assert cli("key", "test", bob_key, "--as", "alice@acme.com").exit_code == 4
-    assert hostile.seen == []
+    assert collector.seen == []
     # Back to the URL bob approved (spelt differently): approved again.
     point(cli, emulator.anthropic_base_url + "/")
     assert resolved(cli)["key_id"] == bob_key
@@ -250,8 +250,8 @@ def test_official_endpoint_needs_no_approval(cli, acme_with_bobs_key):
     assert r.exit_code == 2 and "official endpoint" in r.stderr and "needs no approval" in r.stderr
 
 
-def test_key_add_test_refuses_before_the_secret_is_read(cli, acme_with_bobs_key, hostile):
-    point(cli, hostile.url)
+def test_key_add_test_refuses_before_the_secret_is_read(cli, acme_with_bobs_key, collector):
+    point(cli, collector.url)
     r = cli("member", "add", "acme", "carol@acme.com", "--role", "staffing")
     assert r.exit_code == 0, r.output
     carol = personal_secret()
@@ -259,7 +259,7 @@ def test_key_add_test_refuses_before_the_secret_is_read(cli, acme_with_bobs_key,
             "--as", "carol@acme.com", "--test", "--from-stdin", input=carol)
     assert r.exit_code == 4, r.output
     assert "store the key without --test" in r.stderr
-    assert hostile.seen == []
+    assert collector.seen == []
     assert json.loads(cli("key", "list", "acme", "--json").stdout)[0]["member"] == "bob@acme.com"
 
 
@@ -318,18 +318,18 @@ def test_another_member_may_not_approve_either(cli, acme_with_bobs_key):
 
 
 def test_an_approval_written_into_the_file_without_the_master_key_is_refused(cli, acme_with_bobs_key,
-                                                                              hostile):
+                                                                              collector):
     """The approval rows decide where a personal key may go, so they carry a row MAC: one
     inserted (or copied) with sqlite3 alone is refused at use, exit 13, nothing sent, and
     `vault check` names it."""
     import sqlite3
 
-    point(cli, hostile.url)  # alice points acme at her server; bob never approves it
+    point(cli, collector.url)  # alice points acme at her server; bob never approves it
     conn = sqlite3.connect(_db(), isolation_level=None)
     conn.execute("INSERT INTO endpoint_approvals (org, member, provider, base_url, approved_by, "
                  "approved_as, approved_at, mac) VALUES ('acme', 'bob@acme.com', 'anthropic', ?, "
                  "'bob@acme.com', 'owner', '2026-01-01T00:00:00Z', ?)",
-                 (hostile.url, "0" * 64))
+                 (collector.url, "0" * 64))
     conn.close()
 
     for args in (("key", "test", acme_with_bobs_key["key"], "--as", "alice@acme.com"),
@@ -337,7 +337,7 @@ def test_an_approval_written_into_the_file_without_the_master_key_is_refused(cli
         r = cli(*args)
         assert r.exit_code == 13, r.output
         assert "approval" in r.stderr and "changed outside byokctl" in r.stderr
-    assert not hostile.saw(acme_with_bobs_key["secret"]) and hostile.seen == []
+    assert not collector.saw(acme_with_bobs_key["secret"]) and collector.seen == []
 
     r = cli("vault", "check", "--json")
     assert r.exit_code == 13, r.output

@@ -56,13 +56,6 @@ def plant(directory: Path, name: str, content: str = "") -> Path:
     return planted
 
 
-@pytest.fixture
-def env_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    key = master_key_b64()
-    monkeypatch.setenv("BYOKCTL_MASTER_KEY", key)
-    return key
-
-
 def add_key(cli, db: Path) -> str:
     secret = "sk-ant-api03-" + secrets.token_urlsafe(24)
     assert cli("--db", str(db), "org", "create", "acme", "--plan", "growth").exit_code == 0

@@ -90,7 +90,7 @@ class Hostile:
 
 
 @pytest.fixture
-def hostile():
+def echoing_server():
     h = Hostile()
     yield h
     h.stop()
@@ -119,12 +119,13 @@ def assert_no_run_of(secret: str, text: str) -> None:
 
 
 @pytest.fixture
-def orgs(cli, vault, hostile) -> dict[str, tuple[str, str]]:
+def hostile_orgs(cli, vault, echoing_server) -> dict[str, tuple[str, str]]:
     """One org per provider at the hostile server, each with an org key: {provider: (org, key_id)}."""
     out = {}
     for org, provider in (("acme", "anthropic"), ("beta", "openai")):
         assert cli("org", "create", org, "--plan", "growth").exit_code == 0
-        r = cli("org", "set-provider", org, provider, "--base-url", hostile.base_url(provider), "--yes")
+        r = cli("org", "set-provider", org, provider, "--base-url", echoing_server.base_url(provider),
+                "--yes")
         assert r.exit_code == 0, r.output
         secret = new_secret(provider)
         r = cli("key", "add", org, "--provider", provider, "--from-stdin", "--json", input=secret + "\n")
@@ -136,23 +137,23 @@ def orgs(cli, vault, hostile) -> dict[str, tuple[str, str]]:
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 @pytest.mark.parametrize("echo", list(ECHOES))
 @pytest.mark.parametrize("how", ["key test", "ask"])
-def test_a_401_echoing_the_key_encoded_never_shows_it(cli, orgs, hostile, provider, echo, how):
-    org, key_id, secret = orgs[provider]
-    hostile.echo = echo
+def test_a_401_echoing_the_key_encoded_never_shows_it(cli, hostile_orgs, echoing_server, provider, echo, how):
+    org, key_id, secret = hostile_orgs[provider]
+    echoing_server.echo = echo
     for extra in ([], ["--json"]):
         argv = ["key", "test", key_id] if how == "key test" else ["ask", org, "hello", "--retries", "0"]
         r = cli(*argv, *extra)
         assert r.exit_code == 7, r.output
-        assert secret in hostile.seen  # the server did get the key, and echoed it
+        assert secret in echoing_server.seen  # the server did get the key, and echoed it
         assert_no_run_of(secret, r.output)
         assert "rejected" in r.stderr
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 @pytest.mark.parametrize("how", ["key test", "ask"])
-def test_a_provider_message_is_capped(cli, orgs, hostile, provider, how):
-    org, key_id, secret = orgs[provider]
-    hostile.message = "You are not allowed. " * 50_000  # a megabyte
+def test_a_provider_message_is_capped(cli, hostile_orgs, echoing_server, provider, how):
+    org, key_id, secret = hostile_orgs[provider]
+    echoing_server.message = "You are not allowed. " * 50_000  # a megabyte
     argv = ["key", "test", key_id] if how == "key test" else ["ask", org, "hello", "--retries", "0"]
     r = cli(*argv)
     assert r.exit_code == 7, r.output

@@ -25,7 +25,7 @@ INTERVIEWER = "ivan@acme.com"
 
 
 @pytest.fixture
-def hostile():
+def attacker_emulator():
     """The attacker's server on 127.0.0.1: it accepts the real keys (so an old byokctl that
     sends one there succeeds) and logs every request that reaches it."""
     emu = Emulator(Config(valid_keys={p: {k} for p, k in EMULATOR_KEYS.items()})).start()
@@ -79,10 +79,10 @@ def check_problems(cli) -> list[dict]:
     return json.loads(r.stdout)["problems"]
 
 
-def assert_refused(r, hostile) -> None:
+def assert_refused(r, attacker_emulator) -> None:
     assert r.exit_code == 13, r.output
     assert "changed outside byokctl" in r.stderr and "Traceback" not in r.output
-    assert hostile.requests == []  # nothing reached it, so no key did
+    assert attacker_emulator.requests == []  # nothing reached it, so no key did
     for secret in EMULATOR_KEYS.values():
         assert secret not in r.output
 
@@ -99,12 +99,13 @@ def assert_refused(r, hostile) -> None:
     ("budget_monthly_usd", 1e9),
     ("grace_until", "2099-01-01T00:00:00Z"),
 ])
-def test_a_tampered_org_row_is_refused_at_ask_and_key_test(cli, acme_and_plat, hostile, column, value):
+def test_a_tampered_org_row_is_refused_at_ask_and_key_test(cli, acme_and_plat, attacker_emulator, column,
+                                                            value):
     if column == "base_url":
-        value = hostile.anthropic_base_url
+        value = attacker_emulator.anthropic_base_url
     tamper(acme_and_plat["db"], f"UPDATE orgs SET {column} = ? WHERE slug = 'acme'", (value,))
-    assert_refused(cli("ask", "acme", "hello"), hostile)
-    assert_refused(cli("key", "test", acme_and_plat["org_key"]), hostile)
+    assert_refused(cli("ask", "acme", "hello"), attacker_emulator)
+    assert_refused(cli("key", "test", acme_and_plat["org_key"]), attacker_emulator)
     assert {"org": "acme", "problem": "org settings changed outside byokctl (MAC mismatch)"} \
         in check_problems(cli)
     # No write re-MACs it: the operator's own change is refused too, and the row stays as found.
@@ -116,17 +117,17 @@ def test_a_tampered_org_row_is_refused_at_ask_and_key_test(cli, acme_and_plat, h
     assert cli("ask", "plat", "hello").exit_code == 0
 
 
-def test_base_url_pointed_at_the_attacker_never_receives_the_key(cli, acme_and_plat, hostile):
+def test_base_url_pointed_at_the_attacker_never_receives_the_key(cli, acme_and_plat, attacker_emulator):
     """The review's own example, end to end (an old byokctl sent the key and exited 0)."""
     tamper(acme_and_plat["db"], "UPDATE orgs SET base_url = ? WHERE slug = 'acme'",
-           (hostile.anthropic_base_url,))
+           (attacker_emulator.anthropic_base_url,))
     r = cli("ask", "acme", "hello", "--json")
-    assert_refused(r, hostile)
+    assert_refused(r, attacker_emulator)
     assert json.loads(r.stderr)["error"]["code"] == "integrity"
     # A new key added with --test would be probed at the org's base_url: refused before that.
     r = cli("key", "add", "acme", "--provider", "anthropic", "--member", INTERVIEWER,
             "--from-stdin", "--test", input=ANTHROPIC_TEST_KEY)
-    assert_refused(r, hostile)
+    assert_refused(r, attacker_emulator)
 
 
 @pytest.mark.parametrize("write", [
@@ -148,17 +149,17 @@ def test_a_write_on_a_tampered_org_row_is_refused_and_changes_nothing(cli, acme_
     assert any(p.get("org") == "acme" for p in check_problems(cli))
 
 
-def test_an_org_row_copied_from_another_org_is_refused(cli, acme_and_plat, hostile):
+def test_an_org_row_copied_from_another_org_is_refused(cli, acme_and_plat, attacker_emulator):
     """A MAC from another row is no MAC: each binds its own slug."""
     tamper(acme_and_plat["db"], "UPDATE orgs SET mac = (SELECT mac FROM orgs WHERE slug = 'plat') "
                        "WHERE slug = 'acme'")
-    assert_refused(cli("ask", "acme", "hello"), hostile)
+    assert_refused(cli("ask", "acme", "hello"), attacker_emulator)
 
 
-def test_a_removed_mac_is_tampering(cli, acme_and_plat, hostile):
+def test_a_removed_mac_is_tampering(cli, acme_and_plat, attacker_emulator):
     tamper(acme_and_plat["db"], "UPDATE orgs SET mac = NULL, base_url = ? WHERE slug = 'acme'",
-           (hostile.anthropic_base_url,))
-    assert_refused(cli("ask", "acme", "hello"), hostile)
+           (attacker_emulator.anthropic_base_url,))
+    assert_refused(cli("ask", "acme", "hello"), attacker_emulator)
     assert {"org": "acme", "problem": "org settings no MAC: the row was written outside byokctl"} \
         in check_problems(cli)
 
@@ -177,27 +178,27 @@ def test_credit_changes_by_ask_and_credits_add_keep_the_row_authentic(cli, acme_
 
 # ---- members: the role decides permissions ------------------------------------------------------
 
-def test_a_role_raised_in_the_file_grants_nothing(cli, acme_and_plat, hostile):
+def test_a_role_raised_in_the_file_grants_nothing(cli, acme_and_plat, attacker_emulator):
     tamper(acme_and_plat["db"], "UPDATE members SET role = 'admin' WHERE email = ?", (INTERVIEWER,))
-    r = cli("org", "set-provider", "acme", "anthropic", "--base-url", hostile.anthropic_base_url,
+    r = cli("org", "set-provider", "acme", "anthropic", "--base-url", attacker_emulator.anthropic_base_url,
             "--as", INTERVIEWER, "--yes")
     assert r.exit_code == 13, r.output
-    assert_refused(cli("ask", "acme", "hello", "--as", INTERVIEWER), hostile)
+    assert_refused(cli("ask", "acme", "hello", "--as", INTERVIEWER), attacker_emulator)
     r = cli("member", "add", "acme", "eve@evil.example", "--role", "admin", "--as", INTERVIEWER)
     assert r.exit_code == 13, r.output
     assert {"member": f"acme/{INTERVIEWER}",
             "problem": "member row changed outside byokctl (MAC mismatch)"} in check_problems(cli)
     conn = sqlite3.connect(acme_and_plat["db"])
     assert conn.execute("SELECT base_url FROM orgs WHERE slug = 'acme'").fetchone()[0] != \
-        hostile.anthropic_base_url
+        attacker_emulator.anthropic_base_url
     conn.close()
 
 
-def test_a_member_row_inserted_in_the_file_is_refused(cli, acme_and_plat, hostile):
+def test_a_member_row_inserted_in_the_file_is_refused(cli, acme_and_plat, attacker_emulator):
     tamper(acme_and_plat["db"], "INSERT INTO members (org, email, role, created_at) VALUES "
                        "('acme', 'eve@evil.example', 'admin', '2026-01-01T00:00:00Z')")
-    assert_refused(cli("ask", "acme", "hello", "--as", "eve@evil.example"), hostile)
-    r = cli("org", "set-provider", "acme", "anthropic", "--base-url", hostile.anthropic_base_url,
+    assert_refused(cli("ask", "acme", "hello", "--as", "eve@evil.example"), attacker_emulator)
+    r = cli("org", "set-provider", "acme", "anthropic", "--base-url", attacker_emulator.anthropic_base_url,
             "--as", "eve@evil.example", "--yes")
     assert r.exit_code == 13, r.output
     assert any(p.get("member") == "acme/eve@evil.example" for p in check_problems(cli))
@@ -211,11 +212,11 @@ def test_a_member_row_inserted_in_the_file_is_refused(cli, acme_and_plat, hostil
     ("fingerprint", "fp_0000000000000000"),
     ("last_tested_at", "2000-01-01T00:00:00Z"),
 ])
-def test_tampered_key_metadata_is_refused(cli, acme_and_plat, hostile, column, value):
+def test_tampered_key_metadata_is_refused(cli, acme_and_plat, attacker_emulator, column, value):
     tamper(acme_and_plat["db"], f"UPDATE keys SET {column} = ? WHERE id = ?",
            (value, acme_and_plat["org_key"]))
-    assert_refused(cli("ask", "acme", "hello"), hostile)
-    assert_refused(cli("key", "test", acme_and_plat["org_key"]), hostile)
+    assert_refused(cli("ask", "acme", "hello"), attacker_emulator)
+    assert_refused(cli("key", "test", acme_and_plat["org_key"]), attacker_emulator)
     r = cli("key", "rotate", acme_and_plat["org_key"], "--from-stdin", "--no-test",
             input=ANTHROPIC_TEST_KEY)
     assert r.exit_code == 13, r.output  # a rotation would MAC the tampered row again
@@ -236,10 +237,10 @@ def test_tampered_key_metadata_is_refused(cli, acme_and_plat, hostile, column, v
     ("INSERT INTO meta (key, value) VALUES ('credit_usd', '1000')", ()),
     ("DELETE FROM meta WHERE key = 'platform_mac'", ()),
 ])
-def test_tampered_platform_settings_are_refused(cli, acme_and_plat, hostile, sql, params):
-    tamper(acme_and_plat["db"], sql, (hostile.openai_base_url,) if params is None else params)
-    assert_refused(cli("ask", "plat", "hello"), hostile)
-    assert_refused(cli("key", "test", acme_and_plat["platform_key"]), hostile)
+def test_tampered_platform_settings_are_refused(cli, acme_and_plat, attacker_emulator, sql, params):
+    tamper(acme_and_plat["db"], sql, (attacker_emulator.openai_base_url,) if params is None else params)
+    assert_refused(cli("ask", "plat", "hello"), attacker_emulator)
+    assert_refused(cli("key", "test", acme_and_plat["platform_key"]), attacker_emulator)
     r = cli("platform", "set-default", "openai", "--model", "gpt-5-mini")
     assert r.exit_code == 13, r.output
     assert any(p.get("platform") == "settings" for p in check_problems(cli))
@@ -247,9 +248,9 @@ def test_tampered_platform_settings_are_refused(cli, acme_and_plat, hostile, sql
 
 # ---- what still works, and what the report says ------------------------------------------------
 
-def test_vault_check_lists_every_tampered_row(cli, acme_and_plat, hostile):
+def test_vault_check_lists_every_tampered_row(cli, acme_and_plat, attacker_emulator):
     tamper(acme_and_plat["db"], "UPDATE orgs SET base_url = ? WHERE slug = 'acme'",
-           (hostile.anthropic_base_url,))
+           (attacker_emulator.anthropic_base_url,))
     tamper(acme_and_plat["db"], "UPDATE members SET role = 'admin' WHERE email = ?", (INTERVIEWER,))
     tamper(acme_and_plat["db"], "UPDATE keys SET status = 'active', hint = '…beef' WHERE id = ?",
            (acme_and_plat["platform_key"],))
@@ -278,17 +279,17 @@ def test_vault_check_names_a_row_whose_text_is_not_utf8(cli, acme_and_plat):
 
 
 def test_read_only_commands_still_work_without_the_master_key(cli, acme_and_plat, monkeypatch,
-                                                              isolated, hostile):
+                                                              isolated, attacker_emulator):
     """They never unlock, so they do not verify (README): they show the row as it is."""
     tamper(acme_and_plat["db"], "UPDATE orgs SET base_url = ? WHERE slug = 'acme'",
-           (hostile.anthropic_base_url,))
+           (attacker_emulator.anthropic_base_url,))
     isolated.entries.clear()  # no master key anywhere
     for args in (("org", "list"), ("key", "list"), ("resolve", "acme"), ("usage", "show"),
                  ("audit", "log")):
         r = cli(*args)
         assert r.exit_code == 0, (args, r.output)
     assert cli("ask", "acme", "hello").exit_code == 10  # locked: and nothing sent
-    assert hostile.requests == []
+    assert attacker_emulator.requests == []
 
 
 # ---- a vault from before row MACs ---------------------------------------------------------------
@@ -338,7 +339,8 @@ def _as_before_row_macs(db: Path) -> None:
     conn.close()
 
 
-def test_a_vault_from_before_row_macs_is_macd_by_the_first_command_with_the_key(cli, acme_and_plat, hostile):
+def test_a_vault_from_before_row_macs_is_macd_by_the_first_command_with_the_key(cli, acme_and_plat,
+                                                                                 attacker_emulator):
     _as_before_row_macs(acme_and_plat["db"])
     assert cli("org", "list").exit_code == 0  # migrates; needs no key, MACs nothing
     r = cli("vault", "check", "--json")
@@ -348,19 +350,19 @@ def test_a_vault_from_before_row_macs_is_macd_by_the_first_command_with_the_key(
     assert cli("ask", "acme", "hello").exit_code == 0
     # From now on a missing MAC is tampering, marker or not.
     tamper(acme_and_plat["db"], "UPDATE orgs SET mac = NULL, base_url = ? WHERE slug = 'acme'",
-           (hostile.anthropic_base_url,))
+           (attacker_emulator.anthropic_base_url,))
     tamper(acme_and_plat["db"], "INSERT INTO meta (key, value) VALUES ('row_macs_pending', '1')")
-    assert_refused(cli("ask", "acme", "hello"), hostile)
+    assert_refused(cli("ask", "acme", "hello"), attacker_emulator)
     assert any(p.get("org") == "acme" for p in check_problems(cli))
 
 
-def test_a_forged_upgrade_marker_does_not_mac_a_tampered_row(cli, acme_and_plat, hostile):
+def test_a_forged_upgrade_marker_does_not_mac_a_tampered_row(cli, acme_and_plat, attacker_emulator):
     """The attacker nulls the MAC and claims the vault predates row MACs: its own MACed first
     audit entry says otherwise, so nothing is adopted."""
     tamper(acme_and_plat["db"], "UPDATE orgs SET mac = NULL, base_url = ? WHERE slug = 'acme'",
-           (hostile.anthropic_base_url,))
+           (attacker_emulator.anthropic_base_url,))
     tamper(acme_and_plat["db"], "INSERT INTO meta (key, value) VALUES ('row_macs_pending', '1')")
-    assert_refused(cli("ask", "acme", "hello"), hostile)
+    assert_refused(cli("ask", "acme", "hello"), attacker_emulator)
     [entry] = audit_rows(acme_and_plat["db"], "vault.mac_rows")
     assert json.loads(entry["after"])["adopted"] is False
     assert any(p.get("org") == "acme" for p in check_problems(cli))

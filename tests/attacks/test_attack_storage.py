@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, master_key_b64
+from conftest import REPO
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs; needs root")
 
@@ -85,13 +85,6 @@ def intact(cli, db: Path, secret: str) -> None:
     r = cli("--db", str(db), "org", "list", "--json")
     assert [o["slug"] for o in json.loads(r.stdout)] == ["acme"]  # nothing half-written
     assert secret not in r.output
-
-
-@pytest.fixture
-def env_key(monkeypatch: pytest.MonkeyPatch) -> str:
-    key = master_key_b64()
-    monkeypatch.setenv("BYOKCTL_MASTER_KEY", key)
-    return key
 
 
 def test_a_full_disk_says_so(cli, tmpfs: Path, env_key) -> None:

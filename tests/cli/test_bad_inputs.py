@@ -122,7 +122,7 @@ def _param(case):
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory):
+def acme_template(tmp_path_factory):
     """acme (growth, BYOK-capable) with one admin; built once, copied for each case."""
     db = tmp_path_factory.mktemp("template") / "vault.db"
     env = {"BYOKCTL_DB": str(db), "BYOKCTL_MASTER_KEY": master_key_b64(), "BYOKCTL_ACTOR": "tester"}
@@ -141,12 +141,12 @@ def snapshot(db: Path) -> dict:
 
 
 @pytest.mark.parametrize(("argv", "code", "fragment"), [_param(c) for c in CASES])
-def test_bad_input_is_refused_cleanly_and_writes_nothing(template, tmp_path, monkeypatch,
+def test_bad_input_is_refused_cleanly_and_writes_nothing(acme_template, tmp_path, monkeypatch,
                                                          argv, code, fragment):
     db = tmp_path / "vault.db"
-    shutil.copy2(template[0], db)
+    shutil.copy2(acme_template[0], db)
     monkeypatch.setenv("BYOKCTL_DB", str(db))
-    monkeypatch.setenv("BYOKCTL_MASTER_KEY", template[1])
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", acme_template[1])
     monkeypatch.setenv("NEW_KEY", "sk-ant-api03-" + "x" * 40)
     before = snapshot(db)
     audit_before = before["audit"]

@@ -43,7 +43,7 @@ def test_tree_does_not_depend_on_hash_order(seed):
 
 
 @pytest.fixture
-def orgs(cli, vault) -> dict[str, str]:
+def key_ids_by_owner(cli, vault) -> dict[str, str]:
     """A vault with orgs acme, acorn and zeta, an org key, a member key and a platform key;
     returns the key ids by owner. The master key is then removed: completion needs none."""
     for args in (["acme", "--plan", "growth"], ["acorn"], ["zeta", "--name", "Zeta's \"$(x)\""]):
@@ -96,21 +96,21 @@ def values(r: subprocess.CompletedProcess[str]) -> list[str]:
     ("byokctl resolve acm", ["acme"]),
     ("byokctl org show q", []),
 ])
-def test_bash_completes_org_slugs(orgs, line, expected):
+def test_bash_completes_org_slugs(key_ids_by_owner, line, expected):
     r = complete("bash", line)
     assert values(r) == expected
     assert r.stderr == ""
 
 
 @pytest.mark.parametrize("command", ["test", "rotate", "remove"])
-def test_bash_completes_key_ids(orgs, command):
-    assert sorted(values(complete("bash", f"byokctl key {command} "))) == sorted(orgs.values())
-    one = orgs["bob"]
+def test_bash_completes_key_ids(key_ids_by_owner, command):
+    assert sorted(values(complete("bash", f"byokctl key {command} "))) == sorted(key_ids_by_owner.values())
+    one = key_ids_by_owner["bob"]
     assert values(complete("bash", f"byokctl key {command} {one[:9]}")) == [
-        k for k in sorted(orgs.values()) if k.startswith(one[:9])]
+        k for k in sorted(key_ids_by_owner.values()) if k.startswith(one[:9])]
 
 
-def test_zsh_and_fish_describe_each_value(orgs):
+def test_zsh_and_fish_describe_each_value(key_ids_by_owner):
     r = complete("zsh", "byokctl org show a")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("_arguments ")
@@ -120,17 +120,17 @@ def test_zsh_and_fish_describe_each_value(orgs):
     r = complete("fish", "byokctl key rotate ")
     assert r.returncode == 0, r.stderr
     lines = set(r.stdout.splitlines())
-    assert f"{orgs['acme']}\tanthropic key of acme" in lines
-    assert f"{orgs['bob']}\topenai key of bob@acme.com (acme)" in lines
-    assert f"{orgs['platform']}\tanthropic key of platform" in lines
+    assert f"{key_ids_by_owner['acme']}\tanthropic key of acme" in lines
+    assert f"{key_ids_by_owner['bob']}\topenai key of bob@acme.com (acme)" in lines
+    assert f"{key_ids_by_owner['platform']}\tanthropic key of platform" in lines
 
 
-def test_descriptions_carry_no_shell_syntax(orgs):
+def test_descriptions_carry_no_shell_syntax(key_ids_by_owner):
     r = complete("fish", "byokctl org show z")
     assert r.stdout.splitlines() == ["zeta\tZeta s (x) (free)"]
 
 
-def test_db_option_and_environment_choose_the_vault(orgs, tmp_path, cli):
+def test_db_option_and_environment_choose_the_vault(key_ids_by_owner, tmp_path, cli):
     other = tmp_path / "other.db"
     env = {"BYOKCTL_MASTER_KEY": master_key_b64()}
     r = cli("--db", str(other), "init", env=env)
@@ -169,7 +169,7 @@ def test_no_usable_vault_completes_to_nothing_silently(tmp_path, setup):
         assert not path.exists()  # completion never creates a vault
 
 
-def test_completion_reads_without_master_key_and_changes_nothing(orgs):
+def test_completion_reads_without_master_key_and_changes_nothing(key_ids_by_owner):
     path = Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
     before = path.read_bytes()
     assert values(complete("bash", "byokctl org show ", {"BYOKCTL_MASTER_KEY": "bm9wZQ=="})) == [
@@ -179,7 +179,7 @@ def test_completion_reads_without_master_key_and_changes_nothing(orgs):
 
 @pytest.mark.parametrize("line", ["byokctl org show a", "byokctl key rotate ", "byokctl ",
                                   "byokctl key ", "byokctl ask ", "byokctl audit log --org "])
-def test_completion_imports_no_sdk_crypto_or_keyring(orgs, line):
+def test_completion_imports_no_sdk_crypto_or_keyring(key_ids_by_owner, line):
     r = complete("bash", line, importtime=True)
     assert r.returncode == 0
     imported = {row.split("|")[-1].strip().split(".")[0] for row in r.stderr.splitlines()
@@ -203,7 +203,7 @@ def on_path(tmp_path) -> dict[str, str]:
             "PYTHONPATH": str(REPO)}
 
 
-def test_bash_script_completes_in_bash(orgs, on_path):
+def test_bash_script_completes_in_bash(key_ids_by_owner, on_path):
     script = REPO / SHELLS["bash"]
     program = (f'source "{script}"; COMP_WORDS=(byokctl key test ""); COMP_CWORD=3; '
                '_byokctl_completion byokctl; printf "%s\\n" "${COMPREPLY[@]}"; '
@@ -213,13 +213,13 @@ def test_bash_script_completes_in_bash(orgs, on_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[:3] == sorted(orgs.values())
+    assert lines[:3] == sorted(key_ids_by_owner.values())
     assert lines[3:5] == ["acme", "acorn"]
     assert lines[5] == "complete -o default -F _byokctl_completion byokctl"
 
 
 @pytest.mark.skipif(not shutil.which("fish"), reason="fish is not installed")
-def test_fish_script_completes_in_fish(orgs, on_path):
+def test_fish_script_completes_in_fish(key_ids_by_owner, on_path):
     script = REPO / SHELLS["fish"]
     r = subprocess.run(["fish", "--no-config", "-c",
                         f'source "{script}"; complete -C "byokctl org show a"; '
@@ -245,7 +245,7 @@ zpty -d z
 
 
 @pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")
-def test_install_completion_in_zsh_installs_the_fixed_script(orgs, on_path, tmp_path):
+def test_install_completion_in_zsh_installs_the_fixed_script(key_ids_by_owner, on_path, tmp_path):
     """`byokctl --install-completion` writes ~/.zfunc/_byokctl: the committed script, so the
     first TAB after it is autoloaded completes too."""
     home = tmp_path / "user-home"  # tmp_path / "home" is $BYOKCTL_HOME
@@ -274,7 +274,7 @@ def test_show_completion_prints_the_committed_script_for_the_shell_it_runs_in(on
     assert r.stdout.strip() == (REPO / SHELLS[shell]).read_text(encoding="utf-8").strip(), r.stderr
 
 
-def test_install_completion_in_bash_writes_the_script_and_sources_it(orgs, on_path, tmp_path):
+def test_install_completion_in_bash_writes_the_script_and_sources_it(key_ids_by_owner, on_path, tmp_path):
     home = tmp_path / "user-home"
     home.mkdir()
     (home / ".bashrc").write_text("alias ll='ls -l'\n")
@@ -295,7 +295,7 @@ def test_install_completion_in_bash_writes_the_script_and_sources_it(orgs, on_pa
     ("byokctl key rot", "byokctl key rotate"),
     ("byokctl plan set acm", "byokctl plan set acme"),
 ])
-def test_zsh_script_completes_on_the_first_tab_from_fpath(orgs, on_path, tmp_path, typed,
+def test_zsh_script_completes_on_the_first_tab_from_fpath(key_ids_by_owner, on_path, tmp_path, typed,
                                                           completed):
     """Installed as `_byokctl` in $fpath, the very first TAB completes (typer's own script
     only registers itself then)."""
@@ -365,7 +365,7 @@ def _split(line: str) -> tuple[list[str], str]:
     return words[:-1], words[-1]
 
 
-def test_fast_completion_matches_typer_everywhere(orgs, tmp_path, cli):
+def test_fast_completion_matches_typer_everywhere(key_ids_by_owner, tmp_path, cli):
     """Every command, and thousands of partial lines: the generated-tree answers are Click's."""
     from byokctl.completion import completions
     from byokctl.completion.tree import TREE
@@ -390,7 +390,7 @@ def test_fast_completion_matches_typer_everywhere(orgs, tmp_path, cli):
 @pytest.mark.parametrize("line", ["byokctl ", "byokctl key ", "byokctl org show a",
                                   "byokctl org show q", "byokctl key rotate ",
                                   "byokctl key add --", "byokctl audit log --org "])
-def test_fast_completion_prints_what_typer_prints(orgs, monkeypatch, capsys, shell, line):
+def test_fast_completion_prints_what_typer_prints(key_ids_by_owner, monkeypatch, capsys, shell, line):
     """The same text for each shell (descriptions compared modulo whitespace: typer runs them
     through rich, which wraps long ones at 80 columns, breaking fish's one-per-line format)."""
     from typer._click.shell_completion import get_completion_class
@@ -415,7 +415,7 @@ def test_fast_completion_prints_what_typer_prints(orgs, monkeypatch, capsys, she
         assert fast_text.split() == typer_text.split()
 
 
-def test_fish_asks_whether_arguments_complete(orgs):
+def test_fish_asks_whether_arguments_complete(key_ids_by_owner):
     """`is-args`: exit 0 with no output when something completes (fish then offers no files)."""
     yes = complete("fish", "byokctl org show ", {"_TYPER_COMPLETE_FISH_ACTION": "is-args"})
     no = complete("fish", "byokctl org show acme ", {"_TYPER_COMPLETE_FISH_ACTION": "is-args"})
@@ -432,7 +432,7 @@ def test_source_instruction_prints_the_committed_script(shell):
     assert r.stdout.strip() == (REPO / SHELLS[shell]).read_text(encoding="utf-8").strip()
 
 
-def test_tab_does_not_load_typer(orgs):
+def test_tab_does_not_load_typer(key_ids_by_owner):
     r = complete("bash", "byokctl key rotate ", importtime=True)
     imported = {row.split("|")[-1].strip() for row in r.stderr.splitlines() if "|" in row}
     assert "byokctl.completion.tree" in imported  # the measurement works

@@ -39,7 +39,7 @@ def assert_never_shown(secret: str, *texts: str) -> None:
 
 
 @pytest.fixture
-def orgs(cli, vault, emulator) -> dict[str, str]:
+def org_by_provider(cli, vault, emulator) -> dict[str, str]:
     """acme on Anthropic and beta on OpenAI, each pointed at the emulator; a few members."""
     for org, provider in (("acme", "anthropic"), ("beta", "openai")):
         r = cli("org", "create", org, "--plan", "growth")
@@ -98,8 +98,8 @@ def model_calls(emulator) -> list:
 # ---- key test ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-def test_ok_records_the_result_and_audits_it(cli, orgs, emulator, provider):
-    org, secret = orgs[provider], EMULATOR_KEYS[provider]
+def test_ok_records_the_result_and_audits_it(cli, org_by_provider, emulator, provider):
+    org, secret = org_by_provider[provider], EMULATOR_KEYS[provider]
     k = add(cli, org, "--provider", provider, secret=secret)
     assert k["last_tested_at"] is None
 
@@ -134,8 +134,8 @@ def test_ok_records_the_result_and_audits_it(cli, orgs, emulator, provider):
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_revoked_key_is_rejected_marked_invalid_then_active_after_a_good_test(
-        cli, orgs, emulator, provider):
-    org, secret = orgs[provider], EMULATOR_KEYS[provider]
+        cli, org_by_provider, emulator, provider):
+    org, secret = org_by_provider[provider], EMULATOR_KEYS[provider]
     k = add(cli, org, "--provider", provider, secret=secret)
     emulator.revoke_key(secret, provider)
 
@@ -166,7 +166,7 @@ def test_revoked_key_is_rejected_marked_invalid_then_active_after_a_good_test(
     assert latest.before["status"] == "invalid" and latest.after["status"] == "active"
 
 
-def test_rate_limited_is_exit_8_and_recorded(cli, orgs, emulator):
+def test_rate_limited_is_exit_8_and_recorded(cli, org_by_provider, emulator):
     k = add(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
     emulator.inject(provider="anthropic", status=429)
     r = cli("key", "test", k["id"], "--retries", "0")
@@ -179,7 +179,7 @@ def test_rate_limited_is_exit_8_and_recorded(cli, orgs, emulator):
     assert len(model_calls(emulator)) == 1  # --retries 0: one attempt only
 
 
-def test_unreachable_is_exit_11_quickly_and_leaves_the_status_alone(cli, orgs, emulator):
+def test_unreachable_is_exit_11_quickly_and_leaves_the_status_alone(cli, org_by_provider, emulator):
     k = add(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
     emulator.inject(provider="anthropic", stall=30)
     started = time.monotonic()
@@ -203,7 +203,7 @@ def test_unreachable_is_exit_11_quickly_and_leaves_the_status_alone(cli, orgs, e
     assert listed(cli, "acme")[0]["status"] == "invalid"
 
 
-def test_bad_limits_unknown_key_and_no_call(cli, orgs, emulator):
+def test_bad_limits_unknown_key_and_no_call(cli, org_by_provider, emulator):
     k = add(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
     for args, says in ((("--timeout", "0"), "--timeout"), (("--retries", "-1"), "--retries")):
         r = cli("key", "test", k["id"], *args)
@@ -222,7 +222,7 @@ def test_bad_limits_unknown_key_and_no_call(cli, orgs, emulator):
     ("int@acme.com", 4, 0, 4),         # key:own: one's own key only
     ("stranger@else.com", 3, 3, 4),    # another org's key ids are not even acknowledged
 ])
-def test_who_may_test_what(cli, orgs, emulator, actor, org_key, own_key, platform_key):
+def test_who_may_test_what(cli, org_by_provider, emulator, actor, org_key, own_key, platform_key):
     org = add(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
     owner = actor if actor.endswith("@acme.com") else "int@acme.com"
     own = add(cli, "acme", "--provider", "anthropic", "--member", owner,
@@ -238,7 +238,7 @@ def test_who_may_test_what(cli, orgs, emulator, actor, org_key, own_key, platfor
     assert len(entries("key.test")) == len(allowed)
 
 
-def test_operator_tests_a_platform_key_at_the_platform_base_url(cli, orgs, emulator):
+def test_operator_tests_a_platform_key_at_the_platform_base_url(cli, org_by_provider, emulator):
     k = add(cli, "--platform", "--provider", "openai", secret=OPENAI_TEST_KEY)
     r = cli("platform", "set-default", "openai", "--model", "gpt-5-mini", "--base-url",
             emulator.openai_base_url)
@@ -252,7 +252,7 @@ def test_operator_tests_a_platform_key_at_the_platform_base_url(cli, orgs, emula
 
 # ---- which base URL a key is sent to -------------------------------------------------------------
 
-def test_base_url_follows_the_provider_the_url_was_set_for(cli, orgs, emulator):
+def test_base_url_follows_the_provider_the_url_was_set_for(cli, org_by_provider, emulator):
     ant, oai = emulator.anthropic_base_url, emulator.openai_base_url
     r = cli("org", "create", "gamma", "--plan", "growth")  # platform mode, no base_url
     assert r.exit_code == 0, r.output
@@ -282,7 +282,7 @@ def test_base_url_follows_the_provider_the_url_was_set_for(cli, orgs, emulator):
         ctx.close()
 
 
-def test_a_key_never_goes_to_another_providers_base_url(cli, orgs, emulator, monkeypatch):
+def test_a_key_never_goes_to_another_providers_base_url(cli, org_by_provider, emulator, monkeypatch):
     """beta's base URL is the (OpenAI) emulator: beta's Anthropic key goes to Anthropic's own
     API instead (here a closed port standing in for it), and the emulator sees nothing."""
     monkeypatch.setitem(catalog.load().info["anthropic"], "default_base_url",
@@ -298,8 +298,8 @@ def test_a_key_never_goes_to_another_providers_base_url(cli, orgs, emulator, mon
 # ---- key add --test ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-def test_add_with_test_stores_a_good_key_as_tested(cli, orgs, emulator, provider):
-    org = orgs[provider]
+def test_add_with_test_stores_a_good_key_as_tested(cli, org_by_provider, emulator, provider):
+    org = org_by_provider[provider]
     r = cli("key", "add", org, "--provider", provider, "--test", "--from-stdin", "--json",
             input=EMULATOR_KEYS[provider])
     assert r.exit_code == 0, r.output
@@ -317,7 +317,7 @@ def test_add_with_test_stores_a_good_key_as_tested(cli, orgs, emulator, provider
     assert "; tested: " in r.stdout and "models visible" in r.stdout
 
 
-def test_add_with_test_stores_nothing_when_the_test_fails(cli, orgs, emulator):
+def test_add_with_test_stores_nothing_when_the_test_fails(cli, org_by_provider, emulator):
     bad = NEW_SECRET["anthropic"]()
     r = cli("key", "add", "acme", "--provider", "anthropic", "--test", "--from-stdin", input=bad)
     assert r.exit_code == 7, r.output
@@ -338,14 +338,14 @@ def test_add_with_test_stores_nothing_when_the_test_fails(cli, orgs, emulator):
     assert entries("key.add") == [] and entries("key.test") == []
 
 
-def test_add_without_test_makes_no_call(cli, orgs, emulator):
+def test_add_without_test_makes_no_call(cli, org_by_provider, emulator):
     k = add(cli, "acme", "--provider", "anthropic", secret=NEW_SECRET["anthropic"]())
     assert k["test_result"] is None and emulator.requests == []
 
 
 # ---- key rotate ----------------------------------------------------------------------------------
 
-def test_rotate_tests_the_new_secret_first(cli, orgs, emulator):
+def test_rotate_tests_the_new_secret_first(cli, org_by_provider, emulator):
     old = ANTHROPIC_TEST_KEY
     k = add(cli, "acme", "--provider", "anthropic", secret=old)
 
@@ -377,7 +377,7 @@ def test_rotate_tests_the_new_secret_first(cli, orgs, emulator):
     assert model_calls(emulator)[-1].key_hint == good[-4:]
 
 
-def test_rotate_no_test_makes_no_call(cli, orgs, emulator):
+def test_rotate_no_test_makes_no_call(cli, org_by_provider, emulator):
     k = add(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
     assert cli("key", "test", k["id"]).exit_code == 0
     seen = len(emulator.requests)

@@ -110,7 +110,7 @@ def emu():
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory, emu) -> Template:
+def seeded_template(tmp_path_factory, emu) -> Template:
     """acme (growth, BYOK on Anthropic at the emulator, an org key, a member key), beta (free,
     platform), three members, a platform OpenAI key at the emulator as the default."""
     root = tmp_path_factory.mktemp("hostile-template")
@@ -191,9 +191,9 @@ hostile_text = st.one_of(
 )
 
 
-def plausible(template: Template, emu) -> dict[str, list[str]]:
+def plausible(seeded_template: Template, emu) -> dict[str, list[str]]:
     """Values that get a command past parsing into its service, by parameter name."""
-    ids = [*template.key_ids, "key_nope"]
+    ids = [*seeded_template.key_ids, "key_nope"]
     emails = ["alice@acme.com", "sam@acme.com", "ivan@acme.com", "ghost@acme.com",
               "ALICE@ACME.COM", "bob@beta.io"]
     orgs = ["acme", "beta", "ghost", "new-co", "ACME", "a" * 63, "a" * 64]
@@ -208,7 +208,7 @@ def plausible(template: Template, emu) -> dict[str, list[str]]:
         "fallback": [*rules.FALLBACKS, "sometimes"],
         "by": ["provider", "model", "member", "mode", "day", "week"],
         "action": ["key.add", "org.create", "vault.init", "x"],
-        "file": [str(p) for p in template.files.values()] + ["/", "/dev/null", "missing.toml", "-"],
+        "file": [str(p) for p in seeded_template.files.values()] + ["/", "/dev/null", "missing.toml", "-"],
         "from_env": [*ENV, "UNSET_VAR", "PATH"], "master_key_file": ["mk", "/dev/null", "a/b/mk"],
         "format_": ["toml", "json", "yaml"], "keep": ["kept", "kept/deeper", "/dev/null"],
         "credits": ["0", "10", "-5"], "amount": ["5", "0", "+7"], "days": ["1", "30", "3650"],
@@ -293,18 +293,18 @@ def files_under(root: Path) -> set[str]:
 
 
 @contextmanager
-def sandbox(template: Template, monkeypatch) -> Iterator[tuple[Path, Path, dict]]:
+def sandbox(seeded_template: Template, monkeypatch) -> Iterator[tuple[Path, Path, dict]]:
     """A fresh copy of the template vault, a fresh working and temp directory, and the env."""
     home = Path(os.environ["BYOKCTL_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="hostile-", dir=home))
     db = work / "vault" / "vault.db"
     db.parent.mkdir(mode=0o700)
-    shutil.copy2(template.db, db)
+    shutil.copy2(seeded_template.db, db)
     cwd = work / "cwd"
     cwd.mkdir()
     (work / "tmp").mkdir()
-    env = {"BYOKCTL_DB": str(db), "BYOKCTL_MASTER_KEY": template.master_key,
+    env = {"BYOKCTL_DB": str(db), "BYOKCTL_MASTER_KEY": seeded_template.master_key,
            "BYOKCTL_ACTOR": "tester", "TMPDIR": str(work / "tmp"), **ENV}
     old = os.getcwd()
     os.chdir(cwd)
@@ -366,14 +366,14 @@ def test_every_command_is_fuzzed_or_excused():
 
 
 @pytest.mark.parametrize("path", FUZZED, ids=" ".join)
-def test_hostile_argv(path, template, emu, offline, monkeypatch):
-    values = plausible(template, emu)
+def test_hostile_argv(path, seeded_template, emu, offline, monkeypatch):
+    values = plausible(seeded_template, emu)
     examples = max(2, EXAMPLES // 4) if path == ("demo",) else EXAMPLES
 
     @settings(SETTINGS, max_examples=examples)
     @given(argv=argv_for(path, values), input=stdin)
     def prop(argv: list[str], input: str | bytes | None) -> None:
-        with sandbox(template, monkeypatch) as (work, db, env):
+        with sandbox(seeded_template, monkeypatch) as (work, db, env):
             before, files_before = dump(db), files_under(work)
             r = run(*argv, input=input, env=env)
             event(f"exit {r.exit_code}")
@@ -472,12 +472,12 @@ def apply_doc(emu) -> st.SearchStrategy:
 
 
 @pytest.mark.parametrize("fmt", ["toml", "json"])
-def test_hostile_apply_files(fmt, template, emu, offline, monkeypatch):
+def test_hostile_apply_files(fmt, seeded_template, emu, offline, monkeypatch):
     @settings(SETTINGS, max_examples=4 * EXAMPLES)
     @given(doc=apply_doc(emu), dry_run=st.booleans(), prune=st.booleans(),
            test_keys=st.booleans())
     def prop(doc: dict, dry_run: bool, prune: bool, test_keys: bool) -> None:
-        with sandbox(template, monkeypatch) as (work, db, env):
+        with sandbox(seeded_template, monkeypatch) as (work, db, env):
             text = to_toml(doc) if fmt == "toml" else json.dumps(doc, ensure_ascii=False)
             path = work / "cwd" / f"provision.{fmt}"
             path.write_bytes(text.encode("utf-8", "surrogateescape"))

@@ -44,7 +44,7 @@ def audit_count(db):
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory):
+def two_orgs_template(tmp_path_factory):
     """Two orgs and their members, built once; each test gets a copy (setup is the slow part)."""
     db = tmp_path_factory.mktemp("template") / "vault.db"
     env = {"BYOKCTL_DB": str(db), "BYOKCTL_MASTER_KEY": master_key_b64(), "BYOKCTL_ACTOR": "tester"}
@@ -64,20 +64,20 @@ def template(tmp_path_factory):
 
 
 @pytest.fixture
-def orgs(template, tmp_path, monkeypatch):
+def two_orgs_db(two_orgs_template, tmp_path, monkeypatch):
     db = tmp_path / "vault.db"
-    shutil.copy2(template[0], db)
+    shutil.copy2(two_orgs_template[0], db)
     monkeypatch.setenv("BYOKCTL_DB", str(db))
-    monkeypatch.setenv("BYOKCTL_MASTER_KEY", template[1])
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", two_orgs_template[1])
     return db
 
 
 @pytest.mark.parametrize("role", list(ACTORS))
 @pytest.mark.parametrize(("command", "allowed"),
                          [pytest.param(c, a, id=" ".join(c)) for c, a in COMMANDS])
-def test_matrix(cli, orgs, command, allowed, role):
+def test_matrix(cli, two_orgs_db, command, allowed, role):
     email = ACTORS[role]
-    before = audit_count(orgs)
+    before = audit_count(two_orgs_db)
     r = cli(*command, *(["--as", email] if email else []))
     if role in allowed:
         assert r.exit_code == 0, r.output
@@ -87,7 +87,7 @@ def test_matrix(cli, orgs, command, allowed, role):
         assert r.stderr.startswith(f"error: {email}") and "may not" in r.stderr
         assert "platform operator" in r.stderr  # names who may do it
         assert len(r.stderr.strip().splitlines()) == 1
-        assert audit_count(orgs) == before
+        assert audit_count(two_orgs_db) == before
 
 
 @pytest.mark.parametrize("command", [
@@ -96,9 +96,9 @@ def test_matrix(cli, orgs, command, allowed, role):
     ["org", "set-provider", "acme", "openai", "--yes"],
 ])
 @pytest.mark.parametrize("email", ["stranger@nowhere.com", OUTSIDER])
-def test_as_someone_who_is_not_a_member_of_the_org_is_denied(cli, orgs, command, email):
+def test_as_someone_who_is_not_a_member_of_the_org_is_denied(cli, two_orgs_db, command, email):
     """Isolation: being an admin of another org gives nothing here."""
-    before = audit_count(orgs)
+    before = audit_count(two_orgs_db)
     r = cli(*command, "--as", email, "--json")
     assert r.exit_code == 4, r.output
     assert r.stdout == ""
@@ -106,16 +106,16 @@ def test_as_someone_who_is_not_a_member_of_the_org_is_denied(cli, orgs, command,
     assert err["code"] == "denied"
     assert err["message"] == (f"{email} is not a member of org acme; add them with "
                               "`byokctl member add`")
-    assert audit_count(orgs) == before
+    assert audit_count(two_orgs_db) == before
 
 
-def test_org_list_as_a_member_shows_only_their_orgs(cli, orgs):
+def test_org_list_as_a_member_shows_only_their_orgs(cli, two_orgs_db):
     r = cli("org", "list", "--as", OUTSIDER, "--json")
     assert r.exit_code == 0, r.output
     assert [o["slug"] for o in json.loads(r.stdout)] == ["other"]
 
 
-def test_unknown_org_is_not_found_before_membership(cli, orgs):
+def test_unknown_org_is_not_found_before_membership(cli, two_orgs_db):
     r = cli("member", "list", "nope", "--as", ADMIN)
     assert r.exit_code == 3, r.output
 
@@ -126,20 +126,20 @@ def test_unknown_org_is_not_found_before_membership(cli, orgs):
     (["member", "remove", "acme", STAFF], "member.remove"),
     (["org", "set-provider", "acme", "anthropic", "--yes"], "org.set_provider"),
 ])
-def test_audit_records_the_member_as_actor(cli, orgs, command, action):
+def test_audit_records_the_member_as_actor(cli, two_orgs_db, command, action):
     r = cli(*command, "--as", ADMIN)
     assert r.exit_code == 0, r.output
-    conn = sqlite3.connect(orgs)
+    conn = sqlite3.connect(two_orgs_db)
     actor, org = conn.execute("SELECT actor, org FROM audit WHERE action = ? ORDER BY seq DESC",
                               (action,)).fetchone()
     conn.close()
     assert (actor, org) == (ADMIN, "acme")
 
 
-def test_operator_actions_record_the_operator_name(cli, orgs, monkeypatch):
+def test_operator_actions_record_the_operator_name(cli, two_orgs_db, monkeypatch):
     monkeypatch.setenv("BYOKCTL_ACTOR", "ops-jane")
     assert cli("credits", "add", "acme", "1").exit_code == 0
-    conn = sqlite3.connect(orgs)
+    conn = sqlite3.connect(two_orgs_db)
     actor = conn.execute("SELECT actor FROM audit WHERE action = 'credits.add'").fetchone()[0]
     conn.close()
     assert actor == "ops-jane"
