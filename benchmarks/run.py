@@ -7,7 +7,7 @@ Each suite (benchmarks/startup.py, ask.py, scale.py) is called in process throug
 `measure()`, which returns structured rows; each script also runs alone and prints its own
 table. Every row has a goal and PASS, FAIL, "n/a" (a full-size goal at a smaller --scale)
 or "report" (no goal). With --check, exit 1 if any row FAILs. CI runs this at a tiny size
-(tests/test_benchmarks.py) so the suite keeps working; the numbers are for a quiet machine
+(tests/crosscutting/test_benchmarks.py) so the suite keeps working; the numbers are for a quiet machine
 at --scale 1.
 """
 

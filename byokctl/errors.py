@@ -134,7 +134,7 @@ ERROR_CLASSES: dict[ExitCode, type[ByokError]] = {
 
 
 # What each exit status means: the man page's EXIT STATUS is generated from this, and
-# tests/test_docs.py keeps the README's table equal to it.
+# tests/cli/test_docs.py keeps the README's table equal to it.
 EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "",
     ExitCode.INTERNAL: "a bug: unexpected exception (no traceback, no locals)",

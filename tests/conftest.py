@@ -88,6 +88,14 @@ def vault(cli) -> Path:
     return Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
 
 
+@pytest.fixture
+def acme(cli, vault) -> Path:
+    """Org `acme` on the growth plan in a fresh vault; the vault's path. A file's own variants
+    say what they add (`acme_with_members`, `acme_with_credits`, ...)."""
+    assert cli("org", "create", "acme", "--plan", "growth").exit_code == 0
+    return vault
+
+
 def audit_rows(db: Path | str, action: str | None = None) -> list[dict]:
     """The audit table as dicts, oldest first, optionally only one action."""
     conn = sqlite3.connect(db)
@@ -102,6 +110,14 @@ def audit_rows(db: Path | str, action: str | None = None) -> list[dict]:
 
 def master_key_b64() -> str:
     return base64.b64encode(os.urandom(32)).decode()
+
+
+@pytest.fixture
+def env_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh master key in $BYOKCTL_MASTER_KEY (no keyring); the key."""
+    key = master_key_b64()
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", key)
+    return key
 
 
 def run_proc(*args: str, env: dict[str, str] | None = None, input: str | None = None,

@@ -7,7 +7,7 @@ command or its help, from the checkout:
                                           # byokctl/completion/tree.py
     python -m tools.docs --check    # exits 1 naming the files that are stale
 
-tests/test_docs.py and tests/test_completion.py fail while a committed file is stale.
+tests/cli/test_docs.py and tests/cli/test_completion.py fail while a committed file is stale.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from byokctl.services import rules
 
 # Each top-level command: the module that registers it, and its one-line help. Modules are
 # imported only when their command runs, so `byokctl org list` never loads the key, provider
-# or audit code; tests/test_cli_registry.py keeps these lines equal to the real help.
+# or audit code; tests/cli/test_cli_registry.py keeps these lines equal to the real help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("vault", "Create a new vault and its master key."),
     "vault": ("vault", "Inspect and maintain the vault's keys."),

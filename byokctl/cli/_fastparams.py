@@ -6,10 +6,10 @@ the rest of a command like `org list` -- and offers no public way to coerce a pa
 otherwise. byokctl's parameters are plain scalars, so `adopt()` gives each of byokctl's own
 parameter objects, once built, its coercer (the one private name left: the instance's
 `_runtime_param`, which typer fills lazily). Nothing of typer's modules or classes is changed,
-so another Typer app in the same process is untouched (tests/test_attack_dependency_patching.py).
+so another Typer app in the same process is untouched (tests/attacks/test_attack_dependency_patching.py).
 Anything else (choices, ranges, paths, files, lists, custom parsers) still goes through typer's
 own machinery; should typer's internals change, `adopt()` leaves the parameters alone and
-tests/test_cli_registry.py notices (pydantic loads again).
+tests/cli/test_cli_registry.py notices (pydantic loads again).
 """
 
 from __future__ import annotations

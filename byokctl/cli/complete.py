@@ -1,7 +1,7 @@
 """Completion callbacks for typer's parameters (`autocompletion=`), over the vault queries in
 `byokctl.completion.values`. The shells' TAB normally never reaches them: `byokctl.completion`
 answers from the generated command tree without loading typer. They serve the other shells
-typer supports, and tests/test_completion.py checks the two paths agree."""
+typer supports, and tests/cli/test_completion.py checks the two paths agree."""
 
 from __future__ import annotations
 

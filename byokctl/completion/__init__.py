@@ -7,7 +7,7 @@ same answers from `tree.py`, the command tree as plain data (generated from the 
 `python -m tools.docs`, checked for staleness by the tests), following Click's own
 completion steps: parse the words resiliently command by command, find what the incomplete word
 is (an option name, an option's value, an argument, a sub-command), and offer what fits.
-tests/test_completion.py compares the answers with typer's for every command and many partial
+tests/cli/test_completion.py compares the answers with typer's for every command and many partial
 command lines.
 
 `complete(instruction)` returns None for what it does not handle (other shells);

@@ -1,0 +1,128 @@
+"""The house's arrows point one way (STYLE.md): cli → services → domain, store, vault, providers.
+
+Read from the source (the AST of every module, imports inside functions and TYPE_CHECKING
+blocks included), so a lazy import cannot hide an arrow pointing up.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+PACKAGE = REPO / "byokctl"
+
+# layer → the byokctl modules it may never import (a prefix covers its submodules)
+FORBIDDEN = {
+    "store": ("byokctl.services", "byokctl.cli", "byokctl.resolve"),
+    "vault": ("byokctl.services", "byokctl.cli", "byokctl.resolve"),
+    "providers": ("byokctl.services", "byokctl.cli", "byokctl.resolve"),
+    "services": ("byokctl.cli",),
+}
+# The domain is the floor: of byokctl, only itself and the error types.
+DOMAIN_MAY_IMPORT = ("byokctl.domain", "byokctl.errors")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Every byokctl module `source` (the text of `module`) imports, wherever the import is."""
+    out: set[str] = set()
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from . import x, from ..services import y
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names)  # `from byokctl import services`
+    return {m for m in out if m == "byokctl" or m.startswith("byokctl.")}
+
+
+def within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def violations(layer: str, module: str, names: set[str]) -> list[str]:
+    if layer == "domain":
+        bad = [n for n in names if n != "byokctl" and not within(n, DOMAIN_MAY_IMPORT)]
+    else:
+        bad = [n for n in names if within(n, FORBIDDEN.get(layer, ()))]
+    return [f"{module} imports {n}" for n in sorted(bad)]
+
+
+def modules() -> list[tuple[str, str, Path]]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = module_name(path)
+        layer = name.split(".")[1] if name.count(".") else ""
+        found.append((layer, name, path))
+    return found
+
+
+@pytest.mark.parametrize("layer", ["domain", *FORBIDDEN])
+def test_no_layer_imports_a_higher_one(layer):
+    mods = [(n, p) for lay, n, p in modules() if lay == layer]
+    assert mods, f"no modules found in byokctl/{layer}"
+    problems = [v for name, path in mods
+                for v in violations(layer, name, imported(path.read_text(), name,
+                                                          path.name == "__init__.py"))]
+    assert problems == []
+
+
+def test_the_domain_does_no_io():
+    """No file, network, process, database or clock access in the rules themselves."""
+    io = ("os", "sqlite3", "socket", "subprocess", "pathlib", "time", "httpx", "httpx2", "keyring",
+          "cryptography", "anthropic", "openai", "json", "io", "shutil", "threading")
+    for layer, name, path in modules():
+        if layer != "domain":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.split(".")[0] in io], f"{name} imports {names}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                assert node.func.attr not in ("now", "utcnow", "today"), \
+                    f"{name} reads the clock (line {node.lineno}); take `now` as an argument"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in ("open", "print", "input"), f"{name} calls {node.func.id}"
+
+
+def test_byokctl_resolve_is_gone():
+    """The chain lives in the domain; the old module that services and it imported is no more."""
+    assert not (PACKAGE / "resolve.py").exists()
+
+
+# The checker itself: each rule catches the arrow it names.
+@pytest.mark.parametrize(("layer", "module", "source"), [
+    ("domain", "byokctl.domain.plans", "from byokctl.services import rules"),
+    ("domain", "byokctl.domain.plans", "def f():\n    from byokctl import clock"),
+    ("domain", "byokctl.domain.plans", "from ..providers import catalog"),
+    ("domain", "byokctl.domain.plans", "import byokctl.store"),
+    ("store", "byokctl.store.migrations", "from byokctl.services.rules import slug"),
+    ("vault", "byokctl.vault.master", "if TYPE_CHECKING:\n    from byokctl.services.context import Context"),
+    ("providers", "byokctl.providers.base", "from byokctl.cli import render"),
+    ("providers", "byokctl.providers.base", "from byokctl import services"),
+    ("services", "byokctl.services.orgs", "from ..cli.render import emit"),
+])
+def test_the_checker_sees_an_upward_import(layer, module, source):
+    assert violations(layer, module, imported(source, module))
+
+
+@pytest.mark.parametrize(("layer", "module", "source"), [
+    ("domain", "byokctl.domain.plans", "from byokctl.errors import PlanGate\nfrom . import budget"),
+    ("services", "byokctl.services.orgs", "from byokctl.domain import plans\nfrom byokctl.store import x"),
+    ("providers", "byokctl.providers.redact", "from byokctl.domain.urls import safe_url"),
+])
+def test_the_checker_lets_a_downward_import_be(layer, module, source):
+    assert violations(layer, module, imported(source, module)) == []
