@@ -84,8 +84,13 @@ def tampered(table: str, pk: tuple) -> Integrity:
             f"remove it with `byokctl key remove {pk[0]} --yes` and add the key again, or restore "
             "the vault from a backup")
     elif table == "endpoint_approvals":
-        what, fix = f"The approval of {pk[3]} for {pk[1]}'s {pk[2]} key in org {pk[0]}", (
-            f"revoke it with `byokctl key revoke-endpoint KEY_ID --base-url {pk[3]}` and have its "
+        # The stored URL may carry user info (an approval row is whatever was written to the
+        # file): shown without credentials, as every other message shows a base URL.
+        from byokctl.domain.urls import safe_url
+
+        url = safe_url(pk[3])
+        what, fix = f"The approvals of {url} for {pk[1]}'s {pk[2]} key in org {pk[0]}", (
+            f"revoke it with `byokctl key revoke-endpoint KEY_ID --base-url {url}` and have its "
             "owner approve it again, or restore the vault from a backup")
     else:
         what, fix = "The platform settings", "restore the vault from a backup"
