@@ -1,5 +1,18 @@
-"""The vault's SQLite file: where it lives, how it is opened, transactions and meta values.
+"""The store: the only part of byokctl that speaks SQL.
 
+`Store` is one vault database. Services reach its tables through named query families, one
+per table family (`store.orgs`, `store.members`, `store.keys`, `store.usage`, `store.audit`,
+`store.data_keys`, `store.approvals`, `store.reservations`, `store.rows` for the MACed rows of
+any table) plus `store.meta()` / `store.set_meta()`, and group writes in `store.tx()`. Nothing
+outside `byokctl/store/` writes SQL, holds a connection or catches a driver's exception: this
+is the seam a second engine plugs into.
+
+The families' SQL is written in the dialect SQLite and PostgreSQL share (`?` placeholders,
+`ON CONFLICT`, `RETURNING`, no engine functions); what differs between engines (opening,
+locking, pragmas, file checks, the fast scans of `vault check`) lives on the engine class.
+Rows come back as mappings from column name to value (`Row`); callers never index by position.
+
+This module is the SQLite engine: the vault's file, where it lives, how it is opened.
 Plain `sqlite3` on the hot path; sqlite-utils (which pulls in numpy) only when a schema
 migration is due.
 """
@@ -11,13 +24,27 @@ import errno
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from byokctl.errors import Conflict, Integrity, NotFound
+
+if TYPE_CHECKING:
+    from byokctl.store.approvals import Approvals
+    from byokctl.store.audit import Audit
+    from byokctl.store.data_keys import DataKeys
+    from byokctl.store.keys import Keys
+    from byokctl.store.members import Members
+    from byokctl.store.orgs import Orgs
+    from byokctl.store.reservations import Reservations
+    from byokctl.store.rows import Rows
+    from byokctl.store.usage import Usage
+
+Row = Mapping[str, Any]  # what every query returns a row as: column name → value
 
 BUSY_TIMEOUT_MS = 30_000
 PURGE_WAIT_MS = 2_000  # how long a WAL purge waits for another process's reader
@@ -46,8 +73,69 @@ class Store:
     _depth: int = field(default=0, repr=False)  # open savepoints (nested `tx()`)
     immutable: bool = False  # opened read-only from storage that refuses writes (`_reopen_read_only`)
 
+    # -- the table families (each imported on first use) ------------------------------------
+    @cached_property
+    def orgs(self) -> Orgs:
+        from byokctl.store.orgs import Orgs
+
+        return Orgs(self)
+
+    @cached_property
+    def members(self) -> Members:
+        from byokctl.store.members import Members
+
+        return Members(self)
+
+    @cached_property
+    def keys(self) -> Keys:
+        from byokctl.store.keys import Keys
+
+        return Keys(self)
+
+    @cached_property
+    def usage(self) -> Usage:
+        from byokctl.store.usage import Usage
+
+        return Usage(self)
+
+    @cached_property
+    def audit(self) -> Audit:
+        from byokctl.store.audit import Audit
+
+        return Audit(self)
+
+    @cached_property
+    def data_keys(self) -> DataKeys:
+        from byokctl.store.data_keys import DataKeys
+
+        return DataKeys(self)
+
+    @cached_property
+    def approvals(self) -> Approvals:
+        from byokctl.store.approvals import Approvals
+
+        return Approvals(self)
+
+    @cached_property
+    def reservations(self) -> Reservations:
+        from byokctl.store.reservations import Reservations
+
+        return Reservations(self)
+
+    @cached_property
+    def rows(self) -> Rows:
+        from byokctl.store.rows import Rows
+
+        return Rows(self)
+
+    # -- transactions ---------------------------------------------------------------------
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction (ours or an outer caller's) is open on this store."""
+        return self.conn.in_transaction
+
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> Iterator[Store]:
         """A write transaction, taken up front (BEGIN IMMEDIATE) so it cannot deadlock.
 
         Inside another one (`apply` runs many service calls in one transaction) it is a
@@ -55,16 +143,21 @@ class Store:
         """
         if self.conn.in_transaction:
             with self._savepoint():
-                yield self.conn
+                yield self
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self.conn
+            yield self
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         else:
             self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        """Abandon the open transaction, if any (after a failure the caller cannot undo)."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     @contextmanager
     def _savepoint(self) -> Iterator[None]:
@@ -81,6 +174,10 @@ class Store:
             self.conn.execute(f"RELEASE {name}")
         finally:
             self._depth -= 1
+
+    # -- SQL primitives: for the families in this package only -----------------------------
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
 
     def one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         return self.conn.execute(sql, params).fetchone()

@@ -1,0 +1,9 @@
+"""Organizations: the orgs table."""
+
+from __future__ import annotations
+
+from byokctl.store.family import Family
+
+
+class Orgs(Family):
+    """Organizations: the orgs table."""
