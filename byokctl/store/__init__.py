@@ -23,7 +23,6 @@ import contextlib
 import errno
 import os
 import sqlite3
-import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from byokctl.errors import Conflict, Integrity, NotFound
+from byokctl.files import UnsafeFile, check_private_dir, check_private_file
 
 if TYPE_CHECKING:
     from byokctl.store.approvals import Approvals
@@ -179,6 +179,9 @@ class Store:
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, params)
 
+    def executemany(self, sql: str, rows: Any) -> sqlite3.Cursor:
+        return self.conn.executemany(sql, rows)
+
     def one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         return self.conn.execute(sql, params).fetchone()
 
@@ -322,43 +325,6 @@ def _make_private_file(path: Path) -> None:
 
 # Files SQLite keeps beside the vault: another user's copy of one would be read as ours.
 SIDE_FILES = ("-wal", "-shm", "-journal")
-
-
-class UnsafeFile(Integrity):
-    """A vault file or directory another local user could read, plant or swap."""
-
-
-def check_private_dir(directory: Path, what: str, error: type[Exception] = UnsafeFile) -> None:
-    """Refuse a directory that is not the user's own or that others may write to (sticky or
-    not): anyone who can create files there can plant a -wal, -shm or `.next` for us to read."""
-    st = os.stat(directory)
-    if not stat.S_ISDIR(st.st_mode):
-        return  # not a directory at all: creating a file in it fails with the OS's own error
-    if st.st_uid != os.geteuid():
-        raise error(
-            f"The directory {directory} of the {what} belongs to another user (uid {st.st_uid}), "
-            f"who could swap its files; keep the {what} in a directory of your own with mode 0700"
-        )
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise error(
-            f"The directory {directory} of the {what} is writable by other users, who could "
-            f"plant or swap its files; run `chmod 700 {directory}`, or keep the {what} in a "
-            "directory of your own"
-        )
-
-
-def check_private_file(path: Path, st: os.stat_result, what: str,
-                       error: type[Exception] = UnsafeFile) -> None:
-    """Refuse a file owned by another user or open to group or others (as ssh does for keys)."""
-    if stat.S_ISLNK(st.st_mode):
-        raise error(f"The {what} {path} is a symbolic link, which another user could point "
-                    f"anywhere; remove it (`rm {path}`) and run the command again")
-    if st.st_uid != os.geteuid():
-        raise error(f"The {what} {path} belongs to another user (uid {st.st_uid}), who could read "
-                    f"or rewrite it; remove it (`rm {path}`) if you did not put it there, or "
-                    f"`chown` it to yourself")
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise error(f"The {what} {path} is open to other users; run `chmod 600 {path}`")
 
 
 def check_private_vault(path: Path, *, main: bool = True) -> None:

@@ -86,7 +86,7 @@ def keyring_delete(user: str) -> None:
 def read_key_file(path: Path) -> bytes | None:
     """The key in `path`, or None if there is none; its directory, owner and mode are checked
     first (as ssh does), on the open file itself, so nothing can be swapped in between."""
-    from byokctl.store import check_private_dir, check_private_file
+    from byokctl.files import check_private_dir, check_private_file
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -115,7 +115,7 @@ def write_key_file(path: Path, key: bytes) -> None:
 def write_private_file(path: Path, data: bytes) -> None:
     """Write atomically with mode 0600: a new file of a random name in the same directory
     (O_EXCL|O_NOFOLLOW, so nothing another user planted there receives the key), then rename."""
-    from byokctl.store import check_private_dir
+    from byokctl.files import check_private_dir
 
     parent = path.absolute().parent
     if not parent.exists():
@@ -244,7 +244,7 @@ def read_head(source: str, vault_id: str, key_file: str | None) -> str | None:
         return keyring_get(keyring_user(vault_id) + ".head")
     if source == "file" and key_file:
         path = Path(key_file).with_name(Path(key_file).name + ".head")
-        from byokctl.store import check_private_file
+        from byokctl.files import check_private_file
 
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
