@@ -13,8 +13,7 @@ locking, pragmas, file checks, the fast scans of `vault check`) lives on the eng
 Rows come back as mappings from column name to value (`Row`); callers never index by position.
 
 This module is the SQLite engine: the vault's file, where it lives, how it is opened.
-Plain `sqlite3` on the hot path; sqlite-utils (which pulls in numpy) only when a schema
-migration is due.
+Plain `sqlite3`; the migration code is imported only when a schema migration is due.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ Row = Mapping[str, Any]  # what every query returns a row as: column name → va
 
 BUSY_TIMEOUT_MS = 30_000
 PURGE_WAIT_MS = 2_000  # how long a WAL purge waits for another process's reader
-SCHEMA_LATEST = 6  # kept equal to migrations.LATEST by a test; avoids importing sqlite-utils
+SCHEMA_LATEST = 6  # kept equal to migrations.LATEST by a test; opening a vault imports no migration code
 
 
 def default_path() -> Path:
