@@ -22,28 +22,16 @@ import contextlib
 import errno
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from byokctl.errors import Conflict, Integrity, NotFound
 from byokctl.files import UnsafeFile, check_private_dir, check_private_file
-
-if TYPE_CHECKING:
-    from byokctl.store.approvals import Approvals
-    from byokctl.store.audit import Audit
-    from byokctl.store.data_keys import DataKeys
-    from byokctl.store.keys import Keys
-    from byokctl.store.members import Members
-    from byokctl.store.orgs import Orgs
-    from byokctl.store.reservations import Reservations
-    from byokctl.store.rows import Rows
-    from byokctl.store.usage import Usage
-
-Row = Mapping[str, Any]  # what every query returns a row as: column name → value
+from byokctl.store.base import Row as Row  # re-exported: what the families return
+from byokctl.store.base import Store
 
 BUSY_TIMEOUT_MS = 30_000
 PURGE_WAIT_MS = 2_000  # how long a WAL purge waits for another process's reader
@@ -66,66 +54,18 @@ def resolve_path(db: str | os.PathLike[str] | None) -> Path:
 
 
 @dataclass
-class Store:
+class SQLiteStore(Store):
+    """A vault in one SQLite file (WAL mode): one connection, writers serialised by SQLite."""
+
     path: Path
     conn: sqlite3.Connection
     _depth: int = field(default=0, repr=False)  # open savepoints (nested `tx()`)
     immutable: bool = False  # opened read-only from storage that refuses writes (`_reopen_read_only`)
+    engine = "sqlite"
 
-    # -- the table families (each imported on first use) ------------------------------------
-    @cached_property
-    def orgs(self) -> Orgs:
-        from byokctl.store.orgs import Orgs
-
-        return Orgs(self)
-
-    @cached_property
-    def members(self) -> Members:
-        from byokctl.store.members import Members
-
-        return Members(self)
-
-    @cached_property
-    def keys(self) -> Keys:
-        from byokctl.store.keys import Keys
-
-        return Keys(self)
-
-    @cached_property
-    def usage(self) -> Usage:
-        from byokctl.store.usage import Usage
-
-        return Usage(self)
-
-    @cached_property
-    def audit(self) -> Audit:
-        from byokctl.store.audit import Audit
-
-        return Audit(self)
-
-    @cached_property
-    def data_keys(self) -> DataKeys:
-        from byokctl.store.data_keys import DataKeys
-
-        return DataKeys(self)
-
-    @cached_property
-    def approvals(self) -> Approvals:
-        from byokctl.store.approvals import Approvals
-
-        return Approvals(self)
-
-    @cached_property
-    def reservations(self) -> Reservations:
-        from byokctl.store.reservations import Reservations
-
-        return Reservations(self)
-
-    @cached_property
-    def rows(self) -> Rows:
-        from byokctl.store.rows import Rows
-
-        return Rows(self)
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     # -- transactions ---------------------------------------------------------------------
     @property
@@ -191,19 +131,8 @@ class Store:
         row = self.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
-    def meta(self, key: str, default: str | None = None) -> str | None:
-        value = self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
-        return default if value is None else value
-
-    def set_meta(self, key: str, value: str | None) -> None:
-        if value is None:
-            self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
-        else:
-            self.conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+    def iterate(self, sql: str, params: Any = ()) -> Iterator[sqlite3.Row]:
+        return self.conn.execute(sql, params)
 
     def purge_wal(self) -> bool:
         """Copy the WAL into the file and truncate it, so old page images (and the ciphertext
@@ -361,7 +290,7 @@ def create_store(path: Path) -> Store:
         migrations.apply(conn)
     finally:
         os.umask(old_umask)
-    return Store(path, conn)
+    return SQLiteStore(path, conn)
 
 
 def _probe(conn: sqlite3.Connection) -> tuple[int, object, int]:
@@ -443,4 +372,4 @@ def open_store(path: Path) -> Store:
             migrations.apply(conn)
     finally:
         os.umask(old_umask)
-    return Store(path, conn, immutable=immutable)
+    return SQLiteStore(path, conn, immutable=immutable)
