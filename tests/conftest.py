@@ -146,3 +146,24 @@ def emulator():
     emu = Emulator(Config(valid_keys={p: {k} for p, k in EMULATOR_KEYS.items()})).start()
     yield emu
     emu.stop()
+
+
+# -- a throwaway PostgreSQL server (tests/pg_server.py) ----------------------------------------
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session; skipped, loudly, only where none can start."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[test]'")
+    from pg_server import PostgresServer
+
+    try:
+        server = PostgresServer()
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"NO POSTGRESQL SERVER COULD START, the PostgreSQL tests did not run: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a new, empty database on the session's server."""
+    return pg_server.database()

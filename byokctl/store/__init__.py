@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,6 +48,46 @@ def default_path() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("byokctl", appauthor=False)) / "vault.db"
+
+
+_DATABASE_URL = re.compile(r"^(postgresql|postgres)://|^\s*(host|hostaddr|dbname|user|port|service|"
+                           r"sslmode|passfile)\s*=", re.IGNORECASE)
+
+
+def is_database_url(db: object) -> bool:
+    """Whether `--db` / `$BYOKCTL_DB` names a PostgreSQL database (a libpq URL or key=value
+    DSN) rather than a vault file."""
+    return bool(_DATABASE_URL.match(str(db)))
+
+
+def target(db: str | os.PathLike[str] | None) -> str | Path:
+    """The vault `--db` (else `$BYOKCTL_DB`, else the default file) names: a database URL as
+    given, or a file path."""
+    given = db if db else os.environ.get("BYOKCTL_DB")
+    if given and is_database_url(given):
+        return str(given)
+    return resolve_path(db)
+
+
+def open_any(db: str | os.PathLike[str] | None) -> Store:
+    """Open the vault `db` names, on whichever engine holds it (see `target`)."""
+    where = target(db)
+    if isinstance(where, str):
+        from byokctl.store import postgres
+
+        return postgres.open_store(where)
+    return open_store(where)
+
+
+def create_any(db: str | os.PathLike[str] | None) -> Store:
+    """Create a vault where `db` names (see `target`): a new file, or the schema in an empty
+    PostgreSQL database."""
+    where = target(db)
+    if isinstance(where, str):
+        from byokctl.store import postgres
+
+        return postgres.create_store(where)
+    return create_store(where)
 
 
 def resolve_path(db: str | os.PathLike[str] | None) -> Path:
@@ -167,7 +208,11 @@ def _connect(path: Path, immutable: bool = False) -> sqlite3.Connection:
 
 
 def is_busy(exc: BaseException) -> bool:
-    """SQLite gave up waiting for another connection's lock (after the busy timeout)."""
+    """The engine gave up waiting for another connection's lock (after the busy timeout):
+    SQLite's SQLITE_BUSY, PostgreSQL's lock_timeout (55P03), deadlock (40P01), serialisation
+    failure (40001) or cancelled statement (57014)."""
+    if getattr(exc, "sqlstate", None) in ("55P03", "40P01", "40001", "57014"):
+        return True
     return str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
 
 

@@ -100,9 +100,9 @@ class Store:
 
     def set_meta(self, key: str, value: str | None) -> None:
         if value is None:
-            self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            self.execute("DELETE FROM meta WHERE key = ?", (key,))
         else:
-            self.conn.execute(
+            self.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),

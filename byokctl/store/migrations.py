@@ -229,6 +229,13 @@ def m006_reservations(db: Migrator) -> None:
 LATEST = len(DECLARED)
 
 
+def pending(done: set[str]) -> Iterator[tuple[str, Migration]]:
+    """The migrations not in `done`, in order, with their names."""
+    for name, fn in zip(DECLARED, _FUNCTIONS, strict=True):
+        if name not in done:
+            yield name, fn
+
+
 def statements(script: str) -> Iterator[str]:
     """The complete SQL statements of `script`, one at a time (comments kept with the next)."""
     buf = ""
@@ -286,9 +293,7 @@ def apply(conn: sqlite3.Connection) -> int:
                          f"SELECT name, applied_at FROM {LEGACY_TABLE} "
                          "WHERE migration_set = 'byokctl' ON CONFLICT (name) DO NOTHING")
             conn.execute(f"DROP TABLE {LEGACY_TABLE}")
-        for name, fn in zip(DECLARED, _FUNCTIONS, strict=True):
-            if name in done:
-                continue
+        for name, fn in list(pending(done)):
             fn(migrator)
             conn.execute(f"INSERT INTO {RECORD_TABLE} (name, applied_at) VALUES (?, ?)",  # noqa: S608
                          (name, clock.stamp()))
