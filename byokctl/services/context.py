@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING
 from byokctl.store import Store, open_store, resolve_path
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from byokctl.vault.envelope import Vault
 
 
@@ -92,13 +90,13 @@ class Context:
         return self._vault
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction. Unlocks first (audit entries are MACed), so no lock is held
-        while a keyring is asked for the master key."""
+    def write(self) -> Iterator[Store]:
+        """A write transaction on the store (yielded). Unlocks first (audit entries are MACed),
+        so no lock is held while a keyring is asked for the master key."""
         vault = self.vault()
-        outer = not self.store.conn.in_transaction
+        outer = not self.store.in_transaction
         try:
-            with self.store.tx() as conn:
+            with self.store.tx() as store:
                 from byokctl.vault.envelope import refresh
 
                 refresh(self.store, vault)  # a concurrent rekey may have retired our data key
@@ -106,7 +104,7 @@ class Context:
                     from byokctl.services.integrity import verify_members
 
                     verify_members(self, self.acting_members)
-                yield conn
+                yield store
         except BaseException:
             if outer:
                 self.audit_appended = False
