@@ -32,8 +32,8 @@ class InitResult:
 
 def init(db: str | None, key_file: str | None) -> InitResult:
     """Create the vault file and its keys; the master key goes to env/keyring/file."""
-    from byokctl.vault import crypto
     from byokctl.services.vaultkeys import initialize, new_vault_id
+    from byokctl.vault import crypto
 
     path = resolve_path(db)
     if path.exists():
