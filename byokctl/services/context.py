@@ -71,7 +71,7 @@ class Context:
     def vault(self) -> Vault:
         """Unlock on first use: commands that never ask need no master key."""
         if self._vault is None:
-            from byokctl.vault.envelope import unlock
+            from byokctl.services.vaultkeys import unlock
 
             vault = unlock(self.store)
             from byokctl.services import audit
@@ -97,7 +97,7 @@ class Context:
         outer = not self.store.in_transaction
         try:
             with self.store.tx() as store:
-                from byokctl.vault.envelope import refresh
+                from byokctl.services.vaultkeys import refresh
 
                 refresh(self.store, vault)  # a concurrent rekey may have retired our data key
                 if self.acting_members:

@@ -32,8 +32,8 @@ class InitResult:
 
 def init(db: str | None, key_file: str | None) -> InitResult:
     """Create the vault file and its keys; the master key goes to env/keyring/file."""
+    from byokctl.services.vaultkeys import initialize, new_vault_id
     from byokctl.vault import crypto
-    from byokctl.vault.envelope import initialize, new_vault_id
 
     path = resolve_path(db)
     if path.exists():
@@ -120,7 +120,7 @@ class Status:
 
 
 def status(ctx: Context) -> Status:
-    from byokctl.vault.envelope import rotation_pending
+    from byokctl.services.vaultkeys import rotation_pending
 
     s = ctx.store
     vid = s.meta("vault_id") or ""
@@ -177,7 +177,8 @@ def rotate_master(ctx: Context) -> RotateResult:
     printed, and may never reach the operator: so nothing is re-wrapped yet, the rotation is
     recorded as pending (`envelope.stage_pending`), the old key keeps opening the vault, and
     the first open with the new key finishes the rotation."""
-    from byokctl.vault import crypto, envelope
+    from byokctl.services import vaultkeys as envelope
+    from byokctl.vault import crypto
 
     store = ctx.store
     vault = ctx.vault()
@@ -229,7 +230,7 @@ def rotate_master(ctx: Context) -> RotateResult:
 def cancel_rotation(ctx: Context, result: RotateResult) -> bool:
     """The new key of `result` never reached the operator (stdout failed): forget it, so the
     old key stays the vault's only key. Best effort: a pending rotation left behind is harmless."""
-    from byokctl.vault import envelope
+    from byokctl.services import vaultkeys as envelope
 
     if result.pending is None:
         return False
@@ -274,7 +275,7 @@ def rekey(ctx: Context, progress: Progress | None = None, batch_size: int = REKE
     3. one last transaction moves any stragglers (keys added behind the walk meanwhile),
        makes 'next' active and purges the old key.
     """
-    from byokctl.vault import envelope
+    from byokctl.services import vaultkeys as envelope
 
     store = ctx.store
     vault = ctx.vault()

@@ -301,10 +301,10 @@ def test_keyring_crash_before_commit_keeps_the_old_key(cli, vault: Path, isolate
     keys = with_keys(cli, 2)
     user = f"vault-{vault_id(vault)}"
     old = isolated.entries[("byokctl", user)]
-    from byokctl.vault import envelope
+    from byokctl.services import vaultkeys
 
     with monkeypatch.context() as m, pytest.raises(Crash):
-        m.setattr(envelope, "rewrap", crash)  # dies inside the transaction
+        m.setattr(vaultkeys, "rewrap", crash)  # dies inside the transaction
         rotate_in_process()
     assert isolated.entries[("byokctl", user)] == old
     assert ("byokctl", user + ".next") not in isolated.entries  # the rolled-back key was dropped
