@@ -110,7 +110,7 @@ def list_members(ctx: Context, org: str) -> list[Member]:
 
 
 def all_roles(ctx: Context) -> Iterator[tuple[str, str, str]]:
-    """Every member of every org as `(org, email, role)`, by org then email, as SQLite reads
+    """Every member of every org as `(org, email, role)`, by org then email, as the store reads
     them (`export`: one walk instead of a query per org). The operator's view."""
     require_operator(ctx, "list the members of every org")
     return ctx.store.members.all_roles()
