@@ -27,16 +27,13 @@ class Keys(Family):
         return self.store.scalar("SELECT 1 FROM keys WHERE id = ?", (key_id,)) is not None
 
     def in_slot(self, scope: str, org: str | None, member: str | None, provider: str) -> Row | None:
-        """The key in one slot (its public columns): platform, an org's, or a member's for `provider`.
-
-        SQLite engine: `ifnull` is the expression the `keys_slot` index is built on, so the
-        lookup uses it; a PostgreSQL engine overrides this with its index's `coalesce`.
-        """
-        return self.store.one(
-            f"SELECT {PUBLIC_COLUMNS} FROM keys WHERE scope = ? AND ifnull(org, '') = ? "  # noqa: S608
-            "AND ifnull(member, '') = ? AND provider = ?",
-            (scope, org or "", member or "", provider),
-        )
+        """The key in one slot (its public columns): the platform's, an org's, or a member's
+        personal key for `provider`."""
+        if scope == "platform":
+            return self.platform_key(provider)
+        if scope == "org":
+            return self.org_key(org or "", provider)
+        return self.member_key(org or "", member or "", provider)
 
     def iter_visible(self, *, org: str | None = None, provider: str | None = None,
                      viewer: str | None = None, viewer_roles: Sequence[str] = ()) -> Iterator[Row]:
@@ -81,3 +78,27 @@ class Keys(Family):
     def delete(self, key_id: str) -> bool:
         """Delete a key; False if there was none."""
         return self.store.execute("DELETE FROM keys WHERE id = ?", (key_id,)).rowcount > 0
+
+    _REF = f"SELECT {PUBLIC_COLUMNS} FROM keys WHERE "  # noqa: S608 - fixed column list
+
+    def member_key(self, org: str, member: str, provider: str) -> Row | None:
+        """The member's personal key for `provider` (its public columns)."""
+        return self.store.one(self._REF + "scope = 'member' AND org = ? AND member = ? AND provider = ?",
+                              (org, member, provider))
+
+    def org_key(self, org: str, provider: str) -> Row | None:
+        """The org's key for `provider` (its public columns)."""
+        return self.store.one(self._REF + "scope = 'org' AND org = ? AND provider = ?", (org, provider))
+
+    def platform_key(self, provider: str) -> Row | None:
+        """The platform's own key for `provider` (its public columns)."""
+        return self.store.one(self._REF + "scope = 'platform' AND provider = ?", (provider,))
+
+    def count_for_org(self, org: str) -> int:
+        """How many keys `org` holds (its org keys and its members' personal keys)."""
+        return self.store.scalar("SELECT count(*) FROM keys WHERE org = ?", (org,))
+
+    def of_member(self, org: str, member: str) -> list[Row]:
+        """The member's personal keys as audited on removal: id, provider, hint, fingerprint, by id."""
+        return self.store.all("SELECT id, provider, hint, fingerprint FROM keys "
+                              "WHERE org = ? AND member = ? ORDER BY id", (org, member))
