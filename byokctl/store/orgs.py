@@ -7,3 +7,7 @@ from byokctl.store.family import Family
 
 class Orgs(Family):
     """Organizations: the orgs table."""
+
+    def count(self) -> int:
+        """How many orgs the vault holds."""
+        return self.store.scalar("SELECT count(*) FROM orgs")
