@@ -294,13 +294,13 @@ def _not_legacy(ctx: Context) -> str | None:
     store = ctx.store
     if store.audit.has_action("vault.mac_rows"):
         return "its rows were MACed before"
-    first = store.audit.entry(1)
+    covered = ("seq", "ts", "actor", "action", "org", "target", "before", "after")  # no os_user
+    first = store.audit.entry(1, (*covered, "mac"))
     if first is None or first["action"] != "vault.init":
         return "its audit log has no vault.init entry"
-    fields = [first[c] for c in ("seq", "ts", "actor", "action", "org", "target", "before", "after")]
     try:
         genuine = macs.chain_mac(ctx.vault().audit_key, audit.GENESIS,
-                                 audit._fields(*fields)) == first["mac"]
+                                 audit._fields(*(first[c] for c in covered))) == first["mac"]
         marked = "row_macs" in json.loads(first["after"] or "{}")
     except (TypeError, ValueError):
         genuine = marked = False

@@ -77,9 +77,13 @@ class Audit(Family):
         """Whether any entry records `action`."""
         return bool(self.store.scalar("SELECT 1 FROM audit WHERE action = ? LIMIT 1", (action,)))
 
-    def entry(self, seq: int) -> Row | None:
-        """The entry `seq` (ENTRY_COLUMNS), or None."""
-        return self.store.one(_ENTRY + " WHERE seq = ?", (seq,))
+    def entry(self, seq: int, columns: tuple[str, ...] = ENTRY_COLUMNS) -> Row | None:
+        """The entry `seq` (`columns`, some of ENTRY_COLUMNS), or None."""
+        if columns == ENTRY_COLUMNS:
+            return self.store.one(_ENTRY + " WHERE seq = ?", (seq,))
+        if not set(columns) <= set(ENTRY_COLUMNS):
+            raise KeyError(columns)
+        return self.store.one(f"SELECT {', '.join(columns)} FROM audit WHERE seq = ?", (seq,))  # noqa: S608
 
     def mac_at(self, seq: int) -> str | None:
         """The MAC of entry `seq`, or None if there is none."""
