@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from byokctl.store.approvals import Approvals
     from byokctl.store.audit import Audit
     from byokctl.store.data_keys import DataKeys
+    from byokctl.store.filecheck import FileCheck
     from byokctl.store.keys import Keys
     from byokctl.store.members import Members
     from byokctl.store.orgs import Orgs
@@ -192,6 +193,47 @@ class Store:
         row = self.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
+    def tuples(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        """The rows as plain tuples, read as iterated (the fast scans: no mapping per row)."""
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        return cur.execute(sql, params)
+
+    # -- engine operations ------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """The schema version the file is at (SQLite keeps it in `PRAGMA user_version`)."""
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def lenient(self, errors: str = "replace") -> Iterator[Store]:
+        """Reads inside it decode TEXT that is not UTF-8 (only a write outside byokctl puts it
+        there) with `errors` ("replace", or "surrogateescape" to keep the bytes for a MAC check
+        to refuse) instead of failing. SQLite-specific (its `text_factory`): a PostgreSQL
+        engine refuses such text at write, so there it only yields."""
+        previous = self.conn.text_factory
+
+        def decode(raw: bytes) -> str:
+            return raw.decode("utf-8", errors)
+
+        self.conn.text_factory = decode
+        try:
+            yield self
+        finally:
+            self.conn.text_factory = previous
+
+    def file_check(self) -> FileCheck:
+        """The whole file's own check (`PRAGMA quick_check`), on a second read-only connection
+        in a thread: `start()` it, `join()` it, read `damage()`. SQLite-specific."""
+        from byokctl.store.filecheck import FileCheck
+
+        return FileCheck(self.path, self.immutable)
+
+    def discard(self) -> None:
+        """Close and delete the vault's file and side files: a vault whose creation failed."""
+        self.conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
     def meta(self, key: str, default: str | None = None) -> str | None:
         value = self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
         return default if value is None else value
@@ -241,6 +283,18 @@ def _connect(path: Path, immutable: bool = False) -> sqlite3.Connection:
 def is_busy(exc: BaseException) -> bool:
     """SQLite gave up waiting for another connection's lock (after the busy timeout)."""
     return str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
+
+
+def is_error(exc: BaseException) -> bool:
+    """Any failure the engine raised (a damaged page, a value it cannot hand over, a lock)."""
+    return isinstance(exc, sqlite3.Error)
+
+
+def is_unreadable(exc: BaseException) -> bool:
+    """A scan failed on a value the engine cannot hand over as asked (SQLite: text that is not
+    UTF-8, a BLOB `json_array()` refuses; only a write outside byokctl stores such a value):
+    the caller reads the rest leniently (`Store.lenient`)."""
+    return isinstance(exc, sqlite3.OperationalError)
 
 
 def busy_error(path: Path) -> Conflict:

@@ -51,9 +51,9 @@ class DataKeys(Family):
         self.store.execute("UPDATE data_keys SET state = 'active' WHERE id = ?", (dk_id,))
 
     def count(self) -> int:
-        """How many data keys the vault has (what a master-key rotation re-wraps)."""
-        return int(self.store.scalar("SELECT count(*) FROM data_keys"))
+        """How many data keys the vault holds (every state)."""
+        return self.store.scalar("SELECT count(*) FROM data_keys")
 
-    def rekey_in_progress(self) -> bool:
-        """Whether a 'next' data key exists (a rekey started and not finished)."""
-        return self.store.scalar("SELECT 1 FROM data_keys WHERE state = 'next'") is not None
+    def has_next(self) -> bool:
+        """Whether a rekey is under way: a 'next' data key waits to become the active one."""
+        return bool(self.store.scalar("SELECT 1 FROM data_keys WHERE state = 'next'"))

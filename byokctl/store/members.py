@@ -61,3 +61,7 @@ class Members(Family):
         cur = self.store.conn.cursor()
         cur.row_factory = None
         return cur.execute("SELECT org, email, role FROM members ORDER BY org, email")
+
+    def count(self) -> int:
+        """How many members the vault holds, over all orgs."""
+        return self.store.scalar("SELECT count(*) FROM members")

@@ -73,3 +73,7 @@ class Orgs(Family):
         self.store.execute("DELETE FROM usage WHERE org = ?", (slug,))
         self.store.execute("DELETE FROM reservations WHERE org = ?", (slug,))
         self.store.execute("DELETE FROM orgs WHERE slug = ?", (slug,))
+
+    def count(self) -> int:
+        """How many orgs the vault holds."""
+        return self.store.scalar("SELECT count(*) FROM orgs")

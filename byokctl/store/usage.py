@@ -71,3 +71,7 @@ class Usage(Family):
         return self.store.scalar(
             "SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE org = ? AND mode = 'byok' "
             "AND ts >= ?", (org, since))
+
+    def count(self) -> int:
+        """How many usage records the vault holds."""
+        return self.store.scalar("SELECT count(*) FROM usage")
