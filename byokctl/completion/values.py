@@ -1,20 +1,18 @@
 """Org slugs and key ids for shell completion, read straight from the vault file.
 
-This runs on every TAB press, so it opens the file read-only with plain sqlite3: no master key,
-no migrations, no vault or provider code. Anything unusable (no vault yet, a locked or damaged
-file, an older schema) completes to nothing rather than printing into the user's prompt.
+This runs on every TAB press, so it reads the file through `byokctl.store.peek` (read-only,
+plain sqlite3): no master key, no migrations, no vault or provider code. Anything unusable (no
+vault yet, a locked or damaged file, an older schema) completes to nothing rather than printing
+into the user's prompt.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
-from contextlib import closing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Long enough for a WAL read that waits on a checkpoint, short enough not to stall the prompt.
-TIMEOUT_S = 0.2
 LIMIT = 200
 # Descriptions are data from the vault shown by the shell (zsh and fish re-parse them): keep
 # letters, digits and plain punctuation only.
@@ -29,35 +27,29 @@ def vault_path(db: str | None) -> Path:
     return resolve_path(db)
 
 
-def _query(db: str | None, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+def _peek(db: str | None, query: Callable[[Path, str, int], list[Any]], incomplete: str) -> list[Any]:
+    """The rows `query` (a `byokctl.store.peek` function) gives for the vault `db` points at;
+    none if anything goes wrong (no vault, a locked or damaged file, an older schema)."""
     try:
-        path = vault_path(db)
-        if not path.is_file():
-            return []
-        uri = path.absolute().as_uri() + "?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True, timeout=TIMEOUT_S)) as conn:
-            return conn.execute(sql, params).fetchall()
+        return query(vault_path(db), incomplete, LIMIT)
     except Exception:  # noqa: BLE001 - a completion must never print an error into the prompt
         return []
 
 
-def _like(incomplete: str) -> str:
-    escaped = incomplete.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
-
-
 def org_slugs(db: str | None, incomplete: str) -> list[tuple[str, str]]:
     """Org slugs starting with `incomplete`, each with its name and plan as the description."""
-    rows = _query(db, "SELECT slug, name, plan FROM orgs WHERE slug LIKE ? ESCAPE '\\' "
-                  "ORDER BY slug LIMIT ?", (_like(incomplete), LIMIT))
+    from byokctl.store import peek
+
+    rows = _peek(db, peek.org_slugs, incomplete)
     return [(slug, _describe(f"{name} ({plan})")) for slug, name, plan in rows]
 
 
 def key_ids(db: str | None, incomplete: str) -> list[tuple[str, str]]:
     """Key ids starting with `incomplete`, each described by provider and owner (no hint: the
     description lands in shell scrollback)."""
-    rows = _query(db, "SELECT id, provider, scope, org, member FROM keys WHERE id LIKE ? "
-                  "ESCAPE '\\' ORDER BY id LIMIT ?", (_like(incomplete), LIMIT))
+    from byokctl.store import peek
+
+    rows = _peek(db, peek.key_ids, incomplete)
     out = []
     for key_id, provider, scope, org, member in rows:
         owner = {"platform": "platform", "org": org, "member": f"{member} ({org})"}.get(scope, scope)

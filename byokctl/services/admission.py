@@ -52,16 +52,13 @@ def reserve(ctx: Context, *, org: str, mode: str, estimate_usd: float, credit_va
         return None
     now = clock.now()
     expires = clock.iso(now + timedelta(seconds=deadline_s) + RESERVATION_MARGIN)
-    with ctx.store.tx() as conn:
-        conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (clock.iso(now),))
-        row = conn.execute("SELECT credits, created_at FROM orgs WHERE slug = ?", (org,)).fetchone()
-        if row is None:
+    with ctx.store.tx() as store:
+        store.reservations.expire(clock.iso(now))
+        found = store.orgs.credits_and_created_at(org)
+        if found is None:
             raise NotFound(f"No org '{org}'", "see `byokctl org list`")
-        balance, created_at = row[0], row[1]
-        held, held_usd, calls, until = conn.execute(
-            "SELECT coalesce(sum(credits), 0), coalesce(sum(cost_usd), 0), count(*), "
-            "max(expires_at) FROM reservations WHERE org = ? AND mode = ?",
-            (org, mode)).fetchone()
+        balance, created_at = found
+        held, held_usd, calls, until = store.reservations.held(org, mode)
         if mode == "platform":
             want = credits_for(estimate_usd, credit_value)
             if not admits(balance, held, calls, want):
@@ -73,9 +70,7 @@ def reserve(ctx: Context, *, org: str, mode: str, estimate_usd: float, credit_va
             cost = estimate_usd
         else:
             assert budget_usd is not None
-            spent = conn.execute(
-                "SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE org = ? AND mode = 'byok' "
-                "AND ts >= ?", (org, month_start)).fetchone()[0]
+            spent = store.usage.byok_spent_since(org, month_start)
             if budget.reached(spent + held_usd, budget_usd):
                 raise Insufficient(
                     f"Org {org} has used ${spent:.2f} of its monthly BYOK budget of "
@@ -83,14 +78,12 @@ def reserve(ctx: Context, *, org: str, mode: str, estimate_usd: float, credit_va
                     f"raise it with `byokctl org set-budget {org} --monthly-usd N`, or wait for "
                     f"them to finish (a reservation of a process that was killed lapses by {until})")
             want, cost = 0, estimate_usd
-        rid = conn.execute(
-            "INSERT INTO reservations (org, mode, credits, cost_usd, created_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            (org, mode, want, cost, clock.iso(now), expires)).fetchone()[0]
+        rid = store.reservations.insert(org=org, mode=mode, credits=want, cost_usd=cost,
+                                        created_at=clock.iso(now), expires_at=expires)
     return Reservation(rid, org, created_at, mode, want, cost, expires)
 
 
-def release(conn, reservation: Reservation | None) -> None:  # noqa: ANN001 - sqlite3.Connection
+def release(ctx: Context, reservation: Reservation | None) -> None:
     """Delete the reservation in the caller's transaction (the call settled or failed)."""
     if reservation is not None:
-        conn.execute("DELETE FROM reservations WHERE id = ?", (reservation.id,))
+        ctx.store.reservations.delete(reservation.id)

@@ -118,7 +118,7 @@ def _converge_once(ctx: Context, spec: Spec, secrets: dict[str, str], prune: boo
 
 
 def _last_seq(ctx: Context) -> int:
-    return ctx.store.scalar("SELECT ifnull(max(seq), 0) FROM audit")
+    return ctx.store.audit.head_seq()
 
 
 def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: bool,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -118,8 +117,8 @@ def _call(ctx: Context, d: Decision, req: Request, on_text: Callable[[str], None
     except BaseException:
         # Settled or released already, unless something unforeseen stopped the call (a bug,
         # Ctrl-C): then give the reservation back now rather than at its expiry.
-        with contextlib.suppress(Exception), ctx.store.tx() as conn:
-            admission.release(conn, held)
+        with contextlib.suppress(Exception), ctx.store.tx():
+            admission.release(ctx, held)
         raise
 
 
@@ -130,7 +129,7 @@ def _reserve(ctx: Context, d: Decision, req: Request) -> admission.Reservation |
     assert d.provider and d.model and d.mode
     estimate = admission.estimate_usd(d.provider, d.model, prompt=req.prompt, system=req.system,
                                       max_tokens=req.max_tokens)
-    budget = ctx.store.scalar("SELECT budget_monthly_usd FROM orgs WHERE slug = ?", (d.org,))
+    budget = ctx.store.orgs.budget_monthly_usd(d.org)
     return admission.reserve(ctx, org=d.org, mode=d.mode, estimate_usd=estimate,
                              credit_value=credit_usd(ctx), deadline_s=req.timeout,
                              budget_usd=budget if d.mode == "byok" else None,
@@ -160,13 +159,13 @@ def _call_reserved(ctx: Context, d: Decision, req: Request, record: usage.Record
     key_id = d.key.id
     notes: list[str] = []
 
-    def account(conn: sqlite3.Connection) -> None:
+    def account() -> None:
         # The call is recorded whatever happened to its org or key meanwhile (the tokens are
         # spent). `credits_charged` is the call's price in credits: what the balance covered
         # plus the shortfall it left, or, for an org deleted during the call, nothing could be
         # taken (said on stderr). A retried transaction starts afresh.
         notes.clear()
-        admission.release(conn, held)
+        admission.release(ctx, held)
         record.credits_charged = 0
         if d.mode == "platform":
             price = credits_for(cost, credit_usd(ctx))
@@ -181,8 +180,8 @@ def _call_reserved(ctx: Context, d: Decision, req: Request, record: usage.Record
                 notes.append(f"this call cost {price} credits and org {d.org} had {change.before}: "
                              f"{change.shortfall_after} credits are owed (`byokctl credits show "
                              f"{d.org}`); the next `byokctl credits add` pays them first")
-        usage.insert(conn, record)
-        if conn.execute("SELECT 1 FROM keys WHERE id = ?", (key_id,)).fetchone() is not None:
+        usage.insert(ctx.store, record)
+        if ctx.store.keys.exists(key_id):
             keys.mark_used(ctx, key_id, status=keys.ACTIVE, why="it answered a request")
         else:
             notes.append(f"key {key_id} was removed while the call ran; the call is recorded")
@@ -199,7 +198,7 @@ def _call_reserved(ctx: Context, d: Decision, req: Request, record: usage.Record
 RECORD_ATTEMPTS = 10  # busy timeouts to wait through before an answered call goes unrecorded
 
 
-def _record_answered(ctx: Context, account: Callable[[sqlite3.Connection], None],
+def _record_answered(ctx: Context, account: Callable[[], None],
                      on_warning: Callable[[str], None]) -> None:
     """Record and charge a call the provider has answered. Its tokens are spent by now, so a
     vault busy past one busy timeout (a long `rekey` or `apply` elsewhere) is waited for, up
@@ -208,10 +207,10 @@ def _record_answered(ctx: Context, account: Callable[[sqlite3.Connection], None]
 
     for attempt in range(1, RECORD_ATTEMPTS + 1):
         try:
-            with ctx.write() as conn:
-                account(conn)
+            with ctx.write():
+                account()
             return
-        except sqlite3.OperationalError as exc:
+        except Exception as exc:  # only a busy vault is waited through; anything else stands
             if not is_busy(exc) or attempt == RECORD_ATTEMPTS:
                 raise
             on_warning("the vault is busy (another byokctl is writing); still waiting to "
@@ -225,10 +224,9 @@ def _fail(ctx: Context, record: usage.Record, exc: ByokError, key_status: str | 
     record.outcome = exc.outcome or exc.code.label
     # Only a key-status change is audited (and so needs the vault); a refusal decided before
     # any call is recorded even when the vault is locked.
-    with (ctx.write() if key_status else ctx.store.tx()) as conn:
-        admission.release(conn, held)
-        usage.insert(conn, record)
-        if key_status and record.key_id and conn.execute(
-                "SELECT 1 FROM keys WHERE id = ?", (record.key_id,)).fetchone() is not None:
+    with ctx.write() if key_status else ctx.store.tx():
+        admission.release(ctx, held)
+        usage.insert(ctx.store, record)
+        if key_status and record.key_id and ctx.store.keys.exists(record.key_id):
             keys.mark_used(ctx, record.key_id, status=key_status,
                            why=f"{record.provider} answered {exc.code.label}")

@@ -17,6 +17,7 @@ from byokctl import clock
 from byokctl.services.context import Context
 
 if TYPE_CHECKING:
+    from byokctl.store import Row, Store
     from byokctl.vault.envelope import Vault
 
 GENESIS = "genesis"
@@ -64,11 +65,7 @@ def record(
     b, a = _dump(before), _dump(after)
     os_user = ctx.os_user
     mac = macs.chain_mac(key, prev_mac, _fields(seq, ts, ctx.actor, action, org, target, b, a, os_user))
-    store.conn.execute(
-        "INSERT INTO audit (seq, ts, actor, action, org, target, before, after, mac, os_user) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (seq, ts, ctx.actor, action, org, target, b, a, mac, os_user),
-    )
+    store.audit.append(seq, ts, ctx.actor, action, org, target, b, a, mac, os_user)
     head_text = _head_text(seq, mac)
     store.set_meta("audit_head", head_text)
     store.set_meta("audit_head_tag", macs.tag(key, "audit-head|" + head_text))
@@ -118,34 +115,11 @@ def entries(
     limit: int | None = None,
     from_seq: int | None = None,
 ) -> Iterator[Entry]:
-    """`log`, one entry at a time as SQLite reads it (memory stays flat in the log's size);
+    """`log`, one entry at a time as the store reads it (memory stays flat in the log's size);
     the store must stay open until it is exhausted."""
-    where, params = [], []
-    if org:
-        where.append("org = ?")
-        params.append(org)
-    if from_seq:
-        where.append("seq >= ?")
-        params.append(from_seq)
-    if action:
-        where.append("(action = ? OR action LIKE ? ESCAPE '\\')")
-        params += [action, action.replace("_", "\\_").replace("%", "\\%") + ".%"]
-    if actor:
-        where.append("actor = ?")
-        params.append(actor)
-    if since:
-        where.append("ts >= ?")
-        params.append(since)
-    sql = "SELECT seq, ts, actor, action, org, target, before, after, os_user FROM audit"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    cur = ctx.store.conn.cursor()
-    cur.row_factory = None  # plain tuples
-    for seq, ts, who, what, in_org, target, before, after, os_user in cur.execute(sql, params):
+    rows = ctx.store.audit.query(org=org, action=action, actor=actor, since=since, limit=limit,
+                                 from_seq=from_seq)
+    for seq, ts, who, what, in_org, target, before, after, os_user in rows:
         yield Entry(seq, ts, who, what, in_org, target, json.loads(before) if before else None,
                     json.loads(after) if after else None, os_user)
 
@@ -154,8 +128,7 @@ def lifetime_start(ctx: Context, org: str) -> int:
     """Where the current org of this slug begins in the log: its latest `org.create` entry
     (0 if none). An org deleted and created again under the same slug is a new tenant, and
     its members must not read their predecessor's emails, fingerprints or credit reasons."""
-    return ctx.store.scalar("SELECT max(seq) FROM audit WHERE org = ? AND action = 'org.create'",
-                            (org,)) or 0
+    return ctx.store.audit.last_seq(org, "org.create") or 0
 
 
 def org_log_from(ctx: Context, org: str, *, include_previous: bool = False) -> int | None:
@@ -180,31 +153,23 @@ class Problem:
         return {self.ref: self.value, "problem": self.problem}
 
 
-# The MAC'd body of each entry built by SQLite: json_array() writes strings, integers and
-# NULL exactly as `json.dumps(..., separators=(",", ":"), ensure_ascii=False)` does (the
-# audit columns are TEXT, so nothing else reaches it from a row byokctl wrote), and skipping
-# a Python object per column makes `audit verify` several times faster. A MAC that does not
-# match is checked again with the reference encoding before it is reported.
-_FAST_SQL = ("SELECT seq, CAST(CASE WHEN os_user IS NULL "
-             "THEN json_array(seq, ts, actor, action, org, target, before, after) "
-             "ELSE json_array(seq, ts, actor, action, org, target, before, after, os_user) END "
-             "AS BLOB), mac FROM audit ORDER BY seq")
-_ROW_SQL = "SELECT seq, ts, actor, action, org, target, before, after, os_user, mac FROM audit"
-
-
 def verify(ctx: Context) -> tuple[int, list[Problem]]:
     """Walk the chain; returns (entries checked, problems), the first bad entry first.
 
-    Streams the log (memory stays flat in its size). A row SQLite cannot turn into JSON or
-    text (a BLOB or bytes that are not UTF-8, written outside byokctl) sends the whole walk
-    down the reference path, which reads such values leniently and reports them."""
-    import sqlite3
+    Streams the log (memory stays flat in its size), in one pass: the store builds each
+    entry's MAC'd body (`store.audit.chain_bodies`), and a MAC that does not match is checked
+    again with the reference encoding before it is reported. A row the store cannot turn
+    into JSON or text (a BLOB or bytes that are not UTF-8, written outside byokctl) sends the
+    whole walk down the reference path, which reads such values leniently and reports them."""
+    from byokctl.store import is_error
 
     ctx.defer_head_check = True  # a rolled-back vault is reported below, not refused at unlock
     key = ctx.vault().audit_key
     try:
         checked, problems, last_mac, last_seq = _walk_fast(ctx.store, key)
-    except sqlite3.Error:
+    except Exception as exc:
+        if not is_error(exc):
+            raise
         checked, problems, last_mac, last_seq = _walk_reference(ctx.store, key)
     if not problems:
         problems += _check_head(ctx.store, key, last_seq, last_mac)
@@ -222,14 +187,12 @@ def _gap(seq: int, expected: int) -> Problem:
 _ALTERED = "entry altered, inserted or reordered (MAC mismatch)"
 
 
-def _walk_fast(store, key: bytes) -> tuple[int, list[Problem], str, int]:  # noqa: ANN001
+def _walk_fast(store: Store, key: bytes) -> tuple[int, list[Problem], str, int]:
     from byokctl.vault import macs
 
     digest = macs.hmac_sha256_hex(key)
-    cur = store.conn.cursor()
-    cur.row_factory = None  # plain tuples
     prev, expected, checked = GENESIS, 1, 0
-    for seq, body, mac in cur.execute(_FAST_SQL):
+    for seq, body, mac in store.audit.chain_bodies():
         checked += 1
         if seq != expected:
             return checked, [_gap(seq, expected)], prev, expected - 1
@@ -239,46 +202,44 @@ def _walk_fast(store, key: bytes) -> tuple[int, list[Problem], str, int]:  # noq
     return checked, [], prev, expected - 1
 
 
-def _reference_ok(store, key: bytes, prev: str, seq: int) -> bool:  # noqa: ANN001
+def _entry_fields(r: Row) -> list:
+    """What an entry's MAC covers, from its stored row (`store.audit.entry`)."""
+    return _fields(r["seq"], r["ts"], r["actor"], r["action"], r["org"], r["target"], r["before"],
+                   r["after"], r["os_user"])
+
+
+def _reference_ok(store: Store, key: bytes, prev: str, seq: int) -> bool:
     """The entry's MAC checked with the reference encoding (macs.chain_mac, as `record`)."""
     from byokctl.vault import macs
 
-    r = store.conn.execute(_ROW_SQL + " WHERE seq = ?", (seq,)).fetchone()
+    r = store.audit.entry(seq)
     try:
-        return macs.chain_mac(key, prev, _fields(*r[:9])) == r[9]
+        return macs.chain_mac(key, prev, _entry_fields(r)) == r["mac"]
     except (TypeError, ValueError):  # a value no entry byokctl wrote can hold
         return False
 
 
-def _walk_reference(store, key: bytes) -> tuple[int, list[Problem], str, int]:  # noqa: ANN001
+def _walk_reference(store: Store, key: bytes) -> tuple[int, list[Problem], str, int]:
     from byokctl.vault import macs
 
-    conn = store.conn
-    conn.text_factory = _lenient_text  # a mangled text column is reported, never a crash
-    try:
+    with store.lenient():  # a mangled text column is reported, never a crash
         prev, expected, checked = GENESIS, 1, 0
-        for r in conn.execute(_ROW_SQL + " ORDER BY seq"):
+        for r in store.audit.in_order():
             checked += 1
-            seq = r[0]
+            seq = r["seq"]
             if seq != expected:
                 return checked, [_gap(seq, expected)], prev, expected - 1
             try:
-                ok = macs.chain_mac(key, prev, _fields(*r[:9])) == r[9]
+                ok = macs.chain_mac(key, prev, _entry_fields(r)) == r["mac"]
             except (TypeError, ValueError):
                 ok = False
             if not ok:
                 return checked, [Problem("seq", seq, _ALTERED)], prev, expected - 1
-            prev, expected = r[9], seq + 1
+            prev, expected = r["mac"], seq + 1
         return checked, [], prev, expected - 1
-    finally:
-        conn.text_factory = str
 
 
-def _lenient_text(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace")
-
-
-def _check_head(store, key: bytes, last: int, last_mac: str) -> list[Problem]:  # noqa: ANN001
+def _check_head(store: Store, key: bytes, last: int, last_mac: str) -> list[Problem]:
     """The chain head (last seq and MAC, itself MACed) against the walk's end: catches a
     truncated log, or entries appended outside byokctl."""
     from byokctl.vault import macs
@@ -330,7 +291,7 @@ def current_anchor(ctx: Context) -> Anchor:
                         "restore the vault from a backup and run `byokctl audit verify`")
     head = ctx.store.meta("audit_head") or ""
     seq, mac = int(head.split(":", 1)[0]), head.split(":", 1)[1]
-    return Anchor(seq, mac, ctx.store.scalar("SELECT ts FROM audit WHERE seq = ?", (seq,)))
+    return Anchor(seq, mac, ctx.store.audit.ts_at(seq))
 
 
 def parse_anchor(text: str, where: str) -> tuple[int, str]:
@@ -363,7 +324,7 @@ def parse_anchor(text: str, where: str) -> tuple[int, str]:
 
 def check_anchor(ctx: Context, seq: int, mac: str) -> list[Problem]:
     """Whether the chain still holds entry `seq` with that MAC."""
-    stored = ctx.store.scalar("SELECT mac FROM audit WHERE seq = ?", (seq,))
+    stored = ctx.store.audit.mac_at(seq)
     if stored is None:
         return [Problem("seq", seq, "the anchored entry is gone: the log was cut, or an older "
                                     "copy of the vault was put back")]

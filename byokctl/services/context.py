@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING
 from byokctl.store import Store, open_store, resolve_path
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from byokctl.vault.envelope import Vault
 
 
@@ -73,7 +71,7 @@ class Context:
     def vault(self) -> Vault:
         """Unlock on first use: commands that never ask need no master key."""
         if self._vault is None:
-            from byokctl.vault.envelope import unlock
+            from byokctl.services.vaultkeys import unlock
 
             vault = unlock(self.store)
             from byokctl.services import audit
@@ -92,21 +90,21 @@ class Context:
         return self._vault
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction. Unlocks first (audit entries are MACed), so no lock is held
-        while a keyring is asked for the master key."""
+    def write(self) -> Iterator[Store]:
+        """A write transaction on the store (yielded). Unlocks first (audit entries are MACed),
+        so no lock is held while a keyring is asked for the master key."""
         vault = self.vault()
-        outer = not self.store.conn.in_transaction
+        outer = not self.store.in_transaction
         try:
-            with self.store.tx() as conn:
-                from byokctl.vault.envelope import refresh
+            with self.store.tx() as store:
+                from byokctl.services.vaultkeys import refresh
 
                 refresh(self.store, vault)  # a concurrent rekey may have retired our data key
                 if self.acting_members:
                     from byokctl.services.integrity import verify_members
 
                     verify_members(self, self.acting_members)
-                yield conn
+                yield store
         except BaseException:
             if outer:
                 self.audit_appended = False

@@ -129,5 +129,5 @@ def add(ctx: Context, slug: str, amount: str | int, reason: str | None = None) -
 
 def show(ctx: Context, slug: str) -> Balance:
     require(ctx, slug, rules.ORG_VIEW)
-    row = ctx.store.one("SELECT credits, shortfall FROM orgs WHERE slug = ?", (slug,))
-    return Balance(slug, row[0], row[1])
+    credits, shortfall = ctx.store.orgs.balance(slug)  # `require` saw the org
+    return Balance(slug, credits, shortfall)

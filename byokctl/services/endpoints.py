@@ -1,9 +1,10 @@
 """Where a member's personal key may be sent: the provider's official endpoint always; an org
 `base_url` only once that member (or the platform operator) approved it (SPEC §1).
 
-Every read and write of the `endpoint_approvals` table is in this module (the "rows" section),
-so that a row MAC can be added in one place. An approval is for one member's personal key of
-one provider in one org, and one normalised base URL: a different URL needs a new approval.
+Every read and write of approvals (`store.approvals`) goes through this module (the "rows"
+section), so that the row MAC is sealed and checked in one place. An approval is for one
+member's personal key of one provider in one org, and one normalised base URL: a different
+URL needs a new approval.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from byokctl.services.context import Context
 
 if TYPE_CHECKING:
     from byokctl.services.keys import Key, Slot
-    from byokctl.store import Store
+    from byokctl.store import Row, Store
 
 OWNER, OPERATOR = "owner", "operator"
 NOT_APPROVED = "endpoint-not-approved"  # the reason a skipped key carries in `resolve --json`
@@ -69,40 +70,33 @@ class Approval:
                 "approved_at": self.approved_at}
 
 
-# ---- rows: the only code that touches endpoint_approvals ----------------------------------------
+# ---- rows: the only code that reads or writes store.approvals ----------------------------------
 
-_COLUMNS = "org, member, provider, base_url, approved_by, approved_as, approved_at"
+def _approval(row: Row) -> Approval:
+    return Approval(row["org"], row["member"], row["provider"], row["base_url"],
+                    row["approved_by"], row["approved_as"], row["approved_at"])
 
 
 def _find(store: Store, org: str, member: str, provider: str, url: str) -> Approval | None:
-    row = store.one(f"SELECT {_COLUMNS} FROM endpoint_approvals WHERE org = ? AND member = ? "  # noqa: S608
-                    "AND provider = ? AND base_url = ?", (org, member, provider, url))
-    return None if row is None else Approval(*row)
+    row = store.approvals.get(org, member, provider, url)
+    return None if row is None else _approval(row)
 
 
 def _all(store: Store, org: str | None = None) -> list[Approval]:
     """Every approval (in one org, or in all: the table holds a few rows per member)."""
-    sql = f"SELECT {_COLUMNS} FROM endpoint_approvals"  # noqa: S608
-    params: tuple[str, ...] = ()
-    if org is not None:
-        sql, params = sql + " WHERE org = ?", (org,)
-    return [Approval(*r) for r in store.all(sql + " ORDER BY org, member, provider, approved_at",
-                                            params)]
+    return [_approval(r) for r in store.approvals.all(org)]
 
 
 def _insert(ctx: Context, a: Approval) -> None:
-    ctx.store.conn.execute(
-        f"INSERT INTO endpoint_approvals ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
-        (a.org, a.member, a.provider, a.base_url, a.approved_by, a.approved_as, a.approved_at))
+    ctx.store.approvals.insert(a.org, a.member, a.provider, a.base_url, a.approved_by,
+                               a.approved_as, a.approved_at)
     from byokctl.services import integrity
 
     integrity.seal(ctx, "endpoint_approvals", (a.org, a.member, a.provider, a.base_url))
 
 
 def _delete(ctx: Context, a: Approval) -> None:
-    ctx.store.conn.execute(
-        "DELETE FROM endpoint_approvals WHERE org = ? AND member = ? AND provider = ? "
-        "AND base_url = ?", (a.org, a.member, a.provider, a.base_url))
+    ctx.store.approvals.delete(a.org, a.member, a.provider, a.base_url)
 
 
 # ---- questions ----------------------------------------------------------------------------------
@@ -171,7 +165,7 @@ def converge(ctx: Context, org: str, member: str, provider: str, urls: tuple[str
              prune: bool) -> None:
     """`apply`: the operator approves each of `urls` for the member's personal key; with
     `prune`, approvals the file does not list are withdrawn. Inside the caller's transaction."""
-    if ctx.store.scalar("SELECT 1 FROM members WHERE org = ? AND email = ?", (org, member)) is None:
+    if not ctx.store.members.exists(org, member):
         return  # adding the key then says who is missing
     wanted = {normalise(u) for u in urls}
     for url in sorted(wanted):
@@ -234,12 +228,12 @@ def _target(ctx: Context, key_id: str, base_url: str | None, verb: str) -> tuple
                      "decide where a member's own key is sent")
     if base_url is not None:
         return key, normalise(rules.base_url(base_url, allow_insecure=True))
-    row = ctx.store.one("SELECT provider, base_url FROM orgs WHERE slug = ?", (key.org,))
-    if row is None or row["provider"] != key.provider or row["base_url"] is None:
+    route = ctx.store.orgs.provider_and_base_url(key.org)
+    if route is None or route[0] != key.provider or route[1] is None:
         raise UsageError(f"Org {key.org} sends {key.provider} keys to the provider's official "
                          "endpoint, which needs no approval", "give --base-url URL to approve "
                          "another one in advance")
-    return key, normalise(row["base_url"])
+    return key, normalise(route[1])
 
 
 def approve(ctx: Context, key_id: str, base_url: str | None = None) -> Change:

@@ -13,7 +13,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from byokctl import clock
 from byokctl.domain.plans import gate
@@ -21,6 +21,9 @@ from byokctl.lazy import Pairs
 from byokctl.services import endpoints, keys, members, orgs, platform, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require_operator
+
+if TYPE_CHECKING:
+    from byokctl.store.spill import SpillSet
 
 HEADER = """\
 # byokctl export: the vault's settings, without secrets. Apply with `byokctl apply FILE`.
@@ -43,34 +46,30 @@ class Export:
 
 
 class Taken:
-    """The environment variable names handed out so far: a set, moved to a private temporary
-    SQLite file (bounded page cache) past IN_MEMORY names, so that exporting 100,000 keys
-    holds no more than exporting 10,000. Never the vault's file: nothing is written to it."""
+    """The environment variable names handed out so far: a set, moved to the store's spill
+    set (a private temporary file, bounded page cache) past IN_MEMORY names, so that exporting
+    100,000 keys holds no more than exporting 10,000. Never the vault: nothing is written to it."""
 
     IN_MEMORY = 4_096
 
     def __init__(self) -> None:
         self._names: set[str] = set()
-        self._spill: Any = None  # sqlite3.Connection once spilled
+        self._spill: SpillSet | None = None
 
     def __contains__(self, name: object) -> bool:
         if self._spill is None:
             return name in self._names
-        return self._spill.execute("SELECT 1 FROM taken WHERE name = ?", (name,)).fetchone() is not None
+        return name in self._spill
 
     def add(self, name: str) -> None:
         if self._spill is not None:
-            self._spill.execute("INSERT OR IGNORE INTO taken VALUES (?)", (name,))
+            self._spill.add(name)
             return
         self._names.add(name)
         if len(self._names) > self.IN_MEMORY:
-            import sqlite3
+            from byokctl.store.spill import SpillSet
 
-            self._spill = sqlite3.connect("", isolation_level=None)  # "": a private temp file
-            self._spill.execute("PRAGMA cache_size = -1024")  # KiB
-            self._spill.execute("CREATE TABLE taken (name TEXT PRIMARY KEY) WITHOUT ROWID")
-            self._spill.execute("BEGIN")  # never committed: the file goes when it is closed
-            self._spill.executemany("INSERT INTO taken VALUES (?)", ((n,) for n in self._names))
+            self._spill = SpillSet(self._names)
             self._names = set()
 
     def close(self) -> None:

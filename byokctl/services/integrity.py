@@ -11,8 +11,6 @@ resolve, usage show, audit log) never unlock the vault, so they do not verify.
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from byokctl.errors import Integrity
@@ -20,52 +18,30 @@ from byokctl.services.context import Context
 from byokctl.vault import rowmac
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Mapping
 
     from byokctl.domain.resolution import Facts
     from byokctl.services.audit import Problem
+    from byokctl.store import Row
 
-    Change = Mapping[str, Any] | Callable[[sqlite3.Row], Mapping[str, Any]]
+    Change = Mapping[str, Any] | Callable[[Row], Mapping[str, Any]]
 
 PENDING = "row_macs_pending"  # meta: set by migration m004 on a vault that predates row MACs
 PLATFORM = "platform"  # the platform record's "table" name in its MAC
 TABLES = ("orgs", "members", "keys", "endpoint_approvals")  # the tables whose rows carry a MAC
 
 
-def _where(table: str) -> str:
-    return " AND ".join(f"{c} = ?" for c in rowmac.PRIMARY_KEYS[table])
-
-
-def _select(table: str) -> str:
-    return f"SELECT {', '.join(rowmac.COLUMNS[table])}, mac FROM {table}"  # noqa: S608 - fixed names
-
-
-def _values(table: str, row: sqlite3.Row) -> list:
+def _values(table: str, row: Row) -> list:
     return [row[c] for c in rowmac.COLUMNS[table]]
 
 
-def _lenient_text(raw: bytes) -> str:
+def _read(ctx: Context, table: str, pk: tuple) -> Row | None:
     # Text that is not UTF-8 was written outside byokctl: kept (as surrogates) so that the MAC
     # check reports it, never decoded into a crash.
-    return raw.decode("utf-8", "surrogateescape")
+    return ctx.store.rows.get(table, pk, lenient=True)
 
 
-@contextmanager
-def _lenient(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    previous = conn.text_factory
-    conn.text_factory = _lenient_text
-    try:
-        yield conn
-    finally:
-        conn.text_factory = previous
-
-
-def _read(ctx: Context, table: str, pk: tuple) -> sqlite3.Row | None:
-    with _lenient(ctx.store.conn) as conn:
-        return conn.execute(f"{_select(table)} WHERE {_where(table)}", pk).fetchone()
-
-
-def _intact(key: bytes, table: str, row: sqlite3.Row) -> bool:
+def _intact(key: bytes, table: str, row: Row) -> bool:
     return rowmac.matches(key, table, _values(table, row), row["mac"])
 
 
@@ -101,7 +77,7 @@ def tampered(table: str, pk: tuple) -> Integrity:
 
 # ---- rows -----------------------------------------------------------------------------------
 
-def verify(ctx: Context, table: str, pk: tuple) -> sqlite3.Row | None:
+def verify(ctx: Context, table: str, pk: tuple) -> Row | None:
     """The row, if its MAC matches; Integrity if not; None if there is no such row."""
     row = _read(ctx, table, pk)
     if row is not None and not _intact(ctx.vault().row_key, table, row):
@@ -109,20 +85,18 @@ def verify(ctx: Context, table: str, pk: tuple) -> sqlite3.Row | None:
     return row
 
 
-def seal(ctx: Context, table: str, pk: tuple) -> sqlite3.Row:
+def seal(ctx: Context, table: str, pk: tuple) -> Row:
     """MAC the row as it now stands (inside the caller's write transaction): for a row just
     inserted, or by `update` once the row was checked. Read back from the store, so the MAC
     covers what SQLite keeps (a budget of 5 is stored, and read, as 5.0)."""
-    row = ctx.store.one(f"{_select(table)} WHERE {_where(table)}", pk)
+    row = ctx.store.rows.get(table, pk)
     if row is None:
         raise KeyError(pk)
-    mac = rowmac.mac(ctx.vault().row_key, table, _values(table, row))
-    ctx.store.conn.execute(f"UPDATE {table} SET mac = ? WHERE {_where(table)}",  # noqa: S608
-                           (mac, *pk))
+    ctx.store.rows.set_mac(table, pk, rowmac.mac(ctx.vault().row_key, table, _values(table, row)))
     return row
 
 
-def update(ctx: Context, table: str, pk: tuple, change: Change) -> tuple[sqlite3.Row, sqlite3.Row] | None:
+def update(ctx: Context, table: str, pk: tuple, change: Change) -> tuple[Row, Row] | None:
     """Check the row's MAC, set the columns `change` gives (a mapping, or a function of the
     checked row returning one) and MAC it again; inside the caller's write transaction.
     Returns (before, after), or None if there is no such row."""
@@ -131,13 +105,11 @@ def update(ctx: Context, table: str, pk: tuple, change: Change) -> tuple[sqlite3
         return None
     values = change(before) if callable(change) else change
     if values:
-        sets = ", ".join(f"{c} = ?" for c in values)
-        ctx.store.conn.execute(f"UPDATE {table} SET {sets} WHERE {_where(table)}",  # noqa: S608
-                               (*values.values(), *pk))
+        ctx.store.rows.update(table, pk, values)
     return before, seal(ctx, table, pk)
 
 
-def update_org(ctx: Context, slug: str, change: Change) -> tuple[sqlite3.Row, sqlite3.Row] | None:
+def update_org(ctx: Context, slug: str, change: Change) -> tuple[Row, Row] | None:
     """THE way to change an org row (settings, plan, grace, budget, credits): checked, changed
     and re-MACed in the caller's write transaction. `change` may be a function of the checked
     row, for changes relative to it (`lambda org: {"credits": org["credits"] + n}`)."""
@@ -145,11 +117,11 @@ def update_org(ctx: Context, slug: str, change: Change) -> tuple[sqlite3.Row, sq
 
 
 def update_member(ctx: Context, org: str, email: str,
-                  change: Change) -> tuple[sqlite3.Row, sqlite3.Row] | None:
+                  change: Change) -> tuple[Row, Row] | None:
     return update(ctx, "members", (org, email), change)
 
 
-def update_key(ctx: Context, key_id: str, change: Change) -> tuple[sqlite3.Row, sqlite3.Row] | None:
+def update_key(ctx: Context, key_id: str, change: Change) -> tuple[Row, Row] | None:
     return update(ctx, "keys", (key_id,), change)
 
 
@@ -214,35 +186,30 @@ NO_MAC = "no MAC: the row was written outside byokctl"
 BAD_MAC = "changed outside byokctl (MAC mismatch)"
 
 
-def _check_table(conn: sqlite3.Connection, table: str, key: bytes,
+def _check_table(ctx: Context, table: str, key: bytes,
                  intact: Callable[[str, Any, object], bool]) -> tuple[int, list[tuple[dict, str]]]:
     """(rows read, [(row, problem)]) for one table.
 
-    As `audit verify` does, SQLite builds each row's canonical body (`json_array()` writes
-    text, integers and NULL as `macs.canonical` does) and only the MAC is computed here, so
-    `vault check` stays fast at a vault's full size. A row whose MAC does not match that way
-    is read again and checked with the reference encoding (leniently: text that is not UTF-8
-    can only come from a write outside byokctl) before it is reported."""
+    As `audit verify` does, the store builds each row's canonical body (`check_scan`) and
+    only the MAC is computed here, so `vault check` stays fast at a vault's full size. A row
+    whose MAC does not match that way is read again and checked with the reference encoding
+    (leniently: text that is not UTF-8 can only come from a write outside byokctl) before it
+    is reported."""
     import hmac
 
     from byokctl.vault import macs
 
+    store = ctx.store
     sign, same = macs.hmac_sha256_hex(key), hmac.compare_digest
-    columns = rowmac.COLUMNS[table]
-    order = ", ".join(rowmac.PRIMARY_KEYS[table])
-    fast = (f"SELECT CAST(json_array('{table}', {', '.join(columns)}) AS BLOB), mac, rowid "  # noqa: S608
-            f"FROM {table} ORDER BY {order}")
-    cur = conn.cursor()
-    cur.row_factory = None
     n, suspects = 0, []
-    for body, mac, rowid in cur.execute(fast):
+    for body, mac, position in store.rows.check_scan(table):
         n += 1
         if not (isinstance(mac, str) and same(sign(body), mac)):
-            suspects.append(rowid)
+            suspects.append(position)
     bad: list[tuple[dict, str]] = []
-    with _lenient(conn) as c:
-        for rowid in suspects:
-            row = c.execute(f"{_select(table)} WHERE rowid = ?", (rowid,)).fetchone()  # noqa: S608
+    with store.lenient("surrogateescape"):
+        for position in suspects:
+            row = store.rows.at(table, position)
             if row is not None and not intact(table, _values(table, row), row["mac"]):
                 bad.append((dict(row), NO_MAC if row["mac"] is None else BAD_MAC))
     return n, bad
@@ -259,7 +226,7 @@ def check(ctx: Context) -> tuple[int, list[Problem], dict[str, str]]:
     key_problems: dict[str, str] = {}
     checked = 0
     for table in TABLES:
-        n, bad = _check_table(ctx.store.conn, table, key, intact)
+        n, bad = _check_table(ctx, table, key, intact)
         checked += n
         for row, problem in bad:
             if table == "orgs":
@@ -291,6 +258,7 @@ def adopt_legacy(ctx: Context) -> None:
     the marker; only the master key can write that history, so a forged marker (to have
     rows changed outside byokctl MACed) is dropped and its rows stay refused."""
     from byokctl.services import audit
+    from byokctl.store import is_error
 
     store = ctx.store
     with store.tx():
@@ -303,12 +271,12 @@ def adopt_legacy(ctx: Context) -> None:
             return
         sealed = 0
         for table in TABLES:
-            pks = rowmac.PRIMARY_KEYS[table]
-            for row in store.all(f"SELECT {', '.join(pks)} FROM {table} "  # noqa: S608
-                                 "WHERE mac IS NULL"):
+            for pk in store.rows.unmaced(table):
                 try:
-                    seal(ctx, table, tuple(row))
-                except (sqlite3.Error, TypeError, ValueError):
+                    seal(ctx, table, pk)
+                except Exception as exc:
+                    if not (isinstance(exc, (TypeError, ValueError)) or is_error(exc)):
+                        raise
                     continue  # a value no byokctl row holds: left unMACed, so `vault check` names it
                 sealed += 1
         if store.meta(rowmac.PLATFORM_MAC) is None:
@@ -324,15 +292,15 @@ def _not_legacy(ctx: Context) -> str | None:
     from byokctl.vault import macs
 
     store = ctx.store
-    if store.scalar("SELECT 1 FROM audit WHERE action = 'vault.mac_rows' LIMIT 1"):
+    if store.audit.has_action("vault.mac_rows"):
         return "its rows were MACed before"
-    first = store.one("SELECT seq, ts, actor, action, org, target, before, after, mac FROM audit "
-                      "WHERE seq = 1")
+    covered = ("seq", "ts", "actor", "action", "org", "target", "before", "after")  # no os_user
+    first = store.audit.entry(1, (*covered, "mac"))
     if first is None or first["action"] != "vault.init":
         return "its audit log has no vault.init entry"
     try:
         genuine = macs.chain_mac(ctx.vault().audit_key, audit.GENESIS,
-                                 audit._fields(*tuple(first)[:8])) == first["mac"]
+                                 audit._fields(*(first[c] for c in covered))) == first["mac"]
         marked = "row_macs" in json.loads(first["after"] or "{}")
     except (TypeError, ValueError):
         genuine = marked = False

@@ -34,14 +34,11 @@ from byokctl.services.context import Context
 from byokctl.services.permissions import Actor, actor_in, org_exists, require, require_operator
 
 if TYPE_CHECKING:
-    import sqlite3
+    from byokctl.store import Row
 
 STATUSES = KEY_STATUSES
 MIN_LENGTH, MAX_LENGTH = rules.SECRET_MIN_LENGTH, 512
 SECRET_CHARS = re.compile(r"[A-Za-z0-9_-]+")
-
-_COLUMNS = ("id, scope, org, member, provider, hint, fingerprint, version, status, test_result, "
-            "created_at, rotated_at, last_used_at, last_tested_at")
 
 
 @dataclass
@@ -139,8 +136,8 @@ def check_format(provider: str, secret: str, *, allow_admin_key: bool = False) -
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def _row(ctx: Context, key_id: str) -> sqlite3.Row:
-    row = ctx.store.one("SELECT * FROM keys WHERE id = ?", (key_id,))
+def _row(ctx: Context, key_id: str) -> Row:
+    row = ctx.store.keys.get(key_id)
     if row is None:
         raise _no_key(key_id)
     return row
@@ -160,11 +157,7 @@ def find(ctx: Context, *, provider: str, org: str | None = None, member: str | N
          platform: bool = False) -> Key | None:
     """The key in one slot: platform, an org's, or a member's personal key for `provider`."""
     scope = "platform" if platform else "member" if member else "org"
-    row = ctx.store.one(
-        f"SELECT {_COLUMNS} FROM keys WHERE scope = ? AND ifnull(org, '') = ? "  # noqa: S608
-        "AND ifnull(member, '') = ? AND provider = ?",
-        (scope, "" if platform else org or "", member or "", provider),
-    )
+    row = ctx.store.keys.in_slot(scope, None if platform else org, member, provider)
     return None if row is None else Key.from_row(row)
 
 
@@ -183,30 +176,17 @@ def iter_keys(ctx: Context, org: str | None = None, provider: str | None = None)
     """
     if provider is not None:
         rules.choice(provider, rules.BYOK_PROVIDERS, "provider")
-    where, params = [], []
     if org is not None:
         org_exists(ctx, org)
-        where.append("org = ?")
-        params.append(org)
-    if provider is not None:
-        where.append("provider = ?")
-        params.append(provider)
+    viewer, viewer_roles = None, []
     if ctx.as_email is not None:
-        email = rules.email(ctx.as_email)
+        viewer = rules.email(ctx.as_email)
         if org is not None:
             actor_in(ctx, org)  # Denied unless a member
         viewer_roles = [r for r in rules.ROLES if rules.permits(r, rules.ORG_VIEW)]
-        marks = ", ".join("?" * len(viewer_roles))
-        where.append(
-            "org IN (SELECT org FROM members WHERE email = ?) AND ("
-            f"org IN (SELECT org FROM members WHERE email = ? AND role IN ({marks})) "
-            "OR (scope = 'member' AND member = ?))")
-        params += [email, email, *viewer_roles, email]
-    sql = f"SELECT {_COLUMNS} FROM keys"  # noqa: S608 - fixed column list
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY scope = 'platform' DESC, org, scope, member, provider"
-    return map(Key.from_row, ctx.store.conn.execute(sql, params))
+    rows = ctx.store.keys.iter_visible(org=org, provider=provider, viewer=viewer,
+                                       viewer_roles=viewer_roles)
+    return map(Key.from_row, rows)
 
 
 def reveal(ctx: Context, key_id: str) -> str:
@@ -236,9 +216,7 @@ def require_key(ctx: Context, key_id: str, verb: str = "change") -> Key:
         require_operator(ctx, f"{verb} platform keys")
         return key
     assert key.org is not None
-    if ctx.as_email is not None and ctx.store.scalar(
-            "SELECT 1 FROM members WHERE org = ? AND email = ?",
-            (key.org, rules.email(ctx.as_email))) is None:
+    if ctx.as_email is not None and not ctx.store.members.exists(key.org, rules.email(ctx.as_email)):
         raise _no_key(key_id)
     if key.scope == "member":
         assert key.member is not None
@@ -285,8 +263,7 @@ def prepare_add(ctx: Context, *, provider: str, org: str | None = None,
         if member is not None:
             member = rules.email(member)
             _may_own(ctx, org, member, "add")
-            if ctx.store.scalar("SELECT 1 FROM members WHERE org = ? AND email = ?",
-                                (org, member)) is None:
+            if not ctx.store.members.exists(org, member):
                 raise NotFound(f"{member} is not a member of org {org}", "add them first with "
                                f"`byokctl member add {org} {member} --role interviewer`")
             slot = Slot("member", org, member, provider)
@@ -324,20 +301,19 @@ def add(ctx: Context, slot: Slot, secret: str, *, allow_admin_key: bool = False,
                    if tester is not None else None)
     vault = ctx.vault()
     now = clock.stamp()
-    with ctx.write() as conn:
+    with ctx.write():
         _ensure_free(ctx, slot)  # again, under the write lock
         key_id = new_key_id()
-        while conn.execute("SELECT 1 FROM keys WHERE id = ?", (key_id,)).fetchone():
+        while ctx.store.keys.exists(key_id):
             key_id = new_key_id()
         dk_id, nonce, ct = vault.seal(secret, key_id=key_id, scope=slot.scope, org=slot.org,
                                       member=slot.member, provider=slot.provider, version=1)
-        conn.execute(
-            "INSERT INTO keys (id, scope, org, member, provider, version, data_key_id, nonce, "
-            "ciphertext, hint, fingerprint, status, test_result, last_tested_at, created_at) "
-            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key_id, slot.scope, slot.org, slot.member, slot.provider, dk_id, nonce, ct,
-             hint(secret), vault.fingerprint(secret), ACTIVE, test_result,
-             now if tester is not None else None, now),
+        ctx.store.keys.insert(
+            key_id=key_id, scope=slot.scope, org=slot.org, member=slot.member,
+            provider=slot.provider, data_key_id=dk_id, nonce=nonce, ciphertext=ct,
+            hint=hint(secret), fingerprint=vault.fingerprint(secret), status=ACTIVE,
+            test_result=test_result, last_tested_at=now if tester is not None else None,
+            created_at=now,
         )
         integrity.seal(ctx, "keys", (key_id,))
         key = get(ctx, key_id)
@@ -394,7 +370,7 @@ def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = Fa
     with ctx.write():
         version = key.version + 1
 
-        def replace(current: sqlite3.Row) -> dict:
+        def replace(current: Row) -> dict:
             if current["version"] != key.version:
                 raise Conflict(f"Key {key_id} was rotated meanwhile (now version "
                                f"{current['version']})", "run the command again")
@@ -431,26 +407,26 @@ class Removal:
 def remove(ctx: Context, key_id: str) -> Removal:
     """Delete a key; its ciphertext is overwritten in the file (secure_delete) and the WAL."""
     key = require_key(ctx, key_id, "remove")
-    with ctx.write() as conn:
-        if conn.execute("DELETE FROM keys WHERE id = ?", (key_id,)).rowcount == 0:
+    with ctx.write():
+        if not ctx.store.keys.delete(key_id):
             raise _no_key(key_id)
         audit.record(ctx, "key.remove", org=key.org, target=key.id,
                      before={**key.public(), "status": key.status})
-    in_use = key.scope == "org" and ctx.store.scalar(
-        "SELECT provider FROM orgs WHERE slug = ?", (key.org,)) == key.provider
+    in_use = (key.scope == "org" and key.org is not None
+              and ctx.store.orgs.provider(key.org) == key.provider)
     return Removal(key, ctx.store.purge_wal(), in_use)
 
 
 # ---- outcomes recorded by provider calls --------------------------------------------------------
 
 @contextmanager
-def _writing(ctx: Context) -> Iterator[sqlite3.Connection]:
+def _writing(ctx: Context) -> Iterator[None]:
     """Join the caller's write transaction (e.g. a usage record's), or open one."""
-    if ctx.store.conn.in_transaction:
-        yield ctx.store.conn
+    if ctx.store.in_transaction:
+        yield
     else:
-        with ctx.write() as conn:
-            yield conn
+        with ctx.write():
+            yield
 
 
 def mark_used(ctx: Context, key_id: str, *, status: str = ACTIVE, why: str | None = None) -> None:

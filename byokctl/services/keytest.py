@@ -45,8 +45,8 @@ def base_url_for(ctx: Context, owner: Key | Slot) -> str | None:
         provider, _, url = platform_default(ctx)
     else:
         integrity.verify_org(ctx, owner.org)
-        row = ctx.store.one("SELECT provider, base_url FROM orgs WHERE slug = ?", (owner.org,))
-        provider, url = (row["provider"], row["base_url"]) if row is not None else (None, None)
+        assert owner.org is not None
+        provider, url = ctx.store.orgs.provider_and_base_url(owner.org) or (None, None)
     url = url if provider == owner.provider else None
     endpoints.require_approved(ctx, owner, url)
     return url

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from byokctl import clock
 from byokctl.errors import Conflict, NotFound
 from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import Actor, require, require_operator
+
+if TYPE_CHECKING:
+    from byokctl.store import Row
 
 
 @dataclass
@@ -58,17 +62,18 @@ class Removal:
 
 
 def _get(ctx: Context, org: str, email: str) -> Member:
-    row = ctx.store.one(
-        "SELECT m.org, m.email, m.role, m.created_at, "
-        "(SELECT count(*) FROM keys k WHERE k.org = m.org AND k.member = m.email) AS keys "
-        "FROM members m WHERE m.org = ? AND m.email = ?", (org, email))
+    row = ctx.store.members.get(org, email)
     if row is None:
         raise NotFound(f"{email} is not a member of org {org}", f"see `byokctl member list {org}`")
+    return _member(row)
+
+
+def _member(row: Row) -> Member:
     return Member(row["org"], row["email"], row["role"], row["created_at"], row["keys"])
 
 
 def _admins(ctx: Context, org: str) -> int:
-    return ctx.store.scalar("SELECT count(*) FROM members WHERE org = ? AND role = 'admin'", (org,))
+    return ctx.store.members.count_admins(org)
 
 
 def _guard_last_admin(ctx: Context, actor: Actor, org: str, target: Member, doing: str) -> bool:
@@ -89,13 +94,11 @@ def add(ctx: Context, org: str, email: str, role: str) -> Member:
     email = rules.email(email)
     rules.choice(role, rules.ROLES, "role")
     require(ctx, org, rules.ORG_MANAGE)
-    with ctx.write() as conn:
-        if conn.execute("SELECT 1 FROM members WHERE org = ? AND email = ?",
-                        (org, email)).fetchone():
+    with ctx.write():
+        if ctx.store.members.exists(org, email):
             raise Conflict(f"{email} is already a member of org {org}", "change their role with "
                            f"`byokctl member set-role {org} {email} ROLE`")
-        conn.execute("INSERT INTO members (org, email, role, created_at) VALUES (?, ?, ?, ?)",
-                     (org, email, role, clock.stamp()))
+        ctx.store.members.insert(org, email, role, clock.stamp())
         integrity.seal(ctx, "members", (org, email))
         audit.record(ctx, "member.add", org=org, target=email, after={"role": role})
     return _get(ctx, org, email)
@@ -103,20 +106,14 @@ def add(ctx: Context, org: str, email: str, role: str) -> Member:
 
 def list_members(ctx: Context, org: str) -> list[Member]:
     require(ctx, org, rules.ORG_VIEW)
-    rows = ctx.store.all(
-        "SELECT m.org, m.email, m.role, m.created_at, "
-        "(SELECT count(*) FROM keys k WHERE k.org = m.org AND k.member = m.email) AS keys "
-        "FROM members m WHERE m.org = ? ORDER BY m.email", (org,))
-    return [Member(r["org"], r["email"], r["role"], r["created_at"], r["keys"]) for r in rows]
+    return [_member(r) for r in ctx.store.members.for_org(org)]
 
 
 def all_roles(ctx: Context) -> Iterator[tuple[str, str, str]]:
-    """Every member of every org as `(org, email, role)`, by org then email, as SQLite reads
+    """Every member of every org as `(org, email, role)`, by org then email, as the store reads
     them (`export`: one walk instead of a query per org). The operator's view."""
     require_operator(ctx, "list the members of every org")
-    cur = ctx.store.conn.cursor()
-    cur.row_factory = None  # plain tuples
-    return cur.execute("SELECT org, email, role FROM members ORDER BY org, email")
+    return ctx.store.members.all_roles()
 
 
 def set_role(ctx: Context, org: str, email: str, role: str) -> RoleChange:
@@ -142,13 +139,11 @@ def remove(ctx: Context, org: str, email: str) -> Removal:
     """Remove a member; the foreign key cascade purges their personal keys (secure_delete)."""
     email = rules.email(email)
     actor = require(ctx, org, rules.ORG_MANAGE)
-    with ctx.write() as conn:
+    with ctx.write():
         member = _get(ctx, org, email)
         no_admin_left = _guard_last_admin(ctx, actor, org, member, "Removing")
-        keys = [dict(r) for r in conn.execute(
-            "SELECT id, provider, hint, fingerprint FROM keys WHERE org = ? AND member = ? "
-            "ORDER BY id", (org, email))]
-        conn.execute("DELETE FROM members WHERE org = ? AND email = ?", (org, email))
+        keys = [dict(r) for r in ctx.store.keys.of_member(org, email)]
+        ctx.store.members.delete(org, email)
         audit.record(ctx, "member.remove", org=org, target=email,
                      before={"role": member.role, "keys": keys}, after=None)
     if keys:

@@ -14,9 +14,8 @@ from byokctl.services.context import Context
 from byokctl.services.permissions import org_exists, require
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from byokctl.domain.resolution import Decision
+    from byokctl.store import Row
 
 
 @dataclass
@@ -36,8 +35,8 @@ class Org:
     updated_at: str
 
     @classmethod
-    def from_row(cls, row: object) -> Org:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})  # type: ignore[index]
+    def from_row(cls, row: Row) -> Org:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
     def setting(self) -> dict:
         """The provider setting, as audited before/after."""
@@ -49,7 +48,7 @@ class Org:
 
 
 def get(ctx: Context, slug: str) -> Org:
-    row = ctx.store.one("SELECT * FROM orgs WHERE slug = ?", (slug,))
+    row = ctx.store.orgs.get(slug)
     if row is None:
         org_exists(ctx, slug)  # raises the one NotFound message
     return Org.from_row(row)
@@ -70,21 +69,17 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
     name = slug if name is None else _name(name)  # as `rename` stores it, so apply converges
     if ctx.as_email is not None:
         raise rules.Denied(f"{ctx.as_email} may not create orgs: it is the platform operator's alone")
-    if ctx.store.scalar("SELECT 1 FROM orgs WHERE slug = ?", (slug,)):
+    if ctx.store.orgs.exists(slug):
         if if_not_exists:
             return get(ctx, slug), False
         raise Conflict(f"Org '{slug}' already exists", "use --if-not-exists to accept that")
     now = clock.stamp()
-    with ctx.write() as conn:
-        if conn.execute("SELECT 1 FROM orgs WHERE slug = ?", (slug,)).fetchone():
+    with ctx.write():
+        if ctx.store.orgs.exists(slug):
             if if_not_exists:
                 return get(ctx, slug), False
             raise Conflict(f"Org '{slug}' already exists", "use --if-not-exists to accept that")
-        conn.execute(
-            "INSERT INTO orgs (slug, name, plan, credits, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (slug, name, plan, credits, now, now),
-        )
+        ctx.store.orgs.insert(slug, name, plan, credits, now)
         integrity.seal(ctx, "orgs", (slug,))
         org = get(ctx, slug)
         audit.record(ctx, "org.create", org=slug, target=slug,
@@ -92,17 +87,16 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
     return org, True
 
 
+ORG_LISTERS = ("admin", "staffing")  # the roles whose orgs a member's `org list` shows
+
+
 def list_orgs(ctx: Context) -> Iterator[Org]:
-    """The orgs the actor may see, by slug, one at a time as SQLite reads them (the store
+    """The orgs the actor may see, by slug, one at a time as the store reads them (the store
     must stay open until it is exhausted)."""
     if ctx.as_email is not None:
-        rows = ctx.store.conn.execute(
-            "SELECT o.* FROM orgs o JOIN members m ON m.org = o.slug "
-            "WHERE m.email = ? AND m.role IN ('admin', 'staffing') ORDER BY o.slug",
-            (rules.email(ctx.as_email),),
-        )
+        rows = ctx.store.orgs.for_member(rules.email(ctx.as_email), ORG_LISTERS)
     else:
-        rows = ctx.store.conn.execute("SELECT * FROM orgs ORDER BY slug")
+        rows = ctx.store.orgs.all()
     return map(Org.from_row, rows)
 
 
@@ -134,8 +128,8 @@ def show(ctx: Context, slug: str) -> OrgView:
     actor = require(ctx, slug, rules.ORG_VIEW)
     org = get(ctx, slug)
     decision = decide(ctx, org, actor.email)
-    members = ctx.store.scalar("SELECT count(*) FROM members WHERE org = ?", (slug,))
-    keys = ctx.store.scalar("SELECT count(*) FROM keys WHERE org = ?", (slug,))
+    members = ctx.store.members.count_for_org(slug)
+    keys = ctx.store.keys.count_for_org(slug)
     return OrgView(org, decision, members, keys)
 
 
@@ -144,13 +138,11 @@ def delete(ctx: Context, slug: str) -> Org:
     if ctx.as_email is not None:
         require(ctx, slug, rules.OPERATOR)
     org = get(ctx, slug)
-    with ctx.write() as conn:
-        nkeys = conn.execute("SELECT count(*) FROM keys WHERE org = ?", (slug,)).fetchone()[0]
-        conn.execute("DELETE FROM usage WHERE org = ?", (slug,))
-        # Calls in flight settle without their org; their reservations must not hold back a
-        # new org of the same slug.
-        conn.execute("DELETE FROM reservations WHERE org = ?", (slug,))
-        conn.execute("DELETE FROM orgs WHERE slug = ?", (slug,))  # cascades members and keys
+    with ctx.write():
+        nkeys = ctx.store.keys.count_for_org(slug)
+        # Its reservations go too: calls in flight settle without their org, and must not hold
+        # back a new org of the same slug.
+        ctx.store.orgs.delete_with_dependents(slug)  # usage, reservations; cascades members, keys
         audit.record(ctx, "org.delete", org=slug, target=slug,
                      before={**org.setting(), "plan": org.plan, "credits": org.credits,
                              "keys": nkeys})
@@ -212,7 +204,7 @@ def set_provider(ctx: Context, change: ProviderChange,
     if not confirm(change):
         raise Conflict(f"Provider change for org {change.org} not confirmed", "nothing was changed")
 
-    def switch(row: sqlite3.Row) -> dict:
+    def switch(row: Row) -> dict:
         if {k: row[k] for k in change.before} != change.before:
             raise Conflict(f"Org {change.org}'s provider setting changed meanwhile", "run the "
                            "command again")

@@ -25,7 +25,7 @@ def actor_in(ctx: Context, org: str) -> Actor:
     if ctx.as_email is None:
         return Actor(ctx.actor)
     email = rules.email(ctx.as_email)
-    role = ctx.store.scalar("SELECT role FROM members WHERE org = ? AND email = ?", (org, email))
+    role = ctx.store.members.role(org, email)
     if role is None:
         raise Denied(f"{email} is not a member of org {org}", "add them with `byokctl member add`")
     ctx.acting_members.add((org, email))  # its MAC is checked before any write (integrity)
@@ -50,6 +50,6 @@ def require_operator(ctx: Context, what: str) -> None:
 
 
 def org_exists(ctx: Context, org: str) -> None:
-    if ctx.store.scalar("SELECT 1 FROM orgs WHERE slug = ?", (org,)) is None:
+    if not ctx.store.orgs.exists(org):
         create = f" or create it with `byokctl org create {org}`" if rules.SLUG_RE.fullmatch(org) else ""
         raise NotFound(f"No org '{org}'", f"see `byokctl org list`{create}", org=org)

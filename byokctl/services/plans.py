@@ -6,9 +6,9 @@ fall back to platform credits, and an upgrade (or a grace grant) restores BYOK a
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from byokctl import clock
 from byokctl.domain.plans import gate
@@ -17,6 +17,9 @@ from byokctl.services import audit, rules
 from byokctl.services.context import Context
 from byokctl.services.orgs import Org, get
 from byokctl.services.permissions import require
+
+if TYPE_CHECKING:
+    from byokctl.store import Row
 
 MAX_GRACE_DAYS = 3650  # longer than this is not grace: upgrade the plan instead
 
@@ -90,7 +93,7 @@ def _apply(ctx: Context, slug: str, action: str, before: Org, after: dict) -> Pl
 
     b = _state(before)
     if after != b:
-        def change(row: sqlite3.Row) -> dict:
+        def change(row: Row) -> dict:
             if {k: row[k] for k in b} != b:
                 raise Conflict(f"Org {slug}'s plan changed meanwhile", "run the command again")
             return {**after, "updated_at": clock.stamp()}

@@ -36,8 +36,8 @@ class PlatformDefault:
 def current(ctx: Context) -> PlatformDefault:
     """Read-only: needs no master key."""
     provider, model, base_url = platform_default(ctx)
-    key_id = ctx.store.scalar("SELECT id FROM keys WHERE scope = 'platform' AND provider = ?",
-                              (provider,))
+    key = ctx.store.keys.platform_key(provider)
+    key_id = None if key is None else key["id"]
     configured = ctx.store.meta("platform_provider") is not None
     return PlatformDefault(provider, model, base_url, configured, key_id)
 

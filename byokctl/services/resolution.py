@@ -12,15 +12,14 @@ from byokctl.services.context import Context
 if TYPE_CHECKING:
     from byokctl.domain.resolution import Decision, Facts, KeyRef
     from byokctl.services.orgs import Org
+    from byokctl.store import Row
 
 PLATFORM_DEFAULT_PROVIDER = "anthropic"
 
 
-def _key(ctx: Context, sql: str, params: tuple) -> KeyRef | None:
+def _ref(row: Row | None) -> KeyRef | None:
     from byokctl.domain.resolution import KeyRef
 
-    row = ctx.store.one(f"SELECT id, scope, provider, fingerprint, status FROM keys WHERE {sql}",
-                        params)
     return None if row is None else KeyRef(row["id"], row["scope"], row["provider"],
                                            row["fingerprint"], row["status"])
 
@@ -49,25 +48,22 @@ def facts(ctx: Context, o: Org, member: str | None) -> Facts:
     approved = True
     if provider in catalog.PROVIDERS:
         if member:
-            member_key = _key(ctx, "scope = 'member' AND org = ? AND member = ? AND provider = ?",
-                              (slug, member, provider))
+            member_key = _ref(ctx.store.keys.member_key(slug, member, provider))
             if member_key is not None and o.base_url is not None:
                 from byokctl.services.endpoints import is_approved
 
                 approved = is_approved(ctx.store, slug, member, provider, o.base_url)
-        org_key = _key(ctx, "scope = 'org' AND org = ? AND provider = ?", (slug, provider))
+        org_key = _ref(ctx.store.keys.org_key(slug, provider))
     spent = 0.0
     if o.budget_monthly_usd is not None:
-        spent = ctx.store.scalar(
-            "SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE org = ? AND mode = 'byok' "
-            "AND ts >= ?", (slug, month_start_iso())) or 0.0
+        spent = ctx.store.usage.byok_spent_since(slug, month_start_iso())
     return Facts(
         org=slug, plan=o.plan, credits=o.credits, provider=provider,
         model=o.model, base_url=o.base_url, fallback=o.fallback,
         grace_until=o.grace_until, budget_monthly_usd=o.budget_monthly_usd,
         byok_cost_mtd=spent, member=member, member_key=member_key, org_key=org_key,
         platform_provider=pp, platform_model=pm, platform_base_url=pu,
-        platform_key=_key(ctx, "scope = 'platform' AND provider = ?", (pp,)),
+        platform_key=_ref(ctx.store.keys.platform_key(pp)),
         now=clock.now(), member_key_approved=approved,
     )
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from byokctl import clock
 from byokctl.providers import registry
@@ -13,14 +13,11 @@ from byokctl.services import rules
 from byokctl.services.context import Context
 from byokctl.services.permissions import require, require_operator
 
-GROUPINGS = {
-    "provider": "coalesce(provider, '-')",
-    "model": "coalesce(model, '-')",
-    "member": "coalesce(member, '-')",
-    "mode": "mode",
-    "day": "substr(ts, 1, 10)",
-    "org": "org",
-}
+if TYPE_CHECKING:
+    from byokctl.store import Row, Store
+
+# What `usage show --by` groups on (the store knows each one's expression).
+GROUPINGS = ("provider", "model", "member", "mode", "day", "org")
 
 
 @dataclass
@@ -44,19 +41,14 @@ class Record:
     ts: str = field(default_factory=clock.stamp)
 
 
-_COLUMNS = tuple(Record.__dataclass_fields__)
-_INSERT = (f"INSERT INTO usage ({', '.join(_COLUMNS)}) "  # noqa: S608 - fixed column list
-           f"VALUES ({', '.join('?' * len(_COLUMNS))})")
-_values = operator.attrgetter(*_COLUMNS)
+def insert(store: Store, record: Record) -> None:
+    """Append one record in the caller's transaction on `store`."""
+    store.usage.insert(vars(record))
 
 
-def insert(conn, record: Record) -> None:  # noqa: ANN001 - sqlite3.Connection in a transaction
-    conn.execute(_INSERT, _values(record))
-
-
-def insert_many(conn, records: Iterable[Record]) -> int:  # noqa: ANN001 - as `insert`
+def insert_many(store: Store, records: Iterable[Record]) -> int:
     """Append many records in the caller's transaction (imports, benchmarks); returns the count."""
-    return conn.executemany(_INSERT, map(_values, records)).rowcount
+    return store.usage.insert_many(map(vars, records))
 
 
 @dataclass
@@ -75,39 +67,21 @@ class Report:
 
 def show(ctx: Context, org: str | None, *, since: str | None, until: str | None,
          by: str) -> Report:
-    rules.choice(by, tuple(GROUPINGS), "grouping (--by)")
+    rules.choice(by, GROUPINGS, "grouping (--by)")
     if org is None:
         require_operator(ctx, "see usage across all orgs")
     else:
         require(ctx, org, rules.ORG_VIEW)
-    where, params = [], []
-    if org is not None:
-        where.append("org = ?")
-        params.append(org)
     lo = clock.iso(rules.parse_when(since)) if since else None
     hi = clock.iso(rules.parse_when(until, end_of_day=True)) if until else None
     if lo and hi and lo > hi:
         raise rules.UsageError(f"--since {since} is after --until {until}", "swap them")
-    if lo:
-        where.append("ts >= ?")
-        params.append(lo)
-    if hi:
-        where.append("ts <= ?")
-        params.append(hi)
-    cond = (" WHERE " + " AND ".join(where)) if where else ""
-    measures = ("count(*) AS calls, sum(outcome != 'ok') AS errors, "
-                "coalesce(sum(input_tokens), 0) AS input_tokens, "
-                "coalesce(sum(output_tokens), 0) AS output_tokens, "
-                "coalesce(sum(cost_usd), 0) AS cost_usd, "
-                "coalesce(sum(credits_charged), 0) AS credits_charged")
-    key = GROUPINGS[by]
-    groups = ctx.store.all(
-        f"SELECT {key} AS k, {measures} FROM usage{cond} GROUP BY k ORDER BY k", params)  # noqa: S608
-    rows = [{by: r[0], **_measures(r)} for r in groups]
+    groups = ctx.store.usage.grouped_totals(by, org=org, since=lo, until=hi)
+    rows = [{by: r["k"], **_measures(r)} for r in groups]
     return Report(org, by, lo, hi, rows, _totals(groups), _billing(ctx, org))
 
 
-def _totals(groups: list) -> dict:
+def _totals(groups: list[Row]) -> dict:
     """The report's totals from its groups' sums, in one pass over the records (no second
     scan): every record is in exactly one group. Cost is summed exactly (fsum, as SQLite's
     own sum is compensated), so rounding gives what one sum over the records gives."""
@@ -123,7 +97,7 @@ def _totals(groups: list) -> dict:
             "credits_charged": total("credits_charged")}
 
 
-def _measures(r) -> dict:  # noqa: ANN001
+def _measures(r: Row) -> dict:
     return {
         "calls": r["calls"], "errors": r["errors"] or 0, "input_tokens": r["input_tokens"],
         "output_tokens": r["output_tokens"], "cost_usd": round(r["cost_usd"], 6),
@@ -134,7 +108,7 @@ def _measures(r) -> dict:  # noqa: ANN001
 def _billing(ctx: Context, org: str | None) -> list[dict]:
     if org is None:
         return []
-    provider = ctx.store.scalar("SELECT provider FROM orgs WHERE slug = ?", (org,))
+    provider = ctx.store.orgs.provider(org)
     p = registry.FACTS.get(provider)
     if p is None:
         return []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -12,10 +11,11 @@ from typing import TYPE_CHECKING
 from byokctl.errors import ByokError, Conflict, Integrity, UsageError
 from byokctl.services import audit, integrity
 from byokctl.services.context import Context
-from byokctl.store import BUSY_TIMEOUT_MS, SCHEMA_LATEST, Store, create_store, resolve_path
+from byokctl.store import SCHEMA_LATEST, Store, create_store, resolve_path
 from byokctl.vault import master as mk
 
 if TYPE_CHECKING:
+    from byokctl.store.filecheck import FileCheck
     from byokctl.vault.envelope import Vault
 
 
@@ -32,8 +32,8 @@ class InitResult:
 
 def init(db: str | None, key_file: str | None) -> InitResult:
     """Create the vault file and its keys; the master key goes to env/keyring/file."""
+    from byokctl.services.vaultkeys import initialize, new_vault_id
     from byokctl.vault import crypto
-    from byokctl.vault.envelope import initialize, new_vault_id
 
     path = resolve_path(db)
     if path.exists():
@@ -86,9 +86,7 @@ def init(db: str | None, key_file: str | None) -> InitResult:
                          after={"master_source": master.source, "schema": SCHEMA_LATEST,
                                 "row_macs": True})
     except BaseException:
-        store.close()
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
+        store.discard()
         if cleanup:
             cleanup()
         raise
@@ -120,7 +118,7 @@ class Status:
 
 
 def status(ctx: Context) -> Status:
-    from byokctl.vault.envelope import rotation_pending
+    from byokctl.services.vaultkeys import rotation_pending
 
     s = ctx.store
     vid = s.meta("vault_id") or ""
@@ -136,17 +134,14 @@ def status(ctx: Context) -> Status:
         location = {"env": f"${mk.ENV_VAR}", "file": s.meta("master_key_file")}.get(
             source, f"the OS keyring ({mk.KEYRING_SERVICE}/{mk.keyring_user(vid)})")
 
-    def count(table: str) -> int:
-        return s.scalar(f"SELECT count(*) FROM {table}")  # noqa: S608 - fixed table names
-
     return Status(
-        path=str(s.path), vault_id=vid, schema_version=s.scalar("PRAGMA user_version"),
+        path=str(s.path), vault_id=vid, schema_version=s.schema_version(),
         created_at=s.meta("created_at"), master_source=source, master_location=location,
         unlocked=unlocked, locked_reason=reason,
-        rekey_in_progress=bool(s.scalar("SELECT 1 FROM data_keys WHERE state = 'next'")),
+        rekey_in_progress=s.data_keys.has_next(),
         rotation_pending=rotation_pending(s),
-        orgs=count("orgs"), members=count("members"), keys=count("keys"),
-        usage_records=count("usage"), audit_entries=count("audit"),
+        orgs=s.orgs.count(), members=s.members.count(), keys=s.keys.count(),
+        usage_records=s.usage.count(), audit_entries=s.audit.count(),
     )
 
 
@@ -177,7 +172,8 @@ def rotate_master(ctx: Context) -> RotateResult:
     printed, and may never reach the operator: so nothing is re-wrapped yet, the rotation is
     recorded as pending (`envelope.stage_pending`), the old key keeps opening the vault, and
     the first open with the new key finishes the rotation."""
-    from byokctl.vault import crypto, envelope
+    from byokctl.services import vaultkeys as envelope
+    from byokctl.vault import crypto
 
     store = ctx.store
     vault = ctx.vault()
@@ -188,7 +184,7 @@ def rotate_master(ctx: Context) -> RotateResult:
     warnings: list[str] = []
     if new.source == "env":
         with ctx.write():
-            count = len(store.all("SELECT id FROM data_keys"))
+            count = store.data_keys.count()
             stored_source = store.meta("master_source", "keyring")
             record = envelope.stage_pending(store, vault, new.key)
             if stored_source != "env":
@@ -229,7 +225,7 @@ def rotate_master(ctx: Context) -> RotateResult:
 def cancel_rotation(ctx: Context, result: RotateResult) -> bool:
     """The new key of `result` never reached the operator (stdout failed): forget it, so the
     old key stays the vault's only key. Best effort: a pending rotation left behind is harmless."""
-    from byokctl.vault import envelope
+    from byokctl.services import vaultkeys as envelope
 
     if result.pending is None:
         return False
@@ -258,9 +254,6 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 REKEY_BATCH = 200  # a few ms per transaction: other writers wait at most that long
 
-_PENDING = ("SELECT id, scope, org, member, provider, version, data_key_id, nonce, ciphertext, "
-            "rowid FROM keys WHERE data_key_id != ?")
-
 
 def rekey(ctx: Context, progress: Progress | None = None, batch_size: int = REKEY_BATCH) -> RekeyResult:
     """New 'secrets' data key and every secret re-encrypted under it, resumably.
@@ -268,54 +261,54 @@ def rekey(ctx: Context, progress: Progress | None = None, batch_size: int = REKE
     1. the new key is stored as 'next' (its own transaction); a rerun reuses it;
     2. key rows move to it in batches, each its own transaction; every row names its data
        key, so an interruption at any point leaves every secret readable. The batches walk
-       the table in storage (rowid) order from where the last one ended: not from the start
-       each time (quadratic in the number of keys), and not by key id (random ids would
-       make every batch rewrite pages all over the file);
+       the table in storage order (`store.keys.not_under`) from where the last one ended:
+       not from the start each time (quadratic in the number of keys), and not by key id
+       (random ids would make every batch rewrite pages all over the file);
     3. one last transaction moves any stragglers (keys added behind the walk meanwhile),
        makes 'next' active and purges the old key.
     """
-    from byokctl.vault import envelope
+    from byokctl.services import vaultkeys as envelope
 
     store = ctx.store
     vault = ctx.vault()
     with ctx.write():
         new_id, created = envelope.next_secrets_key(store, vault)
     resumed = not created
-    total = store.scalar("SELECT count(*) FROM keys WHERE data_key_id != ?", (new_id,))
+    total = store.keys.count_not_under(new_id)
     done = 0
     if progress:
         progress(done, total)
 
-    def move(rows: list) -> None:
-        moved = []
-        for r in rows:
-            secret = _open_for_rekey(vault, r)
-            _, nonce, ct = vault.seal(secret, key_id=r[0], scope=r[1], org=r[2], member=r[3],
-                                      provider=r[4], version=r[5], data_key_id=new_id)
-            moved.append((new_id, nonce, ct, r[9]))
-        store.conn.executemany(
-            "UPDATE keys SET data_key_id = ?, nonce = ?, ciphertext = ? WHERE rowid = ?", moved)
+    def move(rows: list[tuple]) -> int:
+        """Seal the batch again under the new key; returns the last row's position."""
+        moved, last = [], 0
+        for *fields, position in rows:
+            key_id, scope, org, member, provider, version = fields[:6]
+            secret = _open_for_rekey(vault, fields)
+            _, nonce, ct = vault.seal(secret, key_id=key_id, scope=scope, org=org, member=member,
+                                      provider=provider, version=version, data_key_id=new_id)
+            moved.append((new_id, nonce, ct, position))
+            last = position
+        store.keys.reseal(moved)
+        return last
 
-    cur = store.conn.cursor()
-    cur.row_factory = None
     after = 0
     while True:
         with ctx.write():
-            rows = cur.execute(_PENDING + " AND rowid > ? ORDER BY rowid LIMIT ?",
-                               (new_id, after, batch_size)).fetchall()
-            move(rows)
+            rows = store.keys.not_under(new_id, batch_size, after=after)
+            last = move(rows)
         if not rows:
             break
-        after = rows[-1][9]
+        after = last
         done += len(rows)
         if progress:
             progress(done, max(total, done))
     with ctx.write():
-        while rows := cur.execute(_PENDING + " ORDER BY rowid LIMIT ?", (new_id, batch_size)).fetchall():
+        while rows := store.keys.not_under(new_id, batch_size):
             move(rows)
             done += len(rows)
         retired = envelope.activate_next_secrets_key(store, vault)
-        keys = store.scalar("SELECT count(*) FROM keys")
+        keys = store.keys.count()
         audit.record(ctx, "vault.rekey", target=vault.vault_id,
                      before={"data_key_id": retired[0] if len(retired) == 1 else retired},
                      after={"data_key_id": new_id, "keys": keys, "reencrypted": done,
@@ -324,11 +317,12 @@ def rekey(ctx: Context, progress: Progress | None = None, batch_size: int = REKE
     return RekeyResult(vault.vault_id, new_id, retired, keys, done, resumed)
 
 
-def _open_for_rekey(vault: Vault, row: tuple) -> str:
+def _open_for_rekey(vault: Vault, fields: list) -> str:
+    """The secret of one row (its `store.keys.SEALED_COLUMNS`), or why the rekey stops."""
     try:
-        return vault.open_fields(*row[:9])
+        return vault.open_fields(*fields)
     except Integrity:
-        key_id = row[0]
+        key_id = fields[0]
         raise Integrity(
             f"Key {key_id} cannot be decrypted, so the rekey stopped (every other secret is still "
             "readable)", f"replace it with `byokctl key rotate {key_id}` or remove it, then run "
@@ -353,26 +347,18 @@ class CheckReport:
                 "rows_checked": self.rows_checked, "rekey_in_progress": self.rekey_in_progress}
 
 
-def _lenient_text(raw: bytes) -> str:
-    return raw.decode("utf-8", errors="replace")
-
-
-_KEY_COLUMNS = ("SELECT id, scope, org, member, provider, version, data_key_id, "
-                "CAST(nonce AS BLOB), CAST(ciphertext AS BLOB), fingerprint")
-
-
 def check(ctx: Context) -> CheckReport:
     """Decrypt every stored secret and verify the audit chain; a bad row is reported, never
     fatal, so the report names every broken row.
 
     Streams both tables (memory stays flat in the vault's size). The file's own check
-    (`PRAGMA quick_check`, which reads every page, usage records included) runs meanwhile on
+    (`store.file_check`, which reads every page, usage records included) runs meanwhile on
     a second connection in a thread: SQLite releases the GIL, so on more than one core it
     costs no extra time."""
     store = ctx.store
     ctx.defer_head_check = True  # a rolled-back vault is one of the problems reported
     vault = ctx.vault()
-    storage = _StorageCheck(store.path, store.immutable)
+    storage = store.file_check()
     storage.start()
     try:
         keys, key_problems = _check_keys(store, vault)
@@ -384,7 +370,7 @@ def check(ctx: Context) -> CheckReport:
         raise
     finally:
         storage.join()
-    problems = storage.result() + row_problems + key_problems + audit_problems
+    problems = _storage_problems(store.path, storage) + row_problems + key_problems + audit_problems
     return CheckReport(
         ok=not problems, checked=keys + audit_checked, problems=problems, keys_checked=keys,
         audit_checked=audit_checked, rekey_in_progress=vault.next_id is not None,
@@ -403,99 +389,45 @@ def _merge_key_problems(found: list[audit.Problem], macs: dict[str, str]) -> lis
     return merged
 
 
-class _StorageCheck:
-    """`PRAGMA quick_check` of the whole file in a thread, on its own read-only connection."""
-
-    def __init__(self, path: Path, immutable: bool = False) -> None:
-        import threading
-
-        self.path, self.immutable = path, immutable
-        self.messages: list[str] = []
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="quick_check", daemon=True)
-        self.conn = self._connect()  # here, so that `cancel` always has it to interrupt
-
-    def _connect(self):  # noqa: ANN202 - sqlite3.Connection, imported lazily
-        import sqlite3
-
-        mode = "?mode=ro&immutable=1" if self.immutable else "?mode=ro"
-        return sqlite3.connect(Path(self.path).resolve().as_uri() + mode, uri=True,
-                               timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-
-    def _run(self) -> None:
-        try:
-            self.messages = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
-        except BaseException as exc:  # handed to the caller's thread
-            self.error = exc
-        finally:
-            self.conn.close()
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def cancel(self) -> None:
-        with contextlib.suppress(Exception):  # already finished and closed: nothing to stop
-            self.conn.interrupt()
-
-    def join(self) -> None:
-        self.thread.join()
-
-    def result(self) -> list[audit.Problem]:
-        import sqlite3
-
-        if isinstance(self.error, sqlite3.DatabaseError):
-            # SQLite sometimes raises on damage instead of listing it: a finding all the same
-            # (only called after the walk succeeded, so this is not our own interrupt)
-            return [audit.Problem("file", str(self.path), f"storage damaged: {self.error}")]
-        if self.error is not None:
-            raise self.error
-        return [audit.Problem("file", str(self.path), f"storage damaged: {msg}")
-                for msg in self.messages if msg != "ok"]
+def _storage_problems(path: Path, check: FileCheck) -> list[audit.Problem]:
+    """What the file's own check found, as problems (after it was joined)."""
+    return [audit.Problem("file", str(path), f"storage damaged: {msg}") for msg in check.damage()]
 
 
 def _check_keys(store: Store, vault: Vault) -> tuple[int, list[audit.Problem]]:
     """Open every secret and compare its fingerprint; problems in key id order.
 
-    The walk is in storage (rowid) order, twice as fast as by id through its index; the
-    problems are sorted by key id at the end. Fast path: plain tuples, the associated data
-    built by SQLite (`crypto.SECRET_AD_SQL`); a row that does not open that way is read
-    again whole and checked the reference way. A value SQLite cannot hand over that way (a
+    The walk is in storage order, twice as fast as by id through its index; the problems
+    are sorted by key id at the end. Fast path: plain tuples, the associated data built by
+    the store (`store.keys.check_scan`); a row that does not open that way is read again
+    whole and checked the reference way. A value the store cannot hand over that way (a
     BLOB where text belongs, text that is not UTF-8: written outside byokctl) ends the fast
     path; the walk goes on after the last row checked, reading leniently, so the damaged row
     is reported like any other."""
-    import sqlite3
-
-    from byokctl.vault.crypto import SECRET_AD_SQL
+    from byokctl.store import is_unreadable
 
     problems: list[audit.Problem] = []
     checked, after = 0, 0
-    conn = store.conn
-    cur = conn.cursor()
-    cur.row_factory = None
-    fast_sql = (f"SELECT rowid, id, data_key_id, CAST(nonce AS BLOB), CAST(ciphertext AS BLOB), "  # noqa: S608
-                f"{SECRET_AD_SQL}, fingerprint FROM keys ORDER BY rowid")
     open_with_ad, fingerprint = vault.open_with_ad, vault.fingerprint
     try:
-        for rowid, key_id, dk_id, nonce, ct, ad, stored_fp in cur.execute(fast_sql, (vault.vault_id,)):
+        for position, key_id, dk_id, nonce, ct, ad, stored_fp in store.keys.check_scan(vault.vault_id):
             try:
                 problem = None if fingerprint(open_with_ad(key_id, dk_id, nonce, ct, ad)) == \
                     stored_fp else _WRONG_FINGERPRINT
             except Integrity:
-                row = conn.execute(_KEY_COLUMNS + " FROM keys WHERE rowid = ?", (rowid,)).fetchone()
-                problem = _check_row(vault, tuple(row))
+                problem = _check_row(vault, store.keys.sealed_at(position))
             if problem:
                 problems.append(audit.Problem("key_id", key_id, problem))
-            checked, after = checked + 1, rowid
-    except sqlite3.OperationalError:
-        conn.text_factory = _lenient_text
-        try:
-            for row in cur.execute(_KEY_COLUMNS + " FROM keys WHERE rowid > ? ORDER BY rowid",
-                                   (after,)):
+            checked, after = checked + 1, position
+    except Exception as exc:
+        if not is_unreadable(exc):
+            raise
+        with store.lenient():
+            for row in store.keys.sealed_from(after):
                 if problem := _check_row(vault, row):
-                    problems.append(audit.Problem("key_id", row[0], problem))
+                    key_id, *_ = row
+                    problems.append(audit.Problem("key_id", key_id, problem))
                 checked += 1
-        finally:
-            conn.text_factory = str
     problems.sort(key=lambda p: str(p.value))
     return checked, problems
 
@@ -505,9 +437,10 @@ _WRONG_FINGERPRINT = "fingerprint does not match the stored secret"
 
 
 def _check_row(vault: Vault, row: tuple) -> str | None:
-    """The reference check of one `_KEY_COLUMNS` row: its problem, or None."""
+    """The reference check of one secret (`store.keys.sealed_at`): its problem, or None."""
+    *fields, stored_fp = row
     try:
-        secret = vault.open_fields(*row[:9])
+        secret = vault.open_fields(*fields)
     except Integrity:
         return _UNDECRYPTABLE
-    return None if vault.fingerprint(secret) == row[9] else _WRONG_FINGERPRINT
+    return None if vault.fingerprint(secret) == stored_fp else _WRONG_FINGERPRINT

@@ -27,12 +27,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from byokctl.errors import Conflict, Integrity, NotFound
 from byokctl.files import UnsafeFile, check_private_dir, check_private_file
 from byokctl.store.base import Row as Row  # re-exported: what the families return
 from byokctl.store.base import Store
+
+if TYPE_CHECKING:
+    from byokctl.store.filecheck import FileCheck
 
 BUSY_TIMEOUT_MS = 30_000
 PURGE_WAIT_MS = 2_000  # how long a WAL purge waits for another process's reader
@@ -175,6 +178,47 @@ class SQLiteStore(Store):
     def iterate(self, sql: str, params: Any = ()) -> Iterator[sqlite3.Row]:
         return self.conn.execute(sql, params)
 
+    def tuples(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        """The rows as plain tuples, read as iterated (the fast scans: no mapping per row)."""
+        cur = self.conn.cursor()
+        cur.row_factory = None
+        return cur.execute(sql, params)
+
+    # -- engine operations ------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """The schema version the file is at (SQLite keeps it in `PRAGMA user_version`)."""
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def lenient(self, errors: str = "replace") -> Iterator[Store]:
+        """Reads inside it decode TEXT that is not UTF-8 (only a write outside byokctl puts it
+        there) with `errors` ("replace", or "surrogateescape" to keep the bytes for a MAC check
+        to refuse) instead of failing. SQLite-specific (its `text_factory`): a PostgreSQL
+        engine refuses such text at write, so there it only yields."""
+        previous = self.conn.text_factory
+
+        def decode(raw: bytes) -> str:
+            return raw.decode("utf-8", errors)
+
+        self.conn.text_factory = decode
+        try:
+            yield self
+        finally:
+            self.conn.text_factory = previous
+
+    def file_check(self) -> FileCheck:
+        """The whole file's own check (`PRAGMA quick_check`), on a second read-only connection
+        in a thread: `start()` it, `join()` it, read `damage()`. SQLite-specific."""
+        from byokctl.store.filecheck import FileCheck
+
+        return FileCheck(self.path, self.immutable)
+
+    def discard(self) -> None:
+        """Close and delete the vault's file and side files: a vault whose creation failed."""
+        self.conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
     def purge_wal(self) -> bool:
         """Copy the WAL into the file and truncate it, so old page images (and the ciphertext
         in them) leave the disk now rather than at some later checkpoint; call it after any
@@ -214,6 +258,18 @@ def is_busy(exc: BaseException) -> bool:
     if getattr(exc, "sqlstate", None) in ("55P03", "40P01", "40001", "57014"):
         return True
     return str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
+
+
+def is_error(exc: BaseException) -> bool:
+    """Any failure the engine raised (a damaged page, a value it cannot hand over, a lock)."""
+    return isinstance(exc, sqlite3.Error)
+
+
+def is_unreadable(exc: BaseException) -> bool:
+    """A scan failed on a value the engine cannot hand over as asked (SQLite: text that is not
+    UTF-8, a BLOB `json_array()` refuses; only a write outside byokctl stores such a value):
+    the caller reads the rest leniently (`Store.lenient`)."""
+    return isinstance(exc, sqlite3.OperationalError)
 
 
 def busy_error(path: Path) -> Conflict:

@@ -147,6 +147,29 @@ class Store:
         """The rows of a query, streamed. For the families only."""
         raise NotImplementedError
 
+    def tuples(self, sql: str, params: Any = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows as plain tuples, streamed (the fast scans). For the families only."""
+        raise NotImplementedError
+
+    # -- engine operations ------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """How many of byokctl's migrations the vault has run."""
+        raise NotImplementedError
+
+    def lenient(self, errors: str = "replace") -> AbstractContextManager[Store]:
+        """Reads inside it decode stored text that is not UTF-8 with `errors` rather than fail
+        (an engine that refuses such text at write only yields)."""
+        raise NotImplementedError
+
+    def file_check(self) -> Any:
+        """The storage's own consistency check, run beside `vault check`'s row walk: an object
+        with `start()`, `cancel()`, `join()` and `damage()` (a list of problems)."""
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        """Close the store and remove the vault it holds: one whose creation failed."""
+        raise NotImplementedError
+
     def purge_wal(self) -> bool:
         """Make deleted ciphertext leave the storage now (see the engines); False if it could
         not be done yet."""

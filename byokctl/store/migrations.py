@@ -35,6 +35,9 @@ _FUNCTIONS: list[Migration] = []
 RECORD_TABLE = "schema_migrations"
 RECORD_DDL = (f"CREATE TABLE IF NOT EXISTS {RECORD_TABLE} (name TEXT PRIMARY KEY, "
               "applied_at TEXT NOT NULL)")
+# The vault's tables, children before parents (what dropping a half-made vault removes).
+TABLES = ("usage", "reservations", "audit", "endpoint_approvals", "keys", "members", "orgs",
+          "data_keys", "meta")
 LEGACY_TABLE = "_sqlite_migrations"  # sqlite-utils' record, in vaults of byokctl before 8/11
 
 

@@ -27,6 +27,7 @@ import psycopg
 from psycopg import conninfo
 from psycopg.adapt import Loader
 from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
 from byokctl.errors import Conflict, Integrity, NotFound
 from byokctl.store import BUSY_TIMEOUT_MS, SCHEMA_LATEST
@@ -189,6 +190,15 @@ class PostgresStore(Store):
             cur.execute(_paramstyle(sql) if params else sql, params or None)
             yield from cur
 
+    def tuples(self, sql: str, params: Any = ()) -> Iterator[tuple[Any, ...]]:
+        """As `iterate`, the rows as plain tuples."""
+        hold = not self.in_transaction
+        with self.conn.cursor(name=f"stream_{uuid.uuid4().hex}", withhold=hold,
+                              row_factory=tuple_row) as cur:
+            cur.itersize = ITER_SIZE
+            cur.execute(_paramstyle(sql) if params else sql, params or None)
+            yield from cur
+
     def _retrying(self, run: Any) -> Any:
         """Run a statement; a read outside a transaction whose connection dropped is run once
         more on a new one (it changes nothing, so it is safe to repeat)."""
@@ -207,6 +217,31 @@ class PostgresStore(Store):
             self.conn = _connect(self.dsn)
 
     # -- engine operations --------------------------------------------------------------------
+    def schema_version(self) -> int:
+        from byokctl.store import migrations
+
+        return int(self.scalar(f"SELECT count(*) FROM {migrations.RECORD_TABLE}") or 0)  # noqa: S608
+
+    @contextmanager
+    def lenient(self, errors: str = "replace") -> Iterator[PostgresStore]:
+        """PostgreSQL refuses text that is not valid UTF-8 at write: nothing to be lenient about."""
+        yield self
+
+    def file_check(self) -> _NoFileCheck:
+        """PostgreSQL checksums and checks its own pages (and `vault check` reads every row it
+        MACs); there is no file of ours to check."""
+        return _NoFileCheck()
+
+    def discard(self) -> None:
+        """Drop what `create_store` made (a vault whose creation failed), then close."""
+        from byokctl.store import migrations
+
+        with contextlib.suppress(psycopg.Error):
+            self.rollback()
+            tables = ", ".join(migrations.TABLES + (migrations.RECORD_TABLE,))
+            self.conn.execute(f"DROP TABLE IF EXISTS {tables} CASCADE")
+        self.close()
+
     def purge_wal(self) -> bool:
         """VACUUM the tables that hold ciphertext, so the dead row versions of removed or
         rotated keys leave the table's pages now (not at autovacuum's leisure); outside a
@@ -220,6 +255,22 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         self.conn.close()
+
+
+class _NoFileCheck:
+    """`vault check`'s storage check where the engine keeps its own: finds nothing."""
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def cancel(self) -> None:
+        """Nothing to stop."""
+
+    def join(self) -> None:
+        """Nothing to wait for."""
+
+    def damage(self) -> list[str]:
+        return []
 
 
 def _connect(dsn: str) -> psycopg.Connection[Any]:
@@ -285,13 +336,6 @@ def migrate(store: PostgresStore) -> int:
     return len(done & set(migrations.DECLARED))
 
 
-def schema_version(store: PostgresStore) -> int:
-    """How many of byokctl's migrations the database records."""
-    from byokctl.store import migrations
-
-    return int(store.scalar(f"SELECT count(*) FROM {migrations.RECORD_TABLE}") or 0)  # noqa: S608
-
-
 def create_store(dsn: str) -> PostgresStore:
     """Create a vault's schema in an empty database; refuse one that holds anything."""
     store = PostgresStore(dsn, _connect(dsn))
@@ -319,7 +363,7 @@ def open_store(dsn: str) -> PostgresStore:
         if "schema_migrations" not in tables or "meta" not in tables:
             raise NotFound(f"No vault in the database {store.location}",
                            "create one with `byokctl init --db URL`")
-        version = schema_version(store)
+        version = store.schema_version()
         if version > SCHEMA_LATEST:
             raise Integrity(f"{store.location} was written by a newer byokctl (schema {version}, "
                             f"this one knows {SCHEMA_LATEST})", "upgrade byokctl to use it")

@@ -61,15 +61,6 @@ def secret_ad(
             f'{_json(org)},{_json(member)},{_json(provider)},{_json(version)}]').encode()
 
 
-# `secret_ad` as an SQL expression over a `keys` row (the parameter: the vault id), for
-# reading many rows at once. SQLite's json_array() writes what json.dumps writes, except that
-# it keeps non-ASCII characters where json.dumps escapes them, so for such a row (an email
-# with an accent) the ciphertext does not open with it: callers then fall back to
-# `secret_ad`, the reference. Nothing was ever sealed under the SQL form alone.
-SECRET_AD_SQL = ("CAST(json_array('byokctl-secret/1', ?, id, scope, org, member, provider, "
-                 "version) AS BLOB)")
-
-
 def _json(value: Any) -> str:
     """One value exactly as json.dumps (ensure_ascii) writes it."""
     kind = type(value)

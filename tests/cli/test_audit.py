@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from byokctl.services import audit
 from byokctl.vault import macs
 
 ITEM_FIELDS = {"seq", "ts", "actor", "action", "org", "target", "before", "after",
@@ -212,10 +211,14 @@ def test_entries_with_any_text_verify(cli, vault: Path, monkeypatch) -> None:
     assert doc["ok"] is True and doc["checked"] == 3
     assert log(cli, "--org", "acme")[0]["after"]["reason"] == name + " ü"
     # the fast path alone, without its fallback: SQLite's JSON is byte for byte the reference
-    conn = sqlite3.connect(vault)
-    fast = [body for _, body, _ in conn.execute(audit._FAST_SQL)]
-    reference = [macs.canonical(list(r[:8])) for r in conn.execute(audit._ROW_SQL + " ORDER BY seq")]
-    conn.close()
+    from byokctl.store import open_store
+
+    store = open_store(vault)
+    try:
+        fast = [body for _, body, _ in store.audit.chain_bodies()]
+        reference = [macs.canonical(list(tuple(r)[:8])) for r in store.audit.in_order()]
+    finally:
+        store.close()
     assert fast == reference and len(fast) == 3
 
 

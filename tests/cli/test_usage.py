@@ -64,3 +64,9 @@ def test_bad_period_and_grouping(cli, vault):
     assert cli("usage", "show", "acme", "--since", "nope").exit_code == 2
     assert cli("usage", "show", "acme", "--since", "2026-12-01", "--until", "2026-11-01").exit_code == 2
     assert cli("usage", "show", "acme", "--by", "color").exit_code == 2
+
+
+def test_a_record_writes_every_column_of_the_usage_table():
+    from byokctl.store import usage as usage_store
+
+    assert set(usage.Record.__dataclass_fields__) == set(usage_store.COLUMNS)

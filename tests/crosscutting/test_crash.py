@@ -39,7 +39,7 @@ FORKSERVER = textwrap.dedent("""
     import gc, json, os, sys
     # What the commands under test import, so a forked child starts at the command itself.
     import byokctl.cli.vault, byokctl.cli.key, byokctl.cli.apply, byokctl.cli.ask
-    import byokctl.cli.credits, byokctl.vault.crypto, byokctl.vault.envelope
+    import byokctl.cli.credits, byokctl.vault.crypto, byokctl.vault.envelope, byokctl.services.vaultkeys
     import byokctl.providers.openai, openai
     from byokctl.cli import app
     proto = os.fdopen(os.dup(1), "w")

@@ -42,7 +42,7 @@ def sqlite_columns(path: Path) -> dict[str, list[str]]:
 def test_one_list_of_migrations_gives_both_engines_the_same_tables_and_columns(pg_url, tmp_path):
     pg = postgres.create_store(pg_url)
     try:
-        assert postgres.schema_version(pg) == store.SCHEMA_LATEST == migrations.LATEST
+        assert pg.schema_version() == store.SCHEMA_LATEST == migrations.LATEST
         names = [r["name"] for r in pg.all("SELECT name FROM schema_migrations ORDER BY applied_at, name")]
     finally:
         pg.close()
@@ -83,7 +83,7 @@ def test_an_older_schema_is_migrated_on_open(pg_url):
         conn.execute("DELETE FROM schema_migrations WHERE name = 'm006_reservations'")
     s = postgres.open_store(pg_url)
     try:
-        assert postgres.schema_version(s) == store.SCHEMA_LATEST
+        assert s.schema_version() == store.SCHEMA_LATEST
         assert s.scalar("SELECT count(*) FROM reservations") == 0
     finally:
         s.close()
@@ -165,3 +165,21 @@ def test_messages_name_the_database_without_its_password(tmp_path):
     with pytest.raises(Conflict) as caught:
         store.open_any(url)
     assert "s3cr3t-pw" not in str(caught.value) and "alice:***@" in caught.value.what
+
+
+def test_a_failed_creation_is_discarded_and_the_database_can_be_used_again(pg_url):
+    s = postgres.create_store(pg_url)
+    s.discard()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+    postgres.create_store(pg_url).close()
+
+
+def test_the_table_list_names_every_table_the_migrations_make(tmp_path):
+    (tmp_path / "v").mkdir(mode=0o700)
+    lite = store.create_store(tmp_path / "v" / "vault.db")
+    try:
+        names = {r[0] for r in lite.tuples("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        lite.close()
+    assert names == {*migrations.TABLES, migrations.RECORD_TABLE}

@@ -301,10 +301,10 @@ def test_keyring_crash_before_commit_keeps_the_old_key(cli, vault: Path, isolate
     keys = with_keys(cli, 2)
     user = f"vault-{vault_id(vault)}"
     old = isolated.entries[("byokctl", user)]
-    from byokctl.vault import envelope
+    from byokctl.services import vaultkeys
 
     with monkeypatch.context() as m, pytest.raises(Crash):
-        m.setattr(envelope, "rewrap", crash)  # dies inside the transaction
+        m.setattr(vaultkeys, "rewrap", crash)  # dies inside the transaction
         rotate_in_process()
     assert isolated.entries[("byokctl", user)] == old
     assert ("byokctl", user + ".next") not in isolated.entries  # the rolled-back key was dropped
@@ -632,16 +632,17 @@ def test_check_reports_damaged_storage_the_secrets_and_audit_do_not_touch(cli, v
 def test_check_reports_a_file_check_that_raises_on_damage(tmp_path: Path) -> None:
     """SQLite may raise 'database disk image is malformed' from quick_check instead of listing
     the damage; `vault check` reports that as a storage problem rather than failing."""
-    from byokctl.services.vaultops import _StorageCheck
+    from byokctl.services.vaultops import _storage_problems
+    from byokctl.store.filecheck import FileCheck
 
     db = tmp_path / "v.db"
     sqlite3.connect(db).close()
-    check = _StorageCheck(db)
+    check = FileCheck(db)
     check.conn.close()
     check.error = sqlite3.DatabaseError("database disk image is malformed")
-    [problem] = check.result()
+    [problem] = _storage_problems(db, check)
     assert problem.to_json() == {"file": str(db),
                                  "problem": "storage damaged: database disk image is malformed"}
     check.error = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
-        check.result()
+        _storage_problems(db, check)
