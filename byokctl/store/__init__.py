@@ -72,6 +72,16 @@ def target(db: str | os.PathLike[str] | None) -> str | Path:
     return resolve_path(db)
 
 
+def describe(where: str | os.PathLike[str]) -> str:
+    """A vault `target` for messages: the file's path, or the database URL with any password
+    shown as `***`."""
+    if isinstance(where, str) and is_database_url(where):
+        from byokctl.store.postgres import display
+
+        return display(where)
+    return str(where)
+
+
 def open_any(db: str | os.PathLike[str] | None) -> Store:
     """Open the vault `db` names, on whichever engine holds it (see `target`)."""
     where = target(db)
@@ -272,9 +282,9 @@ def is_unreadable(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError)
 
 
-def busy_error(path: Path) -> Conflict:
+def busy_error(path: str | os.PathLike[str]) -> Conflict:
     return Conflict(
-        f"The vault {path} is busy: another process has held its lock for over "
+        f"The vault {describe(path)} is busy: another process has held its lock for over "
         f"{BUSY_TIMEOUT_MS / 1000:g} seconds", "let it finish (or stop it) and run the command again"
     )
 

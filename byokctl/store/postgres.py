@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
-from functools import lru_cache
-from typing import Any
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import psycopg
@@ -29,9 +29,16 @@ from psycopg.adapt import Loader
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
+from byokctl import store as _engines
 from byokctl.errors import Conflict, Integrity, NotFound
-from byokctl.store import BUSY_TIMEOUT_MS, SCHEMA_LATEST
+from byokctl.store import SCHEMA_LATEST
 from byokctl.store.base import Store
+
+if TYPE_CHECKING:
+    from byokctl.store.audit import Audit
+    from byokctl.store.keys import Keys
+    from byokctl.store.members import Members
+    from byokctl.store.rows import Rows
 
 WRITE_LOCK = 0x62796F6B  # "byok": the advisory lock every write transaction holds
 IDLE_IN_TX_TIMEOUT_MS = 120_000  # a client that hangs mid-transaction frees the lock after this
@@ -122,6 +129,31 @@ class PostgresStore(Store):
     @property
     def path(self) -> str:  # what messages shared with the SQLite engine print
         return self.location
+
+    # -- the families whose SQLite versions use SQLite's dialect --------------------------------
+    @cached_property
+    def keys(self) -> Keys:
+        from byokctl.store.postgres_families import PgKeys
+
+        return PgKeys(self)
+
+    @cached_property
+    def rows(self) -> Rows:
+        from byokctl.store.postgres_families import PgRows
+
+        return PgRows(self)
+
+    @cached_property
+    def audit(self) -> Audit:
+        from byokctl.store.postgres_families import PgAudit
+
+        return PgAudit(self)
+
+    @cached_property
+    def members(self) -> Members:
+        from byokctl.store.postgres_families import PgMembers
+
+        return PgMembers(self)
 
     # -- transactions ---------------------------------------------------------------------
     @property
@@ -288,7 +320,7 @@ def _connect(dsn: str) -> psycopg.Connection[Any]:
         raise Conflict("The vault database URL cannot be read",
                        "write it as postgresql://user@host/dbname or as libpq key=value pairs") from None
     conn.adapters.register_loader("numeric", _IntegralNumeric)
-    conn.execute(f"SET lock_timeout = {BUSY_TIMEOUT_MS}; "
+    conn.execute(f"SET lock_timeout = {int(_engines.BUSY_TIMEOUT_MS)}; "
                  f"SET idle_in_transaction_session_timeout = {IDLE_IN_TX_TIMEOUT_MS}")
     return conn
 

@@ -57,6 +57,9 @@ EXPECTED_INDEXES = {
     "reservations_org": ("reservations", ["org", "expires_at"], False),
 }
 
+# The SQLite engine itself: its file, pragmas and schema (tests/store/test_postgres.py: the other).
+pytestmark = pytest.mark.sqlite_only
+
 
 def schema_of(conn: sqlite3.Connection) -> tuple[dict, dict]:
     tables = {}
