@@ -39,12 +39,33 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
         self.entries.pop((service, username), None)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--engine", choices=("sqlite", "postgresql"), default="sqlite",
+                     help="the engine the vault fixtures use: a file, or a database on a "
+                          "throwaway PostgreSQL server (tests/pg_server.py)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: reads or damages the vault's file itself")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--engine") == "postgresql":
+        skip = pytest.mark.skip(reason="works on the SQLite file itself (run without --engine)")
+        for item in items:
+            if "sqlite_only" in item.keywords:
+                item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MemoryKeyring:
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             request: pytest.FixtureRequest) -> MemoryKeyring:
     home = tmp_path / "home"
     monkeypatch.setenv("BYOKCTL_HOME", str(home))
     for var in ("BYOKCTL_DB", "BYOKCTL_MASTER_KEY", "BYOKCTL_DEBUG", "NO_COLOR"):
         monkeypatch.delenv(var, raising=False)
+    if request.config.getoption("--engine") == "postgresql":
+        monkeypatch.setenv("BYOKCTL_DB", request.getfixturevalue("pg_server").database())
     monkeypatch.setenv("BYOKCTL_ACTOR", "tester")
     ring = MemoryKeyring()
     previous = keyring.get_keyring()
@@ -81,11 +102,12 @@ def cli():
 
 
 @pytest.fixture
-def vault(cli) -> Path:
-    """An initialised vault whose master key sits in the in-memory keyring."""
+def vault(cli) -> Path | str:
+    """An initialised vault whose master key sits in the in-memory keyring: its file (or,
+    with `--engine postgresql`, its database URL)."""
     r = cli("init")
     assert r.exit_code == 0, r.output
-    return Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
+    return os.environ.get("BYOKCTL_DB") or Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
 
 
 @pytest.fixture
@@ -96,9 +118,87 @@ def acme(cli, vault) -> Path:
     return vault
 
 
+class PgConnection:
+    """A test's own connection to a PostgreSQL vault, spoken to as to `sqlite3`: `?`
+    placeholders, `execute(...).fetchone()`, rows by name or position, `commit()`."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        from byokctl.store.postgres import _row_factory
+
+        self.conn = psycopg.connect(url, row_factory=_row_factory)
+        self.row_factory = None  # set by callers written for sqlite3; rows work either way
+
+    def execute(self, sql: str, params: tuple | list = ()):  # noqa: ANN201 - a psycopg cursor
+        if not params:
+            return self.conn.execute(sql)
+        return self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> PgConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.commit() if exc[0] is None else self.conn.rollback()
+        self.conn.close()
+
+
+def connect(db: Path | str):  # noqa: ANN201 - sqlite3.Connection or PgConnection
+    """A direct connection to the vault `db` (a file, or a PostgreSQL URL), to read it or
+    tamper with it as an attacker with write access to the storage would."""
+    if isinstance(db, str) and db.startswith("postgresql://"):
+        return PgConnection(db)
+    return sqlite3.connect(db)
+
+
+class WriteLock:
+    """Another process's write transaction on the vault, held until `release()`: SQLite's
+    BEGIN IMMEDIATE, or the advisory lock every PostgreSQL write takes."""
+
+    def __init__(self, db: Path | str) -> None:
+        if isinstance(db, str) and db.startswith("postgresql://"):
+            import psycopg
+
+            from byokctl.store.postgres import WRITE_LOCK
+
+            self.conn = psycopg.connect(db, autocommit=True)
+            self.begin = ["BEGIN", f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"]
+        else:
+            self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+            self.begin = ["BEGIN IMMEDIATE"]
+
+    def take(self, *_: object) -> None:
+        for sql in self.begin:
+            self.conn.execute(sql)
+
+    def release(self) -> None:
+        self.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def all_rows(db: Path | str) -> list[tuple]:
+    """Every row of every table of the vault `db`, on either engine."""
+    from byokctl.store import migrations
+
+    conn = connect(db)
+    try:
+        return [tuple(r) for t in (*migrations.TABLES, migrations.RECORD_TABLE)
+                for r in conn.execute(f"SELECT * FROM {t}").fetchall()]
+    finally:
+        conn.close()
+
+
 def audit_rows(db: Path | str, action: str | None = None) -> list[dict]:
     """The audit table as dicts, oldest first, optionally only one action."""
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     conn.row_factory = sqlite3.Row
     sql, params = "SELECT * FROM audit", ()
     if action:
@@ -146,3 +246,24 @@ def emulator():
     emu = Emulator(Config(valid_keys={p: {k} for p, k in EMULATOR_KEYS.items()})).start()
     yield emu
     emu.stop()
+
+
+# -- a throwaway PostgreSQL server (tests/pg_server.py) ----------------------------------------
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the session; skipped, loudly, only where none can start."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[test]'")
+    from pg_server import PostgresServer
+
+    try:
+        server = PostgresServer()
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"NO POSTGRESQL SERVER COULD START, the PostgreSQL tests did not run: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a new, empty database on the session's server."""
+    return pg_server.database()

@@ -256,22 +256,26 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 def _storage_failure(exc: BaseException, as_json: bool) -> int:
     """A full disk or a read-only file or directory: say so (exit 12), never "internal error"
     nor "restore it from a backup", since the file is intact. 0 if `exc` is no such failure."""
-    from byokctl.store import is_storage, resolve_path, storage_error
+    from byokctl.store import is_storage, storage_error, target
 
+    vault = target(STATE["db"])  # a file, or a PostgreSQL database (a URL: no disk of ours)
     guess = True
     if isinstance(exc, OSError) and not getattr(exc, "sqlite_errorname", None):
         if exc.errno not in _STORAGE_ERRNOS:
             return 0
         # A write that names no file (stdout at /dev/full, say) is blamed on the vault's
         # storage only if that storage is in fact full or read-only.
-        where, guess = (exc.filename, True) if exc.filename else (resolve_path(STATE["db"]), False)
-    elif is_storage(exc):
-        where = resolve_path(STATE["db"])
+        if exc.filename:
+            where, guess = exc.filename, True
+        else:
+            where, guess = (None if isinstance(vault, str) else vault), False
+    elif is_storage(exc) and not isinstance(vault, str):
+        where = vault
     else:
         return 0
     from pathlib import Path
 
-    trouble = storage_error(Path(where), exc, guess)
+    trouble = None if where is None else storage_error(Path(where), exc, guess)
     if trouble is None and not guess:  # then it was the output itself
         from byokctl.errors import Conflict
 
@@ -302,10 +306,10 @@ def _fail(exc: Exception, as_json: bool) -> int:
         return exc.exit_code
     if isinstance(exc, BrokenPipeError):
         return 0
-    from byokctl.store import busy_error, is_busy, resolve_path
+    from byokctl.store import busy_error, is_busy, target
 
     if is_busy(exc):  # another process held the vault's lock past the busy timeout
-        busy = busy_error(resolve_path(STATE["db"]))
+        busy = busy_error(target(STATE["db"]))
         render.failure(busy, as_json)
         return int(busy.code)
     if code := _storage_failure(exc, as_json):

@@ -19,19 +19,22 @@ LIMIT = 200
 UNSAFE = re.compile(r"[^\w .,@+()/-]+")
 
 
-def vault_path(db: str | None) -> Path:
-    """The vault a command line points at: `--db` when given, else the usual `$BYOKCTL_DB` /
-    `$BYOKCTL_HOME` / data-dir default."""
-    from byokctl.store import resolve_path
+def vault_path(db: str | None) -> Path | None:
+    """The vault file a command line points at: `--db` when given, else the usual
+    `$BYOKCTL_DB` / `$BYOKCTL_HOME` / data-dir default; None for a PostgreSQL vault, which a
+    TAB press does not reach (it would load the driver and wait on the network)."""
+    from byokctl.store import target
 
-    return resolve_path(db)
+    where = target(db)
+    return None if isinstance(where, str) else where
 
 
 def _peek(db: str | None, query: Callable[[Path, str, int], list[Any]], incomplete: str) -> list[Any]:
     """The rows `query` (a `byokctl.store.peek` function) gives for the vault `db` points at;
     none if anything goes wrong (no vault, a locked or damaged file, an older schema)."""
     try:
-        return query(vault_path(db), incomplete, LIMIT)
+        path = vault_path(db)
+        return [] if path is None else query(path, incomplete, LIMIT)
     except Exception:  # noqa: BLE001 - a completion must never print an error into the prompt
         return []
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from byokctl.store import Store, open_store, resolve_path
+from byokctl.store import Store, open_any
 
 if TYPE_CHECKING:
     from byokctl.vault.envelope import Vault
@@ -120,4 +120,4 @@ class Context:
 
 
 def open_context(db: str | Path | None, as_email: str | None = None) -> Context:
-    return Context(open_store(resolve_path(db)), as_email=as_email)
+    return Context(open_any(db), as_email=as_email)

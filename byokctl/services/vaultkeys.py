@@ -30,7 +30,7 @@ from byokctl.vault.master import MasterKey, candidates, promote, unstage
 def vault_id(store: Store) -> str:
     vid = store.meta("vault_id")
     if vid is None:
-        raise Integrity(f"{store.path} has no vault id", "it was not created by `byokctl init`")
+        raise Integrity(f"{store.location} has no vault id", "it was not created by `byokctl init`")
     return vid
 
 
@@ -62,7 +62,7 @@ def unlock(store: Store) -> Vault:
             return opened  # type: ignore[return-value]
     where = tried[0].location
     raise VaultLocked(
-        f"The master key from {where} does not open this vault ({store.path})", "set "
+        f"The master key from {where} does not open this vault ({store.location})", "set "
         "$BYOKCTL_MASTER_KEY to this vault's key, or point --db at the vault it belongs to"
     )
 

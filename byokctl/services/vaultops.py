@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from byokctl.errors import ByokError, Conflict, Integrity, UsageError
 from byokctl.services import audit, integrity
 from byokctl.services.context import Context
-from byokctl.store import SCHEMA_LATEST, Store, create_store, resolve_path
+from byokctl.store import SCHEMA_LATEST, Store, create_any, target
 from byokctl.vault import master as mk
 
 if TYPE_CHECKING:
@@ -35,9 +35,9 @@ def init(db: str | None, key_file: str | None) -> InitResult:
     from byokctl.services.vaultkeys import initialize, new_vault_id
     from byokctl.vault import crypto
 
-    path = resolve_path(db)
-    if path.exists():
-        raise Conflict(f"A vault already exists at {path}", "use it, or pass --db for a new one")
+    where = target(db)  # a file, or a PostgreSQL database (whose create_any refuses a vault)
+    if isinstance(where, Path) and where.exists():
+        raise Conflict(f"A vault already exists at {where}", "use it, or pass --db for a new one")
     vid = new_vault_id()
     cleanup = None
     env = os.environ.get(mk.ENV_VAR)
@@ -70,7 +70,7 @@ def init(db: str | None, key_file: str | None) -> InitResult:
         def cleanup() -> None:
             mk.keyring_delete(user)
     try:
-        store = create_store(path)
+        store = create_any(where)
     except BaseException:
         if cleanup:
             cleanup()
@@ -92,7 +92,7 @@ def init(db: str | None, key_file: str | None) -> InitResult:
         raise
     audit.save_head(ctx)  # the first anchor beside the master key (key file or keyring)
     store.close()
-    return InitResult(str(path), vid, master.source, master.location)
+    return InitResult(store.location, vid, master.source, master.location)
 
 
 @dataclass
@@ -135,7 +135,7 @@ def status(ctx: Context) -> Status:
             source, f"the OS keyring ({mk.KEYRING_SERVICE}/{mk.keyring_user(vid)})")
 
     return Status(
-        path=str(s.path), vault_id=vid, schema_version=s.schema_version(),
+        path=s.location, vault_id=vid, schema_version=s.schema_version(),
         created_at=s.meta("created_at"), master_source=source, master_location=location,
         unlocked=unlocked, locked_reason=reason,
         rekey_in_progress=s.data_keys.has_next(),
@@ -370,7 +370,7 @@ def check(ctx: Context) -> CheckReport:
         raise
     finally:
         storage.join()
-    problems = _storage_problems(store.path, storage) + row_problems + key_problems + audit_problems
+    problems = _storage_problems(store.location, storage) + row_problems + key_problems + audit_problems
     return CheckReport(
         ok=not problems, checked=keys + audit_checked, problems=problems, keys_checked=keys,
         audit_checked=audit_checked, rekey_in_progress=vault.next_id is not None,
@@ -389,9 +389,9 @@ def _merge_key_problems(found: list[audit.Problem], macs: dict[str, str]) -> lis
     return merged
 
 
-def _storage_problems(path: Path, check: FileCheck) -> list[audit.Problem]:
+def _storage_problems(path: str, check: FileCheck) -> list[audit.Problem]:
     """What the file's own check found, as problems (after it was joined)."""
-    return [audit.Problem("file", str(path), f"storage damaged: {msg}") for msg in check.damage()]
+    return [audit.Problem("file", path, f"storage damaged: {msg}") for msg in check.damage()]
 
 
 def _check_keys(store: Store, vault: Vault) -> tuple[int, list[audit.Problem]]:

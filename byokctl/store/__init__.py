@@ -13,8 +13,7 @@ locking, pragmas, file checks, the fast scans of `vault check`) lives on the eng
 Rows come back as mappings from column name to value (`Row`); callers never index by position.
 
 This module is the SQLite engine: the vault's file, where it lives, how it is opened.
-Plain `sqlite3` on the hot path; sqlite-utils (which pulls in numpy) only when a schema
-migration is due.
+Plain `sqlite3`; the migration code is imported only when a schema migration is due.
 """
 
 from __future__ import annotations
@@ -22,34 +21,25 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from byokctl.errors import Conflict, Integrity, NotFound
 from byokctl.files import UnsafeFile, check_private_dir, check_private_file
+from byokctl.store.base import Row as Row  # re-exported: what the families return
+from byokctl.store.base import Store
 
 if TYPE_CHECKING:
-    from byokctl.store.approvals import Approvals
-    from byokctl.store.audit import Audit
-    from byokctl.store.data_keys import DataKeys
     from byokctl.store.filecheck import FileCheck
-    from byokctl.store.keys import Keys
-    from byokctl.store.members import Members
-    from byokctl.store.orgs import Orgs
-    from byokctl.store.reservations import Reservations
-    from byokctl.store.rows import Rows
-    from byokctl.store.usage import Usage
-
-Row = Mapping[str, Any]  # what every query returns a row as: column name → value
 
 BUSY_TIMEOUT_MS = 30_000
 PURGE_WAIT_MS = 2_000  # how long a WAL purge waits for another process's reader
-SCHEMA_LATEST = 6  # kept equal to migrations.LATEST by a test; avoids importing sqlite-utils
+SCHEMA_LATEST = 6  # kept equal to migrations.LATEST by a test; opening a vault imports no migration code
 
 
 def default_path() -> Path:
@@ -63,71 +53,73 @@ def default_path() -> Path:
     return Path(user_data_dir("byokctl", appauthor=False)) / "vault.db"
 
 
+_DATABASE_URL = re.compile(r"^(postgresql|postgres)://|^\s*(host|hostaddr|dbname|user|port|service|"
+                           r"sslmode|passfile)\s*=", re.IGNORECASE)
+
+
+def is_database_url(db: object) -> bool:
+    """Whether `--db` / `$BYOKCTL_DB` names a PostgreSQL database (a libpq URL or key=value
+    DSN) rather than a vault file."""
+    return bool(_DATABASE_URL.match(str(db)))
+
+
+def target(db: str | os.PathLike[str] | None) -> str | Path:
+    """The vault `--db` (else `$BYOKCTL_DB`, else the default file) names: a database URL as
+    given, or a file path."""
+    given = db if db else os.environ.get("BYOKCTL_DB")
+    if given and is_database_url(given):
+        return str(given)
+    return resolve_path(db)
+
+
+def describe(where: str | os.PathLike[str]) -> str:
+    """A vault `target` for messages: the file's path, or the database URL with any password
+    shown as `***`."""
+    if isinstance(where, str) and is_database_url(where):
+        from byokctl.store.postgres import display
+
+        return display(where)
+    return str(where)
+
+
+def open_any(db: str | os.PathLike[str] | None) -> Store:
+    """Open the vault `db` names, on whichever engine holds it (see `target`)."""
+    where = target(db)
+    if isinstance(where, str):
+        from byokctl.store import postgres
+
+        return postgres.open_store(where)
+    return open_store(where)
+
+
+def create_any(db: str | os.PathLike[str] | None) -> Store:
+    """Create a vault where `db` names (see `target`): a new file, or the schema in an empty
+    PostgreSQL database."""
+    where = target(db)
+    if isinstance(where, str):
+        from byokctl.store import postgres
+
+        return postgres.create_store(where)
+    return create_store(where)
+
+
 def resolve_path(db: str | os.PathLike[str] | None) -> Path:
     return Path(db).expanduser() if db else default_path()
 
 
 @dataclass
-class Store:
+class SQLiteStore(Store):
+    """A vault in one SQLite file (WAL mode): one connection, writers serialised by SQLite."""
+
     path: Path
     conn: sqlite3.Connection
     _depth: int = field(default=0, repr=False)  # open savepoints (nested `tx()`)
     immutable: bool = False  # opened read-only from storage that refuses writes (`_reopen_read_only`)
+    engine = "sqlite"
 
-    # -- the table families (each imported on first use) ------------------------------------
-    @cached_property
-    def orgs(self) -> Orgs:
-        from byokctl.store.orgs import Orgs
-
-        return Orgs(self)
-
-    @cached_property
-    def members(self) -> Members:
-        from byokctl.store.members import Members
-
-        return Members(self)
-
-    @cached_property
-    def keys(self) -> Keys:
-        from byokctl.store.keys import Keys
-
-        return Keys(self)
-
-    @cached_property
-    def usage(self) -> Usage:
-        from byokctl.store.usage import Usage
-
-        return Usage(self)
-
-    @cached_property
-    def audit(self) -> Audit:
-        from byokctl.store.audit import Audit
-
-        return Audit(self)
-
-    @cached_property
-    def data_keys(self) -> DataKeys:
-        from byokctl.store.data_keys import DataKeys
-
-        return DataKeys(self)
-
-    @cached_property
-    def approvals(self) -> Approvals:
-        from byokctl.store.approvals import Approvals
-
-        return Approvals(self)
-
-    @cached_property
-    def reservations(self) -> Reservations:
-        from byokctl.store.reservations import Reservations
-
-        return Reservations(self)
-
-    @cached_property
-    def rows(self) -> Rows:
-        from byokctl.store.rows import Rows
-
-        return Rows(self)
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     # -- transactions ---------------------------------------------------------------------
     @property
@@ -193,6 +185,9 @@ class Store:
         row = self.conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
+    def iterate(self, sql: str, params: Any = ()) -> Iterator[sqlite3.Row]:
+        return self.conn.execute(sql, params)
+
     def tuples(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         """The rows as plain tuples, read as iterated (the fast scans: no mapping per row)."""
         cur = self.conn.cursor()
@@ -234,20 +229,6 @@ class Store:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
-    def meta(self, key: str, default: str | None = None) -> str | None:
-        value = self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
-        return default if value is None else value
-
-    def set_meta(self, key: str, value: str | None) -> None:
-        if value is None:
-            self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
-        else:
-            self.conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-
     def purge_wal(self) -> bool:
         """Copy the WAL into the file and truncate it, so old page images (and the ciphertext
         in them) leave the disk now rather than at some later checkpoint; call it after any
@@ -281,7 +262,11 @@ def _connect(path: Path, immutable: bool = False) -> sqlite3.Connection:
 
 
 def is_busy(exc: BaseException) -> bool:
-    """SQLite gave up waiting for another connection's lock (after the busy timeout)."""
+    """The engine gave up waiting for another connection's lock (after the busy timeout):
+    SQLite's SQLITE_BUSY, PostgreSQL's lock_timeout (55P03), deadlock (40P01), serialisation
+    failure (40001) or cancelled statement (57014)."""
+    if getattr(exc, "sqlstate", None) in ("55P03", "40P01", "40001", "57014"):
+        return True
     return str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
 
 
@@ -297,9 +282,9 @@ def is_unreadable(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError)
 
 
-def busy_error(path: Path) -> Conflict:
+def busy_error(path: str | os.PathLike[str]) -> Conflict:
     return Conflict(
-        f"The vault {path} is busy: another process has held its lock for over "
+        f"The vault {describe(path)} is busy: another process has held its lock for over "
         f"{BUSY_TIMEOUT_MS / 1000:g} seconds", "let it finish (or stop it) and run the command again"
     )
 
@@ -416,7 +401,7 @@ def create_store(path: Path) -> Store:
         migrations.apply(conn)
     finally:
         os.umask(old_umask)
-    return Store(path, conn)
+    return SQLiteStore(path, conn)
 
 
 def _probe(conn: sqlite3.Connection) -> tuple[int, object, int]:
@@ -498,4 +483,4 @@ def open_store(path: Path) -> Store:
             migrations.apply(conn)
     finally:
         os.umask(old_umask)
-    return Store(path, conn, immutable=immutable)
+    return SQLiteStore(path, conn, immutable=immutable)

@@ -133,10 +133,10 @@ class Keys(Family):
         """Up to `limit` secrets sealed under another data key, in storage order (after the
         position `after`, if given): tuples of SEALED_COLUMNS, then the row's position."""
         if after is None:
-            return self.store.tuples(_NOT_UNDER + " ORDER BY rowid LIMIT ?",
-                                     (data_key_id, limit)).fetchall()
-        return self.store.tuples(_NOT_UNDER + " AND rowid > ? ORDER BY rowid LIMIT ?",
-                                 (data_key_id, after, limit)).fetchall()
+            return list(self.store.tuples(_NOT_UNDER + " ORDER BY rowid LIMIT ?",
+                                          (data_key_id, limit)))
+        return list(self.store.tuples(_NOT_UNDER + " AND rowid > ? ORDER BY rowid LIMIT ?",
+                                      (data_key_id, after, limit)))
 
     def reseal(self, rows: list[tuple[int, bytes, bytes, int]]) -> None:
         """Store secrets sealed again: (data_key_id, nonce, ciphertext, position) each."""

@@ -1,28 +1,55 @@
-"""Named, append-only schema migrations (sqlite-utils `Migrations`).
+"""Named, append-only schema migrations: one list, run on both engines.
 
-Never edit a migration that has shipped: add `m00N_...` below it. Each migration also sets
-`PRAGMA user_version` to its ordinal, so opening a current vault costs one pragma read and
-never imports sqlite-utils.
+Never edit a migration that has shipped: add `m00N_...` below it. A migration is a function
+of a `Migrator` (`execute(sql, params)`, `executescript(sql)`) written in SQLite's DDL; the
+PostgreSQL engine runs the same text through `postgres_ddl` (types and the few functions that
+differ), so there is one list and one schema. The vault's own table `schema_migrations`
+records which migrations ran, by name; the schema version is their count. On SQLite, `PRAGMA
+user_version` mirrors that count so that opening a current vault costs one pragma read.
+
+Vaults made before this runner recorded their migrations in sqlite-utils' `_sqlite_migrations`
+table (whose `Migrations` this module followed); the first run copies those names into
+`schema_migrations` and drops that table, in the same transaction as any migration still due.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from sqlite_utils import Database, Migrations
-
-migrations = Migrations("byokctl")
-DECLARED: list[str] = []  # byokctl's own migrations, in order: the schema version is their count
+import re
+import sqlite3
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 
-def migration(fn: Callable[[Database], None]) -> Callable[[Database], None]:
-    """Register `fn` with sqlite-utils and count it here (its registry is private)."""
+class Migrator(Protocol):
+    """What a migration is given: statements run inside the migration's transaction."""
+
+    def execute(self, sql: str, params: Any = ()) -> Any: ...
+
+    def executescript(self, sql: str) -> None: ...
+
+
+Migration = Callable[[Migrator], None]
+DECLARED: list[str] = []  # byokctl's migrations, in order: the schema version is their count
+_FUNCTIONS: list[Migration] = []
+
+RECORD_TABLE = "schema_migrations"
+RECORD_DDL = (f"CREATE TABLE IF NOT EXISTS {RECORD_TABLE} (name TEXT PRIMARY KEY, "
+              "applied_at TEXT NOT NULL)")
+# The vault's tables, children before parents (what dropping a half-made vault removes).
+TABLES = ("usage", "reservations", "audit", "endpoint_approvals", "keys", "members", "orgs",
+          "data_keys", "meta")
+LEGACY_TABLE = "_sqlite_migrations"  # sqlite-utils' record, in vaults of byokctl before 8/11
+
+
+def migration(fn: Migration) -> Migration:
+    """Append `fn` to the list (its name is what the vault records)."""
     DECLARED.append(fn.__name__)
-    return migrations()(fn)
+    _FUNCTIONS.append(fn)
+    return fn
 
 
 @migration
-def m001_initial(db: Database) -> None:
+def m001_initial(db: Migrator) -> None:
     db.executescript(
         """
         CREATE TABLE meta (
@@ -125,7 +152,7 @@ def m001_initial(db: Database) -> None:
 
 
 @migration
-def m002_lookup_indexes(db: Database) -> None:
+def m002_lookup_indexes(db: Migrator) -> None:
     """Per-org lookups independent of the vault's size: an org's keys (`key list ORG`, `org
     show`, `member list`, and the (org, member) foreign key that `member remove` and `org
     delete` cascade through), and a member's orgs by email (`--as`). Plain statements, not
@@ -136,7 +163,7 @@ def m002_lookup_indexes(db: Database) -> None:
 
 
 @migration
-def m003_endpoint_approvals(db: Database) -> None:
+def m003_endpoint_approvals(db: Migrator) -> None:
     """Where a member's personal key may be sent besides the provider's official endpoint: one
     row per (org, member, provider, normalised base_url) the member (approved_as 'owner') or
     the platform operator ('operator') approved. Keyed by the member's slot, not a key id, so an
@@ -157,7 +184,7 @@ def m003_endpoint_approvals(db: Database) -> None:
 
 
 @migration
-def m004_row_macs(db: Database) -> None:
+def m004_row_macs(db: Migrator) -> None:
     """A `mac` column on the rows that decide where keys go and what money moves (orgs,
     members, keys, endpoint approvals; the platform record's MAC is a meta value). A migration
     holds no master key, so it cannot MAC an existing vault's rows: it marks the vault
@@ -172,7 +199,7 @@ def m004_row_macs(db: Database) -> None:
 
 
 @migration
-def m005_audit_os_user(db: Database) -> None:
+def m005_audit_os_user(db: Migrator) -> None:
     """The OS account behind an entry made with `--as` (the actor stays the member). NULL for
     older entries and the operator's own, whose MACs do not cover it, so they still verify."""
     db.execute("ALTER TABLE audit ADD COLUMN os_user TEXT")
@@ -180,7 +207,7 @@ def m005_audit_os_user(db: Database) -> None:
 
 
 @migration
-def m006_reservations(db: Database) -> None:
+def m006_reservations(db: Migrator) -> None:
     """What calls in flight have reserved, and what an org owes. A call reserves its estimated
     maximum cost before it reaches the provider (admission counts what others reserved) and
     settles it after; a reservation left by a killed process stops counting at `expires_at`
@@ -205,5 +232,101 @@ def m006_reservations(db: Database) -> None:
 LATEST = len(DECLARED)
 
 
-def apply(conn) -> None:  # noqa: ANN001 - a sqlite3.Connection
-    migrations.apply(Database(conn))
+def pending(done: set[str]) -> Iterator[tuple[str, Migration]]:
+    """The migrations not in `done`, in order, with their names."""
+    for name, fn in zip(DECLARED, _FUNCTIONS, strict=True):
+        if name not in done:
+            yield name, fn
+
+
+def statements(script: str) -> Iterator[str]:
+    """The complete SQL statements of `script`, one at a time (comments kept with the next)."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf.strip()
+            buf = ""
+    if buf.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()):
+        yield buf.strip()
+
+
+class _SQLiteMigrator:
+    """Runs a migration's statements on an SQLite connection inside the open transaction
+    (`executescript` would commit it first)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def executescript(self, sql: str) -> None:
+        for statement in statements(sql):
+            self.conn.execute(statement)
+
+
+def applied_sqlite(conn: sqlite3.Connection) -> list[str]:
+    """The names of the migrations an SQLite vault records (either record table)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND name IN (?, ?)", (RECORD_TABLE, LEGACY_TABLE))}
+    names: list[str] = []
+    if RECORD_TABLE in tables:
+        names += [r[0] for r in conn.execute(f"SELECT name FROM {RECORD_TABLE}")]  # noqa: S608
+    if LEGACY_TABLE in tables:
+        names += [r[0] for r in conn.execute(
+            f"SELECT name FROM {LEGACY_TABLE} WHERE migration_set = 'byokctl'")]  # noqa: S608
+    return names
+
+
+def apply(conn: sqlite3.Connection) -> int:
+    """Run the migrations an SQLite vault lacks, all in one transaction taken up front (BEGIN
+    IMMEDIATE), so two processes opening an old vault migrate it once; the new version."""
+    from byokctl import clock
+
+    migrator = _SQLiteMigrator(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        done = set(applied_sqlite(conn))
+        legacy = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                              (LEGACY_TABLE,)).fetchone()
+        conn.execute(RECORD_DDL)
+        if legacy:  # adopt sqlite-utils' record, then drop it
+            conn.execute(f"INSERT INTO {RECORD_TABLE} (name, applied_at) "  # noqa: S608
+                         f"SELECT name, applied_at FROM {LEGACY_TABLE} "
+                         "WHERE migration_set = 'byokctl' ON CONFLICT (name) DO NOTHING")
+            conn.execute(f"DROP TABLE {LEGACY_TABLE}")
+        for name, fn in list(pending(done)):
+            fn(migrator)
+            conn.execute(f"INSERT INTO {RECORD_TABLE} (name, applied_at) VALUES (?, ?)",  # noqa: S608
+                         (name, clock.stamp()))
+            done.add(name)
+        version = len(done & set(DECLARED))
+        conn.execute(f"PRAGMA user_version = {version}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return version
+
+
+# -- PostgreSQL: the same migrations, their DDL translated -------------------------------------
+_PG_REWRITES = [
+    (re.compile(r"\bINTEGER PRIMARY KEY\b"), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
+    (re.compile(r"\bifnull\("), "coalesce("),
+    (re.compile(r"\bINSERT OR REPLACE INTO meta \(key, value\) VALUES \(([^)]*)\)"),
+     r"INSERT INTO meta (key, value) VALUES (\1) ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
+]
+_PRAGMA = re.compile(r"^\s*PRAGMA\b", re.IGNORECASE)
+
+
+def postgres_ddl(sql: str) -> str | None:
+    """One statement of a migration as PostgreSQL runs it; None for an SQLite-only PRAGMA."""
+    if _PRAGMA.match(sql):
+        return None
+    for pattern, replacement in _PG_REWRITES:
+        sql = pattern.sub(replacement, sql)
+    return sql

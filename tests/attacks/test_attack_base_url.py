@@ -209,7 +209,7 @@ def test_a_vault_from_before_the_os_user_migrates_and_still_verifies(cli, acme):
     conn.execute("ALTER TABLE audit DROP COLUMN os_user")
     conn.execute("DROP TABLE reservations")
     conn.execute("ALTER TABLE orgs DROP COLUMN shortfall")
-    conn.execute("DELETE FROM _sqlite_migrations WHERE name IN ('m005_audit_os_user', "
+    conn.execute("DELETE FROM schema_migrations WHERE name IN ('m005_audit_os_user', "
                  "'m006_reservations')")
     conn.execute("PRAGMA user_version = 4")
     conn.commit()

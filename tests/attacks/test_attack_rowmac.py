@@ -333,7 +333,7 @@ def _as_before_row_macs(db: Path) -> None:
     conn.execute("ALTER TABLE audit DROP COLUMN os_user")
     conn.execute("DROP TABLE reservations")
     conn.execute("ALTER TABLE orgs DROP COLUMN shortfall")
-    conn.execute("DELETE FROM _sqlite_migrations WHERE name IN ('m003_endpoint_approvals', "
+    conn.execute("DELETE FROM schema_migrations WHERE name IN ('m003_endpoint_approvals', "
                  "'m004_row_macs', 'm005_audit_os_user', 'm006_reservations')")
     conn.execute("PRAGMA user_version = 2")
     conn.close()

@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY
+from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, connect
 
 from byokctl.providers import catalog
 
@@ -64,17 +64,30 @@ def write(tmp_path: Path, text: str, name: str = "provision.toml") -> str:
     return str(path)
 
 
+def stored_bytes(db: Path | str) -> str:
+    """A hash of the vault as stored: the file's bytes (on PostgreSQL, the rows of `state`,
+    which are all the database holds of it)."""
+    if isinstance(db, str):
+        return hashlib.sha256(repr(state(db)).encode()).hexdigest()
+    return hashlib.sha256(db.read_bytes()).hexdigest()
+
+
 def state(db: Path) -> list[str]:
     """Every row of every table, as SQL: equal states are equal vaults."""
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     try:
-        return list(conn.iterdump())
+        if isinstance(conn, sqlite3.Connection):
+            return list(conn.iterdump())
+        from byokctl.store import migrations
+
+        return [repr(row) for t in migrations.TABLES
+                for row in conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()]
     finally:
         conn.close()
 
 
 def audit_rows(db: Path) -> list[tuple]:
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     try:
         return conn.execute("SELECT seq, actor, action, org, target FROM audit ORDER BY seq").fetchall()
     finally:
@@ -147,13 +160,13 @@ def test_second_apply_changes_nothing_and_says_so(cli, vault, env, tmp_path):
 
 def test_dry_run_lists_the_changes_and_writes_nothing(cli, vault, env, tmp_path):
     path = write(tmp_path, FILE)
-    snapshot, raw = state(vault), hashlib.sha256(vault.read_bytes()).hexdigest()
+    snapshot, raw = state(vault), stored_bytes(vault)
     r = cli("apply", path, "--dry-run")
     assert r.exit_code == 0, r.output
     assert "org.create" in r.stdout and "key.add" in r.stdout
     assert "nothing was written" in r.stdout
     assert state(vault) == snapshot
-    assert hashlib.sha256(vault.read_bytes()).hexdigest() == raw
+    assert stored_bytes(vault) == raw
     dry = applied(cli, path, "--dry-run")
     assert dry["dry_run"] is True and dry["applied"] is False
     assert state(vault) == snapshot
@@ -305,9 +318,9 @@ def test_a_locked_vault_changes_nothing(cli, vault, env, tmp_path, isolated):
 def test_a_transaction_inside_another_is_a_savepoint(vault):
     """What lets apply run the services' own transactions inside its one: an inner failure
     undoes only the inner part; the outer owner decides about the rest."""
-    from byokctl.store import open_store
+    from byokctl.store import open_any
 
-    s = open_store(vault)
+    s = open_any(vault)
     try:
         with s.tx():
             s.set_meta("outer", "1")
@@ -323,7 +336,7 @@ def test_a_transaction_inside_another_is_a_savepoint(vault):
                 s.set_meta("gone2", "1")
             raise RuntimeError
         assert (s.meta("gone"), s.meta("gone2")) == (None, None)
-        assert not s.conn.in_transaction
+        assert not s.in_transaction
     finally:
         s.close()
 

@@ -2,11 +2,10 @@
 the problem, and nothing written to the vault."""
 
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import master_key_b64, run
+from conftest import connect, master_key_b64, run
 
 from byokctl.cli import key as key_cli
 
@@ -134,7 +133,7 @@ def acme_template(tmp_path_factory):
 
 
 def snapshot(db: Path) -> dict:
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     state = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in TABLES}
     conn.close()
     return state

@@ -17,6 +17,10 @@ from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
 
 from tools.docs import SHELLS, TREE, completion_script, tree_module
 
+# TAB completes values from a vault file; a PostgreSQL vault completes none (a TAB press never
+# loads the driver nor waits on the network), which test_tab_on_a_database_vault_... checks.
+pytestmark = pytest.mark.sqlite_only
+
 HEAVY = {"anthropic", "openai", "cryptography", "keyring", "sqlite_utils", "pydantic"}
 
 
@@ -439,3 +443,14 @@ def test_tab_does_not_load_typer(key_ids_by_owner):
     assert "byokctl.completion.tree" in imported  # the measurement works
     assert not {m for m in imported if m.split(".")[0] == "typer"}
     assert values(r)
+
+
+def test_tab_on_a_database_vault_completes_no_values_and_loads_no_driver():
+    """With `$BYOKCTL_DB` a PostgreSQL URL, value candidates are none, at once, and the TAB
+    process imports no database driver (it would wait on the network)."""
+    r = complete("bash", "byokctl org show ", importtime=True,
+                 env={"BYOKCTL_DB": "postgresql://nobody@/nowhere?host=/nonexistent"})
+    assert values(r) == []
+    assert "psycopg" not in r.stderr
+    # the same line on a vault file does complete, so the empty answer above is the URL's
+    assert values(complete("bash", "byokctl org show --")) != []

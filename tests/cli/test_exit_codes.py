@@ -3,6 +3,8 @@ the CLI where this code base can reach it without a provider."""
 
 import json
 
+import pytest
+
 from byokctl.errors import ERROR_CLASSES, ExitCode
 
 SPEC_TABLE = {
@@ -60,6 +62,7 @@ def test_vault_locked(cli, vault, isolated):
     assert "BYOKCTL_MASTER_KEY" in _err(r)["message"]
 
 
+@pytest.mark.sqlite_only
 def test_integrity_for_a_file_that_is_not_a_vault(cli, home):
     home.mkdir(parents=True)
     (home / "vault.db").write_bytes(b"this is not sqlite" * 100)

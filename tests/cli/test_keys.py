@@ -294,7 +294,7 @@ def test_rotated_ciphertext_is_bound_to_its_version(cli, acme_with_members):
     assert cli("key", "rotate", k["id"], "--no-test", "--from-stdin", input=ant()).exit_code == 0
     ctx = open_context(None)
     try:
-        ctx.store.conn.execute("UPDATE keys SET nonce = ?, ciphertext = ? WHERE id = ?",
+        ctx.store.execute("UPDATE keys SET nonce = ?, ciphertext = ? WHERE id = ?",
                                (old_nonce, old_ct, k["id"]))
         with pytest.raises(Integrity, match=f"key rotate {k['id']}"):
             keys.reveal(ctx, k["id"])

@@ -1,9 +1,8 @@
 """`member add|list|set-role|remove`: behaviour, JSON, audit, and the last-admin guard."""
 
 import json
-import sqlite3
 
-from conftest import audit_rows
+from conftest import audit_rows, connect
 
 from byokctl.services import integrity
 from byokctl.services.context import open_context
@@ -112,7 +111,7 @@ def test_remove_purges_personal_keys_and_says_so(cli, acme):
     assert r.exit_code == 0, r.output
     assert "Removed bob@acme.com (staffing) from org acme" in r.stdout
     assert f"purged 1 personal key ({key_id})" in r.stdout
-    conn = sqlite3.connect(acme)
+    conn = connect(acme)
     assert conn.execute("SELECT count(*) FROM keys WHERE id = ?", (key_id,)).fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM members WHERE email = 'bob@acme.com'").fetchone()[0] == 0
     [entry] = audit_rows(acme, "member.remove")

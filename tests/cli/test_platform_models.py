@@ -2,18 +2,17 @@
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, audit_rows
+from conftest import REPO, audit_rows, connect
 
 from byokctl.providers import catalog
 
 
 def meta(db, key):
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     conn.close()
     return None if row is None else row[0]

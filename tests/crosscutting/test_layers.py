@@ -7,6 +7,7 @@ blocks included), so a lazy import cannot hide an arrow pointing up.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,59 @@ def test_the_checker_sees_an_upward_import(layer, module, source):
 ])
 def test_the_checker_lets_a_downward_import_be(layer, module, source):
     assert violations(layer, module, imported(source, module)) == []
+
+
+# -- SQL belongs to the store (7/11 item 2): the seam a second engine plugs into ----------------
+SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|BEGIN|COMMIT|ROLLBACK|"
+                       r"SAVEPOINT|RELEASE|PRAGMA|WITH|VACUUM|REPLACE)\s")
+DRIVERS = ("sqlite3", "_sqlite3", "sqlite_utils", "psycopg")
+PRIMITIVES = ("conn", "execute", "executemany", "one", "all", "scalar", "tuples", "iterate",
+              "cursor", "text_factory")
+
+
+def sql_outside_the_store(source: str, name: str) -> list[str]:
+    """Where `source` (module `name`, outside byokctl.store) writes SQL, imports a database
+    driver or reaches past the store's named queries to its SQL primitives."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_START.match(node.value):
+            found.append(f"{name}:{line}: SQL {node.value[:50]!r}")
+        elif isinstance(node, ast.JoinedStr):
+            head = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+            if SQL_START.match(head + " "):
+                found.append(f"{name}:{line}: SQL f-string {head[:50]!r}")
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""])
+            found += [f"{name}:{line}: imports {n}" for n in names if n.split(".")[0] in DRIVERS]
+        elif (isinstance(node, ast.Attribute) and node.attr in PRIMITIVES
+              and isinstance(node.value, ast.Attribute) and node.value.attr == "store"):
+            found.append(f"{name}:{line}: store.{node.attr} (an SQL primitive)")
+    return found
+
+
+def test_no_sql_outside_the_store():
+    """Services, vault, cli, providers, completion: named store queries only, no SQL text, no
+    driver, no connection (the test suite itself may tamper with a vault in SQL)."""
+    problems = [p for layer, name, path in modules() if layer != "store"
+                for p in sql_outside_the_store(path.read_text(), name)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("source", [
+    'x = "SELECT 1 FROM orgs WHERE slug = ?"',
+    'ctx.store.conn.execute("x")',
+    'def f(t):\n    return f"UPDATE {t} SET mac = ?"',
+    "import sqlite3",
+    "from psycopg import errors",
+    "ctx.store.scalar(q)",
+])
+def test_the_sql_checker_sees_sql(source):
+    assert sql_outside_the_store(source, "byokctl.services.x")
+
+
+def test_the_sql_checker_lets_prose_and_named_queries_be():
+    source = ('"""Select the org; delete nothing."""\nmsg = "Update the key with `key rotate`"\n'
+              "ctx.store.orgs.get(slug)\nctx.store.in_transaction\nwith ctx.write():\n    pass\n")
+    assert sql_outside_the_store(source, "byokctl.services.x") == []

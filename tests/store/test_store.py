@@ -42,7 +42,7 @@ EXPECTED_TABLES = {
                            "approved_at TEXT NN", "mac TEXT"],
     "reservations": ["id INTEGER PK1", "org TEXT NN", "mode TEXT NN", "credits INTEGER NN",
                      "cost_usd REAL NN", "created_at TEXT NN", "expires_at TEXT NN"],
-    "_sqlite_migrations": ["id INTEGER PK1", "migration_set TEXT", "name TEXT", "applied_at TEXT"],
+    "schema_migrations": ["name TEXT PK1", "applied_at TEXT NN"],
 }
 # name: (table, columns (None = an expression), unique)
 EXPECTED_INDEXES = {
@@ -55,8 +55,10 @@ EXPECTED_INDEXES = {
     "keys_org_member": ("keys", ["org", "member"], False),
     "members_email": ("members", ["email"], False),
     "reservations_org": ("reservations", ["org", "expires_at"], False),
-    "idx__sqlite_migrations_migration_set_name": ("_sqlite_migrations", ["migration_set", "name"], True),
 }
+
+# The SQLite engine itself: its file, pragmas and schema (tests/store/test_postgres.py: the other).
+pytestmark = pytest.mark.sqlite_only
 
 
 def schema_of(conn: sqlite3.Connection) -> tuple[dict, dict]:
@@ -117,7 +119,7 @@ def test_a_schema_1_vault_is_upgraded_in_place_on_open(cli, vault: Path) -> None
     conn.execute("ALTER TABLE audit DROP COLUMN os_user")
     conn.execute("DROP TABLE reservations")
     conn.execute("ALTER TABLE orgs DROP COLUMN shortfall")
-    conn.execute("DELETE FROM _sqlite_migrations WHERE name != 'm001_initial'")
+    conn.execute("DELETE FROM schema_migrations WHERE name != 'm001_initial'")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     r = cli("org", "list", "--json")
@@ -255,3 +257,47 @@ def test_a_damaged_page_is_an_integrity_error_not_a_crash(cli, vault: Path) -> N
     assert err["code"] == "integrity" and "damaged" in err["message"]
     assert "Traceback" not in r.output
     assert vault.read_bytes() == bytes(data)
+
+
+def test_a_vault_made_by_sqlite_utils_migrations_is_adopted_and_upgraded(tmp_path: Path) -> None:
+    """byokctl before 8/11 ran the same migrations through sqlite-utils' `Migrations`, which
+    recorded them in `_sqlite_migrations`: such a vault (here at schema 4) is upgraded, its
+    record moved into `schema_migrations` (applied_at kept) and the old table dropped."""
+    from sqlite_utils import Database, Migrations
+
+    path = tmp_path / "old.db"
+    old = Migrations("byokctl")
+    for fn in (migrations.m001_initial, migrations.m002_lookup_indexes,
+               migrations.m003_endpoint_approvals, migrations.m004_row_macs):
+        old()(fn)
+    db = Database(path)
+    old.apply(db)
+    before = dict(db.execute("SELECT name, applied_at FROM _sqlite_migrations").fetchall())
+    db.close()
+    assert len(before) == 4
+    path.chmod(0o600)
+    tmp_path.chmod(0o700)
+    s = store.open_store(path)
+    try:
+        assert schema_of(s.conn) == (EXPECTED_TABLES, EXPECTED_INDEXES)
+        assert s.scalar("PRAGMA user_version") == store.SCHEMA_LATEST
+        record = {r["name"]: r["applied_at"] for r in s.all("SELECT * FROM schema_migrations")}
+    finally:
+        s.close()
+    assert list(record) == migrations.DECLARED
+    assert {n: record[n] for n in before} == before
+
+
+def test_an_interrupted_migration_leaves_the_vault_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    """All pending migrations run in one transaction: one that fails undoes the others."""
+    conn = sqlite3.connect(tmp_path / "v.db", isolation_level=None)
+
+    def broken(db) -> None:
+        db.execute("CREATE TABLE half_done (x)")
+        raise RuntimeError("disk pulled")
+
+    monkeypatch.setattr(migrations, "_FUNCTIONS", [*migrations._FUNCTIONS[:-1], broken])
+    with pytest.raises(RuntimeError):
+        migrations.apply(conn)
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 0

@@ -640,9 +640,9 @@ def test_check_reports_a_file_check_that_raises_on_damage(tmp_path: Path) -> Non
     check = FileCheck(db)
     check.conn.close()
     check.error = sqlite3.DatabaseError("database disk image is malformed")
-    [problem] = _storage_problems(db, check)
+    [problem] = _storage_problems(str(db), check)
     assert problem.to_json() == {"file": str(db),
                                  "problem": "storage damaged: database disk image is malformed"}
     check.error = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
-        _storage_problems(db, check)
+        _storage_problems(str(db), check)

@@ -1,0 +1,185 @@
+"""The PostgreSQL engine against a real server (tests/pg_server.py): schema, rows, locking."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from byokctl import store
+from byokctl.errors import Conflict, Integrity, NotFound
+from byokctl.store import migrations, postgres
+
+PG_TYPES = {"text": "TEXT", "bigint": "INTEGER", "double precision": "REAL", "bytea": "BLOB"}
+
+
+def pg_columns(url: str) -> dict[str, list[str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns "
+            "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position").fetchall()
+    out: dict[str, list[str]] = {}
+    for table, column, kind, nullable in rows:
+        out.setdefault(table, []).append(f"{column} {PG_TYPES[kind]}" + (" NN" if nullable == "NO" else ""))
+    return out
+
+
+def sqlite_columns(path: Path) -> dict[str, list[str]]:
+    conn = sqlite3.connect(path)
+    out = {}
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+        # a PRIMARY KEY column is NOT NULL on PostgreSQL whatever it says
+        out[name] = [f"{r[1]} {r[2]}" + (" NN" if r[3] or r[5] else "")
+                     for r in conn.execute(f"PRAGMA table_info({name})")]
+    conn.close()
+    return out
+
+
+def test_one_list_of_migrations_gives_both_engines_the_same_tables_and_columns(pg_url, tmp_path):
+    pg = postgres.create_store(pg_url)
+    try:
+        assert pg.schema_version() == store.SCHEMA_LATEST == migrations.LATEST
+        names = [r["name"] for r in pg.all("SELECT name FROM schema_migrations ORDER BY applied_at, name")]
+    finally:
+        pg.close()
+    assert sorted(names) == sorted(migrations.DECLARED)
+    (tmp_path / "v").mkdir(mode=0o700)
+    lite = store.create_store(tmp_path / "v" / "vault.db")
+    lite.close()
+    assert pg_columns(pg_url) == sqlite_columns(tmp_path / "v" / "vault.db")
+
+
+def test_init_refuses_a_database_that_holds_something_else_or_a_vault(pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id int)")
+    with pytest.raises(Conflict, match="is not empty"):
+        postgres.create_store(pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE invoices")
+    postgres.create_store(pg_url).close()
+    with pytest.raises(Conflict, match="already holds a byokctl vault"):
+        postgres.create_store(pg_url)
+
+
+def test_opening_an_empty_database_or_a_newer_schema_is_refused(pg_url):
+    with pytest.raises(NotFound, match="No vault in the database"):
+        postgres.open_store(pg_url)
+    postgres.create_store(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES ('m999_future', 'x')")
+    with pytest.raises(Integrity, match=f"newer byokctl \\(schema {store.SCHEMA_LATEST + 1}"):
+        postgres.open_store(pg_url)
+
+
+def test_an_older_schema_is_migrated_on_open(pg_url):
+    postgres.create_store(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # back to what m001..m005 left
+        conn.execute("DROP TABLE reservations")
+        conn.execute("ALTER TABLE orgs DROP COLUMN shortfall")
+        conn.execute("DELETE FROM schema_migrations WHERE name = 'm006_reservations'")
+    s = postgres.open_store(pg_url)
+    try:
+        assert s.schema_version() == store.SCHEMA_LATEST
+        assert s.scalar("SELECT count(*) FROM reservations") == 0
+    finally:
+        s.close()
+
+
+def test_rows_types_and_placeholders_read_as_on_sqlite(pg_url):
+    s = postgres.create_store(pg_url)
+    try:
+        with s.tx():
+            s.execute("INSERT INTO data_keys (purpose, state, wrapped, created_at) VALUES (?, ?, ?, ?)",
+                      ("secrets", "active", b"\x00\xffbytes", "2026-01-01"))
+            s.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [("a%", "1"), ("b?", "2")])
+        row = s.one("SELECT id, wrapped FROM data_keys WHERE purpose = ?", ("secrets",))
+        assert row["wrapped"] == row[1] == b"\x00\xffbytes" and isinstance(row["id"], int)
+        assert dict(row).keys() == {"id", "wrapped"}
+        assert s.meta("a%") == "1" and s.meta("b?") == "2"
+        assert s.scalar("SELECT value FROM meta WHERE key LIKE ?", ("a%",)) == "1"
+        # the sum of integers is numeric on PostgreSQL: it comes back an int, as on SQLite
+        total = s.scalar("SELECT sum(id) FROM data_keys")
+        assert total == row["id"] and type(total) is int
+    finally:
+        s.close()
+
+
+def test_a_streamed_query_lets_other_queries_run_between_its_rows(pg_url):
+    s = postgres.create_store(pg_url)
+    try:
+        with s.tx():
+            s.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                          [(f"k{i:05}", str(i)) for i in range(postgres.ITER_SIZE * 2 + 5)])
+        seen = 0
+        for row in s.iterate("SELECT key, value FROM meta WHERE key LIKE ? ORDER BY key", ("k%",)):
+            assert s.meta(row["key"]) == row["value"]  # a second query mid-stream
+            seen += 1
+        assert seen == postgres.ITER_SIZE * 2 + 5
+    finally:
+        s.close()
+
+
+def test_writers_on_two_connections_take_turns_and_a_long_wait_is_busy(pg_url):
+    first = postgres.create_store(pg_url)
+    second = postgres.open_store(pg_url)
+    second.conn.execute("SET lock_timeout = 300")
+    try:
+        with first.tx():
+            first.set_meta("holder", "first")
+            started = time.monotonic()
+            with pytest.raises(psycopg.errors.LockNotAvailable) as caught, second.tx():
+                pass
+            assert store.is_busy(caught.value) and time.monotonic() - started < 5
+        # released at commit: the second writer goes ahead and sees the first one's write
+        order: list[str] = []
+        second.conn.execute("SET lock_timeout = 10000")
+
+        def write_second() -> None:
+            with second.tx():
+                order.append(f"second saw {second.meta('holder')}")
+                second.set_meta("holder", "second")
+
+        with first.tx():
+            t = threading.Thread(target=write_second)
+            t.start()
+            time.sleep(0.3)  # the second writer is waiting for the lock meanwhile
+            order.append("first")
+            first.set_meta("holder", "first again")
+        t.join(5)
+        assert order == ["first", "second saw first again"]
+        assert first.meta("holder") == "second"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_messages_name_the_database_without_its_password(tmp_path):
+    url = f"postgresql://alice:s3cr3t-pw@/byok?host={tmp_path}/nowhere"
+    assert postgres.display(url) == f"postgresql://alice:***@/byok?host={tmp_path}/nowhere"
+    assert postgres.display("host=db.example port=6432 dbname=v user=bob password=pw") == \
+        "postgresql://bob:***@db.example:6432/v"
+    with pytest.raises(Conflict) as caught:
+        store.open_any(url)
+    assert "s3cr3t-pw" not in str(caught.value) and "alice:***@" in caught.value.what
+
+
+def test_a_failed_creation_is_discarded_and_the_database_can_be_used_again(pg_url):
+    s = postgres.create_store(pg_url)
+    s.discard()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+    postgres.create_store(pg_url).close()
+
+
+def test_the_table_list_names_every_table_the_migrations_make(tmp_path):
+    (tmp_path / "v").mkdir(mode=0o700)
+    lite = store.create_store(tmp_path / "v" / "vault.db")
+    try:
+        names = {r[0] for r in lite.tuples("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        lite.close()
+    assert names == {*migrations.TABLES, migrations.RECORD_TABLE}
