@@ -107,7 +107,7 @@ def vault(cli) -> Path | str:
     with `--engine postgresql`, its database URL)."""
     r = cli("init")
     assert r.exit_code == 0, r.output
-    return os.environ.get("BYOKCTL_DB") or Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
+    return vault_db()
 
 
 @pytest.fixture
@@ -120,14 +120,15 @@ def acme(cli, vault) -> Path:
 
 class PgConnection:
     """A test's own connection to a PostgreSQL vault, spoken to as to `sqlite3`: `?`
-    placeholders, `execute(...).fetchone()`, rows by name or position, `commit()`."""
+    placeholders, `execute(...).fetchone()`, rows by name or position; each statement commits
+    by itself unless the test says BEGIN (so `commit()` has nothing left to do)."""
 
     def __init__(self, url: str) -> None:
         import psycopg
 
         from byokctl.store.postgres import _row_factory
 
-        self.conn = psycopg.connect(url, row_factory=_row_factory)
+        self.conn = psycopg.connect(url, row_factory=_row_factory, autocommit=True)
         self.row_factory = None  # set by callers written for sqlite3; rows work either way
 
     def execute(self, sql: str, params: tuple | list = ()):  # noqa: ANN201 - a psycopg cursor
@@ -136,7 +137,8 @@ class PgConnection:
         return self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
 
     def commit(self) -> None:
-        self.conn.commit()
+        if self.conn.info.transaction_status:  # inside a BEGIN the test wrote itself
+            self.conn.execute("COMMIT")
 
     def close(self) -> None:
         self.conn.close()
@@ -145,8 +147,13 @@ class PgConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.conn.commit() if exc[0] is None else self.conn.rollback()
         self.conn.close()
+
+
+def vault_db() -> Path | str:
+    """The vault the commands of this test use: `$BYOKCTL_DB` (a database with `--engine
+    postgresql`), else the file in `$BYOKCTL_HOME`."""
+    return os.environ.get("BYOKCTL_DB") or Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
 
 
 def connect(db: Path | str):  # noqa: ANN201 - sqlite3.Connection or PgConnection
@@ -194,6 +201,15 @@ def all_rows(db: Path | str) -> list[tuple]:
                 for r in conn.execute(f"SELECT * FROM {t}").fetchall()]
     finally:
         conn.close()
+
+
+def stored_text(db: Path | str) -> bytes:
+    """What the storage holds of the vault `db`: its file and side files' bytes, or on
+    PostgreSQL every row of every table as text."""
+    if isinstance(db, str):
+        return "\n".join(map(repr, all_rows(db))).encode()
+    return b"".join(Path(f"{db}{s}").read_bytes() for s in ("", "-wal", "-journal")
+                    if Path(f"{db}{s}").exists())
 
 
 def audit_rows(db: Path | str, action: str | None = None) -> list[dict]:

@@ -11,11 +11,13 @@ import json
 import os
 import secrets
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import audit_rows, master_key_b64
+from conftest import audit_rows, connect, master_key_b64
+
+# Rolls the vault back by copying its files (tests/store/test_postgres.py: a database restore).
+pytestmark = pytest.mark.sqlite_only
 
 
 def vault_path() -> Path:
@@ -78,7 +80,7 @@ def test_audit_anchor_prints_the_verified_head(cli, env_acme_vault: Path) -> Non
 
 def test_a_cut_tail_with_an_older_head_put_back_fails_against_the_anchor(
         cli, env_acme_vault: Path, tmp_path: Path) -> None:
-    conn = sqlite3.connect(env_acme_vault)
+    conn = connect(env_acme_vault)
     old_head = conn.execute("SELECT key, value FROM meta WHERE key LIKE 'audit_head%'").fetchall()
     cut_after = conn.execute("SELECT max(seq) FROM audit").fetchone()[0]
     conn.close()
@@ -86,7 +88,7 @@ def test_a_cut_tail_with_an_older_head_put_back_fails_against_the_anchor(
     rotate_key(cli, key_id)
     anchor = save_anchor(cli, tmp_path / "anchor.json")
     # The attack: drop the entries after `cut_after` and put the head of that time back.
-    conn = sqlite3.connect(env_acme_vault)
+    conn = connect(env_acme_vault)
     conn.execute("DELETE FROM audit WHERE seq > ?", (cut_after,))
     conn.executemany("UPDATE meta SET value = ? WHERE key = ?", [(v, k) for k, v in old_head])
     conn.commit()
@@ -182,15 +184,15 @@ def test_an_older_copy_is_refused_at_unlock_with_a_key_file(cli, tmp_path: Path)
 
 def test_a_cut_tail_is_refused_at_unlock_with_the_keyring(cli, vault: Path, isolated) -> None:
     assert cli("org", "create", "acme", "--plan", "growth").exit_code == 0
-    conn = sqlite3.connect(vault)
+    conn = connect(vault)
     old_head = conn.execute("SELECT key, value FROM meta WHERE key LIKE 'audit_head%'").fetchall()
     cut_after = conn.execute("SELECT max(seq) FROM audit").fetchone()[0]
     conn.close()
     add_key(cli)
-    vid = dict(sqlite3.connect(vault).execute("SELECT key, value FROM meta").fetchall())["vault_id"]
+    vid = dict(connect(vault).execute("SELECT key, value FROM meta").fetchall())["vault_id"]
     last = audit_rows(vault)[-1]
     assert isolated.entries[("byokctl", f"vault-{vid}.head")] == f"{last['seq']}:{last['mac']}"
-    conn = sqlite3.connect(vault)
+    conn = connect(vault)
     conn.execute("DELETE FROM audit WHERE seq > ?", (cut_after,))
     conn.executemany("UPDATE meta SET value = ? WHERE key = ?", [(v, k) for k, v in old_head])
     conn.commit()

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS
+from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS, connect
 
 PASSWORD = "hunter2-Pa55word"
 
@@ -168,7 +168,7 @@ def test_until_in_an_apply_file_obeys_the_cap(cli, acme, tmp_path):
 
 
 def audit_rows(db: Path) -> list[dict]:
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     conn.row_factory = sqlite3.Row
     rows = [dict(r) for r in conn.execute("SELECT * FROM audit ORDER BY seq")]
     conn.close()
@@ -188,24 +188,25 @@ def test_an_entry_made_with_as_records_the_os_user_under_the_mac(cli, acme):
     # the OS user is covered by the chain MAC: changing or dropping it is tampering
     seq = log[0]["seq"]
     for forged in ("someone-else", None):
-        conn = sqlite3.connect(acme)
+        conn = connect(acme)
         conn.execute("UPDATE audit SET os_user = ? WHERE seq = ?", (forged, seq))
         conn.commit()
         conn.close()
         r = cli("audit", "verify", "--json")
         assert r.exit_code == 13, r.output
         assert json.loads(r.stdout)["problems"][0]["seq"] == seq
-    conn = sqlite3.connect(acme)
+    conn = connect(acme)
     conn.execute("UPDATE audit SET os_user = ? WHERE seq = ?", (me, seq))
     conn.commit()
     conn.close()
     assert cli("audit", "verify").exit_code == 0
 
 
+@pytest.mark.sqlite_only
 def test_a_vault_from_before_the_os_user_migrates_and_still_verifies(cli, acme):
     assert cli("member", "add", "acme", "ann@acme.com", "--role", "admin").exit_code == 0
     # Make it the previous schema: no os_user column, user_version 4.
-    conn = sqlite3.connect(acme)
+    conn = connect(acme)
     conn.execute("ALTER TABLE audit DROP COLUMN os_user")
     conn.execute("DROP TABLE reservations")
     conn.execute("ALTER TABLE orgs DROP COLUMN shortfall")

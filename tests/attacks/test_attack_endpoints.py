@@ -5,7 +5,6 @@ endpoint or to a base_url its owner (or the platform operator) approved (SPEC §
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import string
 import threading
@@ -13,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, audit_rows
+from conftest import ANTHROPIC_TEST_KEY, audit_rows, connect, vault_db
 
 ALPHABET = string.ascii_letters + string.digits
 PROMPT = "hello"
@@ -88,8 +87,8 @@ def acme_with_bobs_key(cli, vault, emulator) -> dict:
     return {"secret": bob, "key": json.loads(r.stdout)["id"]}
 
 
-def _db() -> Path:
-    return Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
+def _db() -> Path | str:
+    return vault_db()
 
 
 def point(cli, url: str, *, as_: str | None = "alice@acme.com") -> None:
@@ -323,10 +322,9 @@ def test_an_approval_written_into_the_file_without_the_master_key_is_refused(cli
     """The approval rows decide where a personal key may go, so they carry a row MAC: one
     inserted (or copied) with sqlite3 alone is refused at use, exit 13, nothing sent, and
     `vault check` names it."""
-    import sqlite3
 
     point(cli, collector.url)  # alice points acme at her server; bob never approves it
-    conn = sqlite3.connect(_db(), isolation_level=None)
+    conn = connect(_db())
     conn.execute("INSERT INTO endpoint_approvals (org, member, provider, base_url, approved_by, "
                  "approved_as, approved_at, mac) VALUES ('acme', 'bob@acme.com', 'anthropic', ?, "
                  "'bob@acme.com', 'owner', '2026-01-01T00:00:00Z', ?)",

@@ -13,10 +13,9 @@ import os
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import REPO, master_key_b64
+from conftest import REPO, master_key_b64, stored_text, vault_db
 
 from byokctl.services.context import open_context
 
@@ -125,7 +124,7 @@ def test_the_printed_key_takes_over_at_its_first_use(cli, env_keys, monkeypatch)
     assert r2.exit_code == 10, r2.output  # and from then on the old one is useless
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", new)
     assert cli("vault", "check").exit_code == 0
-    text = Path(os.environ["BYOKCTL_HOME"], "vault.db").read_bytes()
+    text = stored_text(vault_db())
     assert new.encode() not in text and old.encode() not in text
 
 

@@ -10,11 +10,10 @@ write re-MACs it into legitimacy, and `vault check --json` names it.
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS, OPENAI_TEST_KEY, audit_rows
+from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS, OPENAI_TEST_KEY, audit_rows, connect
 
 from byokctl.providers.emulator import Config, Emulator
 from byokctl.services import audit, integrity
@@ -65,7 +64,7 @@ def acme_and_plat(cli, vault: Path, emulator) -> dict:
 
 def tamper(db: Path, sql: str, params: tuple = ()) -> None:
     """What the attacker does: plain sqlite3 on the file, no master key."""
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     try:
         assert conn.execute(sql, params).rowcount >= 1
         conn.commit()
@@ -143,7 +142,7 @@ def test_a_write_on_a_tampered_org_row_is_refused_and_changes_nothing(cli, acme_
     r = cli(*write)
     assert r.exit_code == 13, r.output
     assert len(audit_rows(acme_and_plat["db"])) == entries
-    conn = sqlite3.connect(acme_and_plat["db"])
+    conn = connect(acme_and_plat["db"])
     assert conn.execute("SELECT credits FROM orgs WHERE slug = 'acme'").fetchone()[0] == 999999
     conn.close()
     assert any(p.get("org") == "acme" for p in check_problems(cli))
@@ -188,7 +187,7 @@ def test_a_role_raised_in_the_file_grants_nothing(cli, acme_and_plat, attacker_e
     assert r.exit_code == 13, r.output
     assert {"member": f"acme/{INTERVIEWER}",
             "problem": "member row changed outside byokctl (MAC mismatch)"} in check_problems(cli)
-    conn = sqlite3.connect(acme_and_plat["db"])
+    conn = connect(acme_and_plat["db"])
     assert conn.execute("SELECT base_url FROM orgs WHERE slug = 'acme'").fetchone()[0] != \
         attacker_emulator.anthropic_base_url
     conn.close()
@@ -326,7 +325,7 @@ def _as_before_row_macs(db: Path) -> None:
             ctx.store.set_meta("platform_mac", None)
     finally:
         ctx.close()
-    conn = sqlite3.connect(db, isolation_level=None)
+    conn = connect(db)
     for table in ("orgs", "members", "keys"):
         conn.execute(f"ALTER TABLE {table} DROP COLUMN mac")
     conn.execute("DROP TABLE endpoint_approvals")  # schema 2 had none of these
@@ -339,6 +338,7 @@ def _as_before_row_macs(db: Path) -> None:
     conn.close()
 
 
+@pytest.mark.sqlite_only
 def test_a_vault_from_before_row_macs_is_macd_by_the_first_command_with_the_key(cli, acme_and_plat,
                                                                                  attacker_emulator):
     _as_before_row_macs(acme_and_plat["db"])

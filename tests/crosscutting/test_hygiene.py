@@ -17,7 +17,6 @@ import json
 import os
 import resource
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, master_key_b64, run
+from conftest import REPO, connect, master_key_b64, run, vault_db
 
 from byokctl.providers.emulator import Config, Emulator
 
@@ -184,7 +183,7 @@ def fresh_tmp(tmp_path, monkeypatch) -> Path:
 
 
 def scan_tables(db: Path) -> list[str]:
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     try:
         text = "\n".join(repr(row) for table in ("audit", "usage", "orgs", "members", "meta")
                          for row in conn.execute(f"SELECT * FROM {table}"))
@@ -223,7 +222,7 @@ def test_every_command_keeps_every_secret(home, tmp_path, fresh_tmp, emu, monkey
             ids["member_key"] = next(k["id"] for k in listed if k["scope"] == "member")
         # Everything on disk, after every command (a later one might have purged a leak).
         assert scan_files(home) == {}, f"after {shown}"
-        assert scan_tables(home / "vault.db") == [], f"after {shown}"
+        assert scan_tables(vault_db()) == [], f"after {shown}"
         assert list(fresh_tmp.iterdir()) == [], f"{shown} left {list(fresh_tmp.iterdir())}"
     assert ran | SEPARATELY == leaves
     # The secrets were really used: each answered through the emulator at least once.

@@ -75,6 +75,7 @@ def acme_with_interviewer(cli, acme) -> Path:
     return acme
 
 
+@pytest.mark.sqlite_only
 def test_secret_never_in_files_output_or_audit_and_old_ciphertext_is_purged(cli, acme_with_interviewer):
     db = acme_with_interviewer
     s1, s2 = distinctive(), distinctive()
@@ -264,6 +265,7 @@ def test_hidden_prompt_does_not_echo(tmp_path):
     assert listed[0]["hint"] == "…" + secret[-4:]
 
 
+@pytest.mark.sqlite_only
 def test_purge_waits_briefly_for_a_reader_then_says_so(cli, acme_with_interviewer):
     """A reader in another process that holds an old snapshot blocks the WAL purge: the
     rotation still succeeds, quickly, and says the purge is deferred."""
@@ -289,6 +291,7 @@ def _vault_bytes(home):
     return b"".join(f.read_bytes() for f in home.iterdir() if f.name.startswith("vault.db"))
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("how", ["org delete", "member remove"])
 def test_cascaded_deletes_purge_the_ciphertext(cli, vault, home, how):
     """Deleting an org or a member removes their keys by cascade; the ciphertext leaves the
@@ -334,6 +337,7 @@ def test_any_command_refuses_a_key_on_argv_without_echoing_it(cli, vault, args):
     ctx.close()
 
 
+@pytest.mark.sqlite_only
 def test_rekey_purges_the_retired_data_key_from_the_files(cli, vault, home):
     """After `vault rekey` the old wrapped data key and the old ciphertext are gone from the
     file and the WAL, even while another connection keeps the vault open."""

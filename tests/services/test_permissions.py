@@ -2,11 +2,13 @@
 
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import master_key_b64, run
+from conftest import connect, master_key_b64, run
+
+# Copies one template vault file per test (the rules checked do not depend on the engine).
+pytestmark = pytest.mark.sqlite_only
 
 ADMIN, STAFF, INTER = "admin@acme.com", "staff@acme.com", "inter@acme.com"
 OUTSIDER = "boss@other.com"  # an admin, but of another org
@@ -37,7 +39,7 @@ COMMANDS = [
 
 
 def audit_count(db):
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     n = conn.execute("SELECT count(*) FROM audit").fetchone()[0]
     conn.close()
     return n
@@ -129,7 +131,7 @@ def test_unknown_org_is_not_found_before_membership(cli, two_orgs_db):
 def test_audit_records_the_member_as_actor(cli, two_orgs_db, command, action):
     r = cli(*command, "--as", ADMIN)
     assert r.exit_code == 0, r.output
-    conn = sqlite3.connect(two_orgs_db)
+    conn = connect(two_orgs_db)
     actor, org = conn.execute("SELECT actor, org FROM audit WHERE action = ? ORDER BY seq DESC",
                               (action,)).fetchone()
     conn.close()
@@ -139,7 +141,7 @@ def test_audit_records_the_member_as_actor(cli, two_orgs_db, command, action):
 def test_operator_actions_record_the_operator_name(cli, two_orgs_db, monkeypatch):
     monkeypatch.setenv("BYOKCTL_ACTOR", "ops-jane")
     assert cli("credits", "add", "acme", "1").exit_code == 0
-    conn = sqlite3.connect(two_orgs_db)
+    conn = connect(two_orgs_db)
     actor = conn.execute("SELECT actor FROM audit WHERE action = 'credits.add'").fetchone()[0]
     conn.close()
     assert actor == "ops-jane"

@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, master_key_b64, run, run_proc
+from conftest import REPO, connect, master_key_b64, run, run_proc, vault_db
 
 from byokctl.errors import Integrity
 from byokctl.services import integrity, vaultops
@@ -46,7 +46,7 @@ def reveal_all() -> dict[str, str]:
 
 
 def db_rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(db)
+    conn = connect(db)
     try:
         return conn.execute(sql, params).fetchall()
     finally:
@@ -198,7 +198,7 @@ def test_rotate_master_key_file(cli, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("master")) == [
         "master.key", "master.key.head"]  # the audit head kept beside the key
     assert reveal_all() == keys
-    assert kf.read_text().strip() not in audit_text(tmp_path / "home" / "vault.db")
+    assert kf.read_text().strip() not in audit_text(vault_db())
 
 
 def test_rotate_master_env_prints_the_new_key_once(cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -221,7 +221,7 @@ def test_rotate_master_env_prints_the_new_key_once(cli, monkeypatch: pytest.Monk
     assert r.exit_code == 0, r.output
     newer = r.stdout.strip()
     assert len(base64.b64decode(newer)) == 32 and newer not in r.stderr
-    assert new not in audit_text(Path(os.environ["BYOKCTL_HOME"]) / "vault.db")
+    assert new not in audit_text(vault_db())
 
 
 def test_rotate_master_with_an_env_override_moves_the_vault_to_env(
@@ -416,6 +416,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(("where", "n"), [("progress", 0), ("progress", 4), ("seal", 3)],
                          ids=["after-new-key", "after-two-batches", "inside-a-batch"])
 def test_rekey_killed_with_sigkill_then_rerun(cli, monkeypatch: pytest.MonkeyPatch, where: str,
@@ -462,7 +463,7 @@ def test_a_process_unlocked_before_a_rekey_seals_under_the_new_data_key(cli, vau
 def test_rekey_stops_on_a_broken_row_naming_it(cli, vault: Path) -> None:
     keys = with_keys(cli, 4)
     ids = sorted(keys)
-    conn = sqlite3.connect(vault)
+    conn = connect(vault)
     conn.execute("UPDATE keys SET ciphertext = ? WHERE id = ?", (b"\x00" * 40, ids[2]))
     conn.commit()
     conn.close()
@@ -472,7 +473,7 @@ def test_rekey_stops_on_a_broken_row_naming_it(cli, vault: Path) -> None:
     del keys[ids[2]]
     readable = {k: v for k, v in reveal_all_but(ids[2]).items()}
     assert readable == keys
-    conn = sqlite3.connect(vault)
+    conn = connect(vault)
     conn.execute("DELETE FROM keys WHERE id = ?", (ids[2],))
     conn.commit()
     conn.close()
@@ -509,7 +510,7 @@ def test_check_names_a_row_carrying_another_rows_ciphertext(cli, vault: Path) ->
     acme = sorted(k for k, _ in db_rows(vault, "SELECT id, org FROM keys WHERE org = 'acme'"))
     beta = sorted(k for k, _ in db_rows(vault, "SELECT id, org FROM keys WHERE org = 'beta'"))
     victim, source = beta[0], acme[0]
-    conn = sqlite3.connect(vault)
+    conn = connect(vault)
     conn.execute("UPDATE keys SET nonce = (SELECT nonce FROM keys WHERE id = ?), "
                  "ciphertext = (SELECT ciphertext FROM keys WHERE id = ?) WHERE id = ?",
                  (source, source, victim))
@@ -547,11 +548,12 @@ def test_check_names_a_row_carrying_another_rows_ciphertext(cli, vault: Path) ->
     assert reveal_all() == keys
 
 
+@pytest.mark.sqlite_only
 def test_check_reports_every_bad_row_and_audit_tampering(cli, vault: Path) -> None:
     keys = with_keys(cli, 4)
     ids = sorted(keys)
     assert cli("org", "create", "gamma").exit_code == 0
-    conn = sqlite3.connect(vault)
+    conn = connect(vault)
     ct = bytearray(conn.execute("SELECT ciphertext FROM keys WHERE id = ?", (ids[0],)).fetchone()[0])
     ct[10] ^= 1  # one flipped bit
     conn.execute("UPDATE keys SET ciphertext = ? WHERE id = ?", (bytes(ct), ids[0]))
@@ -572,10 +574,11 @@ def test_check_reports_every_bad_row_and_audit_tampering(cli, vault: Path) -> No
     assert all(str(n) in message for n in named)
 
 
+@pytest.mark.sqlite_only
 def test_check_reads_a_row_with_text_that_is_not_utf8_and_checks_the_rest(cli, vault: Path) -> None:
     keys = with_keys(cli, 4)
     ids = sorted(keys)
-    conn = sqlite3.connect(vault)
+    conn = connect(vault)
     conn.execute("UPDATE keys SET org = CAST(x'ff00fe' AS TEXT) WHERE id = ?", (ids[1],))
     conn.commit()
     conn.close()
@@ -605,11 +608,12 @@ def test_a_personal_key_of_a_member_with_a_non_ascii_email_checks_and_rekeys(cli
     assert cli("vault", "check").exit_code == 0
 
 
+@pytest.mark.sqlite_only
 def test_check_reports_damaged_storage_the_secrets_and_audit_do_not_touch(cli, vault: Path) -> None:
     """A scribbled page of the usage table: no secret or audit entry is on it, so only the
     file's own check (quick_check) can see it, and `vault check` names the file."""
     with_keys(cli, 2)
-    conn = sqlite3.connect(vault)
+    conn = connect(vault)
     conn.execute("INSERT INTO usage (ts, org, actor, mode, outcome) VALUES ('2026-01-01', 'acme', "
                  "'tester', 'byok', 'ok')")
     conn.commit()
@@ -636,7 +640,7 @@ def test_check_reports_a_file_check_that_raises_on_damage(tmp_path: Path) -> Non
     from byokctl.store.filecheck import FileCheck
 
     db = tmp_path / "v.db"
-    sqlite3.connect(db).close()
+    connect(db).close()
     check = FileCheck(db)
     check.conn.close()
     check.error = sqlite3.DatabaseError("database disk image is malformed")
