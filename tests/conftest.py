@@ -158,10 +158,11 @@ def vault_db() -> Path | str:
 
 def connect(db: Path | str):  # noqa: ANN201 - sqlite3.Connection or PgConnection
     """A direct connection to the vault `db` (a file, or a PostgreSQL URL), to read it or
-    tamper with it as an attacker with write access to the storage would."""
+    tamper with it as an attacker with write access to the storage would; each statement
+    commits by itself unless the test says BEGIN (`commit()` is then harmless)."""
     if isinstance(db, str) and db.startswith("postgresql://"):
         return PgConnection(db)
-    return sqlite3.connect(db)
+    return sqlite3.connect(db, isolation_level=None)  # each statement commits, as on PostgreSQL
 
 
 class WriteLock:
