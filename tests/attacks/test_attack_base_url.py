@@ -114,6 +114,7 @@ def proxy(monkeypatch):
     p.server.server_close()
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 @pytest.mark.parametrize(("provider", "org"), [("anthropic", "acme"), ("openai", "beta")])
 def test_a_proxy_in_the_environment_never_sees_a_loopback_request(cli, vault, emulator, proxy,
                                                                    provider, org):

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 DEPENDENCIES = ("typer", "click", "rich", "keyring", "sqlite3", "_sqlite3", "sqlite_utils", "anthropic",
@@ -115,10 +116,12 @@ def _probe(with_byokctl: bool, tmp_path) -> dict:
     return json.loads(r.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_running_byokctl_changes_no_attribute_of_a_dependency(tmp_path):
     assert _probe(True, tmp_path)["changed"] == []
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_an_unrelated_typer_app_behaves_as_without_byokctl(tmp_path):
     alone = _probe(False, tmp_path / "alone")["other_app"]
     beside = _probe(True, tmp_path / "beside")["other_app"]

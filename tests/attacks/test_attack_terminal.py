@@ -93,6 +93,7 @@ def test_control_characters_are_refused_at_input(cli, vault, argv):
     assert cli("audit", "log", "--json").stdout == before
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_values_in_an_older_vault_are_neutralised_on_a_terminal(cli, proc_vault, monkeypatch):
     # Write the values as a vault made before the input check would hold them.
     with monkeypatch.context() as m:

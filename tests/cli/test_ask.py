@@ -171,6 +171,7 @@ def test_server_errors_never_fall_back(cli, vault, byok):
     assert usage_rows(vault)[-1]["mode"] == "byok"
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_stall_is_cut_off_by_timeout(cli, vault, byok):
     byok["emulator"].inject(provider="anthropic", stall=30)
     started = time.monotonic()
@@ -206,6 +207,7 @@ def test_key_last_used_recorded(cli, vault, byok):
     ctx.close()
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_an_answered_call_waits_for_a_busy_vault_to_be_recorded(cli, vault, byok, monkeypatch):
     """The provider has answered (tokens spent) when the vault turns out to be locked by
     another writer past the busy timeout: ask keeps waiting, then records and charges it."""

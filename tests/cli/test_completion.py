@@ -248,6 +248,7 @@ zpty -d z
 """
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 @pytest.mark.skipif(not shutil.which("zsh"), reason="zsh is not installed")
 def test_install_completion_in_zsh_installs_the_fixed_script(key_ids_by_owner, on_path, tmp_path):
     """`byokctl --install-completion` writes ~/.zfunc/_byokctl: the committed script, so the

@@ -3,9 +3,11 @@
 import json
 import os
 
+import pytest
 from conftest import run_proc
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_demo_runs_the_whole_flow_offline_and_leaves_no_trace(home, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BYOKCTL_MASTER")}
     env["TMPDIR"] = str(tmp_path / "tmp")

@@ -123,6 +123,7 @@ def _seed(n: int) -> None:
         ctx.close()
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_a_real_process_delivers_all_its_output_and_its_status(vault, monkeypatch):
     """More output than a pipe holds (64 KiB), from a process that skips the interpreter's
     teardown: every byte arrives, and the exit status is the command's."""

@@ -179,6 +179,7 @@ def test_rate_limited_is_exit_8_and_recorded(cli, org_by_provider, emulator):
     assert len(model_calls(emulator)) == 1  # --retries 0: one attempt only
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_unreachable_is_exit_11_quickly_and_leaves_the_status_alone(cli, org_by_provider, emulator):
     k = add(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
     emulator.inject(provider="anthropic", stall=30)
@@ -317,6 +318,7 @@ def test_add_with_test_stores_a_good_key_as_tested(cli, org_by_provider, emulato
     assert "; tested: " in r.stdout and "models visible" in r.stdout
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_add_with_test_stores_nothing_when_the_test_fails(cli, org_by_provider, emulator):
     bad = NEW_SECRET["anthropic"]()
     r = cli("key", "add", "acme", "--provider", "anthropic", "--test", "--from-stdin", input=bad)
@@ -410,6 +412,7 @@ def _heavy_after(*args: str) -> tuple[list[str], subprocess.CompletedProcess[str
     return eval(line[len("HEAVY "):]), p  # noqa: S307 - our own printed list
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_key_list_and_help_import_no_sdk_but_key_test_does(cli, emulator, monkeypatch):
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", master_key_b64())  # the subprocess needs it
     assert cli("init").exit_code == 0

@@ -199,7 +199,8 @@ def test_unknown_org_member_key_and_provider(cli, acme_with_members):
     ("openai", "sk-" + rand(600), "too long"),
     ("anthropic", "sk-ant-api03-" + rand(20) + " " + rand(20), "spaces or characters"),
     ("openai", "sk-proj-" + rand(20) + "é" + rand(20), "spaces or characters"),
-])
+], ids=["sk-proj-as-anthropic", "sk-as-anthropic", "sk-ant-as-openai", "aws-as-anthropic",
+        "stripe-as-openai", "too-short", "too-long", "space", "non-ascii"])  # random parts: no ids
 def test_format_is_checked_per_provider(cli, acme_with_members, provider, secret, says):
     r = cli("key", "add", "acme", "--provider", provider, "--from-stdin", input=secret)
     assert r.exit_code == 7, r.output
@@ -211,7 +212,7 @@ def test_format_is_checked_per_provider(cli, acme_with_members, provider, secret
 @pytest.mark.parametrize(("provider", "secret"), [
     ("anthropic", "sk-ant-admin01-" + rand()),
     ("openai", "sk-admin-" + rand()),
-])
+], ids=["anthropic", "openai"])
 def test_admin_keys_refused_unless_allowed(cli, acme_with_members, provider, secret):
     r = cli("key", "add", "acme", "--provider", provider, "--from-stdin", "--json", input=secret)
     assert r.exit_code == 7, r.output

@@ -197,6 +197,7 @@ def scan_files(root: Path) -> dict[str, list[str]]:
             if p.is_file() and (found := leaks(p.read_bytes()))}
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_every_command_keeps_every_secret(home, tmp_path, fresh_tmp, emu, monkeypatch):
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", master_key_b64())
     for name, value in ENV.items():
@@ -296,6 +297,7 @@ def in_provider_call(pid: int, started: float) -> bool:
         return False
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("argv", [("ask", "acme", "hello", "--timeout", "8", "--retries", "0"),
                                   ("key", "test", "{key_id}", "--timeout", "8", "--retries", "0")],

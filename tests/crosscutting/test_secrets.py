@@ -188,6 +188,7 @@ def test_no_option_takes_the_secret():
     }
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_real_process_output_and_files(tmp_path):
     """The same through `python -m byokctl`, with the master key in the environment (CI)."""
     env = {"BYOKCTL_MASTER_KEY": master_key_b64(), "BYOKCTL_HOME": str(tmp_path / "proc")}
@@ -223,6 +224,7 @@ def test_real_process_output_and_files(tmp_path):
                   ("sk-proj-" + secret[13:]).encode())
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_hidden_prompt_does_not_echo(tmp_path):
     """On a terminal the key is asked for with echo off, and still never printed."""
@@ -265,6 +267,7 @@ def test_hidden_prompt_does_not_echo(tmp_path):
     assert listed[0]["hint"] == "…" + secret[-4:]
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 @pytest.mark.sqlite_only
 def test_purge_waits_briefly_for_a_reader_then_says_so(cli, acme_with_interviewer):
     """A reader in another process that holds an old snapshot blocks the WAL purge: the

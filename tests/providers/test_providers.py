@@ -125,6 +125,7 @@ def test_real_404_and_400_from_the_api(emulator, provider):
         ask(emulator, provider, max_tokens=0)
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_a_stall_is_cut_off_by_the_timeout(emulator, provider, stream):
@@ -135,6 +136,7 @@ def test_a_stall_is_cut_off_by_the_timeout(emulator, provider, stream):
     assert 0.9 <= time.monotonic() - started < 1.8
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_stall_mid_stream_is_cut_off_after_the_first_text(emulator, provider):
     emulator.inject(stall_mid_stream=10)
@@ -210,6 +212,7 @@ def test_a_500_then_success_succeeds_with_one_retry(emulator, provider, stream):
     assert [r.status for r in emulator.requests] == [500, 200]
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_retries_are_counted_and_exhausted(emulator, provider):
     emulator.inject(status=529)
@@ -261,6 +264,7 @@ def test_a_reset_after_text_was_shown_is_not_retried(emulator, provider):
     assert pieces == ["Emulated"] and len(emulator.requests) == 1
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_reset_before_any_text_is_retried(emulator, provider):
     emulator.inject(reset_mid_stream=True, times=1)

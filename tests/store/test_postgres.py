@@ -108,7 +108,8 @@ def test_rows_types_and_placeholders_read_as_on_sqlite(pg_url):
         s.close()
 
 
-def test_a_streamed_query_lets_other_queries_run_between_its_rows(pg_url):
+def test_a_streamed_query_lets_other_queries_run_between_its_rows(pg_url, monkeypatch):
+    monkeypatch.setattr(postgres, "ITER_SIZE", 50)  # several batches from a few rows
     s = postgres.create_store(pg_url)
     try:
         with s.tx():

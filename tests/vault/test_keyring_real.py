@@ -65,6 +65,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_init_then_commands_use_the_real_keyring(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()

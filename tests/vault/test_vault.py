@@ -416,6 +416,7 @@ KILLER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 @pytest.mark.sqlite_only
 @pytest.mark.parametrize(("where", "n"), [("progress", 0), ("progress", 4), ("seal", 3)],
                          ids=["after-new-key", "after-two-batches", "inside-a-batch"])
