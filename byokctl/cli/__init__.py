@@ -352,8 +352,8 @@ def _version(ctx: typer.Context, value: bool) -> None:
 @app.callback()
 def root(
     db: Annotated[str | None, typer.Option(
-        "--db", metavar="PATH", help="Vault file (default: $BYOKCTL_DB, $BYOKCTL_HOME/vault.db, "
-        "or the user data dir).", show_default=False)] = None,
+        "--db", metavar="PATH|URL", help="Vault file, or a postgresql:// URL (default: $BYOKCTL_DB, "
+        "$BYOKCTL_HOME/vault.db, or the user data dir).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Drop status lines on stderr.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
@@ -362,5 +362,8 @@ def root(
 
     Example: byokctl init && byokctl org create acme --plan growth
     """
+    from byokctl.cli.common import refuse_password_on_argv
+
+    refuse_password_on_argv(db, "--db")
     STATE["db"] = db
     render.QUIET = quiet

@@ -24,6 +24,20 @@ Org = Annotated[str, typer.Argument(metavar="ORG", help="The org's slug.",
                                     autocompletion=complete.org_slugs)]
 
 
+def refuse_password_on_argv(db: str | None, option: str) -> None:
+    """A database password belongs in $PGPASSWORD, ~/.pgpass or $BYOKCTL_DB, never in a
+    command line, which `ps` shows every user of the machine (the value is not repeated)."""
+    from byokctl.store import password_in
+
+    if password_in(db):
+        from byokctl.errors import UsageError
+
+        raise UsageError(f"The database URL given to {option} carries a password, which every user "
+                         "of this machine can read in the process list",
+                         "drop it from the URL and put it in $PGPASSWORD or ~/.pgpass (or give the "
+                         "whole URL in $BYOKCTL_DB)")
+
+
 @contextmanager
 def session(as_email: str | None = None) -> Iterator[Context]:
     ctx = open_context(STATE["db"], as_email)

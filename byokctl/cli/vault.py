@@ -1,4 +1,4 @@
-"""`init` and `vault status|rotate-master|rekey|check`."""
+"""`init` and `vault status|rotate-master|rekey|copy|check`."""
 
 from __future__ import annotations
 
@@ -114,6 +114,35 @@ def rekey(json_: Json = False) -> None:
         ("Finished the interrupted rekey" if result.resumed else "Rekeyed the vault")
         + f": {result.reencrypted} secrets re-encrypted under data key {result.data_key_id}; "
         f"the old data key is purged."))
+
+
+@app.command("copy")
+def copy(
+    to: Annotated[str, typer.Option(
+        "--to", metavar="PATH|URL", help="A new vault file, or an empty PostgreSQL database "
+        "(postgresql://user@host/dbname; the password from $PGPASSWORD or ~/.pgpass).")],
+    json_: Json = False,
+) -> None:
+    """Copy the vault to a new file or an empty PostgreSQL database, unchanged, and check it.
+
+    Ciphertexts, MACs and the audit chain go over as they are, so the same master key opens
+    the copy. The vault is checked first and the copy after (as `vault check`); writers wait
+    meanwhile. Safe to interrupt: run it again. Then use the copy: once either is written to,
+    the other is an older copy, which the audit anchor refuses.
+
+    \b
+    Example: byokctl vault copy --to postgresql://ops@db.internal/byokctl
+    """
+    from byokctl.cli.common import refuse_password_on_argv
+
+    refuse_password_on_argv(to, "--to")
+    with session() as ctx:
+        result = vaultops.copy(ctx, to)
+    render.emit(json_, result, lambda: render.line(
+        f"Copied {result.source} to {result.target}: {result.rows['orgs']} orgs, "
+        f"{result.rows['keys']} keys, {result.rows['usage']} usage records, {result.rows['audit']} "
+        f"audit entries; the copy checks clean ({result.keys_checked} secrets decrypted, "
+        f"{result.rows_checked} rows authenticated, {result.audit_checked} audit entries verified)."))
 
 
 @app.command("check")

@@ -4,7 +4,7 @@
 
 TREE = {'interspersed': False,
         'params': [
-            {'name': 'db', 'opts': ['--db'], 'help': 'Vault file (default: $BYOKCTL_DB, $BYOKCTL_HOME/vault.db, or the user data dir).'},
+            {'name': 'db', 'opts': ['--db'], 'help': 'Vault file, or a postgresql:// URL (default: $BYOKCTL_DB, $BYOKCTL_HOME/vault.db, or the user data dir).'},
             {'name': 'quiet', 'opts': ['--quiet', '-q'], 'flag': True, 'help': 'Drop status lines on stderr.'},
             {'name': 'version', 'opts': ['--version'], 'flag': True, 'help': 'Print the version and exit.'},
             {'name': 'install_completion', 'opts': ['--install-completion'], 'flag': True, 'help': 'Install completion for the current shell.'},
@@ -40,6 +40,13 @@ TREE = {'interspersed': False,
                   ('rekey', 'Replace the data key and re-encrypt every...', False,
                    {'interspersed': True,
                     'params': [
+                        {'name': 'json_', 'opts': ['--json'], 'flag': True, 'help': 'Print a JSON document on stdout.'},
+                        {'name': 'help', 'opts': ['-h', '--help'], 'flag': True, 'help': 'Show this message and exit.'},
+                    ]}),
+                  ('copy', 'Copy the vault to a new file or an empty...', False,
+                   {'interspersed': True,
+                    'params': [
+                        {'name': 'to', 'opts': ['--to'], 'help': 'A new vault file, or an empty PostgreSQL database (postgresql://user@host/dbname; the password from $PGPASSWORD or ~/.pgpass).'},
                         {'name': 'json_', 'opts': ['--json'], 'flag': True, 'help': 'Print a JSON document on stdout.'},
                         {'name': 'help', 'opts': ['-h', '--help'], 'flag': True, 'help': 'Show this message and exit.'},
                     ]}),

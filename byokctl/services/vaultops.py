@@ -347,6 +347,62 @@ class CheckReport:
                 "rows_checked": self.rows_checked, "rekey_in_progress": self.rekey_in_progress}
 
 
+@dataclass
+class CopyResult:
+    source: str
+    target: str
+    rows: dict[str, int]  # table → rows copied
+    keys_checked: int
+    rows_checked: int
+    audit_checked: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def copy(ctx: Context, to: str) -> CopyResult:
+    """Copy the vault, row for row, into a new file or an empty PostgreSQL database (either
+    way round), then check the copy as `vault check` does before saying it is done.
+
+    Ciphertexts, row MACs, ids and the audit chain go over unchanged, so the same master key
+    opens the copy and its chain verifies. The source must check clean first (a copy would
+    carry its damage). Its rows are read under its write lock, so the copy is one consistent
+    state; they are written in one transaction, so an interrupted copy leaves the target's
+    schema alone, and running the command again starts over."""
+    from byokctl.store import copy_target, describe, target
+    from byokctl.store.transfer import ORDER
+
+    source = ctx.store
+    if describe(target(to)) == source.location:
+        raise UsageError("The copy would overwrite the vault itself", "give --to another file or database")
+    report = check(ctx)
+    if not report.ok:
+        raise Integrity(f"{source.location} has {len(report.problems)} problem(s), which a copy "
+                        "would carry", "see `byokctl vault check`, mend them or restore a backup, "
+                        "then copy")
+    dest = copy_target(to)
+    try:
+        rows: dict[str, int] = {}
+        with source.tx(), dest.tx():  # the source's lock: no writer changes it meanwhile
+            for table in ORDER:
+                columns = source.transfer.columns(table)
+                rows[table] = dest.transfer.load(table, columns, source.transfer.rows(table, columns))
+            dest.transfer.loaded()
+            short = [t for t in ORDER if source.transfer.count(t) != rows[t]]
+        short += [t for t in ORDER if dest.transfer.count(t) != rows[t]]
+        if short:
+            raise Integrity(f"The copy at {dest.location} is short in {', '.join(sorted(set(short)))}",
+                            "remove it and run `byokctl vault copy` again")
+        copied = check(Context(dest))
+        if not copied.ok:
+            raise Integrity(f"The copy at {dest.location} fails its check ({len(copied.problems)} "
+                            "problem(s))", "remove it and run `byokctl vault copy` again")
+    finally:
+        dest.close()
+    return CopyResult(source.location, dest.location, rows, copied.keys_checked,
+                      copied.rows_checked, copied.audit_checked)
+
+
 def check(ctx: Context) -> CheckReport:
     """Decrypt every stored secret and verify the audit chain; a bad row is reported, never
     fatal, so the report names every broken row.

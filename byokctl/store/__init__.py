@@ -103,6 +103,34 @@ def create_any(db: str | os.PathLike[str] | None) -> Store:
     return create_store(where)
 
 
+def copy_target(to: str | os.PathLike[str]) -> Store:
+    """The store a vault is copied into: a new file, an empty PostgreSQL database, or a
+    blank vault (the schema alone) that an interrupted copy left behind; never one holding
+    anything else."""
+    where = target(to)
+    if isinstance(where, str):
+        from byokctl.store import postgres
+
+        return postgres.copy_target(where)
+    if not where.exists():
+        return create_store(where)
+    store = open_store(where)
+    if not store.transfer.is_blank():
+        store.close()
+        raise Conflict(f"{where} already holds a vault", "copy to a new file or an empty database")
+    return store
+
+
+def password_in(db: str | os.PathLike[str] | None) -> bool:
+    """Whether `db` is a database URL or DSN carrying a password (which belongs in
+    $PGPASSWORD or ~/.pgpass, not on a command line that `ps` shows to every user)."""
+    if db is None or not is_database_url(db):
+        return False
+    from byokctl.store.postgres import has_password
+
+    return has_password(str(db))
+
+
 def resolve_path(db: str | os.PathLike[str] | None) -> Path:
     return Path(db).expanduser() if db else default_path()
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from byokctl.store.orgs import Orgs
     from byokctl.store.reservations import Reservations
     from byokctl.store.rows import Rows
+    from byokctl.store.transfer import Transfer
     from byokctl.store.usage import Usage
 
 
@@ -92,6 +93,12 @@ class Store:
         from byokctl.store.rows import Rows
 
         return Rows(self)
+
+    @cached_property
+    def transfer(self) -> Transfer:
+        from byokctl.store.transfer import Transfer
+
+        return Transfer(self)
 
     # -- meta values ----------------------------------------------------------------------
     def meta(self, key: str, default: str | None = None) -> str | None:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from byokctl.store.keys import Keys
     from byokctl.store.members import Members
     from byokctl.store.rows import Rows
+    from byokctl.store.transfer import Transfer
 
 WRITE_LOCK = 0x62796F6B  # "byok": the advisory lock every write transaction holds
 IDLE_IN_TX_TIMEOUT_MS = 120_000  # a client that hangs mid-transaction frees the lock after this
@@ -61,6 +62,14 @@ def display(dsn: str) -> str:
         query = f"host={quote(host, safe='/')}" + (f"&port={parts['port']}" if parts.get("port") else "")
         return f"postgresql://{auth}/{name}?{query}"
     return f"postgresql://{auth}{quote(host, safe=',')}{port}/{name}"
+
+
+def has_password(dsn: str) -> bool:
+    """Whether the URL or DSN itself carries a password."""
+    try:
+        return bool(conninfo.conninfo_to_dict(dsn).get("password"))
+    except psycopg.ProgrammingError:
+        return False
 
 
 def scrub(text: str, dsn: str) -> str:
@@ -154,6 +163,12 @@ class PostgresStore(Store):
         from byokctl.store.postgres_families import PgMembers
 
         return PgMembers(self)
+
+    @cached_property
+    def transfer(self) -> Transfer:
+        from byokctl.store.postgres_families import PgTransfer
+
+        return PgTransfer(self)
 
     # -- transactions ---------------------------------------------------------------------
     @property
@@ -381,6 +396,29 @@ def create_store(dsn: str) -> PostgresStore:
                            "create an empty database for the vault (`createdb byokctl`) and point "
                            "--db at it")
         migrate(store)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def copy_target(dsn: str) -> PostgresStore:
+    """A database to copy a vault into: empty (the schema is made here), or holding only the
+    blank schema an interrupted copy left; anything else is refused."""
+    store = PostgresStore(dsn, _connect(dsn))
+    try:
+        tables = _tables(store.conn)
+        if not tables:
+            migrate(store)
+        elif "schema_migrations" in tables and "meta" in tables:
+            if store.schema_version() < SCHEMA_LATEST:
+                migrate(store)
+            if not store.transfer.is_blank():
+                raise Conflict(f"{store.location} already holds a vault",
+                               "copy to a new file or an empty database")
+        else:
+            raise Conflict(f"{store.location} is not empty (tables: {', '.join(sorted(tables)[:5])})",
+                           "copy to an empty database (`createdb byokctl`)")
     except BaseException:
         store.close()
         raise

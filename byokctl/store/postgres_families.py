@@ -13,6 +13,7 @@ from byokctl.store.audit import Audit
 from byokctl.store.keys import SEALED_COLUMNS, Keys
 from byokctl.store.members import Members
 from byokctl.store.rows import Rows, _select, _where
+from byokctl.store.transfer import Transfer
 from byokctl.vault import rowmac
 
 if TYPE_CHECKING:
@@ -89,3 +90,15 @@ class PgMembers(Members):
 
     def all_roles(self) -> Iterator[tuple[str, str, str]]:
         return self.store.tuples("SELECT org, email, role FROM members ORDER BY org, email")
+
+
+class PgTransfer(Transfer):
+    """Loaded rows keep their ids: the identity sequences then start after them."""
+
+    IDENTITY = (("data_keys", "id"), ("reservations", "id"), ("usage", "id"), ("audit", "seq"))
+
+    def loaded(self) -> None:
+        for table, column in self.IDENTITY:
+            self.store.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "  # noqa: S608
+                f"coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)")
