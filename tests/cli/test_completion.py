@@ -21,7 +21,7 @@ from tools.docs import SHELLS, TREE, completion_script, tree_module
 # loads the driver nor waits on the network), which test_tab_on_a_database_vault_... checks.
 pytestmark = pytest.mark.sqlite_only
 
-HEAVY = {"anthropic", "openai", "cryptography", "keyring", "sqlite_utils", "pydantic"}
+HEAVY = {"anthropic", "openai", "cryptography", "keyring", "sqlite_utils", "pydantic", "psycopg"}
 
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))

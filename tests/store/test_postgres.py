@@ -184,3 +184,41 @@ def test_the_table_list_names_every_table_the_migrations_make(tmp_path):
     finally:
         lite.close()
     assert names == {*migrations.TABLES, migrations.RECORD_TABLE}
+
+
+def test_a_pg_dump_holds_no_secret_and_no_old_ciphertext(pg_server, pg_url, monkeypatch):
+    """`pg_dump` (the real one) of a team vault: no API key in any encoding, and the
+    ciphertext of a rotated or removed key is gone from the tables, which were vacuumed."""
+    import base64
+    import json
+    import subprocess
+
+    from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, run
+
+    monkeypatch.setenv("BYOKCTL_DB", pg_url)
+    rotated = "sk-ant-api03-rotated-" + "Q1w2E3r4T5" * 4
+    for argv in (("init",), ("org", "create", "acme", "--plan", "growth")):
+        assert run(*argv).exit_code == 0
+    ids = {}
+    for provider, secret in (("anthropic", ANTHROPIC_TEST_KEY), ("openai", OPENAI_TEST_KEY)):
+        r = run("key", "add", "acme", "--provider", provider, "--from-stdin", "--json", input=secret)
+        assert r.exit_code == 0, r.output
+        ids[provider] = json.loads(r.stdout)["id"]
+    conn = psycopg.connect(pg_url)
+    old = {p: conn.execute("SELECT ciphertext FROM keys WHERE id = %s", (i,)).fetchone()[0]
+           for p, i in ids.items()}
+    conn.close()
+    assert run("key", "rotate", ids["anthropic"], "--from-stdin", "--no-test", input=rotated).exit_code == 0
+    assert run("key", "remove", ids["openai"], "--yes").exit_code == 0
+
+    dump = subprocess.run([str(pg_server.bindir / "pg_dump"), pg_url], capture_output=True,
+                          timeout=60, check=True).stdout
+    for secret in (ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, rotated):
+        raw = secret.encode()
+        for form in (raw, base64.b64encode(raw), raw.hex().encode(), secret[12:30].encode()):
+            assert form not in dump
+    for ciphertext in old.values():  # bytea is dumped as hex
+        assert ciphertext.hex().encode() not in dump
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT last_vacuum FROM pg_stat_user_tables "
+                            "WHERE relname = 'keys'").fetchone()[0] is not None
