@@ -36,7 +36,7 @@ RECORD_TABLE = "schema_migrations"
 RECORD_DDL = (f"CREATE TABLE IF NOT EXISTS {RECORD_TABLE} (name TEXT PRIMARY KEY, "
               "applied_at TEXT NOT NULL)")
 # The vault's tables, children before parents (what dropping a half-made vault removes).
-TABLES = ("usage", "reservations", "audit", "endpoint_approvals", "keys", "members", "orgs",
+TABLES = ("usage_daily", "usage", "reservations", "audit", "endpoint_approvals", "keys", "members", "orgs",
           "data_keys", "meta")
 LEGACY_TABLE = "_sqlite_migrations"  # sqlite-utils' record, in vaults of byokctl before 8/11
 
@@ -227,6 +227,40 @@ def m006_reservations(db: Migrator) -> None:
     db.execute("ALTER TABLE orgs ADD COLUMN shortfall INTEGER NOT NULL DEFAULT 0 "
                "CHECK (shortfall >= 0)")
     db.execute("PRAGMA user_version = 6")
+
+
+@migration
+def m007_usage_daily(db: Migrator) -> None:
+    """Per-day totals of usage by org, mode, provider and model, kept in the same transaction
+    as each usage record (store/usage.py), so `usage show` reads days × groups instead of
+    every record; NULL provider/model are '-' as `usage show` prints them. Filled here from
+    the records already kept, which stay for what the totals lack (`--by member`, times of
+    day)."""
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS usage_daily (
+            day TEXT NOT NULL,
+            org TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            calls INTEGER NOT NULL DEFAULT 0,
+            errors INTEGER NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            credits_charged INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, org, mode, provider, model)
+        )""")
+    db.execute("CREATE INDEX IF NOT EXISTS usage_daily_org ON usage_daily (org, day)")
+    db.execute("""
+        INSERT INTO usage_daily (day, org, mode, provider, model, calls, errors, input_tokens,
+                                 output_tokens, cost_usd, credits_charged)
+        SELECT substr(ts, 1, 10), org, mode, coalesce(provider, '-'), coalesce(model, '-'),
+               count(*), sum(CASE WHEN outcome != 'ok' THEN 1 ELSE 0 END), sum(input_tokens),
+               sum(output_tokens), sum(cost_usd), sum(credits_charged)
+        FROM usage GROUP BY substr(ts, 1, 10), org, mode, coalesce(provider, '-'),
+                            coalesce(model, '-')""")
+    db.execute("PRAGMA user_version = 7")
 
 
 LATEST = len(DECLARED)

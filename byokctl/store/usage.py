@@ -19,6 +19,24 @@ _INSERT = (f"INSERT INTO usage ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed co
            f"VALUES ({', '.join('?' * len(COLUMNS))})")
 _values = operator.itemgetter(*COLUMNS)
 
+# The per-day totals (table usage_daily, migration m007), added to in the same statement
+# group as each record.
+_ROLLUP = ("INSERT INTO usage_daily (day, org, mode, provider, model, calls, errors, input_tokens, "
+           "output_tokens, cost_usd, credits_charged) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) "
+           "ON CONFLICT (day, org, mode, provider, model) DO UPDATE SET "
+           "calls = usage_daily.calls + 1, errors = usage_daily.errors + excluded.errors, "
+           "input_tokens = usage_daily.input_tokens + excluded.input_tokens, "
+           "output_tokens = usage_daily.output_tokens + excluded.output_tokens, "
+           "cost_usd = usage_daily.cost_usd + excluded.cost_usd, "
+           "credits_charged = usage_daily.credits_charged + excluded.credits_charged")
+_DAY_START, _DAY_END = "T00:00:00.000000Z", "T23:59:59.999999Z"  # what whole-day bounds look like
+
+
+def _rollup(record: Mapping[str, Any]) -> tuple:
+    return (record["ts"][:10], record["org"], record["mode"], record["provider"] or "-",
+            record["model"] or "-", int(record["outcome"] != "ok"), record["input_tokens"],
+            record["output_tokens"], record["cost_usd"], record["credits_charged"])
+
 # What `usage show --by` groups on, as the expression each group's key is.
 GROUPINGS = {
     "provider": "coalesce(provider, '-')",
@@ -28,6 +46,11 @@ GROUPINGS = {
     "day": "substr(ts, 1, 10)",
     "org": "org",
 }
+# What the per-day totals group on, and their sums (for `--by member` they hold nothing).
+_DAILY = {"provider": "provider", "model": "model", "mode": "mode", "day": "day", "org": "org"}
+_DAILY_MEASURES = ("sum(calls) AS calls, sum(errors) AS errors, sum(input_tokens) AS input_tokens, "
+                   "sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, "
+                   "sum(credits_charged) AS credits_charged")
 _MEASURES = ("count(*) AS calls, sum(CASE WHEN outcome != 'ok' THEN 1 ELSE 0 END) AS errors, "
              "coalesce(sum(input_tokens), 0) AS input_tokens, "
              "coalesce(sum(output_tokens), 0) AS output_tokens, "
@@ -39,18 +62,32 @@ class Usage(Family):
     """Usage records: one per provider call, and the figures `usage show` sums."""
 
     def insert(self, record: Mapping[str, Any]) -> None:
-        """Append one record (column name → value, every one of COLUMNS) in the caller's transaction."""
+        """Append one record (column name → value, every one of COLUMNS) and add it to its day's
+        totals, in the caller's transaction."""
         self.store.execute(_INSERT, _values(record))
+        self.store.execute(_ROLLUP, _rollup(record))
 
     def insert_many(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Append many records (as `insert`) in the caller's transaction; returns the count."""
-        return self.store.executemany(_INSERT, map(_values, records)).rowcount
+        records = list(records)
+        self.store.executemany(_INSERT, map(_values, records))
+        self.store.executemany(_ROLLUP, map(_rollup, records))
+        return len(records)
 
     def grouped_totals(self, by: str, *, org: str | None, since: str | None,
                        until: str | None) -> list[Row]:
         """One row per group of `by` (a GROUPINGS name) in key order, in one scan: the group's
         key `k` and its calls, errors, input_tokens, output_tokens, cost_usd, credits_charged;
-        only `org`'s records if given, only those stamped within [since, until] if given."""
+        only `org`'s records if given, only those stamped within [since, until] if given.
+        From the per-day totals when they hold the answer (every grouping but `member`, and
+        bounds that are whole days); else from the records themselves."""
+        if by in _DAILY and (since is None or since.endswith(_DAY_START)) and \
+                (until is None or until.endswith(_DAY_END)):
+            return self._daily_totals(by, org=org, since=since, until=until)
+        return self._raw_totals(by, org=org, since=since, until=until)
+
+    def _raw_totals(self, by: str, *, org: str | None, since: str | None,
+                    until: str | None) -> list[Row]:
         where, params = [], []
         if org is not None:
             where.append("org = ?")
@@ -64,6 +101,23 @@ class Usage(Family):
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         return self.store.all(
             f"SELECT {GROUPINGS[by]} AS k, {_MEASURES} FROM usage{cond} "  # noqa: S608 - fixed parts
+            "GROUP BY k ORDER BY k", params)
+
+    def _daily_totals(self, by: str, *, org: str | None, since: str | None,
+                      until: str | None) -> list[Row]:
+        where, params = [], []
+        if org is not None:
+            where.append("org = ?")
+            params.append(org)
+        if since:
+            where.append("day >= ?")
+            params.append(since[:10])
+        if until:
+            where.append("day <= ?")
+            params.append(until[:10])
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        return self.store.all(
+            f"SELECT {_DAILY[by]} AS k, {_DAILY_MEASURES} FROM usage_daily{cond} "  # noqa: S608
             "GROUP BY k ORDER BY k", params)
 
     def byok_spent_since(self, org: str, since: str) -> float:

@@ -43,6 +43,10 @@ EXPECTED_TABLES = {
     "reservations": ["id INTEGER PK1", "org TEXT NN", "mode TEXT NN", "credits INTEGER NN",
                      "cost_usd REAL NN", "created_at TEXT NN", "expires_at TEXT NN"],
     "schema_migrations": ["name TEXT PK1", "applied_at TEXT NN"],
+    "usage_daily": ["day TEXT NN PK1", "org TEXT NN PK2", "mode TEXT NN PK3", "provider TEXT NN PK4",
+                    "model TEXT NN PK5", "calls INTEGER NN", "errors INTEGER NN",
+                    "input_tokens INTEGER NN", "output_tokens INTEGER NN", "cost_usd REAL NN",
+                    "credits_charged INTEGER NN"],
 }
 # name: (table, columns (None = an expression), unique)
 EXPECTED_INDEXES = {
@@ -55,6 +59,7 @@ EXPECTED_INDEXES = {
     "keys_org_member": ("keys", ["org", "member"], False),
     "members_email": ("members", ["email"], False),
     "reservations_org": ("reservations", ["org", "expires_at"], False),
+    "usage_daily_org": ("usage_daily", ["org", "day"], False),
 }
 
 # The SQLite engine itself: its file, pragmas and schema (tests/store/test_postgres.py: the other).
@@ -119,6 +124,7 @@ def test_a_schema_1_vault_is_upgraded_in_place_on_open(cli, vault: Path) -> None
     conn.execute("ALTER TABLE audit DROP COLUMN os_user")
     conn.execute("DROP TABLE reservations")
     conn.execute("ALTER TABLE orgs DROP COLUMN shortfall")
+    conn.execute("DROP TABLE usage_daily")
     conn.execute("DELETE FROM schema_migrations WHERE name != 'm001_initial'")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
