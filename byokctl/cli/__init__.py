@@ -306,12 +306,16 @@ def _fail(exc: Exception, as_json: bool) -> int:
         return exc.exit_code
     if isinstance(exc, BrokenPipeError):
         return 0
-    from byokctl.store import busy_error, is_busy, target
+    from byokctl.store import busy_error, disconnect_error, is_busy, is_disconnect, target
 
     if is_busy(exc):  # another process held the vault's lock past the busy timeout
         busy = busy_error(target(STATE["db"]))
         render.failure(busy, as_json)
         return int(busy.code)
+    if is_disconnect(exc):  # a database vault's server went away mid-command
+        lost = disconnect_error(target(STATE["db"]))
+        render.failure(lost, as_json)
+        return int(lost.code)
     if code := _storage_failure(exc, as_json):
         return code
     if getattr(exc, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):

@@ -310,6 +310,25 @@ def is_unreadable(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError)
 
 
+def is_disconnect(exc: BaseException) -> bool:
+    """The connection to a database vault was lost (the server restarted or ended the session,
+    the network failed). Never true for a vault file; psycopg is not imported to tell."""
+    import sys
+
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None or not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith(("08", "57P"))
+
+
+def disconnect_error(db: str | os.PathLike[str]) -> Conflict:
+    return Conflict(
+        f"The connection to the vault database {describe(db)} was lost", "check that the server is "
+        "up and run the command again; a change under way then was made whole or not at all "
+        "(`byokctl audit log` shows which)")
+
+
 def busy_error(path: str | os.PathLike[str]) -> Conflict:
     return Conflict(
         f"The vault {describe(path)} is busy: another process has held its lock for over "

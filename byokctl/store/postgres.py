@@ -129,6 +129,7 @@ class PostgresStore(Store):
         self.dsn = dsn
         self.conn = conn
         self._depth = 0
+        self._tx_open = False  # inside our own `tx()`: a statement that fails is never redone
         self.immutable = False
 
     @property
@@ -193,8 +194,8 @@ class PostgresStore(Store):
             finally:
                 self._depth -= 1
             return
-        self._reconnect_if_broken()
-        self.conn.execute("BEGIN")
+        self._retrying(lambda: self.conn.execute("BEGIN"))  # nothing done yet: safe to redo
+        self._tx_open = True
         try:
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             yield self
@@ -203,6 +204,8 @@ class PostgresStore(Store):
             raise
         else:
             self.conn.execute("COMMIT")
+        finally:
+            self._tx_open = False
 
     def rollback(self) -> None:
         if self.conn.closed:
@@ -249,19 +252,20 @@ class PostgresStore(Store):
     def _retrying(self, run: Any) -> Any:
         """Run a statement; a read outside a transaction whose connection dropped is run once
         more on a new one (it changes nothing, so it is safe to repeat)."""
+        from byokctl.store import is_disconnect
+
         try:
             return run()
-        except psycopg.OperationalError:
-            if self.in_transaction or not self.conn.broken:
-                raise
-            self._reconnect_if_broken()
+        except psycopg.OperationalError as exc:
+            if self._tx_open or not is_disconnect(exc):
+                raise  # inside a transaction: the caller learns of it, nothing is redone
+            self._reconnect()
             return run()
 
-    def _reconnect_if_broken(self) -> None:
-        if self.conn.broken or self.conn.closed:
-            with contextlib.suppress(Exception):
-                self.conn.close()
-            self.conn = _connect(self.dsn)
+    def _reconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        self.conn = _connect(self.dsn)
 
     # -- engine operations --------------------------------------------------------------------
     def schema_version(self) -> int:

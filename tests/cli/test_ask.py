@@ -254,3 +254,21 @@ def test_an_answered_call_gives_up_after_the_attempts(cli, vault, byok, monkeypa
     assert r.stderr.count("still waiting to record this call") == 2
     assert "is busy" in r.stderr
     assert usage_rows(vault) == []
+
+
+def test_an_answer_is_recorded_after_the_database_dropped_the_connection(cli, vault, byok):
+    """On a PostgreSQL vault the server ends byokctl's session while the provider answers
+    (no transaction is open then): the usage record and charge go through on a new one."""
+    if not isinstance(vault, str):
+        pytest.skip("a vault file has no connection to drop (run with --engine postgresql)")
+    import psycopg
+
+    def drop(_request) -> None:
+        with psycopg.connect(vault, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE application_name = 'byokctl' AND pid != pg_backend_pid()")
+
+    byok["emulator"].on_request = drop
+    r = cli("ask", "acme", PROMPT, "--no-stream")
+    assert r.exit_code == 0, r.output
+    assert usage_rows(vault)[-1]["outcome"] == "ok"

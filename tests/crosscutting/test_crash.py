@@ -17,7 +17,6 @@ import os
 import random
 import secrets
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -27,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import OPENAI_TEST_KEY, REPO, master_key_b64, run
+from conftest import OPENAI_TEST_KEY, REPO, connect, master_key_b64, run, vault_db
 
 from byokctl.services.context import open_context
 
@@ -260,9 +259,9 @@ def secrets_now() -> dict[str, tuple[str, int]]:
 
 
 def rows(sql: str, params: tuple = ()) -> list[tuple]:
-    conn = sqlite3.connect(Path(os.environ["BYOKCTL_HOME"]) / "vault.db")
+    conn = connect(vault_db())
     try:
-        return conn.execute(sql, params).fetchall()
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
     finally:
         conn.close()
 
@@ -320,7 +319,7 @@ def env_vault(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", master_key_b64())
     r = run("init")
     assert r.exit_code == 0, r.output
-    return Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
+    return vault_db()
 
 
 def report(op: str, attempts: int, outcomes: Counter) -> None:
@@ -355,7 +354,7 @@ def test_rekey_survives_sigkill_at_random_points(env_vault: Path, forks: ForkSer
 
     window = duration(forks, ("vault", "rekey"))
     active_before: list[int] = []
-    probe = sqlite3.connect(env_vault, isolation_level=None)
+    probe = connect(env_vault)
 
     def started() -> bool:  # the rekey made its new data key (or is already done)
         ids = [i for (i,) in probe.execute(

@@ -222,3 +222,27 @@ def test_a_pg_dump_holds_no_secret_and_no_old_ciphertext(pg_server, pg_url, monk
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT last_vacuum FROM pg_stat_user_tables "
                             "WHERE relname = 'keys'").fetchone()[0] is not None
+
+
+def _terminate(url: str, pid: int) -> None:
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_a_dropped_connection_is_reopened_for_a_read_and_reported_in_a_write(pg_url):
+    s = postgres.create_store(pg_url)
+    try:
+        s.set_meta("k", "v")
+        _terminate(pg_url, s.conn.info.backend_pid)
+        assert s.meta("k") == "v"  # a read outside a transaction: run again on a new connection
+        with pytest.raises(psycopg.OperationalError) as caught, s.tx():
+            _terminate(pg_url, s.conn.info.backend_pid)
+            s.set_meta("k", "w")  # inside a transaction: never repeated behind the caller's back
+        assert store.is_disconnect(caught.value)
+        assert s.meta("k") == "v"  # the transaction's write was not made
+        with s.tx():  # and the next transaction starts on a new connection
+            s.set_meta("k", "x")
+        assert s.meta("k") == "x"
+    finally:
+        s.close()
+    assert not store.is_disconnect(sqlite3.OperationalError("database is locked"))
