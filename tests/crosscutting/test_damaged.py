@@ -170,7 +170,11 @@ def foreign_key_refused(cli, path: Path, where: str) -> None:
     assert json.loads(r.stderr)["error"]["code"] == "vault-locked"
     after = dump(path)
     assert after.pop("usage") == [("acme", "platform", "vault-locked", 0)]
+    # and the record's day totals: one call, an error, nothing spent
+    [(_, org, mode, _, _, *sums)] = after.pop("usage_daily")
+    assert (org, mode, sums) == ("acme", "platform", [1, 1, 0, 0, 0.0, 0])
     tables.pop("usage")
+    assert tables.pop("usage_daily") == []
     assert after == tables
 
 

@@ -98,6 +98,7 @@ SWEEP: list[tuple[tuple[str, ...], str | None, int]] = [
     (("audit", "anchor", "--json"), None, 0),
     (("vault", "status"), None, 0),
     (("vault", "check"), None, 0),
+    (("vault", "copy", "--to", "{home}/copy/vault.db"), None, 0),  # scanned with the rest of home
     (("vault", "rekey"), None, 0),
     (("demo",), None, 0),
     (("member", "remove", "acme", "alice@acme.com"), None, 0),
@@ -208,7 +209,8 @@ def test_every_command_keeps_every_secret(home, tmp_path, fresh_tmp, emu, monkey
     leaves = leaf_commands()
     ran = set()
     for argv, stdin, code in SWEEP:
-        args = [a.format(A=emu.anthropic_base_url, O=emu.openai_base_url, file=apply_file, **ids)
+        args = [a.format(A=emu.anthropic_base_url, O=emu.openai_base_url, file=apply_file,
+                         home=home, **ids)
                 for a in argv]
         r = run(*args, input=stdin)
         shown = " ".join(args)
