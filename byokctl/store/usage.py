@@ -88,37 +88,24 @@ class Usage(Family):
 
     def _raw_totals(self, by: str, *, org: str | None, since: str | None,
                     until: str | None) -> list[Row]:
-        where, params = [], []
-        if org is not None:
-            where.append("org = ?")
-            params.append(org)
-        if since:
-            where.append("ts >= ?")
-            params.append(since)
-        if until:
-            where.append("ts <= ?")
-            params.append(until)
-        cond = (" WHERE " + " AND ".join(where)) if where else ""
-        return self.store.all(
-            f"SELECT {GROUPINGS[by]} AS k, {_MEASURES} FROM usage{cond} "  # noqa: S608 - fixed parts
-            "GROUP BY k ORDER BY k", params)
+        return self._totals("usage", GROUPINGS[by], _MEASURES, "ts", org, since, until)
 
     def _daily_totals(self, by: str, *, org: str | None, since: str | None,
                       until: str | None) -> list[Row]:
+        return self._totals("usage_daily", _DAILY[by], _DAILY_MEASURES, "day", org,
+                            since[:10] if since else None, until[:10] if until else None)
+
+    def _totals(self, table: str, key: str, measures: str, stamp: str, org: str | None,
+                since: str | None, until: str | None) -> list[Row]:
+        """One row per `key` of `table` (the records, or their day totals) in key order."""
         where, params = [], []
-        if org is not None:
-            where.append("org = ?")
-            params.append(org)
-        if since:
-            where.append("day >= ?")
-            params.append(since[:10])
-        if until:
-            where.append("day <= ?")
-            params.append(until[:10])
+        for test, value in (("org = ?", org), (f"{stamp} >= ?", since), (f"{stamp} <= ?", until)):
+            if value:
+                where.append(test)
+                params.append(value)
         cond = (" WHERE " + " AND ".join(where)) if where else ""
-        return self.store.all(
-            f"SELECT {_DAILY[by]} AS k, {_DAILY_MEASURES} FROM usage_daily{cond} "  # noqa: S608
-            "GROUP BY k ORDER BY k", params)
+        return self.store.all(f"SELECT {key} AS k, {measures} FROM {table}{cond} "  # noqa: S608
+                              "GROUP BY k ORDER BY k", params)
 
     def byok_spent_since(self, org: str, since: str) -> float:
         """What `org`'s BYOK calls stamped at or after `since` cost, in USD (0 for none)."""

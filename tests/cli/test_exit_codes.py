@@ -144,6 +144,7 @@ def test_a_real_process_delivers_all_its_output_and_its_status(vault, monkeypatc
     assert r.stderr.startswith("error: No org 'nope'")
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_a_reader_that_stops_early_is_no_error(vault):
     """`byokctl org list | head -1`: exit 0, and no "Exception ignored ... BrokenPipeError"."""
     import subprocess

@@ -161,6 +161,7 @@ def sql_outside_the_store(source: str, name: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_no_sql_outside_the_store():
     """Services, vault, cli, providers, completion: named store queries only, no SQL text, no
     driver, no connection (the test suite itself may tamper with a vault in SQL)."""

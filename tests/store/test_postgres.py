@@ -127,7 +127,7 @@ def test_a_streamed_query_lets_other_queries_run_between_its_rows(pg_url, monkey
 def test_writers_on_two_connections_take_turns_and_a_long_wait_is_busy(pg_url):
     first = postgres.create_store(pg_url)
     second = postgres.open_store(pg_url)
-    second.conn.execute("SET lock_timeout = 300")
+    second.conn.execute("SET lock_timeout = 100")
     try:
         with first.tx():
             first.set_meta("holder", "first")
@@ -147,7 +147,7 @@ def test_writers_on_two_connections_take_turns_and_a_long_wait_is_busy(pg_url):
         with first.tx():
             t = threading.Thread(target=write_second)
             t.start()
-            time.sleep(0.3)  # the second writer is waiting for the lock meanwhile
+            time.sleep(0.15)  # the second writer is waiting for the lock meanwhile
             order.append("first")
             first.set_meta("holder", "first again")
         t.join(5)
