@@ -538,7 +538,7 @@ def credits_consistent() -> tuple[int, int]:
     """balance == start − Σ credits_charged, and every successful platform call was charged
     (and no failed one): a usage record never exists without its deduction, nor the other way."""
     balance = rows("SELECT credits FROM orgs WHERE slug = 'acme'")[0][0]
-    charged, calls = rows("SELECT ifnull(sum(credits_charged), 0), count(*) FROM usage "
+    charged, calls = rows("SELECT coalesce(sum(credits_charged), 0), count(*) FROM usage "
                           "WHERE org = 'acme'")[0]
     assert balance == START - charged
     assert rows("SELECT count(*) FROM usage WHERE outcome = 'ok' AND credits_charged < 1") == [(0,)]
