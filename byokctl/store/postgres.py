@@ -174,12 +174,14 @@ class PostgresStore(Store):
     # -- transactions ---------------------------------------------------------------------
     @property
     def in_transaction(self) -> bool:
-        return self.conn.info.transaction_status != TransactionStatus.IDLE
+        """Inside `tx()`: the only way byokctl opens a transaction here (autocommit otherwise),
+        so a connection the server dropped mid-way never reads as one still open."""
+        return self._tx_open
 
     @contextmanager
     def tx(self) -> Iterator[PostgresStore]:
         """A write transaction holding the vault's write lock; nested, a savepoint."""
-        if self.in_transaction:
+        if self._tx_open:
             self._depth += 1
             name = f"nested_{self._depth}"
             self.conn.execute(f"SAVEPOINT {name}")
@@ -211,7 +213,7 @@ class PostgresStore(Store):
         if self.conn.closed:
             return
         with contextlib.suppress(psycopg.OperationalError):
-            if self.in_transaction:
+            if self.conn.info.transaction_status != TransactionStatus.IDLE:
                 self.conn.execute("ROLLBACK")
 
     # -- SQL primitives ---------------------------------------------------------------------
@@ -234,17 +236,15 @@ class PostgresStore(Store):
     def iterate(self, sql: str, params: Any = ()) -> Iterator[PgRow]:
         """Streamed through a server-side cursor, so other queries may run between its rows;
         outside a transaction WITH HOLD (the server keeps the result, the client a batch)."""
-        hold = not self.in_transaction
-        with self.conn.cursor(name=f"stream_{uuid.uuid4().hex}", withhold=hold) as cur:
-            cur.itersize = ITER_SIZE
-            cur.execute(_paramstyle(sql) if params else sql, params or None)
-            yield from cur
+        return self._stream(sql, params, _row_factory)
 
     def tuples(self, sql: str, params: Any = ()) -> Iterator[tuple[Any, ...]]:
         """As `iterate`, the rows as plain tuples."""
-        hold = not self.in_transaction
-        with self.conn.cursor(name=f"stream_{uuid.uuid4().hex}", withhold=hold,
-                              row_factory=tuple_row) as cur:
+        return self._stream(sql, params, tuple_row)
+
+    def _stream(self, sql: str, params: Any, rows: Any) -> Iterator[Any]:
+        with self.conn.cursor(name=f"stream_{uuid.uuid4().hex}", withhold=not self._tx_open,
+                              row_factory=rows) as cur:
             cur.itersize = ITER_SIZE
             cur.execute(_paramstyle(sql) if params else sql, params or None)
             yield from cur
