@@ -114,7 +114,12 @@ def copy_target(to: str | os.PathLike[str]) -> Store:
         return postgres.copy_target(where)
     if not where.exists():
         return create_store(where)
-    store = open_store(where)
+    try:
+        store = open_store(where)
+    except UnsafeFile:  # refused as everywhere else
+        raise
+    except Integrity:  # a file, but no vault
+        raise Conflict(f"{where} exists and is not a vault", "copy to a new file") from None
     if not store.transfer.is_blank():
         store.close()
         raise Conflict(f"{where} already holds a vault", "copy to a new file or an empty database")

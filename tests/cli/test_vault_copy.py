@@ -95,6 +95,13 @@ def test_a_target_in_use_is_refused_and_left_alone(cli, populated, pg_url, tmp_p
     assert r.exit_code == 12 and "already holds a vault" in r.stderr
     r = cli("vault", "copy", "--to", str(populated))
     assert r.exit_code == 2 and "overwrite the vault itself" in r.stderr
+    notes = tmp_path / "notes" / "notes.txt"
+    notes.parent.mkdir(mode=0o700)
+    notes.write_text("not a vault")
+    notes.chmod(0o600)
+    r = cli("vault", "copy", "--to", str(notes))
+    assert r.exit_code == 12 and "exists and is not a vault" in r.stderr
+    assert notes.read_text() == "not a vault"
 
 
 def test_an_interrupted_copy_leaves_a_blank_target_and_a_rerun_finishes(cli, populated, pg_url):
