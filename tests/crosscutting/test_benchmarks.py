@@ -74,3 +74,16 @@ def test_the_generated_vault_has_the_shape_and_opens_cleanly(tmp_path: Path) -> 
     assert doc["ok"] is True and doc["keys_checked"] == 31 and doc["audit_checked"] == 62
     again = scale.cached(tmp_path, 3)  # from the cache: same file, same key
     assert (again.db, again.master_b64) == (built.db, built.master_b64)
+
+
+def test_the_team_benchmark_runs_at_a_tiny_size_on_both_engines(tmp_path: Path, pg_server) -> None:
+    """benchmarks/team.py end to end (its own throwaway server): every row is there, the copy
+    worked, and every credit the writers changed landed."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "team.py"), "--scale", "0.0003", "--runs", "1",
+         "--writers", "2", "--changes", "3", "--cache", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 9 and all(r[-1].rstrip(" |") in ("PASS", "FAIL", "report") for r in rows)
+    assert "balance 6 of 6" in proc.stdout
