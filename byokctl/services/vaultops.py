@@ -97,7 +97,8 @@ def init(db: str | None, key_file: str | None) -> InitResult:
 
 @dataclass
 class Status:
-    path: str
+    path: str  # the file, or the database URL without its password
+    engine: str  # "sqlite" or "postgresql"
     vault_id: str
     schema_version: int
     created_at: str | None
@@ -135,7 +136,7 @@ def status(ctx: Context) -> Status:
             source, f"the OS keyring ({mk.KEYRING_SERVICE}/{mk.keyring_user(vid)})")
 
     return Status(
-        path=s.location, vault_id=vid, schema_version=s.schema_version(),
+        path=s.location, engine=s.engine, vault_id=vid, schema_version=s.schema_version(),
         created_at=s.meta("created_at"), master_source=source, master_location=location,
         unlocked=unlocked, locked_reason=reason,
         rekey_in_progress=s.data_keys.has_next(),

@@ -246,3 +246,19 @@ def test_a_dropped_connection_is_reopened_for_a_read_and_reported_in_a_write(pg_
     finally:
         s.close()
     assert not store.is_disconnect(sqlite3.OperationalError("database is locked"))
+
+
+def test_vault_status_names_the_engine_and_the_database_without_its_password(pg_url, monkeypatch):
+    import json
+
+    from conftest import run
+
+    monkeypatch.setenv("BYOKCTL_DB", pg_url.replace("postgresql://postgres@", "postgresql://postgres:pw-123@"))
+    assert run("init").exit_code == 0
+    r = run("vault", "status", "--json")
+    doc = json.loads(r.stdout)
+    assert doc["engine"] == "postgresql" and doc["path"].startswith("postgresql://postgres:***@/")
+    assert "pw-123" not in r.output and "pw-123" not in run("vault", "status").output
+    monkeypatch.delenv("BYOKCTL_DB")
+    assert run("init").exit_code == 0
+    assert json.loads(run("vault", "status", "--json").stdout)["engine"] == "sqlite"
