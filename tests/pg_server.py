@@ -45,7 +45,11 @@ class PostgresServer:
         if os.geteuid() == 0:  # the server will not run as root
             import pwd
 
-            pw = pwd.getpwnam("postgres")
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError("running as root and no `postgres` user to run the server as: "
+                                   "install Debian's `postgresql` package (.ci/run does)") from None
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
             self._as = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups"]
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "--no-sync",
