@@ -36,8 +36,8 @@ RECORD_TABLE = "schema_migrations"
 RECORD_DDL = (f"CREATE TABLE IF NOT EXISTS {RECORD_TABLE} (name TEXT PRIMARY KEY, "
               "applied_at TEXT NOT NULL)")
 # The vault's tables, children before parents (what dropping a half-made vault removes).
-TABLES = ("usage_daily", "usage", "reservations", "audit", "endpoint_approvals", "keys", "members", "orgs",
-          "data_keys", "meta")
+TABLES = ("usage_daily_all", "usage_daily", "usage", "reservations", "audit", "endpoint_approvals",
+          "keys", "members", "orgs", "data_keys", "meta")
 LEGACY_TABLE = "_sqlite_migrations"  # sqlite-utils' record, in vaults of byokctl before 8/11
 
 
@@ -231,7 +231,8 @@ def m006_reservations(db: Migrator) -> None:
 
 @migration
 def m007_usage_daily(db: Migrator) -> None:
-    """Per-day totals of usage by org, mode, provider and model, kept in the same transaction
+    """Per-day totals of usage by org, mode, provider and model (`usage_daily`), and the same
+    across orgs (`usage_daily_all`, for reports over every org), kept in the same transaction
     as each usage record (store/usage.py), so `usage show` reads days × groups instead of
     every record; NULL provider/model are '-' as `usage show` prints them. Filled here from
     the records already kept, which stay for what the totals lack (`--by member`, times of
@@ -260,6 +261,26 @@ def m007_usage_daily(db: Migrator) -> None:
                sum(output_tokens), sum(cost_usd), sum(credits_charged)
         FROM usage GROUP BY substr(ts, 1, 10), org, mode, coalesce(provider, '-'),
                             coalesce(model, '-')""")
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS usage_daily_all (
+            day TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            calls INTEGER NOT NULL DEFAULT 0,
+            errors INTEGER NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            credits_charged INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, mode, provider, model)
+        )""")
+    db.execute("""
+        INSERT INTO usage_daily_all (day, mode, provider, model, calls, errors, input_tokens,
+                                     output_tokens, cost_usd, credits_charged)
+        SELECT day, mode, provider, model, sum(calls), sum(errors), sum(input_tokens),
+               sum(output_tokens), sum(cost_usd), sum(credits_charged)
+        FROM usage_daily GROUP BY day, mode, provider, model""")
     db.execute("PRAGMA user_version = 7")
 
 

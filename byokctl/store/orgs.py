@@ -70,8 +70,7 @@ class Orgs(Family):
     def delete_with_dependents(self, slug: str) -> None:
         """Delete the org, its usage records and reservations; members and keys go with it
         (the schema's foreign keys cascade). The audit log keeps its history."""
-        self.store.execute("DELETE FROM usage WHERE org = ?", (slug,))
-        self.store.execute("DELETE FROM usage_daily WHERE org = ?", (slug,))
+        self.store.usage.forget_org(slug)
         self.store.execute("DELETE FROM reservations WHERE org = ?", (slug,))
         self.store.execute("DELETE FROM orgs WHERE slug = ?", (slug,))
 

@@ -10,7 +10,7 @@ from byokctl.store.family import Family
 # Parents before children, so the foreign keys hold at every insert. Every table of the vault
 # but the migration record, which each store keeps for itself.
 ORDER = ("meta", "data_keys", "orgs", "members", "keys", "endpoint_approvals", "reservations",
-         "usage", "usage_daily", "audit")
+         "usage", "usage_daily", "usage_daily_all", "audit")
 BATCH = 2_000
 
 

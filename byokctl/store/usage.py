@@ -29,7 +29,19 @@ _ROLLUP = ("INSERT INTO usage_daily (day, org, mode, provider, model, calls, err
            "output_tokens = usage_daily.output_tokens + excluded.output_tokens, "
            "cost_usd = usage_daily.cost_usd + excluded.cost_usd, "
            "credits_charged = usage_daily.credits_charged + excluded.credits_charged")
+_ROLLUP_ALL = ("INSERT INTO usage_daily_all (day, mode, provider, model, calls, errors, input_tokens, "
+               "output_tokens, cost_usd, credits_charged) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?) "
+               "ON CONFLICT (day, mode, provider, model) DO UPDATE SET "
+               "calls = usage_daily_all.calls + 1, errors = usage_daily_all.errors + excluded.errors, "
+               "input_tokens = usage_daily_all.input_tokens + excluded.input_tokens, "
+               "output_tokens = usage_daily_all.output_tokens + excluded.output_tokens, "
+               "cost_usd = usage_daily_all.cost_usd + excluded.cost_usd, "
+               "credits_charged = usage_daily_all.credits_charged + excluded.credits_charged")
 _DAY_START, _DAY_END = "T00:00:00.000000Z", "T23:59:59.999999Z"  # what whole-day bounds look like
+
+
+def _without_org(totals: tuple) -> tuple:
+    return totals[:1] + totals[2:]
 
 
 def _rollup(record: Mapping[str, Any]) -> tuple:
@@ -65,14 +77,35 @@ class Usage(Family):
         """Append one record (column name → value, every one of COLUMNS) and add it to its day's
         totals, in the caller's transaction."""
         self.store.execute(_INSERT, _values(record))
-        self.store.execute(_ROLLUP, _rollup(record))
+        totals = _rollup(record)
+        self.store.execute(_ROLLUP, totals)
+        self.store.execute(_ROLLUP_ALL, _without_org(totals))
 
     def insert_many(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Append many records (as `insert`) in the caller's transaction; returns the count."""
         records = list(records)
         self.store.executemany(_INSERT, map(_values, records))
-        self.store.executemany(_ROLLUP, map(_rollup, records))
+        totals = [_rollup(r) for r in records]
+        self.store.executemany(_ROLLUP, totals)
+        self.store.executemany(_ROLLUP_ALL, map(_without_org, totals))
         return len(records)
+
+    def forget_org(self, org: str) -> None:
+        """Take `org`'s records and day totals out (its deletion), the totals across orgs
+        included, in the caller's transaction."""
+        self.store.execute(
+            "UPDATE usage_daily_all SET calls = usage_daily_all.calls - d.calls, "
+            "errors = usage_daily_all.errors - d.errors, "
+            "input_tokens = usage_daily_all.input_tokens - d.input_tokens, "
+            "output_tokens = usage_daily_all.output_tokens - d.output_tokens, "
+            "cost_usd = usage_daily_all.cost_usd - d.cost_usd, "
+            "credits_charged = usage_daily_all.credits_charged - d.credits_charged "
+            "FROM usage_daily AS d WHERE d.org = ? AND usage_daily_all.day = d.day "
+            "AND usage_daily_all.mode = d.mode AND usage_daily_all.provider = d.provider "
+            "AND usage_daily_all.model = d.model", (org,))
+        self.store.execute("DELETE FROM usage_daily_all WHERE calls <= 0")
+        self.store.execute("DELETE FROM usage_daily WHERE org = ?", (org,))
+        self.store.execute("DELETE FROM usage WHERE org = ?", (org,))
 
     def grouped_totals(self, by: str, *, org: str | None, since: str | None,
                        until: str | None) -> list[Row]:
@@ -92,7 +125,8 @@ class Usage(Family):
 
     def _daily_totals(self, by: str, *, org: str | None, since: str | None,
                       until: str | None) -> list[Row]:
-        return self._totals("usage_daily", _DAILY[by], _DAILY_MEASURES, "day", org,
+        table = "usage_daily" if org is not None or by == "org" else "usage_daily_all"
+        return self._totals(table, _DAILY[by], _DAILY_MEASURES, "day", org,
                             since[:10] if since else None, until[:10] if until else None)
 
     def _totals(self, table: str, key: str, measures: str, stamp: str, org: str | None,

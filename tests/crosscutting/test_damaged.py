@@ -173,8 +173,10 @@ def foreign_key_refused(cli, path: Path, where: str) -> None:
     # and the record's day totals: one call, an error, nothing spent
     [(_, org, mode, _, _, *sums)] = after.pop("usage_daily")
     assert (org, mode, sums) == ("acme", "platform", [1, 1, 0, 0, 0.0, 0])
+    [(_, mode, _, _, *sums)] = after.pop("usage_daily_all")
+    assert (mode, sums) == ("platform", [1, 1, 0, 0, 0.0, 0])
     tables.pop("usage")
-    assert tables.pop("usage_daily") == []
+    assert tables.pop("usage_daily") == tables.pop("usage_daily_all") == []
     assert after == tables
 
 

@@ -47,6 +47,10 @@ EXPECTED_TABLES = {
                     "model TEXT NN PK5", "calls INTEGER NN", "errors INTEGER NN",
                     "input_tokens INTEGER NN", "output_tokens INTEGER NN", "cost_usd REAL NN",
                     "credits_charged INTEGER NN"],
+    "usage_daily_all": ["day TEXT NN PK1", "mode TEXT NN PK2", "provider TEXT NN PK3",
+                        "model TEXT NN PK4", "calls INTEGER NN", "errors INTEGER NN",
+                        "input_tokens INTEGER NN", "output_tokens INTEGER NN", "cost_usd REAL NN",
+                        "credits_charged INTEGER NN"],
 }
 # name: (table, columns (None = an expression), unique)
 EXPECTED_INDEXES = {
@@ -125,6 +129,7 @@ def test_a_schema_1_vault_is_upgraded_in_place_on_open(cli, vault: Path) -> None
     conn.execute("DROP TABLE reservations")
     conn.execute("ALTER TABLE orgs DROP COLUMN shortfall")
     conn.execute("DROP TABLE usage_daily")
+    conn.execute("DROP TABLE usage_daily_all")
     conn.execute("DELETE FROM schema_migrations WHERE name != 'm001_initial'")
     conn.execute("PRAGMA user_version = 1")
     conn.close()

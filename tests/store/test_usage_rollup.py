@@ -86,6 +86,11 @@ def test_deleting_an_org_deletes_its_daily_totals(cli, filled, vault):
     assert cli("org", "delete", "beta", "--yes").exit_code == 0
     with connect(vault) as conn:
         assert {r[0] for r in conn.execute("SELECT DISTINCT org FROM usage_daily").fetchall()} == {"acme"}
+    # and the totals across orgs are acme's alone now, as the records that are left say
+    u = filled.store.usage
+    for by in ("provider", "model", "mode", "day"):
+        assert as_dicts(u._daily_totals(by, org=None, since=None, until=None)) == \
+            as_dicts(u._raw_totals(by, org=None, since=None, until=None))
 
 
 def test_a_vault_from_before_the_daily_totals_gets_them_from_its_records(cli, filled, vault):
@@ -94,6 +99,7 @@ def test_a_vault_from_before_the_daily_totals_gets_them_from_its_records(cli, fi
     filled.close()
     with connect(vault) as conn:  # back to schema 6: the records alone
         conn.execute("DROP TABLE usage_daily")
+        conn.execute("DROP TABLE usage_daily_all")
         conn.execute("DELETE FROM schema_migrations WHERE name = 'm007_usage_daily'")
         if not isinstance(vault, str):
             conn.execute("PRAGMA user_version = 6")
