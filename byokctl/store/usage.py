@@ -21,22 +21,23 @@ _values = operator.itemgetter(*COLUMNS)
 
 # The per-day totals (table usage_daily, migration m007), added to in the same statement
 # group as each record.
-_ROLLUP = ("INSERT INTO usage_daily (day, org, mode, provider, model, calls, errors, input_tokens, "
-           "output_tokens, cost_usd, credits_charged) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) "
-           "ON CONFLICT (day, org, mode, provider, model) DO UPDATE SET "
-           "calls = usage_daily.calls + 1, errors = usage_daily.errors + excluded.errors, "
-           "input_tokens = usage_daily.input_tokens + excluded.input_tokens, "
-           "output_tokens = usage_daily.output_tokens + excluded.output_tokens, "
-           "cost_usd = usage_daily.cost_usd + excluded.cost_usd, "
-           "credits_charged = usage_daily.credits_charged + excluded.credits_charged")
-_ROLLUP_ALL = ("INSERT INTO usage_daily_all (day, mode, provider, model, calls, errors, input_tokens, "
-               "output_tokens, cost_usd, credits_charged) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?) "
-               "ON CONFLICT (day, mode, provider, model) DO UPDATE SET "
-               "calls = usage_daily_all.calls + 1, errors = usage_daily_all.errors + excluded.errors, "
-               "input_tokens = usage_daily_all.input_tokens + excluded.input_tokens, "
-               "output_tokens = usage_daily_all.output_tokens + excluded.output_tokens, "
-               "cost_usd = usage_daily_all.cost_usd + excluded.cost_usd, "
-               "credits_charged = usage_daily_all.credits_charged + excluded.credits_charged")
+_SUMS = ("calls", "errors", "input_tokens", "output_tokens", "cost_usd", "credits_charged")
+
+
+def _upsert(table: str, keys: tuple[str, ...]) -> str:
+    """Add one record's figures to its row of day totals in `table` (keyed by `keys`)."""
+    columns = (*keys, *_SUMS)
+    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _SUMS)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {adds}")
+
+
+_ROLLUP = _upsert("usage_daily", ("day", "org", "mode", "provider", "model"))
+_ROLLUP_ALL = _upsert("usage_daily_all", ("day", "mode", "provider", "model"))
+_FORGET = ("UPDATE usage_daily_all SET "  # an org's day totals taken out of those across orgs
+           + ", ".join(f"{c} = usage_daily_all.{c} - d.{c}" for c in _SUMS)
+           + " FROM usage_daily AS d WHERE d.org = ? AND "
+           + " AND ".join(f"usage_daily_all.{k} = d.{k}" for k in ("day", "mode", "provider", "model")))
 _DAY_START, _DAY_END = "T00:00:00.000000Z", "T23:59:59.999999Z"  # what whole-day bounds look like
 
 
@@ -46,8 +47,9 @@ def _without_org(totals: tuple) -> tuple:
 
 def _rollup(record: Mapping[str, Any]) -> tuple:
     return (record["ts"][:10], record["org"], record["mode"], record["provider"] or "-",
-            record["model"] or "-", int(record["outcome"] != "ok"), record["input_tokens"],
+            record["model"] or "-", 1, int(record["outcome"] != "ok"), record["input_tokens"],
             record["output_tokens"], record["cost_usd"], record["credits_charged"])
+
 
 # What `usage show --by` groups on, as the expression each group's key is.
 GROUPINGS = {
@@ -60,9 +62,7 @@ GROUPINGS = {
 }
 # What the per-day totals group on, and their sums (for `--by member` they hold nothing).
 _DAILY = {"provider": "provider", "model": "model", "mode": "mode", "day": "day", "org": "org"}
-_DAILY_MEASURES = ("sum(calls) AS calls, sum(errors) AS errors, sum(input_tokens) AS input_tokens, "
-                   "sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, "
-                   "sum(credits_charged) AS credits_charged")
+_DAILY_MEASURES = ", ".join(f"sum({c}) AS {c}" for c in _SUMS)
 _MEASURES = ("count(*) AS calls, sum(CASE WHEN outcome != 'ok' THEN 1 ELSE 0 END) AS errors, "
              "coalesce(sum(input_tokens), 0) AS input_tokens, "
              "coalesce(sum(output_tokens), 0) AS output_tokens, "
@@ -93,16 +93,7 @@ class Usage(Family):
     def forget_org(self, org: str) -> None:
         """Take `org`'s records and day totals out (its deletion), the totals across orgs
         included, in the caller's transaction."""
-        self.store.execute(
-            "UPDATE usage_daily_all SET calls = usage_daily_all.calls - d.calls, "
-            "errors = usage_daily_all.errors - d.errors, "
-            "input_tokens = usage_daily_all.input_tokens - d.input_tokens, "
-            "output_tokens = usage_daily_all.output_tokens - d.output_tokens, "
-            "cost_usd = usage_daily_all.cost_usd - d.cost_usd, "
-            "credits_charged = usage_daily_all.credits_charged - d.credits_charged "
-            "FROM usage_daily AS d WHERE d.org = ? AND usage_daily_all.day = d.day "
-            "AND usage_daily_all.mode = d.mode AND usage_daily_all.provider = d.provider "
-            "AND usage_daily_all.model = d.model", (org,))
+        self.store.execute(_FORGET, (org,))
         self.store.execute("DELETE FROM usage_daily_all WHERE calls <= 0")
         self.store.execute("DELETE FROM usage_daily WHERE org = ?", (org,))
         self.store.execute("DELETE FROM usage WHERE org = ?", (org,))
