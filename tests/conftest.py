@@ -132,9 +132,11 @@ class PgConnection:
         self.row_factory = None  # set by callers written for sqlite3; rows work either way
 
     def execute(self, sql: str, params: tuple | list = ()):  # noqa: ANN201 - a psycopg cursor
+        from byokctl.store.postgres import _paramstyle  # the engine's own `?` → `%s`
+
         if not params:
             return self.conn.execute(sql)
-        return self.conn.execute(sql.replace("%", "%%").replace("?", "%s"), params)
+        return self.conn.execute(_paramstyle(sql), params)
 
     def commit(self) -> None:
         if self.conn.info.transaction_status:  # inside a BEGIN the test wrote itself
