@@ -91,12 +91,14 @@ def _build(build: Callable[..., Any], info: Any) -> Any:
 
 
 class FastCommand(TyperCommand):
-    """A command whose plain parameters, its help option included, skip pydantic."""
+    """A command whose plain parameters skip pydantic (`_fastparams`)."""
+
+    def __init__(self, *args: Any, params: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, params=_fastparams.fast(params), **kwargs)
+        self.fast_copies = _fastparams.Copies()
 
     def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
-        _fastparams.adopt(params)
-        return params
+        return self.fast_copies.of(super().get_params(ctx))  # the help option too
 
 
 # A group's settings, as typer.Typer() and add_typer() both take them (typer.models.TyperInfo).
@@ -137,8 +139,9 @@ def load_module_commands(module_name: str) -> dict[str, Any]:
 class LazyGroup(TyperGroup):
     """A group that builds each sub-command the first time it is asked for."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, params: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, params=_fastparams.fast(params), **kwargs)  # as FastCommand's
+        self.fast_copies = _fastparams.Copies()
         self.builders: dict[str, Builder] = {}
         self.names: list[str] = list(self.commands)  # in definition order, built or not
 
@@ -148,9 +151,8 @@ class LazyGroup(TyperGroup):
             self.names.append(name)
 
     def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
-        _fastparams.adopt(params)  # its help option and (the root's) completion options too
-        return params
+        # the help option, and the completion options typer adds to the root after building it
+        return self.fast_copies.of(super().get_params(ctx))
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.names)

@@ -127,3 +127,75 @@ def test_an_unrelated_typer_app_behaves_as_without_byokctl(tmp_path):
     beside = _probe(True, tmp_path / "beside")["other_app"]
     assert alone["hello ann --count x"][0] == 2  # the probe does exercise typer's coercion
     assert beside == alone
+
+
+# NamedTuple's own methods and fields: public API despite the underscore.
+NAMEDTUPLE = {"_replace", "_asdict", "_fields", "_make", "_field_defaults"}
+
+
+def _private_names_of_others(sources: dict[str, str]) -> list[str]:
+    """Each use, in `sources` (path -> code), of a private name byokctl does not define itself:
+    a `_name` attribute read or written (also through getattr/setattr/hasattr/delattr), or
+    imported from a private module of another package, or a `_name` imported from one."""
+    import ast
+
+    trees = {path: ast.parse(code) for path, code in sources.items()}
+    ours: set[str] = set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                ours.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                ours.add(node.id)
+            elif isinstance(node, ast.arg):
+                ours.add(node.arg)
+            elif (isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                  and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                ours.add(node.attr)  # an attribute of byokctl's own objects
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.startswith("__") and name not in ours | NAMEDTUPLE
+
+    found = []
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            where = f"{path}:{getattr(node, 'lineno', '?')}"
+            by_name = (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                       and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+                       and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)
+                       and isinstance(node.args[1].value, str) and private(node.args[1].value))
+            if by_name or (isinstance(node, ast.Attribute) and private(node.attr)):
+                found.append(f"{where} {ast.unparse(node)}")
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+                    not node.module.startswith("byokctl") and node.module != "__future__"):
+                parts = node.module.split(".")
+                if any(p.startswith("_") for p in parts) or any(private(a.name) for a in node.names):
+                    found.append(f"{where} {ast.unparse(node)}")
+            elif isinstance(node, ast.Import):
+                found += [f"{where} import {a.name}" for a in node.names
+                          if not a.name.startswith("byokctl")
+                          and any(p.startswith("_") for p in a.name.split("."))]
+    return found
+
+
+def test_byokctl_uses_no_private_name_of_another_package():
+    """The rule behind the probe above, read from the source: no `thing._private` of typer's (or
+    anyone's), by attribute, by getattr/setattr, or by import."""
+    sources = {str(p.relative_to(REPO)): p.read_text() for p in (REPO / "byokctl").rglob("*.py")}
+    assert _private_names_of_others(sources) == []
+
+
+def test_the_private_name_check_finds_each_kind_of_use():
+    sources = {
+        "ours.py": "class C:\n    def __init__(self):\n        self._mine = 1\n"
+                   "def f(p, t):\n    p._mine = 2\n    t._replace(a=1)\n",
+        "bad.py": "import typer._click\nfrom typer._coercion import build\n"
+                  "from typer.core import _TyperParameter\n"
+                  "def g(param, x):\n    param._runtime_param = x\n"
+                  "    getattr(param, '_runtime_param', None)\n"
+                  "    setattr(param, '_other', 1)\n    return param._help_option\n",
+    }
+    found = _private_names_of_others(sources)
+    assert [f.split(" ", 1)[0] for f in found if f.startswith("ours")] == []
+    assert sorted(f.split(" ", 1)[0] for f in found) == [
+        "bad.py:1", "bad.py:2", "bad.py:3", "bad.py:5", "bad.py:6", "bad.py:7", "bad.py:8"]
