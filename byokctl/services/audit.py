@@ -340,8 +340,10 @@ def save_head(ctx: Context) -> None:
     from byokctl.vault import master as mk
 
     vault = ctx._vault
+    if vault is None or vault.master.source not in ("keyring", "file"):
+        return  # no place for it: not even a read
     head = ctx.store.meta("audit_head")
-    if vault is None or head is None or vault.master.source not in ("keyring", "file"):
+    if head is None:
         return
     with contextlib.suppress(ByokError, OSError):
         mk.write_head(vault.master.source, vault.vault_id, ctx.store.meta("master_key_file"), head)

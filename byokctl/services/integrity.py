@@ -92,6 +92,11 @@ def seal(ctx: Context, table: str, pk: tuple) -> Row:
     row = ctx.store.rows.get(table, pk)
     if row is None:
         raise KeyError(pk)
+    return _seal(ctx, table, pk, row)
+
+
+def _seal(ctx: Context, table: str, pk: tuple, row: Row) -> Row:
+    """MAC `row`, the row at `pk` as the store just gave it back."""
     ctx.store.rows.set_mac(table, pk, rowmac.mac(ctx.vault().row_key, table, _values(table, row)))
     return row
 
@@ -104,9 +109,12 @@ def update(ctx: Context, table: str, pk: tuple, change: Change) -> tuple[Row, Ro
     if before is None:
         return None
     values = change(before) if callable(change) else change
-    if values:
-        ctx.store.rows.update(table, pk, values)
-    return before, seal(ctx, table, pk)
+    if not values:
+        return before, seal(ctx, table, pk)
+    after = ctx.store.rows.changed(table, pk, values)  # as stored: what the MAC must cover
+    if after is None:
+        raise KeyError(pk)
+    return before, _seal(ctx, table, pk, after)
 
 
 def update_org(ctx: Context, slug: str, change: Change) -> tuple[Row, Row] | None:

@@ -36,7 +36,7 @@ class Audit(Family):
                target: str | None, before: str | None, after: str | None, mac: str,
                os_user: str | None) -> None:
         """Add one entry (its MAC computed by the caller)."""
-        self.store.execute(
+        self.store.execute_later(
             "INSERT INTO audit (seq, ts, actor, action, org, target, before, after, mac, os_user) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (seq, ts, actor, action, org, target, before, after, mac, os_user),

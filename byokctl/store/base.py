@@ -107,9 +107,9 @@ class Store:
 
     def set_meta(self, key: str, value: str | None) -> None:
         if value is None:
-            self.execute("DELETE FROM meta WHERE key = ?", (key,))
+            self.execute_later("DELETE FROM meta WHERE key = ?", (key,))
         else:
-            self.execute(
+            self.execute_later(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
@@ -136,6 +136,13 @@ class Store:
     def executemany(self, sql: str, rows: Any) -> Any:
         """Run one statement for each parameter row. For the families only."""
         raise NotImplementedError
+
+    def execute_later(self, sql: str, params: Any = ()) -> None:
+        """Run a write whose outcome nobody reads (no rows, no row count). Inside a transaction
+        an engine may hold it and send it with the transaction's next statement, in order
+        (PostgreSQL pipelines them: one round trip for several statements); its error, if
+        any, then surfaces there, still inside the transaction. For the families only."""
+        self.execute(sql, params)
 
     def one(self, sql: str, params: Any = ()) -> Row | None:
         """The first row of a query, or None. For the families only."""

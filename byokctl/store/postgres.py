@@ -45,6 +45,8 @@ WRITE_LOCK = 0x62796F6B  # "byok": the advisory lock every write transaction hol
 IDLE_IN_TX_TIMEOUT_MS = 120_000  # a client that hangs mid-transaction frees the lock after this
 CONNECT_TIMEOUT_S = 10
 ITER_SIZE = 2_000  # rows a streamed query fetches at a time
+# A write transaction's first round trip (a simple query: several statements in one message).
+_BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 def display(dsn: str) -> str:
     """The database as a URL fit for messages: user, host, port and name; a password, from
     wherever it came, shown as `***`."""
@@ -130,6 +132,7 @@ class PostgresStore(Store):
         self.conn = conn
         self._depth = 0
         self._tx_open = False  # inside our own `tx()`: a statement that fails is never redone
+        self._later: list[tuple[str, Any]] = []  # writes held for the next round trip (`execute_later`)
         self.immutable = False
 
     @property
@@ -180,36 +183,42 @@ class PostgresStore(Store):
 
     @contextmanager
     def tx(self) -> Iterator[PostgresStore]:
-        """A write transaction holding the vault's write lock; nested, a savepoint."""
+        """A write transaction holding the vault's write lock; nested, a savepoint.
+
+        BEGIN and the lock go in one round trip; writes held by `execute_later` go with the
+        next statement, the last ones with COMMIT."""
         if self._tx_open:
             self._depth += 1
             name = f"nested_{self._depth}"
-            self.conn.execute(f"SAVEPOINT {name}")
+            self._send(f"SAVEPOINT {name}")
             try:
                 yield self
             except BaseException:
-                self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                self.conn.execute(f"RELEASE SAVEPOINT {name}")
+                self._send(f"ROLLBACK TO SAVEPOINT {name}")  # after what was held: in order
+                self._send(f"RELEASE SAVEPOINT {name}")
                 raise
             else:
-                self.conn.execute(f"RELEASE SAVEPOINT {name}")
+                self._send(f"RELEASE SAVEPOINT {name}")
             finally:
                 self._depth -= 1
             return
-        self._retrying(lambda: self.conn.execute("BEGIN"))  # nothing done yet: safe to redo
+        try:  # nothing done yet: safe to redo on a new connection
+            self._retrying(lambda: self.conn.execute(_BEGIN_LOCKED))
+        except BaseException:
+            self.rollback()  # a lock wait that timed out leaves the transaction open
+            raise
         self._tx_open = True
         try:
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             yield self
+            self._send("COMMIT")
         except BaseException:
             self.rollback()
             raise
-        else:
-            self.conn.execute("COMMIT")
         finally:
             self._tx_open = False
 
     def rollback(self) -> None:
+        self._later.clear()  # never sent: nothing to undo
         if self.conn.closed:
             return
         with contextlib.suppress(psycopg.OperationalError):
@@ -219,10 +228,37 @@ class PostgresStore(Store):
     # -- SQL primitives ---------------------------------------------------------------------
     def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor[Any]:
         if not params:
-            return self._retrying(lambda: self.conn.execute(sql))
-        return self._retrying(lambda: self.conn.execute(_paramstyle(sql), params))
+            return self._retrying(lambda: self._send(sql))
+        return self._retrying(lambda: self._send(_paramstyle(sql), params))
+
+    def execute_later(self, sql: str, params: Any = ()) -> None:
+        if not self._tx_open:
+            self.execute(sql, params)
+        else:
+            self._later.append((_paramstyle(sql), params) if params else (sql, None))
+
+    def _send(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
+        """Run one statement, after the writes held for it: all in one pipeline, one round
+        trip. An error in any of them is raised here (the transaction is then aborted)."""
+        if not self._later:
+            return self.conn.execute(sql, params)
+        held, self._later = self._later, []
+        with self.conn.pipeline():
+            for q, p in held:
+                self.conn.execute(q, p)
+            cur = self.conn.execute(sql, params)
+        return cur
+
+    def _flush(self) -> None:
+        """Send the held writes now (before a statement that does not go through `_send`)."""
+        if self._later:
+            held, self._later = self._later, []
+            with self.conn.pipeline():
+                for q, p in held:
+                    self.conn.execute(q, p)
 
     def executemany(self, sql: str, rows: Any) -> psycopg.Cursor[Any]:
+        self._flush()
         cur = self.conn.cursor()
         cur.executemany(_paramstyle(sql), list(rows))
         return cur
@@ -243,6 +279,7 @@ class PostgresStore(Store):
         return self._stream(sql, params, tuple_row)
 
     def _stream(self, sql: str, params: Any, rows: Any) -> Iterator[Any]:
+        self._flush()
         with self.conn.cursor(name=f"stream_{uuid.uuid4().hex}", withhold=not self._tx_open,
                               row_factory=rows) as cur:
             cur.itersize = ITER_SIZE

@@ -6,7 +6,7 @@ re-check of a mismatch never finds a difference the fast path made up)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from byokctl.store.audit import Audit
@@ -68,6 +68,13 @@ class PgRows(Rows):
 
     def at(self, table: str, position: tuple) -> Row | None:
         return self.store.one(f"{_select(table)} WHERE {_where(table)}", position)
+
+    def changed(self, table: str, pk: tuple, values: Mapping[str, Any]) -> Row | None:
+        """One statement: PostgreSQL's RETURNING gives the row as stored, after the update."""
+        sets = ", ".join(f"{c} = ?" for c in values)
+        returning = ", ".join((*rowmac.COLUMNS[table], "mac"))
+        return self.store.one(f"UPDATE {table} SET {sets} WHERE {_where(table)} "  # noqa: S608
+                              f"RETURNING {returning}", (*values.values(), *pk))
 
 
 class PgAudit(Audit):

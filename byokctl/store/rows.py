@@ -38,13 +38,21 @@ class Rows(Family):
 
     def set_mac(self, table: str, pk: tuple, mac: str) -> None:
         """Store the row's MAC."""
-        self.store.execute(f"UPDATE {table} SET mac = ? WHERE {_where(table)}", (mac, *pk))  # noqa: S608
+        self.store.execute_later(f"UPDATE {table} SET mac = ? WHERE {_where(table)}",  # noqa: S608
+                                 (mac, *pk))
 
     def update(self, table: str, pk: tuple, values: Mapping[str, Any]) -> None:
         """Set the columns `values` names (column → value) on the row."""
         sets = ", ".join(f"{c} = ?" for c in values)
         self.store.execute(f"UPDATE {table} SET {sets} WHERE {_where(table)}",  # noqa: S608
                            (*values.values(), *pk))
+
+    def changed(self, table: str, pk: tuple, values: Mapping[str, Any]) -> Row | None:
+        """Set the columns `values` names, then the row as now stored (its MACed columns and
+        `mac`, as `get`), read back so a MAC covers what the engine keeps (SQLite stores a
+        budget of 5 as 5.0). A PostgreSQL engine does both in one statement (RETURNING)."""
+        self.update(table, pk, values)
+        return self.get(table, pk)
 
     def unmaced(self, table: str) -> list[tuple]:
         """The primary keys of the rows that carry no MAC (a vault from before row MACs)."""

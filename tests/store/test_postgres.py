@@ -262,3 +262,71 @@ def test_vault_status_names_the_engine_and_the_database_without_its_password(pg_
     monkeypatch.delenv("BYOKCTL_DB")
     assert run("init").exit_code == 0
     assert json.loads(run("vault", "status", "--json").stdout)["engine"] == "sqlite"
+
+
+def _round_trips(conn: psycopg.Connection, work) -> int:
+    """How many times `work()` made the client wait for the server: libpq's own trace of the
+    protocol, counting the messages that end a round trip (Sync, or a simple Query)."""
+    import tempfile
+
+    from psycopg.pq import Trace
+
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            work()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        return sum(1 for line in trace
+                   if line.startswith("F\t") and line.split("\t")[2].strip() in ("Sync", "Query"))
+
+
+def test_a_credit_change_costs_six_round_trips(pg_url, monkeypatch, cli):
+    """BEGIN with the write lock is one round trip, and the writes nobody reads (the row's new
+    MAC, the audit entry, the chain head) go with the next statement or with COMMIT: a credit
+    change, once the org is found, waits for the server six times, not thirteen (the 16-writer
+    benchmark's throughput is bounded by the time each writer holds the lock)."""
+    from byokctl.services import audit, credits
+    from byokctl.services.context import open_context
+
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", "A" * 43 + "=")
+    for args in (["init"], ["org", "create", "acme", "--credits", "0"]):
+        assert cli("--db", pg_url, *args).exit_code == 0
+    ctx = open_context(pg_url)
+    credits.add(ctx, "acme", 1)  # warm: the data keys are unlocked, statements prepared
+
+    def under_lock() -> None:
+        with ctx.write():
+            credits.change(ctx, "acme", add=5)
+            audit.record(ctx, "credits.add", org="acme", target="acme", after={"added": 5})
+
+    assert _round_trips(ctx.store.conn, under_lock) <= 6
+    assert credits.show(ctx, "acme").balance == 6
+    ctx.store.close()
+    assert cli("--db", pg_url, "audit", "verify").exit_code == 0
+    assert cli("--db", pg_url, "vault", "check").exit_code == 0
+
+
+def test_held_writes_run_in_order_before_the_next_statement_and_vanish_on_rollback(pg_url):
+    s = postgres.create_store(pg_url)
+    try:
+        with s.tx():
+            s.set_meta("held", "one")
+            s.set_meta("held", "two")  # held, in order: the later value wins
+            assert s.meta("held") == "two"  # the read sends the held writes first
+            s.set_meta("held", "three")
+        assert s.meta("held") == "three"  # the last held write went with COMMIT
+        with pytest.raises(RuntimeError), s.tx():
+            s.set_meta("held", "never")
+            raise RuntimeError("abandon")
+        assert s.meta("held") == "three"
+        with s.tx():  # a held write that fails is raised by the statement that carries it
+            s.execute_later("INSERT INTO meta (key, value) VALUES (?, ?)", ("held", "duplicate"))
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                s.meta("anything")
+            s.rollback()
+        assert s.meta("held") == "three" and not s.in_transaction
+    finally:
+        s.close()
