@@ -330,3 +330,36 @@ def test_held_writes_run_in_order_before_the_next_statement_and_vanish_on_rollba
         assert s.meta("held") == "three" and not s.in_transaction
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("how", ["org delete", "vault rekey"])
+def test_a_cascaded_delete_or_a_rekey_leaves_no_old_ciphertext_in_a_pg_dump(pg_server, pg_url, monkeypatch,
+                                                                              how):
+    """The PostgreSQL twin of tests/crosscutting/test_secrets.py's purge checks (which read the
+    SQLite file and its WAL): an org's keys deleted by cascade, or every key re-encrypted by
+    `vault rekey`, leave neither the old ciphertext nor the retired wrapped data key in the
+    tables' dump (the tables are vacuumed after the purge)."""
+    import json
+    import subprocess
+
+    from conftest import ANTHROPIC_TEST_KEY, run
+
+    monkeypatch.setenv("BYOKCTL_DB", pg_url)
+    for argv in (("init",), ("org", "create", "acme", "--plan", "growth")):
+        assert run(*argv).exit_code == 0
+    r = run("key", "add", "acme", "--provider", "anthropic", "--from-stdin", "--json",
+            input=ANTHROPIC_TEST_KEY)
+    assert r.exit_code == 0, r.output
+    with psycopg.connect(pg_url) as conn:
+        old = [conn.execute("SELECT ciphertext FROM keys").fetchone()[0],
+               conn.execute("SELECT wrapped FROM data_keys ORDER BY id LIMIT 1").fetchone()[0]]
+    args = ("org", "delete", "acme", "--yes") if how == "org delete" else ("vault", "rekey")
+    assert run(*args).exit_code == 0
+    dump = subprocess.run([str(pg_server.bindir / "pg_dump"), pg_url], capture_output=True,
+                          timeout=60, check=True).stdout
+    assert old[0].hex().encode() not in dump
+    if how == "vault rekey":
+        assert old[1].hex().encode() not in dump
+        shown = json.loads(run("key", "list", "acme", "--json").stdout)
+        assert [k["fingerprint"] for k in shown] == [json.loads(r.stdout)["fingerprint"]]
+    assert run("vault", "check").exit_code == 0
