@@ -72,13 +72,18 @@ class PostgresServer:
 
         return f"postgresql://{self.user}@/{dbname}?host={quote(str(self.socket_dir), safe='')}"
 
-    def database(self) -> str:
-        """A new, empty database; its URL."""
+    def database(self, template: str | None = None) -> str:
+        """A new database, empty or a copy of the database at URL `template` (which must have
+        no open connection); its URL."""
         import psycopg
+        from psycopg import conninfo
 
         name = f"t{os.getpid()}_{next(_counter)}"
+        copy = ""
+        if template is not None:
+            copy = f' TEMPLATE "{conninfo.conninfo_to_dict(template)["dbname"]}"'
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
 
     def stop(self) -> None:

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import connect, master_key_b64, run
 
-# Copies one template vault file per test (the rules checked do not depend on the engine).
-pytestmark = pytest.mark.sqlite_only
+# Copies one template vault per test: a file, or a PostgreSQL database made from a template.
 
 ADMIN, STAFF, INTER = "admin@acme.com", "staff@acme.com", "inter@acme.com"
 OUTSIDER = "boss@other.com"  # an admin, but of another org
@@ -45,10 +44,16 @@ def audit_count(db):
     return n
 
 
+def _on_postgres(request) -> bool:
+    return request.config.getoption("--engine") == "postgresql"
+
+
 @pytest.fixture(scope="module")
-def two_orgs_template(tmp_path_factory):
+def two_orgs_template(tmp_path_factory, request):
     """Two orgs and their members, built once; each test gets a copy (setup is the slow part)."""
-    db = tmp_path_factory.mktemp("template") / "vault.db"
+    on_pg = _on_postgres(request)
+    db = request.getfixturevalue("pg_server").database() if on_pg else (
+        tmp_path_factory.mktemp("template") / "vault.db")
     env = {"BYOKCTL_DB": str(db), "BYOKCTL_MASTER_KEY": master_key_b64(), "BYOKCTL_ACTOR": "tester"}
     for args in (
         ["init"],
@@ -61,14 +66,18 @@ def two_orgs_template(tmp_path_factory):
     ):
         r = run(*args, env=env)
         assert r.exit_code == 0, r.output
-    assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
+    if not on_pg:
+        assert not Path(f"{db}-wal").exists() or Path(f"{db}-wal").stat().st_size == 0
     return db, env["BYOKCTL_MASTER_KEY"]
 
 
 @pytest.fixture
-def two_orgs_db(two_orgs_template, tmp_path, monkeypatch):
-    db = tmp_path / "vault.db"
-    shutil.copy2(two_orgs_template[0], db)
+def two_orgs_db(two_orgs_template, tmp_path, monkeypatch, request):
+    if _on_postgres(request):
+        db = request.getfixturevalue("pg_server").database(template=two_orgs_template[0])
+    else:
+        db = tmp_path / "vault.db"
+        shutil.copy2(two_orgs_template[0], db)
     monkeypatch.setenv("BYOKCTL_DB", str(db))
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", two_orgs_template[1])
     return db
