@@ -138,6 +138,11 @@ class PgConnection:
             return self.conn.execute(sql)
         return self.conn.execute(_paramstyle(sql), params)
 
+    def executemany(self, sql: str, rows: list) -> None:
+        from byokctl.store.postgres import _paramstyle
+
+        self.conn.cursor().executemany(_paramstyle(sql), rows)
+
     def commit(self) -> None:
         if self.conn.info.transaction_status:  # inside a BEGIN the test wrote itself
             self.conn.execute("COMMIT")

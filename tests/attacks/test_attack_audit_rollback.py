@@ -16,28 +16,46 @@ from pathlib import Path
 import pytest
 from conftest import audit_rows, connect, master_key_b64
 
-# Rolls the vault back by copying its files (tests/store/test_postgres.py: a database restore).
-pytestmark = pytest.mark.sqlite_only
+
+def vault_path() -> Path | str:
+    """The vault under test: its file, or (with --engine postgresql) its database URL."""
+    return os.environ.get("BYOKCTL_DB") or Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
 
 
-def vault_path() -> Path:
-    return Path(os.environ["BYOKCTL_HOME"]) / "vault.db"
-
-
-def snapshot(db: Path, to: Path) -> Path:
-    """A byte copy of the vault as a backup tool would take it (with any side files)."""
+def snapshot(db: Path | str, to: Path) -> Path:
+    """A copy of the vault as a backup tool would take it: the file (with any side files), or
+    a `pg_dump` of the database."""
     to.mkdir(mode=0o700)
+    if isinstance(db, str):
+        _pg_tool("pg_dump", "--format=custom", f"--file={to / 'vault.dump'}", db)
+        return to
     for suffix in ("", "-wal", "-shm"):
         if Path(f"{db}{suffix}").exists():
             shutil.copy2(f"{db}{suffix}", to / f"vault.db{suffix}")
     return to
 
 
-def restore(copy: Path, db: Path) -> None:
+def restore(copy: Path, db: Path | str) -> None:
+    """Put the copy back: the file, or the database's tables (`pg_restore --clean`)."""
+    if isinstance(db, str):
+        _pg_tool("pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={db}",
+                 str(copy / "vault.dump"))
+        return
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
         if (copy / f"vault.db{suffix}").exists():
             shutil.copy2(copy / f"vault.db{suffix}", f"{db}{suffix}")
+
+
+def _pg_tool(tool: str, *args: str) -> None:
+    import subprocess
+
+    from pg_server import _bindir
+
+    bindir = _bindir()
+    assert bindir is not None, "the PostgreSQL client tools are not installed"
+    done = subprocess.run([str(bindir / tool), *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def add_key(cli) -> tuple[str, str]:
