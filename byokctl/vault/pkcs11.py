@@ -43,8 +43,7 @@ def open_wrapper(reference: str, *, create_key: bool = False) -> Pkcs11Wrapper:
     ref = parse_reference(reference)
     pin = _pin(ref)
     with ExitStack() as undo:  # on a failure, each step taken is undone, last first
-        library = _Library.acquire(ref.module_path)
-        undo.callback(library.release)
+        library = _Library.get(ref.module_path)
         token = _find_token(library.lib, ref)
         slot = library.log_in(token, ref, pin)
         del pin
@@ -100,13 +99,12 @@ class Pkcs11Wrapper:
         return self._description
 
     def close(self) -> None:
-        """Log out, close the session and let the module go; calling it twice is harmless."""
+        """Close the session, and log out if no other wrapper uses the token; twice is harmless."""
         if self._session is None:
             return
         session, self._session, self._key, self._token = self._session, None, None, None
         _close_quietly(session)
         self._library.log_out(self._slot)
-        self._library.release()
 
     def __enter__(self) -> Pkcs11Wrapper:
         return self
@@ -143,40 +141,28 @@ class Pkcs11Wrapper:
 # --- the module, shared by the wrappers open on it -------------------------------------------
 
 class _Library:
-    """One loaded PKCS#11 module per path, counted: C_Finalize when the last user lets go, so
-    two wrappers on one module (a rotation between two keys) do not finalize each other.
+    """The process's one handle on each PKCS#11 module, loaded on first use and kept: PKCS#11
+    allows one C_Initialize per process, a second handle's C_Finalize would pull the module from
+    under the first, and SoftHSM2 crashes when initialised again after C_Finalize.
 
     PKCS#11 logs in the application, not a session: a second C_Login on a token fails, and one
     session's C_Logout logs every other out. So each token's login is held here by a session of
-    its own, counted likewise, and each wrapper works in a session that did not log in."""
+    its own, counted, and each wrapper works in a session that did not log in."""
 
     _lock = threading.Lock()
-    _open: dict[str, _Library] = {}
+    _loaded: dict[str, _Library] = {}
 
-    def __init__(self, path: str, lib: Any) -> None:
-        self.path = path
+    def __init__(self, lib: Any) -> None:
         self.lib = lib
-        self.users = 0
         self.logins: dict[int, list] = {}  # slot id -> [the session holding the login, users]
 
     @classmethod
-    def acquire(cls, path: str) -> _Library:
+    def get(cls, path: str) -> _Library:
         with cls._lock:
-            library = cls._open.get(path)
+            library = cls._loaded.get(path)
             if library is None:
-                library = cls._open[path] = cls(path, _load(path))
-            library.users += 1
+                library = cls._loaded[path] = cls(_load(path))
             return library
-
-    def release(self) -> None:
-        with self._lock:
-            self.users -= 1
-            if self.users == 0:
-                del self._open[self.path]
-                try:
-                    self.lib.unload()
-                except _pkcs11().exceptions.PKCS11Error:
-                    pass  # a module that fails to finalize has nothing left for us to do
 
     def log_in(self, token: Any, ref: Pkcs11Reference, pin: str | None) -> int:
         """Log in to `token` unless this process already has; return its slot id."""
@@ -197,6 +183,12 @@ class _Library:
                 del self.logins[slot]
                 if held[0] is not None:
                     _close_quietly(held[0])
+
+
+def load_module(path: str) -> Any:
+    """The process's python-pkcs11 `lib` for the PKCS#11 module at `path`, loaded once and shared
+    (with the wrappers too): never load the module a second time in a process that uses this."""
+    return _Library.get(path).lib
 
 
 def _pkcs11() -> ModuleType:
@@ -292,7 +284,7 @@ def _pin(ref: Pkcs11Reference) -> str | None:
     path = ref.pin_source
     try:
         st = os.lstat(path)
-        check_private_file(path, st, "PKCS#11 PIN file", error=VaultLocked)
+        _check_pin_file(path, st)
         with open(path, "rb") as f:
             raw = f.read(4096)
     except OSError as exc:
@@ -307,6 +299,16 @@ def _pin(ref: Pkcs11Reference) -> str | None:
         raise VaultLocked(f"The PKCS#11 PIN file {path} does not hold one PIN",
                           "write the token's user PIN on one line, and nothing else")
     return pin
+
+
+def _check_pin_file(path: str, st: os.stat_result) -> None:
+    """The PIN file must be as private as a key file (byokctl/files.py's rule, its words split
+    into what is wrong and the fix)."""
+    try:
+        check_private_file(path, st, "PKCS#11 PIN file", error=VaultLocked)
+    except VaultLocked as exc:
+        what, _, fix = exc.what.partition("; ")
+        raise VaultLocked(what, fix or "make the file yours, with mode 600") from None
 
 
 def _login_session(token: Any, ref: Pkcs11Reference, pin: str | None) -> Any:
