@@ -494,3 +494,16 @@ def test_importing_byokctl_does_not_import_python_pkcs11(module):
                           env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_the_hsm_benchmark_times_each_part(softhsm_session):
+    """benchmarks/hsm.py end to end, once, on a token of its own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_hsm", REPO / "benchmarks" / "hsm.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.measure(runs=1, module=softhsm_session.module)
+    assert [row["name"].split()[0] for row in rows] == ["import", "open_wrapper", "unwrap", "whole"]
+    assert all(0 < row["seconds"] < 60 for row in rows)
