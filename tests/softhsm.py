@@ -89,6 +89,19 @@ class SoftHsm:
         """The label key `obj` has on the token (the test's prefix, then `obj`)."""
         return self.prefix + obj
 
+    def set_token_flags(self, add: int) -> None:
+        """Set CK_TOKEN_INFO flags in the token's file, as SoftHSM2 stores them (before any process
+        loads the token): its CKA_OS_TOKENFLAGS attribute (CKA_VENDOR_DEFINED + 0x5348 + 3), a
+        big-endian type, kind and CK_ULONG value of 8 bytes each. How a test gets a token into a
+        state SoftHSM2 itself never enters, such as CKF_USER_PIN_LOCKED."""
+        [path] = (self.root / "tokens").glob("*/token.object")
+        data = bytearray(path.read_bytes())
+        at = data.find((0x80000000 + 0x5348 + 3).to_bytes(8, "big"))
+        assert at >= 0, f"no CKA_OS_TOKENFLAGS in {path}: another SoftHSM2 file format"
+        value = int.from_bytes(data[at + 16:at + 24], "big") | add
+        data[at + 16:at + 24] = value.to_bytes(8, "big")
+        path.write_bytes(bytes(data))
+
     def reference(self, obj: str = "byokctl-master", token: str = TOKEN, *, module: str | None = None,
                   extra: str = "", query: str = "") -> str:
         """An RFC 7512 URI for the test's key `obj` on `token` through this module."""

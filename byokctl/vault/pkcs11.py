@@ -315,6 +315,8 @@ def _login_session(token: Any, ref: Pkcs11Reference, pin: str | None) -> Any:
     """A session logged in as the token's user (None for a token that needs no login)."""
     pkcs11 = _pkcs11()
     flags = token.flags
+    if flags & pkcs11.TokenFlag.USER_PIN_LOCKED:  # the token says so before any try is spent
+        raise failure(pkcs11.exceptions.PinLocked(), ref, "refused the login")
     if pin is None and flags & pkcs11.TokenFlag.PROTECTED_AUTHENTICATION_PATH:
         pin = pkcs11.PROTECTED_AUTH  # a PIN pad on the reader asks for it
     elif pin is None and flags & pkcs11.TokenFlag.LOGIN_REQUIRED:

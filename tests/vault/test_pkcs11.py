@@ -273,12 +273,22 @@ def test_unwrap_refuses_what_is_no_blob_of_this_version(softhsm, blob, said):
     assert "not a PKCS#11 blob" in error.what and said in error.what
 
 
-def test_the_version_byte_is_authenticated(softhsm):
-    """A blob relabelled as another version that this code would read is refused."""
+def test_the_blob_is_the_documented_format_with_the_version_byte_authenticated(softhsm):
+    """01 || iv || AES-GCM(ciphertext || tag) under GCM AAD 01 || aad, as the token itself
+    decrypts it (python-pkcs11 directly): a reader of version 1 needs nothing else."""
+    import pkcs11
+    from pkcs11.mechanisms import GCMParams
+
     with open_wrapper(softhsm.reference(), create_key=True) as wrapper:
         blob = wrapper.wrap(MASTER, AAD)
-        error = refused(wrapper.unwrap, blob, bytes([BLOB_VERSION]) + AAD)  # aad shifted by one
-    assert "does not decrypt" in error.what
+    iv, body = blob[1:1 + IV_BYTES], blob[1 + IV_BYTES:]
+    token = load_module(softhsm.module).get_token(token_label=TOKEN)
+    with token.open(user_pin=USER_PIN) as session:
+        key = session.get_key(label=softhsm.label())
+        assert key.decrypt(body, mechanism=pkcs11.Mechanism.AES_GCM,
+                           mechanism_param=GCMParams(iv, bytes([BLOB_VERSION]) + AAD)) == MASTER
+        with pytest.raises(pkcs11.exceptions.PKCS11Error):  # the version byte is in the AAD
+            key.decrypt(body, mechanism=pkcs11.Mechanism.AES_GCM, mechanism_param=GCMParams(iv, AAD))
 
 
 def test_another_key_does_not_unwrap_the_blob(softhsm):
@@ -362,18 +372,24 @@ def test_a_token_deleted_after_the_key_was_made_is_absent(softhsm_session, tmp_p
     hsm = SoftHsm(tmp_path / "own")
     hsm.init_token()
     env = {**os.environ, **hsm.env, "BYOKCTL_PKCS11_PIN": USER_PIN, "PYTHONPATH": str(REPO)}
-    code = ("import sys; from byokctl.errors import VaultLocked\n"
-            "from byokctl.vault.pkcs11 import open_wrapper\n"
-            "try:\n    open_wrapper(sys.argv[1], create_key=sys.argv[2] == '1').close()\n"
-            "except VaultLocked as e:\n    print(e.code, e.what); sys.exit(10)\n")
-    first = subprocess.run([sys.executable, "-c", code, hsm.reference(), "1"], env=env,
-                           capture_output=True, text=True, timeout=60)
+    first = run_open(hsm.reference(), env, create=True)
     assert first.returncode == 0, first.stdout + first.stderr
     hsm.delete_token()
-    second = subprocess.run([sys.executable, "-c", code, hsm.reference(), "0"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    second = run_open(hsm.reference(), env)
     assert second.returncode == 10, second.stdout + second.stderr
     assert f"no token '{TOKEN}'" in second.stdout and "not there" in second.stdout
+
+
+OPEN = ("import sys; from byokctl.errors import VaultLocked\n"
+        "from byokctl.vault.pkcs11 import open_wrapper\n"
+        "try:\n    open_wrapper(sys.argv[1], create_key=sys.argv[2] == '1').close()\n"
+        "except VaultLocked as e:\n    print(e.message); sys.exit(int(e.code))\n")
+
+
+def run_open(reference: str, env: dict[str, str], *, create: bool = False) -> subprocess.CompletedProcess:
+    """open_wrapper (and close) in a process of its own: exit 0, or the error's code and message."""
+    return subprocess.run([sys.executable, "-c", OPEN, reference, "1" if create else "0"], env=env,
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_a_wrong_pin_is_refused_without_repeating_it(softhsm, monkeypatch):
@@ -393,16 +409,32 @@ def test_no_pin_at_all_says_where_to_put_one(softhsm, monkeypatch):
 
 
 def test_a_locked_pin_names_the_security_officer():
-    """SoftHSM2 cannot lock a PIN: its Token::loginUser answers every wrong PIN with
-    CKR_PIN_INCORRECT and never sets CKF_USER_PIN_LOCKED, so no real token here can give
-    CKR_PIN_LOCKED. What the source says to the library's PinLocked (the class python-pkcs11
-    raises for that return code) is checked instead."""
+    """What the source says to CKR_PIN_LOCKED from C_Login, as python-pkcs11 raises it (PinLocked).
+    SoftHSM2 never answers C_Login so: its Token::loginUser answers every wrong PIN with
+    CKR_PIN_INCORRECT and never locks, so no real token here can."""
     pkcs11 = pytest.importorskip("pkcs11", reason="python-pkcs11 is not installed")
     ref = parse_reference(f"pkcs11:token=prod;object=k?module-path={MODULE}")
     error = failure(pkcs11.exceptions.PinLocked(), ref, "refused the login")
     assert isinstance(error, VaultLocked) and error.code == ExitCode.VAULT_LOCKED
     assert "token 'prod' is locked after too many wrong tries" in error.what
     assert "security officer" in error.fix
+
+
+@pytest.mark.slow
+def test_a_token_that_reports_its_pin_locked_is_not_tried(softhsm_session, tmp_path):
+    """A real SoftHSM2 token whose CK_TOKEN_INFO says CKF_USER_PIN_LOCKED (set in its file, as
+    SoftHSM2 never sets it itself): refused before any login, with the right PIN at hand."""
+    import pkcs11
+
+    hsm = SoftHsm(tmp_path / "own")
+    hsm.init_token()
+    env = {**os.environ, **hsm.env, "BYOKCTL_PKCS11_PIN": USER_PIN, "PYTHONPATH": str(REPO)}
+    assert run_open(hsm.reference(), env, create=True).returncode == 0
+    hsm.set_token_flags(pkcs11.TokenFlag.USER_PIN_LOCKED)
+    locked = run_open(hsm.reference(), env)
+    assert locked.returncode == 10, locked.stdout + locked.stderr
+    assert f"The user PIN of the HSM's token '{TOKEN}' is locked" in locked.stdout
+    assert "security officer" in locked.stdout and USER_PIN not in locked.stdout + locked.stderr
 
 
 def test_a_missing_key_names_create_key_and_restoring_it(softhsm):
