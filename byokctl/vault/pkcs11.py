@@ -63,7 +63,6 @@ class Pkcs11Wrapper:
         self.reference: str = ref.uri  # canonical, non-secret
         self._ref = ref
         self._library = library
-        self._token = token
         self._slot = slot
         self._session = session
         self._key = key
@@ -102,7 +101,7 @@ class Pkcs11Wrapper:
         """Close the session, and log out if no other wrapper uses the token; twice is harmless."""
         if self._session is None:
             return
-        session, self._session, self._key, self._token = self._session, None, None, None
+        session, self._session, self._key = self._session, None, None
         _close_quietly(session)
         self._library.log_out(self._slot)
 
@@ -147,7 +146,9 @@ class _Library:
 
     PKCS#11 logs in the application, not a session: a second C_Login on a token fails, and one
     session's C_Logout logs every other out. So each token's login is held here by a session of
-    its own, counted, and each wrapper works in a session that did not log in."""
+    its own, counted, and each wrapper works in a session that did not log in. A wrapper opened
+    while the process is logged in to its token is not asked for the PIN again: PKCS#11 has no
+    way to check a PIN but C_Login."""
 
     _lock = threading.Lock()
     _loaded: dict[str, _Library] = {}
