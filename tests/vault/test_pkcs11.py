@@ -116,6 +116,7 @@ def test_a_reference_decodes_its_values():
     (f"pkcs11:token=t;;object=o?module-path={MODULE}", "not name=value"),
     (f"pkcs11:token=t;object?module-path={MODULE}", "not name=value"),
     (f"pkcs11:token=t;object=o;colour=red?module-path={MODULE}", "unknown attribute 'colour'"),
+    (f"pkcs11:token=t;object=o;ev\nil\x1b[2J=1?module-path={MODULE}", "unknown attribute 'ev%0Ail%1B[2j'"),
     (f"pkcs11:token=t;object=o;module-path={MODULE}", "belongs after the '?'"),
     (f"pkcs11:token=t?object=o&module-path={MODULE}", "belongs before the '?'"),
     ("pkcs11:token=t;object=o?module-name=softhsm2", "module-name="),
