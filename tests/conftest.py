@@ -62,7 +62,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
              request: pytest.FixtureRequest) -> MemoryKeyring:
     home = tmp_path / "home"
     monkeypatch.setenv("BYOKCTL_HOME", str(home))
-    for var in ("BYOKCTL_DB", "BYOKCTL_MASTER_KEY", "BYOKCTL_DEBUG", "NO_COLOR"):
+    for var in ("BYOKCTL_DB", "BYOKCTL_MASTER_KEY", "BYOKCTL_DEBUG", "NO_COLOR", "BYOKCTL_PKCS11_PIN",
+                "SOFTHSM2_CONF"):
         monkeypatch.delenv(var, raising=False)
     if request.config.getoption("--engine") == "postgresql":
         monkeypatch.setenv("BYOKCTL_DB", request.getfixturevalue("pg_server").database())
@@ -293,3 +294,39 @@ def pg_server():
 def pg_url(pg_server) -> str:
     """The URL of a new, empty database on the session's server."""
     return pg_server.database()
+
+
+# -- a throwaway SoftHSM2 token (tests/softhsm.py) ---------------------------------------------
+@pytest.fixture(scope="session")
+def softhsm_session(tmp_path_factory: pytest.TempPathFactory):
+    """One SoftHSM2 for the test process, its token `byokctl-test` made before the module loads:
+    SoftHSM2 reads its config and tokens once per process (and cannot be initialised again), so
+    the tests share the token and each names its own keys. Skipped, loudly, only where SoftHSM2
+    or python-pkcs11 is missing; a failure where BYOKCTL_REQUIRE_KMS is set (CI)."""
+    from softhsm import SoftHsm, SoftHsmMissing
+
+    try:
+        import pkcs11  # noqa: F401 - only to know whether the source can load at all
+
+        hsm = SoftHsm(tmp_path_factory.mktemp("softhsm"))
+        hsm.init_token()
+    except (ImportError, SoftHsmMissing, subprocess.CalledProcessError) as exc:
+        if os.environ.get("BYOKCTL_REQUIRE_KMS"):  # CI (.ci/run): the tests must run there
+            pytest.fail(f"SoftHSM2 cannot be used: {exc}")
+        pytest.skip(f"NO SOFTHSM2 TOKEN, the PKCS#11 tests did not run: {exc} "
+                    "(pip install -e '.[test]'; apt-get install softhsm2)")
+    return hsm
+
+
+_softhsm_tests = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def softhsm(softhsm_session, monkeypatch: pytest.MonkeyPatch):
+    """The session's SoftHSM2 token for one test: $SOFTHSM2_CONF and $BYOKCTL_PKCS11_PIN set, and
+    key labels of the test's own (`softhsm.label("master")`, `softhsm.reference("master")`)."""
+    from softhsm import USER_PIN
+
+    monkeypatch.setenv("SOFTHSM2_CONF", str(softhsm_session.conf))
+    monkeypatch.setenv("BYOKCTL_PKCS11_PIN", USER_PIN)
+    return softhsm_session.for_test(f"t{next(_softhsm_tests)}-")
