@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from byokctl.cli import render
-from byokctl.cli.common import As, Json, Org, session
+from byokctl.cli.common import As, Json, Org, Yes, confirm, session
 from byokctl.services import plans
 
 app = typer.Typer(help="Set plans and grant or revoke BYOK grace.", no_args_is_help=True)
@@ -65,20 +65,36 @@ def grant_grace(
     days: Annotated[int | None, typer.Option(
         "--days", metavar="N", help="Grace for N days from now (default 30).")] = None,
     until: Annotated[str | None, typer.Option(
-        "--until", metavar="DATE", help="Grace through the end of this day (YYYY-MM-DD, UTC).")] = None,
+        "--until", metavar="DATE", help="Grace until this moment: a date (YYYY-MM-DD, through the "
+        "end of that day, UTC) or an ISO date-time (2026-12-31T18:00Z).")] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why, shown and audited.")] = None,
+    yes: Yes = False,
     as_: As = None,
     json_: Json = False,
 ) -> None:
     """Let an org keep BYOK on a plan without it until a date (platform operator only).
 
+    A new grant replaces the current one. One that would end earlier than the current grant
+    asks first (--yes confirms; without it and off a terminal it is refused, exit 12).
+
     \b
     Example: byokctl plan grant-grace acme --until 2026-12-31 --reason "contract renewal"
+    Example: byokctl plan grant-grace acme --until 2026-12-15T18:00Z --yes
     """
+    def shorter(old: str, new: str) -> bool:
+        return confirm(f"Shorten org {org}'s grace grant from {render.when(old)} UTC to "
+                       f"{render.when(new)} UTC?", yes)
+
     with session(as_) as ctx:
-        change = plans.grant_grace(ctx, org, days=days, until=until, reason=reason)
+        change = plans.grant_grace(ctx, org, days=days, until=until, reason=reason,
+                                   confirm_shorter=shorter)
     g = change.gate
-    text = f"Org {org} may use BYOK until {render.when(g.grace_until)} UTC."
+    old = change.before["grace_until"]
+    text = f"Org {org} may use BYOK until {render.when(g.grace_until)} UTC"
+    if old is not None and old != g.grace_until:
+        text += (f" (grace end {render.when(old)} → {render.when(g.grace_until)} UTC"
+                 + (", earlier than before)" if change.grace_shortened else ")"))
+    text += "."
     if g.byok_allowed_by_plan:
         text += f" (Its plan {g.plan} includes BYOK anyway; the grant matters after a downgrade.)"
     render.emit(json_, change, text)
