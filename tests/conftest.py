@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import keyring
@@ -288,3 +289,14 @@ def pg_server():
 def pg_url(pg_server) -> str:
     """The URL of a new, empty database on the session's server."""
     return pg_server.database()
+
+
+@pytest.fixture
+def set_now(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - the setter
+    """Move byokctl's one clock for in-process commands (`cli`): `set_now(datetime(...))`."""
+    from byokctl import clock
+
+    def move(when: datetime) -> None:
+        monkeypatch.setattr(clock, "now", lambda: when)
+
+    return move
