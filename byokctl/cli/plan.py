@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -82,6 +83,8 @@ def grant_grace(
     Example: byokctl plan grant-grace acme --until 2026-12-15T18:00Z --yes
     """
     def shorter(old: str, new: str) -> bool:
+        if not yes and not sys.stdin.isatty():
+            return False  # refused by the service, in a message that names old → new
         return confirm(f"Shorten org {org}'s grace grant from {render.when(old)} UTC to "
                        f"{render.when(new)} UTC?", yes)
 

@@ -109,10 +109,9 @@ def _target(provider: str | None, to: str, orgs: list[Org], now: datetime) -> tu
     candidates = catalog.load().named(to)
     same = [m for m in candidates if provider is None or m.provider == provider]
     if candidates and not same:
-        raise rules.UsageError(f"Model {to} is a {candidates[0].provider} model, not a {provider} "
-                               "one", f"give a {provider} model (see `byokctl models list "
-                               f"--provider {provider}`), or switch each org with `byokctl org "
-                               "set-provider`")
+        raise rules.UsageError(f"Model {to} belongs to {candidates[0].provider}, not to {provider}",
+                               f"give a model of {provider} (see `byokctl models list --provider "
+                               f"{provider}`), or move each org with `byokctl org set-provider`")
     if not candidates:
         catalog.load().find(provider or catalog.PROVIDERS[0], to)  # the one NotFound message
     provider = same[0].provider
