@@ -23,12 +23,7 @@ class Lifecycle(NamedTuple):
     end_of_life: str | None  # YYYY-MM-DD, when announced
     successor: str | None  # the pinned id to move to, when the catalog names one
     days_left: int | None  # whole days until the end of life (0 on its eve, negative after)
-
-    @property
-    def warns(self) -> bool:
-        """Retired, or retiring within WARN_DAYS: worth a warning wherever the model is used."""
-        return self.status == RETIRED or (self.status == RETIRING and self.days_left is not None
-                                          and self.days_left <= WARN_DAYS)
+    warns: bool = False  # retired, or retiring within WARN_DAYS: worth a warning where it is used
 
     def label(self) -> str:
         """`active`, `retiring 2026-11-30` or `retired 2026-11-30`, as `models list` shows it."""
@@ -49,7 +44,8 @@ def lifecycle(provider: str, model: str, end_of_life: str | None, successor: str
         return Lifecycle(provider, model, ACTIVE, None, successor, None)
     left = _end(end_of_life) - now
     status = RETIRED if left <= timedelta(0) else RETIRING
-    return Lifecycle(provider, model, status, end_of_life, successor, left.days)
+    return Lifecycle(provider, model, status, end_of_life, successor, left.days,
+                     left <= timedelta(days=WARN_DAYS))
 
 
 def _instead(lc: Lifecycle) -> str:
