@@ -113,6 +113,6 @@ def test_grant_grace_until_takes_an_iso_date_time(cli, vault, set_now):
 
 
 def test_until_and_at_help_name_both_forms(cli):
-    for command in (("plan", "grant-grace"), ("resolve",), ("org", "show")):
+    for command in (("plan", "grant-grace"), ("resolve",), ("org", "show"), ("usage", "show")):
         text = " ".join(ok(cli(*command, "--help")).stdout.split())
         assert "YYYY-MM-DD" in text and "ISO date-time" in text, command
