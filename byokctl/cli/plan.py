@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -32,6 +33,17 @@ def _fallback_warning(g: plans.GateView) -> None:
             "--days 30`")
 
 
+def _shorter(org: str, yes: bool) -> Callable[[str, str], bool]:
+    """Whether a grace grant may end earlier (old → new): --yes, or the operator's answer."""
+    def ask(old: str, new: str) -> bool:
+        if not yes and not sys.stdin.isatty():
+            return False  # refused by the service, in a message that names old → new
+        return confirm(f"Shorten org {org}'s grace grant from {render.when(old)} UTC to "
+                       f"{render.when(new)} UTC?", yes)
+
+    return ask
+
+
 @app.command("set")
 def set_(
     org: Org,
@@ -39,16 +51,20 @@ def set_(
     grace_days: Annotated[int | None, typer.Option(
         "--grace-days", metavar="N",
         help="On a plan without BYOK, let the org keep BYOK for N more days.")] = None,
+    yes: Yes = False,
     as_: As = None,
     json_: Json = False,
 ) -> None:
     """Change an org's plan (platform operator only); BYOK follows the plan.
 
+    A --grace-days grant that would end earlier than the org's current grant asks first
+    (--yes confirms; without it and off a terminal it is refused, exit 12).
+
     \b
     Example: byokctl plan set acme starter --grace-days 30
     """
     with session(as_) as ctx:
-        change = plans.set_plan(ctx, org, plan, grace_days)
+        change = plans.set_plan(ctx, org, plan, grace_days, confirm_shorter=_shorter(org, yes))
     _fallback_warning(change.gate)
     b, a = change.before, change.after
     if not change.changed:
@@ -56,7 +72,11 @@ def set_(
     else:
         text = (f"Org {org}: plan {b['plan']} → {a['plan']}" if b["plan"] != a["plan"]
                 else f"Org {org}: plan {a['plan']}")
-        text += f"; {_gate_line(change.gate)}."
+        text += f"; {_gate_line(change.gate)}"
+        if b["grace_until"] is not None and b["grace_until"] != a["grace_until"]:
+            text += (f" (grace end {render.when(b['grace_until'])} → {render.when(a['grace_until'])}"
+                     " UTC)")
+        text += "."
     render.emit(json_, change, text)
 
 
@@ -82,15 +102,9 @@ def grant_grace(
     Example: byokctl plan grant-grace acme --until 2026-12-31 --reason "contract renewal"
     Example: byokctl plan grant-grace acme --until 2026-12-15T18:00Z --yes
     """
-    def shorter(old: str, new: str) -> bool:
-        if not yes and not sys.stdin.isatty():
-            return False  # refused by the service, in a message that names old → new
-        return confirm(f"Shorten org {org}'s grace grant from {render.when(old)} UTC to "
-                       f"{render.when(new)} UTC?", yes)
-
     with session(as_) as ctx:
         change = plans.grant_grace(ctx, org, days=days, until=until, reason=reason,
-                                   confirm_shorter=shorter)
+                                   confirm_shorter=_shorter(org, yes))
     g = change.gate
     old = change.before["grace_until"]
     text = f"Org {org} may use BYOK until {render.when(g.grace_until)} UTC"

@@ -136,8 +136,10 @@ def grace_end(days: int | None, until: str | None) -> datetime:
     return end
 
 
-def set_plan(ctx: Context, slug: str, plan: str, grace_days_: int | None = None) -> PlanChange:
-    """Change the plan; with `grace_days_`, a downgrade keeps BYOK for that many days."""
+def set_plan(ctx: Context, slug: str, plan: str, grace_days_: int | None = None,
+             confirm_shorter: Callable[[str, str], bool] = lambda _old, _new: False) -> PlanChange:
+    """Change the plan; with `grace_days_`, a downgrade keeps BYOK for that many days (a grant
+    that would end earlier than the current one needs `confirm_shorter`, as for grant_grace)."""
     rules.choice(plan, rules.PLANS, "plan")
     if grace_days_ is not None:
         grace_days(grace_days_, "--grace-days")
@@ -148,7 +150,9 @@ def set_plan(ctx: Context, slug: str, plan: str, grace_days_: int | None = None)
     org = get(ctx, slug)
     after = {**_state(org), "plan": plan}
     if grace_days_ is not None:
-        after["grace_until"] = clock.iso(rules.days_from_now(grace_days_))
+        end = rules.days_from_now(grace_days_)
+        _confirm_shorter(slug, org.grace_until, end, confirm_shorter, "--grace-days")
+        after["grace_until"] = clock.iso(end)
         after["grace_reason"] = f"plan changed from {org.plan} to {plan}"
     return _apply(ctx, slug, "plan.set", org, after)
 
@@ -165,17 +169,24 @@ def grant_grace(ctx: Context, slug: str, *, days: int | None = None, until: str 
         rules.plain_text(reason, "The reason")
     require(ctx, slug, rules.OPERATOR)
     org = get(ctx, slug)
-    new = clock.iso(end)
-    if shortens(org.grace_until, end) and not confirm_shorter(org.grace_until, new):
-        raise Conflict(f"Org {slug}'s grace grant would end earlier ({org.grace_until} → {new})",
-                       "pass --yes to shorten it; nothing was changed")
-    after = {**_state(org), "grace_until": new, "grace_reason": reason or None}
+    _confirm_shorter(slug, org.grace_until, end, confirm_shorter)
+    after = {**_state(org), "grace_until": clock.iso(end), "grace_reason": reason or None}
     return _apply(ctx, slug, "plan.grant_grace", org, after)
 
 
 def shortens(current: str | None, end: datetime) -> bool:
     """True when a grant ending `current` would end earlier at `end`."""
     return current is not None and end < clock.parse(current)
+
+
+def _confirm_shorter(slug: str, current: str | None, end: datetime,
+                     confirm: Callable[[str, str], bool], flag: str = "") -> None:
+    """A grace grant never ends earlier silently: Conflict unless `confirm(old, new)` agrees."""
+    new = clock.iso(end)
+    if shortens(current, end) and not confirm(current, new):
+        raise Conflict(f"Org {slug}'s grace grant would end earlier ({current} → {new})",
+                       f"pass --yes to shorten it{' with ' + flag if flag else ''}; nothing was "
+                       "changed")
 
 
 def revoke_grace(ctx: Context, slug: str) -> PlanChange:

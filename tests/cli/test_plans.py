@@ -177,6 +177,21 @@ def test_grant_grace_that_ends_later_needs_no_yes_and_says_old_to_new(cli, byok_
     assert out["grace_shortened"] is False
 
 
+def test_plan_set_grace_days_that_shortens_a_grant_needs_yes(cli, byok_org):
+    cli("plan", "set", "acme", "starter")
+    assert cli("plan", "grant-grace", "acme", "--days", "60").exit_code == 0
+    r = cli("plan", "set", "acme", "free", "--grace-days", "10")
+    assert r.exit_code == 12 and "→" in r.stderr and "--yes" in r.stderr, r.output
+    assert show(cli)["plan"] == "starter"
+    assert show(cli)["grace_until"] == clock.iso(NOW + timedelta(days=60))
+    r = cli("plan", "set", "acme", "free", "--grace-days", "10", "--yes")
+    assert r.exit_code == 0, r.output
+    assert f"grace end {clock.iso(NOW + timedelta(days=60))[:16].replace('T', ' ')} → " in r.stdout
+    g = show(cli)
+    assert g["plan"] == "free" and g["grace_until"] == clock.iso(NOW + timedelta(days=10))
+    assert cli("plan", "set", "acme", "starter", "--grace-days", "20").exit_code == 0  # longer
+
+
 def test_a_new_grant_after_a_lapsed_one_needs_no_yes(cli, byok_org, frozen):
     cli("plan", "set", "acme", "starter")
     assert cli("plan", "grant-grace", "acme", "--until", "2026-03-05").exit_code == 0
