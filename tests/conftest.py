@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import keyring
@@ -330,3 +331,14 @@ def softhsm(softhsm_session, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SOFTHSM2_CONF", str(softhsm_session.conf))
     monkeypatch.setenv("BYOKCTL_PKCS11_PIN", USER_PIN)
     return softhsm_session.for_test(f"t{next(_softhsm_tests)}-")
+
+
+@pytest.fixture
+def set_now(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - the setter
+    """Move byokctl's one clock for in-process commands (`cli`): `set_now(datetime(...))`."""
+    from byokctl import clock
+
+    def move(when: datetime) -> None:
+        monkeypatch.setattr(clock, "now", lambda: when)
+
+    return move

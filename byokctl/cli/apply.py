@@ -92,6 +92,8 @@ def apply_(
                     if dry_run else f"Applied {len(changes)} {noun}.")
 
     render.emit(json_, outcome, human)
+    for w in outcome.warnings:
+        render.warn(w)
 
 
 def export(

@@ -8,26 +8,33 @@ from typing import Annotated
 import typer
 
 from byokctl.cli import render
-from byokctl.cli.common import As, Json, Org, read_stdin, session
+from byokctl.cli.common import As, At, Json, Org, moment, read_stdin, session
 from byokctl.errors import UsageError
 from byokctl.providers.registry import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 
 
-def resolve(org: Org, as_: As = None, json_: Json = False) -> None:
+def resolve(org: Org, as_: As = None, at: At = None, json_: Json = False) -> None:
     """Show which provider, model and key a request for ORG would use, and why (no call made).
+
+    With --at, the answer as of that moment (the gate, grace grant and fallback then, with the
+    keys and settings stored now): see what happens when a grace grant ends, before it does.
 
     \b
     Example: byokctl resolve acme --as alice@acme.com
+    Example: byokctl resolve acme --at 2027-01-01
     """
+    from byokctl import clock
     from byokctl.services.resolution import resolve_for
 
+    when = moment(at) or clock.now()
     with session(as_) as ctx:
-        d, _ = resolve_for(ctx, org)
+        d, _ = resolve_for(ctx, org, when)
 
     def human() -> None:
         key = f"{d.key.id} ({d.key.scope} key)" if d.key else "none"
         render.fields([
-            ("org", d.org), ("mode", d.mode or "none"),
+            ("org", d.org), *([("as of", f"{render.when(clock.iso(when))} UTC")] if at else []),
+            ("mode", d.mode or "none"),
             ("provider", d.provider), ("model", d.model), ("key", key),
             ("fallback", d.fallback_reason),
             ("gate", f"plan {d.gate.plan}: " + ("BYOK allowed" if d.gate.allowed else "no BYOK")
@@ -37,7 +44,7 @@ def resolve(org: Org, as_: As = None, json_: Json = False) -> None:
         for i, reason in enumerate(d.reasons, 1):
             render.line(f"  {i}. {reason}")
 
-    render.emit(json_, d, human)
+    render.emit(json_, {"at": clock.iso(when), **d.to_json()}, human)
     for w in d.warnings:
         render.warn(w)
     if d.error is not None:

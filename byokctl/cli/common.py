@@ -5,12 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from byokctl.cli import complete
 from byokctl.services.context import Context, open_context
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 STATE: dict[str, str | None] = {"db": None}
 
@@ -22,6 +25,18 @@ As = Annotated[
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 Org = Annotated[str, typer.Argument(metavar="ORG", help="The org's slug.",
                                     autocompletion=complete.org_slugs)]
+At = Annotated[str | None, typer.Option(
+    "--at", metavar="DATE", help="Answer as of this moment, past or future: a date (YYYY-MM-DD, "
+    "its start, UTC) or an ISO date-time (2026-12-31T18:00Z).")]
+
+
+def moment(at: str | None) -> datetime | None:
+    """The `--at` option's moment, or None (now); a bad date is exit 2 naming the format."""
+    if at is None:
+        return None
+    from byokctl.services import rules
+
+    return rules.parse_when(at)
 
 
 def refuse_password_on_argv(db: str | None, option: str) -> None:

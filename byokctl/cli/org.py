@@ -1,14 +1,18 @@
-"""`org create|list|show|delete|set-provider|set-budget`."""
+"""`org create|list|show|delete|set-provider|migrate-model|set-budget`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from byokctl import clock
 from byokctl.cli import render
-from byokctl.cli.common import As, Json, Org, Yes, confirm, session
+from byokctl.cli.common import As, At, Json, Org, Yes, confirm, moment, session
 from byokctl.services import orgs
+
+if TYPE_CHECKING:
+    from byokctl.services.models import Migration
 
 app = typer.Typer(help="Create and configure organizations.", no_args_is_help=True)
 
@@ -37,30 +41,46 @@ def create(
 
 
 @app.command("list")
-def list_(as_: As = None, json_: Json = False) -> None:
-    """List organizations.
+def list_(
+    model: Annotated[str | None, typer.Option(
+        "--model", metavar="MODEL", help="Only orgs pinned to this model (alias or pinned id).")] = None,
+    grace_ending_within: Annotated[int | None, typer.Option(
+        "--grace-ending-within", metavar="DAYS",
+        help="Only orgs whose active grace grant ends within DAYS days.")] = None,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """List organizations, all or those on a model or with grace ending soon.
 
     \b
     Example: byokctl org list --json
+    Example: byokctl org list --model claude-sonnet-4-5
+    Example: byokctl org list --grace-ending-within 14
     """
     from byokctl.lazy import Rows
 
+    grace = grace_ending_within is not None
     with session(as_) as ctx:  # orgs stream from the open store as they are printed
-        items = orgs.list_orgs(ctx)
+        items = orgs.list_orgs(ctx, model=model, grace_ending_within=grace_ending_within)
         render.emit(json_, Rows(items), lambda: render.table(
-            ["slug", "name", "plan", "credits", "provider", "model"],
-            ((o.slug, o.name, o.plan, o.credits, o.provider, o.model or "—") for o in items)))
+            ["slug", "name", "plan", "credits", "provider", "model", *(["grace until"] if grace else [])],
+            ((o.slug, o.name, o.plan, o.credits, o.provider, o.model or "—",
+              *([f"{render.when(o.grace_until)} UTC"] if grace else [])) for o in items)))
 
 
 @app.command("show")
-def show(org: Org, as_: As = None, json_: Json = False) -> None:
+def show(org: Org, as_: As = None, at: At = None, json_: Json = False) -> None:
     """Show an org: plan, credits, provider setting, grace and the effective mode.
+
+    With --at, the effective mode as of that moment, past or future (the gate, grace and
+    fallback then, with today's settings and keys).
 
     \b
     Example: byokctl org show acme
+    Example: byokctl org show acme --at 2027-01-01
     """
     with session(as_) as ctx:
-        view = orgs.show(ctx, org)
+        view = orgs.show(ctx, org, moment(at))
 
     def human() -> None:
         o, d = view.org, view.decision
@@ -72,7 +92,8 @@ def show(org: Org, as_: As = None, json_: Json = False) -> None:
         if d.error:
             effective += f" (blocked: {d.error.code.label})"
         render.fields([
-            ("org", o.slug), ("name", o.name), ("plan", o.plan), ("credits", o.credits),
+            ("org", o.slug), *([("as of", f"{render.when(clock.iso(view.at))} UTC")] if at else []),
+            ("name", o.name), ("plan", o.plan), ("credits", o.credits),
             ("provider", o.provider), ("model", o.model), ("base url", o.base_url),
             ("fallback", o.fallback),
             ("budget", None if o.budget_monthly_usd is None else f"${o.budget_monthly_usd:.2f}/month"),
@@ -86,6 +107,8 @@ def show(org: Org, as_: As = None, json_: Json = False) -> None:
             render.line(f"  ! {d.error.message}")
 
     render.emit(json_, view, human)
+    for w in view.warnings:
+        render.warn(w)
 
 
 @app.command("delete")
@@ -140,14 +163,60 @@ def set_provider(
                 f"Switch org {c.org} from {b['provider']}/{b['model'] or '-'} to "
                 f"{a['provider']}/{a['model'] or '-'} (fallback {a['fallback']})?", yes)
 
+        for w in change.warnings:  # before the question: it may change the answer
+            render.warn(w)
         done = orgs.set_provider(ctx, change, ask)
     a = done.after
-    render.emit(json_, {"org": done.org, "changed": done.changed, "before": done.before, "after": a},
+    render.emit(json_, {"org": done.org, "changed": done.changed, "before": done.before, "after": a,
+                        "warnings": done.warnings},
                 f"Org {done.org} now uses {a['provider']}"
                 + (f" with {a['model']}" if a["model"] else "")
                 + (f" at {a['base_url']}" if a["base_url"] else "")
                 + f" (fallback {a['fallback']})." if done.changed
                 else f"Org {done.org} already uses that setting; nothing changed.")
+
+
+@app.command("migrate-model")
+def migrate_model(
+    from_: Annotated[str, typer.Argument(metavar="FROM", help="The model orgs are pinned to "
+                                         "(alias or pinned id; also an id the catalog dropped).")],
+    to: Annotated[str, typer.Argument(metavar="TO", help="The model to move them onto (alias or "
+                                      "pinned id, same provider, not retired).")],
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List the orgs that would move; change nothing.")] = False,
+    yes: Yes = False,
+    as_: As = None,
+    json_: Json = False,
+) -> None:
+    """Move every org pinned to FROM onto TO (platform operator only), all or nothing.
+
+    Each org moved gets its own `org.migrate_model` audit entry (before/after setting). TO
+    must be of FROM's provider and not retired; one retiring within 30 days is warned about.
+
+    \b
+    Example: byokctl org migrate-model claude-sonnet-4-5 sonnet --dry-run
+    Example: byokctl org migrate-model claude-sonnet-4-5 sonnet --yes
+    """
+    from byokctl.services.models import migrate_model as migrate
+
+    def ask(m: Migration) -> bool:
+        return confirm(f"Move {len(m.orgs)} org{'s' if len(m.orgs) != 1 else ''} from "
+                       f"{m.from_model} to {m.to_model}?", yes)
+
+    with session(as_) as ctx:
+        done = migrate(ctx, from_, to, dry_run=dry_run, confirm=ask)
+    for w in done.warnings:
+        render.warn(w)
+    n = len(done.orgs)
+    noun = f"{n} org{'s' if n != 1 else ''}"
+    if not done.orgs:
+        text = f"No org is pinned to {done.from_model}; nothing changed."
+    elif dry_run:
+        text = (f"Dry run: {noun} would move from {done.from_model} to {done.to_model}: "
+                f"{', '.join(done.orgs)}; nothing was written.")
+    else:
+        text = f"Moved {noun} from {done.from_model} to {done.to_model}: {', '.join(done.orgs)}."
+    render.emit(json_, done, text)
 
 
 @app.command("set-budget")

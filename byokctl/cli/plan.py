@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from byokctl.cli import render
-from byokctl.cli.common import As, Json, Org, session
+from byokctl.cli.common import As, Json, Org, Yes, confirm, session
 from byokctl.services import plans
 
 app = typer.Typer(help="Set plans and grant or revoke BYOK grace.", no_args_is_help=True)
@@ -31,6 +33,17 @@ def _fallback_warning(g: plans.GateView) -> None:
             "--days 30`")
 
 
+def _shorter(org: str, yes: bool) -> Callable[[str, str], bool]:
+    """Whether a grace grant may end earlier (old → new): --yes, or the operator's answer."""
+    def ask(old: str, new: str) -> bool:
+        if not yes and not sys.stdin.isatty():
+            return False  # refused by the service, in a message that names old → new
+        return confirm(f"Shorten org {org}'s grace grant from {render.when(old)} UTC to "
+                       f"{render.when(new)} UTC?", yes)
+
+    return ask
+
+
 @app.command("set")
 def set_(
     org: Org,
@@ -38,16 +51,20 @@ def set_(
     grace_days: Annotated[int | None, typer.Option(
         "--grace-days", metavar="N",
         help="On a plan without BYOK, let the org keep BYOK for N more days.")] = None,
+    yes: Yes = False,
     as_: As = None,
     json_: Json = False,
 ) -> None:
     """Change an org's plan (platform operator only); BYOK follows the plan.
 
+    A --grace-days grant that would end earlier than the org's current grant asks first
+    (--yes confirms; without it and off a terminal it is refused, exit 12).
+
     \b
     Example: byokctl plan set acme starter --grace-days 30
     """
     with session(as_) as ctx:
-        change = plans.set_plan(ctx, org, plan, grace_days)
+        change = plans.set_plan(ctx, org, plan, grace_days, confirm_shorter=_shorter(org, yes))
     _fallback_warning(change.gate)
     b, a = change.before, change.after
     if not change.changed:
@@ -55,7 +72,11 @@ def set_(
     else:
         text = (f"Org {org}: plan {b['plan']} → {a['plan']}" if b["plan"] != a["plan"]
                 else f"Org {org}: plan {a['plan']}")
-        text += f"; {_gate_line(change.gate)}."
+        text += f"; {_gate_line(change.gate)}"
+        if b["grace_until"] is not None and b["grace_until"] != a["grace_until"]:
+            text += (f" (grace end {render.when(b['grace_until'])} → {render.when(a['grace_until'])}"
+                     " UTC)")
+        text += "."
     render.emit(json_, change, text)
 
 
@@ -65,20 +86,32 @@ def grant_grace(
     days: Annotated[int | None, typer.Option(
         "--days", metavar="N", help="Grace for N days from now (default 30).")] = None,
     until: Annotated[str | None, typer.Option(
-        "--until", metavar="DATE", help="Grace through the end of this day (YYYY-MM-DD, UTC).")] = None,
+        "--until", metavar="DATE", help="Grace until this moment: a date (YYYY-MM-DD, through the "
+        "end of that day, UTC) or an ISO date-time (2026-12-31T18:00Z).")] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why, shown and audited.")] = None,
+    yes: Yes = False,
     as_: As = None,
     json_: Json = False,
 ) -> None:
     """Let an org keep BYOK on a plan without it until a date (platform operator only).
 
+    A new grant replaces the current one. One that would end earlier than the current grant
+    asks first (--yes confirms; without it and off a terminal it is refused, exit 12).
+
     \b
     Example: byokctl plan grant-grace acme --until 2026-12-31 --reason "contract renewal"
+    Example: byokctl plan grant-grace acme --until 2026-12-15T18:00Z --yes
     """
     with session(as_) as ctx:
-        change = plans.grant_grace(ctx, org, days=days, until=until, reason=reason)
+        change = plans.grant_grace(ctx, org, days=days, until=until, reason=reason,
+                                   confirm_shorter=_shorter(org, yes))
     g = change.gate
-    text = f"Org {org} may use BYOK until {render.when(g.grace_until)} UTC."
+    old = change.before["grace_until"]
+    text = f"Org {org} may use BYOK until {render.when(g.grace_until)} UTC"
+    if old is not None and old != g.grace_until:
+        text += (f" (grace end {render.when(old)} → {render.when(g.grace_until)} UTC"
+                 + (", earlier than before)" if change.grace_shortened else ")"))
+    text += "."
     if g.byok_allowed_by_plan:
         text += f" (Its plan {g.plan} includes BYOK anyway; the grant matters after a downgrade.)"
     render.emit(json_, change, text)

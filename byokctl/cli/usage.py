@@ -18,10 +18,12 @@ app = typer.Typer(help="Tokens, cost and credits per org, provider, model, membe
 def show(
     org: Annotated[str | None, typer.Argument(
         metavar="ORG", help="One org (default: all).", autocompletion=complete.org_slugs)] = None,
-    since: Annotated[str | None, typer.Option("--since", metavar="DATE",
-                                              help="From this date (UTC).")] = None,
-    until: Annotated[str | None, typer.Option("--until", metavar="DATE",
-                                              help="Up to and including this date (UTC).")] = None,
+    since: Annotated[str | None, typer.Option(
+        "--since", metavar="DATE", help="From this moment: a date (YYYY-MM-DD, UTC) or an ISO "
+        "date-time (2026-12-01T09:00Z).")] = None,
+    until: Annotated[str | None, typer.Option(
+        "--until", metavar="DATE", help="Up to this moment: a date (YYYY-MM-DD, through its end, "
+        "UTC) or an ISO date-time (2026-12-31T18:00Z).")] = None,
     by: Annotated[str, typer.Option("--by", help="provider, model, member, mode, day or org.")] = "provider",
     as_: As = None,
     json_: Json = False,

@@ -23,6 +23,7 @@ from byokctl.domain import (
     budget,
     plans,
 )
+from byokctl.domain.lifecycle import Lifecycle, warning
 from byokctl.domain.plans import Gate
 from byokctl.errors import ByokError, Insufficient, NoKey, NotFound
 
@@ -33,6 +34,8 @@ class ModelCatalog(Protocol):
     info: dict  # per provider id: its catalog facts
 
     def is_known(self, provider: str, model_id: str | None) -> bool: ...
+
+    def lifecycle(self, provider: str, model_id: str | None, now: datetime) -> Lifecycle | None: ...
 
 
 class KeyRef(NamedTuple):
@@ -112,6 +115,7 @@ def _platform(f: Facts, cat: ModelCatalog, gate: Gate, reasons: list[str], warni
               fallback_reason: str | None) -> Decision:
     """Step 5: the platform's own key and default model, paid for in credits."""
     provider, model = f.platform_provider, f.platform_model
+    _retiring(cat, provider, model, "the platform default model", f.now, warnings)
     error: ByokError | None = None
     if not cat.is_known(provider, model):
         error = NotFound(
@@ -157,6 +161,7 @@ def resolve(f: Facts, cat: ModelCatalog) -> Decision:
         reasons.append("org provider setting is platform")
         return _platform(f, cat, gate, reasons, warnings, None)
     reasons.append(f"org provider setting is {f.provider} (BYOK), model {f.model}")
+    _retiring(cat, f.provider, f.model, f"org {f.org}'s model", f.now, warnings)
     if not cat.is_known(f.provider, f.model):
         err = NotFound(f"Org {f.org} uses model '{f.model}', which is not in the {f.provider} "
                        "catalog", f"pick one with `byokctl org set-provider {f.org} {f.provider} "
@@ -219,7 +224,7 @@ def resolve(f: Facts, cat: ModelCatalog) -> Decision:
                         f"`byokctl key add {f.org} --provider {f.provider}`", org=f.org, provider=f.provider)
         return Decision(f.org, None, f.provider, f.model, f.base_url, None, None, gate,
                         (*reasons, f"no {f.provider} key and fallback policy is {f.fallback}"),
-                        (), err, skipped)
+                        tuple(warnings), err, skipped)
     if key.status == INVALID:
         reasons.append(f"key {key.id} was rejected by {f.provider} before; it will be tried again")
 
@@ -240,6 +245,15 @@ def resolve(f: Facts, cat: ModelCatalog) -> Decision:
             reasons.append(f"BYOK budget: ${spent:.2f} of ${budget_usd:.2f} used this month")
     return Decision(f.org, "byok", f.provider, f.model, f.base_url, key, None, gate,
                     tuple(reasons), tuple(warnings), error, skipped)
+
+
+def _retiring(cat: ModelCatalog, provider: str, model: str | None, where: str, now: datetime,
+              warnings: list[str]) -> None:
+    """Warn of a model in use that is retired or retires within 30 days."""
+    lc = cat.lifecycle(provider, model, now)
+    note = None if lc is None else warning(lc, where)
+    if note is not None and note not in warnings:
+        warnings.append(note)
 
 
 def _unapproved(f: Facts, key: KeyRef) -> SkippedKey:

@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 import os
 from functools import cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from byokctl.errors import NotFound
 from byokctl.providers.registry import PROVIDERS  # noqa: F401 - the catalog's providers, by id
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from byokctl.domain.lifecycle import Lifecycle
 
 
 class Model(NamedTuple):
@@ -18,7 +23,8 @@ class Model(NamedTuple):
     aliases: tuple[str, ...]
     input_per_mtok: float
     output_per_mtok: float
-    deprecated: str | None = None  # the provider's end-of-life date, when announced
+    deprecated: str | None = None  # the provider's end-of-life date (YYYY-MM-DD), when announced
+    successor: str | None = None  # the pinned id that replaces it, when the catalog names one
 
     def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
@@ -31,7 +37,14 @@ class Model(NamedTuple):
             "input_per_mtok": self.input_per_mtok,
             "output_per_mtok": self.output_per_mtok,
             "deprecated": self.deprecated,
+            "successor": self.successor,
         }
+
+    def lifecycle(self, now: datetime) -> Lifecycle:
+        """Active, retiring or retired at `now` (byokctl.domain.lifecycle)."""
+        from byokctl.domain.lifecycle import lifecycle
+
+        return lifecycle(self.provider, self.id, self.deprecated, self.successor, now)
 
 
 class Catalog(NamedTuple):
@@ -59,6 +72,17 @@ class Catalog(NamedTuple):
     def is_known(self, provider: str, model_id: str | None) -> bool:
         return any(m.id == model_id for m in self.for_provider(provider))
 
+    def lifecycle(self, provider: str, model_id: str | None, now: datetime) -> Lifecycle | None:
+        """Where a stored pinned id stands at `now`; None for a model the catalog lacks."""
+        for m in self.for_provider(provider):
+            if m.id == model_id:
+                return m.lifecycle(now)
+        return None
+
+    def named(self, name: str) -> list[Model]:
+        """Every provider's model with this pinned id or alias (an alias may be shared)."""
+        return [m for m in self.models if name == m.id or name in m.aliases]
+
 
 @cache
 def load() -> Catalog:
@@ -68,7 +92,7 @@ def load() -> Catalog:
     data = json.loads(__spec__.loader.get_data(path).decode("utf-8"))
     models = tuple(
         Model(p, m["id"], tuple(m["aliases"]), m["input_per_mtok"], m["output_per_mtok"],
-              m.get("deprecated"))
+              m.get("deprecated"), m.get("successor"))
         for p, spec in data["providers"].items()
         for m in spec["models"]
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from byokctl import clock
@@ -56,6 +56,7 @@ class Change:
 class Outcome:
     changes: list[Change]
     dry_run: bool
+    warnings: list[str] = field(default_factory=list)  # e.g. a model chosen retires soon
 
     @property
     def applied(self) -> bool:
@@ -63,7 +64,8 @@ class Outcome:
         return bool(self.changes) and not self.dry_run
 
     def to_json(self) -> dict:
-        return {"changes": self.changes, "applied": self.applied, "dry_run": self.dry_run}
+        return {"changes": self.changes, "applied": self.applied, "dry_run": self.dry_run,
+                "warnings": self.warnings}
 
 
 Progress = Callable[[int, int], None]
@@ -79,13 +81,14 @@ def run(ctx: Context, text: str, source: str, *, dry_run: bool = False, prune: b
     tester: keys.KeyTester | None = None
     if test_keys and secrets:
         trial = _Trial(ctx, spec)
-        _converge_once(ctx, spec, secrets, prune, trial.record, None, commit=False)
+        _converge_once(ctx, spec, secrets, prune, trial.record, None, [], commit=False)
         trial.probe_all()  # outside any transaction: no lock held during network calls
         tester = trial.replay
-    entries = _converge_once(ctx, spec, secrets, prune, tester, progress, commit=not dry_run)
+    notes: list[str] = []
+    entries = _converge_once(ctx, spec, secrets, prune, tester, progress, notes, commit=not dry_run)
     if not dry_run and any(e.action in PURGING_ACTIONS for e in entries):
         ctx.store.purge_wal()
-    return Outcome([_change(e, dry_run) for e in entries], dry_run)
+    return Outcome([_change(e, dry_run) for e in entries], dry_run, notes)
 
 
 class _RollBack(Exception):
@@ -94,7 +97,7 @@ class _RollBack(Exception):
 
 def _converge_once(ctx: Context, spec: Spec, secrets: dict[str, str], prune: bool,
                    tester: keys.KeyTester | None, progress: Progress | None,
-                   *, commit: bool) -> list[audit.Entry]:
+                   notes: list[str], *, commit: bool) -> list[audit.Entry]:
     """Run every change in one transaction; the audit entries it wrote are the changes."""
     written: list[audit.Entry] = []
     try:
@@ -103,9 +106,9 @@ def _converge_once(ctx: Context, spec: Spec, secrets: dict[str, str], prune: boo
             steps = ([spec.platform] if spec.platform else []) + list(spec.orgs)
             for done, step in enumerate(steps, 1):
                 if isinstance(step, PlatformSpec):
-                    _platform(ctx, step, secrets, prune, tester)
+                    notes += _platform(ctx, step, secrets, prune, tester)
                 else:
-                    _org(ctx, step, secrets, prune, tester)
+                    notes += _org(ctx, step, secrets, prune, tester)
                 if progress is not None:
                     progress(done, len(steps))
             count = _last_seq(ctx) - start
@@ -122,7 +125,9 @@ def _last_seq(ctx: Context) -> int:
 
 
 def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: bool,
-              tester: keys.KeyTester | None) -> None:
+              tester: keys.KeyTester | None) -> list[str]:
+    """Converge the platform section; returns its warnings."""
+    notes: list[str] = []
     if p.provider is not None and p.model is not None:
         current = platform.current(ctx)
         if p.base_url is None:  # left out: kept while the provider stays
@@ -130,8 +135,8 @@ def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: boo
         else:
             url = p.base_url or None
         # A URL kept as stored was accepted when it was set; a new one is checked in full.
-        platform.set_default(ctx, p.provider, p.model, url,
-                             allow_insecure=p.allow_insecure or url == current.base_url)
+        notes = platform.set_default(ctx, p.provider, p.model, url,
+                                     allow_insecure=p.allow_insecure or url == current.base_url).warnings
     if p.keys is not None:
         _keys_converge(ctx, p.keys, secrets, tester, org=None)
         if prune:
@@ -139,11 +144,14 @@ def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: boo
             for key in keys.list_keys(ctx):
                 if key.scope == "platform" and key.provider not in wanted:
                     keys.remove(ctx, key.id)
+    return notes
 
 
 def _org(ctx: Context, o: OrgSpec, secrets: dict[str, str], prune: bool,
-         tester: keys.KeyTester | None) -> None:
+         tester: keys.KeyTester | None) -> list[str]:
+    """Converge one org; returns its warnings."""
     slug = o.slug
+    notes: list[str] = []
     org, created = orgs.create(ctx, slug, name=o.name, plan=o.plan or "free",
                                credits=o.credits or 0, if_not_exists=True)
     if o.name is not None and not created:
@@ -154,7 +162,7 @@ def _org(ctx: Context, o: OrgSpec, secrets: dict[str, str], prune: bool,
     if o.budget is not None:
         orgs.set_budget(ctx, slug, None if o.budget is False else float(o.budget))
     if o.sets_provider:
-        _provider_converge(ctx, o)
+        notes = _provider_converge(ctx, o)
     if o.members is not None:
         current = {m.email: m.role for m in members.list_members(ctx, slug)}
         for email, role in o.members.items():
@@ -173,6 +181,7 @@ def _org(ctx: Context, o: OrgSpec, secrets: dict[str, str], prune: bool,
         for m in members.list_members(ctx, slug):
             if m.email not in o.members:
                 members.remove(ctx, slug, m.email)
+    return notes
 
 
 def _grace_converge(ctx: Context, slug: str, grace: Grace | bool | None) -> None:
@@ -186,19 +195,24 @@ def _grace_converge(ctx: Context, slug: str, grace: Grace | bool | None) -> None
         # Already granted to that moment: unchanged, even once it has passed.
         end = clock.iso(rules.parse_when(grace.until, end_of_day=True))
         if (org.grace_until, org.grace_reason) != (end, grace.reason or None):
-            plans.grant_grace(ctx, slug, until=grace.until, reason=grace.reason)
+            # The file is the confirmation of a grant it moves earlier, as for a provider switch.
+            plans.grant_grace(ctx, slug, until=grace.until, reason=grace.reason,
+                              confirm_shorter=lambda _old, _new: True)
     elif isinstance(grace, Grace) and org.grace_until is None:
         # `days` grants once: re-running the file neither extends a grant nor renews a lapsed one.
         plans.grant_grace(ctx, slug, days=grace.days, reason=grace.reason)
 
 
-def _provider_converge(ctx: Context, o: OrgSpec) -> None:
+def _provider_converge(ctx: Context, o: OrgSpec) -> list[str]:
+    """Converge the org's provider setting; returns its warnings (a model retiring soon)."""
+    from byokctl.services.models import warnings_for
+
     org = orgs.get(ctx, o.slug)
     provider = o.provider or org.provider
     if _provider_unchanged(org, o, provider):
         # Re-stating the current setting is no selection: an org in soft fallback (gate
         # closed) keeps its stored BYOK setting without a plan-gate error.
-        return
+        return warnings_for(org.provider, org.model, f"org {o.slug}'s model")
     change = orgs.plan_provider_change(
         ctx, o.slug, provider, model=o.model,
         base_url=o.base_url if isinstance(o.base_url, str) else None, fallback=o.fallback,
@@ -206,6 +220,7 @@ def _provider_converge(ctx: Context, o: OrgSpec) -> None:
     if o.base_url is False:
         change.after["base_url"] = None
     orgs.set_provider(ctx, change, lambda _change: True)  # the file is the confirmation
+    return change.warnings
 
 
 def _provider_unchanged(org: orgs.Org, o: OrgSpec, provider: str) -> bool:

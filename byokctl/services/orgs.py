@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from byokctl import clock
@@ -90,14 +91,38 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
 ORG_LISTERS = ("admin", "staffing")  # the roles whose orgs a member's `org list` shows
 
 
-def list_orgs(ctx: Context) -> Iterator[Org]:
+MAX_WITHIN_DAYS = 3650  # as for a grace grant's length
+
+
+def list_orgs(ctx: Context, *, model: str | None = None,
+              grace_ending_within: int | None = None) -> Iterator[Org]:
     """The orgs the actor may see, by slug, one at a time as the store reads them (the store
-    must stay open until it is exhausted)."""
+    must stay open until it is exhausted). `model`: only those pinned to it (alias or id);
+    `grace_ending_within`: only those whose active grace grant ends within that many days."""
+    if grace_ending_within is not None:
+        rules.positive_int(grace_ending_within, "--grace-ending-within")
+        if grace_ending_within > MAX_WITHIN_DAYS:
+            raise rules.UsageError(f"--grace-ending-within must be at most {MAX_WITHIN_DAYS} days")
     if ctx.as_email is not None:
         rows = ctx.store.orgs.for_member(rules.email(ctx.as_email), ORG_LISTERS)
     else:
         rows = ctx.store.orgs.all()
-    return map(Org.from_row, rows)
+    found: Iterator[Org] = map(Org.from_row, rows)
+    if model is not None:
+        from byokctl.services.models import on_model
+
+        found = on_model(found, model)
+    if grace_ending_within is not None:
+        found = _grace_ending(found, clock.now(), grace_ending_within)
+    return found
+
+
+def _grace_ending(found: Iterator[Org], now: datetime, days: int) -> Iterator[Org]:
+    """The orgs whose grace grant is active at `now` and ends within `days` days of it."""
+    horizon = now + timedelta(days=days)
+    for o in found:
+        if o.grace_until and now < clock.parse(o.grace_until) <= horizon:
+            yield o
 
 
 @dataclass
@@ -106,10 +131,13 @@ class OrgView:
     decision: Decision
     members: int
     keys: int
+    at: datetime  # the moment the effective mode is worked out for (`--at`, else now)
+    warnings: list[str] = field(default_factory=list)  # the decision's, and the model's
 
     def to_json(self) -> dict:
         d = self.decision
         return {
+            "at": clock.iso(self.at),
             **self.org.to_json(),
             "effective_mode": d.mode,
             "effective_provider": d.provider,
@@ -119,18 +147,22 @@ class OrgView:
             "members": self.members,
             "keys": self.keys,
             "reasons": list(d.reasons),
+            "warnings": self.warnings,
         }
 
 
-def show(ctx: Context, slug: str) -> OrgView:
+def show(ctx: Context, slug: str, at: datetime | None = None) -> OrgView:
+    """The org and its effective mode as of `at` (default now): the gate, grace and fallback
+    then, with today's keys and settings."""
     from byokctl.services.resolution import decide
 
     actor = require(ctx, slug, rules.ORG_VIEW)
     org = get(ctx, slug)
-    decision = decide(ctx, org, actor.email)
+    at = at or clock.now()
+    decision = decide(ctx, org, actor.email, at=at)
     members = ctx.store.members.count_for_org(slug)
     keys = ctx.store.keys.count_for_org(slug)
-    return OrgView(org, decision, members, keys)
+    return OrgView(org, decision, members, keys, at, list(decision.warnings))
 
 
 def delete(ctx: Context, slug: str) -> Org:
@@ -156,6 +188,7 @@ class ProviderChange:
     org: str
     before: dict
     after: dict
+    warnings: list[str] = field(default_factory=list)  # e.g. the model retires within 30 days
 
     @property
     def changed(self) -> bool:
@@ -175,6 +208,7 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
         base_url = rules.base_url(base_url, allow_insecure=allow_insecure)
     after = {"provider": provider, "model": None, "base_url": None,
              "fallback": fallback or org.fallback}
+    notes: list[str] = []
     if provider == "platform":
         if model is not None or base_url is not None:
             raise rules.UsageError(
@@ -187,11 +221,16 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
         refused = plans.refusal(slug, plans.gate(org.plan, org.grace_until, clock.now()))
         if refused is not None:
             raise refused
+        from byokctl.services.models import choose
+
         keep_model = org.model if org.provider == provider and model is None else model
-        after["model"] = catalog.load().pinned(provider, keep_model).id
+        name = keep_model or catalog.load().info[provider]["default_model"]
+        current = org.model if org.provider == provider else None
+        chosen, notes = choose(provider, name, f"org {slug}'s model", current=current)
+        after["model"] = chosen.id
         keep_url = org.base_url if org.provider == provider and base_url is None else base_url
         after["base_url"] = keep_url
-    return ProviderChange(slug, org.setting(), after)
+    return ProviderChange(slug, org.setting(), after, notes)
 
 
 def set_provider(ctx: Context, change: ProviderChange,

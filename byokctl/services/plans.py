@@ -6,6 +6,7 @@ fall back to platform credits, and an upgrade (or a grace grant) restores BYOK a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -81,10 +82,17 @@ class PlanChange:
     def changed(self) -> bool:
         return self.before != self.after
 
+    @property
+    def grace_shortened(self) -> bool:
+        """The grant now ends earlier than it did (confirmed with --yes)."""
+        old, new = self.before.get("grace_until"), self.after.get("grace_until")
+        return old is not None and new is not None and clock.parse(new) < clock.parse(old)
+
     def to_json(self) -> dict:
         return {"org": self.org, "changed": self.changed, "before": self.before,
-                "after": self.after, **{k: v for k, v in self.gate.to_json().items()
-                                        if k not in ("org", "plan")}}
+                "after": self.after, "previous_grace_until": self.before.get("grace_until"),
+                "grace_shortened": self.grace_shortened,
+                **{k: v for k, v in self.gate.to_json().items() if k not in ("org", "plan")}}
 
 
 def _apply(ctx: Context, slug: str, action: str, before: Org, after: dict) -> PlanChange:
@@ -128,8 +136,10 @@ def grace_end(days: int | None, until: str | None) -> datetime:
     return end
 
 
-def set_plan(ctx: Context, slug: str, plan: str, grace_days_: int | None = None) -> PlanChange:
-    """Change the plan; with `grace_days_`, a downgrade keeps BYOK for that many days."""
+def set_plan(ctx: Context, slug: str, plan: str, grace_days_: int | None = None,
+             confirm_shorter: Callable[[str, str], bool] = lambda _old, _new: False) -> PlanChange:
+    """Change the plan; with `grace_days_`, a downgrade keeps BYOK for that many days (a grant
+    that would end earlier than the current one needs `confirm_shorter`, as for grant_grace)."""
     rules.choice(plan, rules.PLANS, "plan")
     if grace_days_ is not None:
         grace_days(grace_days_, "--grace-days")
@@ -140,21 +150,43 @@ def set_plan(ctx: Context, slug: str, plan: str, grace_days_: int | None = None)
     org = get(ctx, slug)
     after = {**_state(org), "plan": plan}
     if grace_days_ is not None:
-        after["grace_until"] = clock.iso(rules.days_from_now(grace_days_))
+        end = rules.days_from_now(grace_days_)
+        _confirm_shorter(slug, org.grace_until, end, confirm_shorter, "--grace-days")
+        after["grace_until"] = clock.iso(end)
         after["grace_reason"] = f"plan changed from {org.plan} to {plan}"
     return _apply(ctx, slug, "plan.set", org, after)
 
 
 def grant_grace(ctx: Context, slug: str, *, days: int | None = None, until: str | None = None,
-                reason: str | None = None) -> PlanChange:
-    """Let the org keep BYOK on a plan without it until a date (default: 30 days from now)."""
+                reason: str | None = None,
+                confirm_shorter: Callable[[str, str], bool] = lambda _old, _new: False) -> PlanChange:
+    """Let the org keep BYOK on a plan without it until a date (default: 30 days from now).
+
+    A grant never ends earlier silently: moving an active grant's end earlier needs
+    `confirm_shorter(old, new)` to agree (Conflict otherwise; nothing is written)."""
     end = grace_end(days, until)
     if reason:
         rules.plain_text(reason, "The reason")
     require(ctx, slug, rules.OPERATOR)
     org = get(ctx, slug)
+    _confirm_shorter(slug, org.grace_until, end, confirm_shorter)
     after = {**_state(org), "grace_until": clock.iso(end), "grace_reason": reason or None}
     return _apply(ctx, slug, "plan.grant_grace", org, after)
+
+
+def shortens(current: str | None, end: datetime) -> bool:
+    """True when a grant ending `current` would end earlier at `end`."""
+    return current is not None and end < clock.parse(current)
+
+
+def _confirm_shorter(slug: str, current: str | None, end: datetime,
+                     confirm: Callable[[str, str], bool], flag: str = "") -> None:
+    """A grace grant never ends earlier silently: Conflict unless `confirm(old, new)` agrees."""
+    new = clock.iso(end)
+    if shortens(current, end) and not confirm(current, new):
+        raise Conflict(f"Org {slug}'s grace grant would end earlier ({current} → {new})",
+                       f"pass --yes to shorten it{' with ' + flag if flag else ''}; nothing was "
+                       "changed")
 
 
 def revoke_grace(ctx: Context, slug: str) -> PlanChange:

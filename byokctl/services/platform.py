@@ -7,7 +7,7 @@ MACed as one record (`services.integrity.set_platform`), read by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from byokctl.providers import catalog
 from byokctl.services import audit, rules
@@ -47,22 +47,28 @@ class DefaultChange:
     before: dict
     after: PlatformDefault
     changed: bool
+    warnings: list[str] = field(default_factory=list)  # e.g. the model retires within 30 days
 
     def to_json(self) -> dict:
-        return {"changed": self.changed, "before": self.before, **self.after.to_json()}
+        return {"changed": self.changed, "before": self.before, **self.after.to_json(),
+                "warnings": self.warnings}
 
 
 def set_default(ctx: Context, provider: str, model: str, base_url: str | None = None, *,
                 allow_insecure: bool = False) -> DefaultChange:
     """Point platform mode at `provider`/`model` (an alias is pinned); `base_url` or none."""
     from byokctl.services import integrity  # hashes and row MACs: writes only
+    from byokctl.services.models import choose
 
     rules.choice(provider, rules.BYOK_PROVIDERS, "provider")
-    pinned = catalog.load().find(provider, model).id
+    catalog.load().find(provider, model)  # an unknown model is named before anything else
     if base_url is not None:
         base_url = rules.base_url(base_url, allow_insecure=allow_insecure)
     require_operator(ctx, "change the platform default")
     before = current(ctx)
+    kept = before.model if before.configured and before.provider == provider else None
+    pinned_model, notes = choose(provider, model, "the platform default model", current=kept)
+    pinned = pinned_model.id
     after = {"provider": provider, "model": pinned, "base_url": base_url}
     # Storing the built-in default explicitly is a change too: it no longer moves with byokctl.
     changed = after != before.setting() or not before.configured
@@ -71,4 +77,4 @@ def set_default(ctx: Context, provider: str, model: str, base_url: str | None = 
             integrity.set_platform(ctx, dict(zip(META_KEYS, (provider, pinned, base_url),
                                                  strict=True)))
             audit.record(ctx, "platform.set_default", before=before.setting(), after=after)
-    return DefaultChange(before.setting(), current(ctx), changed)
+    return DefaultChange(before.setting(), current(ctx), changed, notes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from byokctl import clock
@@ -33,14 +34,18 @@ def platform_default(ctx: Context) -> tuple[str, str, str | None]:
     return provider, model, ctx.store.meta("platform_base_url")
 
 
-def month_start_iso() -> str:
-    now = clock.now()
+def month_start_iso(now: datetime | None = None) -> str:
+    """The start of the month of `now` (default: the clock's)."""
+    now = now or clock.now()
     return clock.iso(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
 
 
-def facts(ctx: Context, o: Org, member: str | None) -> Facts:
+def facts(ctx: Context, o: Org, member: str | None, at: datetime | None = None) -> Facts:
+    """What the chain decides on, as of `at` (default now): the gate and grace then, with the
+    keys and settings stored today (a month-to-date budget counts that month's spend so far)."""
     from byokctl.domain.resolution import Facts
 
+    now = at or clock.now()
     pp, pm, pu = platform_default(ctx)
     provider = o.provider
     slug = o.slug
@@ -56,7 +61,7 @@ def facts(ctx: Context, o: Org, member: str | None) -> Facts:
         org_key = _ref(ctx.store.keys.org_key(slug, provider))
     spent = 0.0
     if o.budget_monthly_usd is not None:
-        spent = ctx.store.usage.byok_spent_since(slug, month_start_iso())
+        spent = ctx.store.usage.byok_spent_since(slug, month_start_iso(now))
     return Facts(
         org=slug, plan=o.plan, credits=o.credits, provider=provider,
         model=o.model, base_url=o.base_url, fallback=o.fallback,
@@ -64,23 +69,24 @@ def facts(ctx: Context, o: Org, member: str | None) -> Facts:
         byok_cost_mtd=spent, member=member, member_key=member_key, org_key=org_key,
         platform_provider=pp, platform_model=pm, platform_base_url=pu,
         platform_key=_ref(ctx.store.keys.platform_key(pp)),
-        now=clock.now(), member_key_approved=approved,
+        now=now, member_key_approved=approved,
     )
 
 
-def decide(ctx: Context, org: Org, member: str | None) -> Decision:
+def decide(ctx: Context, org: Org, member: str | None, at: datetime | None = None) -> Decision:
     from byokctl.domain.resolution import resolve
 
-    return resolve(facts(ctx, org, member), catalog.load())
+    return resolve(facts(ctx, org, member, at), catalog.load())
 
 
-def resolve_for(ctx: Context, org: str) -> tuple[Decision, Facts]:
-    """The decision for a request by the current actor on `org` (no call is made), and the
-    facts it was made from (`ask` needs them again if the provider refuses the key)."""
+def resolve_for(ctx: Context, org: str, at: datetime | None = None) -> tuple[Decision, Facts]:
+    """The decision for a request by the current actor on `org` (no call is made), as of `at`
+    (default now), and the facts it was made from (`ask` needs them again if the provider
+    refuses the key)."""
     from byokctl.domain.resolution import resolve
     from byokctl.services.orgs import get
     from byokctl.services.permissions import require
 
     actor = require(ctx, org, rules.KEY_OWN)
-    f = facts(ctx, get(ctx, org), actor.email)
+    f = facts(ctx, get(ctx, org), actor.email, at)
     return resolve(f, catalog.load()), f

@@ -146,6 +146,61 @@ def test_grant_grace_until_means_through_the_end_of_that_day(cli, byok_org):
                                           "grace_reason": "renewal talks"}
 
 
+def test_grant_grace_that_ends_earlier_needs_yes_and_says_old_to_new(cli, byok_org):
+    cli("plan", "set", "acme", "starter")
+    assert cli("plan", "grant-grace", "acme", "--until", "2026-04-30").exit_code == 0
+    r = cli("plan", "grant-grace", "acme", "--until", "2026-04-10")  # off a terminal, no --yes
+    assert r.exit_code == 12, r.output
+    assert "2026-04-30T23:59:59.000000Z → 2026-04-10T23:59:59.000000Z" in r.stderr
+    assert "--yes" in r.stderr and r.stdout == ""
+    assert show(cli)["grace_until"] == "2026-04-30T23:59:59.000000Z"
+    assert len(audit_rows(byok_org, "plan.grant_grace")) == 1
+    r = cli("plan", "grant-grace", "acme", "--until", "2026-04-10", "--yes")
+    assert r.exit_code == 0, r.output
+    assert "grace end 2026-04-30 23:59 → 2026-04-10 23:59 UTC, earlier than before" in r.stdout
+    assert show(cli)["grace_until"] == "2026-04-10T23:59:59.000000Z"
+    r = cli("plan", "grant-grace", "acme", "--days", "1", "--yes", "--json")
+    out = json.loads(r.stdout)
+    assert out["previous_grace_until"] == "2026-04-10T23:59:59.000000Z"
+    assert out["grace_until"] == clock.iso(NOW + timedelta(days=1)) and out["grace_shortened"] is True
+    assert len(audit_rows(byok_org, "plan.grant_grace")) == 3
+
+
+def test_grant_grace_that_ends_later_needs_no_yes_and_says_old_to_new(cli, byok_org):
+    cli("plan", "set", "acme", "starter")
+    assert cli("plan", "grant-grace", "acme", "--until", "2026-04-10").exit_code == 0
+    r = cli("plan", "grant-grace", "acme", "--until", "2026-04-30")
+    assert r.exit_code == 0, r.output
+    assert "grace end 2026-04-10 23:59 → 2026-04-30 23:59 UTC)" in r.stdout
+    out = json.loads(cli("plan", "grant-grace", "acme", "--until", "2026-05-31", "--json").stdout)
+    assert out["previous_grace_until"] == "2026-04-30T23:59:59.000000Z"
+    assert out["grace_shortened"] is False
+
+
+def test_plan_set_grace_days_that_shortens_a_grant_needs_yes(cli, byok_org):
+    cli("plan", "set", "acme", "starter")
+    assert cli("plan", "grant-grace", "acme", "--days", "60").exit_code == 0
+    r = cli("plan", "set", "acme", "free", "--grace-days", "10")
+    assert r.exit_code == 12 and "→" in r.stderr and "--yes" in r.stderr, r.output
+    assert show(cli)["plan"] == "starter"
+    assert show(cli)["grace_until"] == clock.iso(NOW + timedelta(days=60))
+    r = cli("plan", "set", "acme", "free", "--grace-days", "10", "--yes")
+    assert r.exit_code == 0, r.output
+    assert f"grace end {clock.iso(NOW + timedelta(days=60))[:16].replace('T', ' ')} → " in r.stdout
+    g = show(cli)
+    assert g["plan"] == "free" and g["grace_until"] == clock.iso(NOW + timedelta(days=10))
+    assert cli("plan", "set", "acme", "starter", "--grace-days", "20").exit_code == 0  # longer
+
+
+def test_a_new_grant_after_a_lapsed_one_needs_no_yes(cli, byok_org, frozen):
+    cli("plan", "set", "acme", "starter")
+    assert cli("plan", "grant-grace", "acme", "--until", "2026-03-05").exit_code == 0
+    frozen.now = datetime(2026, 3, 10, tzinfo=UTC)
+    r = cli("plan", "grant-grace", "acme", "--days", "3", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["grace_shortened"] is False
+
+
 def test_grace_on_the_last_day_and_after_it(cli, byok_org, frozen):
     cli("plan", "set", "acme", "starter")
     cli("plan", "grant-grace", "acme", "--until", "2026-03-05")

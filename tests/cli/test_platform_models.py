@@ -107,7 +107,8 @@ def test_models_list_json_covers_the_catalog(cli):
     sonnet = next(m for m in out["models"] if "sonnet" in m["aliases"])
     assert sonnet == {"provider": "anthropic", "id": "claude-sonnet-5-5",
                       "aliases": ["sonnet"], "input_per_mtok": 2.0, "output_per_mtok": 10.0,
-                      "deprecated": None, "default": True, "catalog_version": cat.version}
+                      "deprecated": None, "successor": None, "status": "active",
+                      "end_of_life": None, "default": True, "catalog_version": cat.version}
     old = next(m for m in out["models"] if m["id"] == "claude-sonnet-4-5-20250929")
     assert old["deprecated"] == "2026-11-30" and old["aliases"] == ["claude-sonnet-4-5"]
     defaults = {m["provider"]: m["id"] for m in out["models"] if m["default"]}

@@ -79,6 +79,7 @@ SWEEP: list[tuple[tuple[str, ...], str | None, int]] = [
     (("key", "rotate", "{org_key}", "--from-stdin"), ROTATED_SECRET, 0),
     (("org", "list"), None, 0),
     (("org", "show", "acme"), None, 0),
+    (("org", "migrate-model", "haiku", "claude-haiku-4-5", "--yes"), None, 0),
     (("org", "set-budget", "acme", "--monthly-usd", "50"), None, 0),
     (("member", "list", "acme"), None, 0),
     (("member", "set-role", "acme", "alice@acme.com", "staffing"), None, 0),
