@@ -364,13 +364,14 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
             error = RateLimited(f"{label} rate-limited this key{said}{tries}{pause}", "wait and try again, "
                                 "or raise the account's rate limits at the provider")
     elif status == 404:
-        error = NotFound(f"{label} answered not found{said}", "check the model (`byokctl models list`) "
-                         "and the org's base_url")
+        error = NotFound(f"{label} answered not found{said} at {where}", "check the model (`byokctl "
+                         "models list`) and the base URL")
     elif status in (400, 413, 422):
         error = UsageError(f"{label} refused the request as invalid{said}", "check the model, "
                            "--max-tokens and the prompt")
     elif status is not None and status >= 500:
-        error = ProviderDown(f"{label} is unavailable{said}{tries}", "try again later, or raise --retries")
+        error = ProviderDown(f"{label} is unavailable at {where}{said}{tries}", "try again later, or raise "
+                             "--retries")
     else:
         error = ProviderDown(f"{label} answered unexpectedly{said} at {where}", "check the org's base_url")
     if failure.kind == "malformed" and failure.error_type == "usage":

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from byokctl import clock
 from byokctl.domain import ACTIVE, INVALID, KEY_STATUSES, RATE_LIMITED  # noqa: F401 - as keys.X
+from byokctl.domain.urls import safe_url
 from byokctl.errors import (
     ByokError,
     Conflict,
@@ -446,12 +447,13 @@ def mark_used(ctx: Context, key_id: str, *, status: str = ACTIVE, why: str | Non
 
 
 def mark_tested(ctx: Context, key_id: str, *, result: str, status: str | None,
-                version: int | None = None) -> Key:
+                version: int | None = None, base_url: str | None = None) -> Key:
     """Record a test of the key: its result (`ok`, `rejected`, `rate-limited`, `unreachable`),
     when, and the key's status after it; `status=None` leaves the status as it was (an
     unreachable provider says nothing about the key). Audited (`key.test`) whatever the result.
     With `version`, a key rotated since the test began is left alone (Conflict): the result
-    was about its previous secret."""
+    was about its previous secret. `base_url`: the endpoint a `key test --base-url` went to,
+    recorded in the audit entry (None: where the key is used)."""
     from byokctl.services import integrity  # hashes and row MACs: writes only
 
     if status is not None:
@@ -468,7 +470,8 @@ def mark_tested(ctx: Context, key_id: str, *, result: str, status: str | None,
         audit.record(ctx, "key.test", org=before.org, target=key_id,
                      before={"status": before.status, "test_result": before.test_result},
                      after={"status": after_status, "result": result, "hint": before.hint,
-                            "fingerprint": before.fingerprint, "version": before.version})
+                            "fingerprint": before.fingerprint, "version": before.version,
+                            **({} if base_url is None else {"base_url": safe_url(base_url)})})
     return get(ctx, key_id)
 
 
