@@ -316,7 +316,7 @@ def test_cascaded_deletes_purge_the_ciphertext(cli, vault, home, how):
     ctx.close()
     assert ct in _vault_bytes(home)
     args = ("org", "delete", "acme", "--yes") if how == "org delete" else (
-        "member", "remove", "acme", "ann@acme.com")
+        "member", "remove", "acme", "ann@acme.com", "--yes")
     assert cli(*args).exit_code == 0
     assert ct not in _vault_bytes(home)
     other.close()
