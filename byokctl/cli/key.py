@@ -118,7 +118,8 @@ def add(
         if tester is not None:
             tester.preflight(slot)
         secret = read_secret(provider, from_stdin, from_env)
-        key = keys.add(ctx, slot, secret, allow_admin_key=allow_admin_key, tester=tester)
+        key = keys.add(ctx, slot, secret, allow_admin_key=allow_admin_key, tester=tester,
+                       from_env=from_env)
     tested = f"; tested: {_visible(tester.last)}" if tester and tester.last else ""
     render.emit(json_, key, f"Added {registry.label(key.provider)} key {key.id} for "
                 f"{key.owner} ({key.hint}, {key.fingerprint}){tested}.")
@@ -261,7 +262,8 @@ def rotate(
         if tester is not None:
             tester.preflight(key)
         secret = read_secret(key.provider, from_stdin, from_env)
-        done = keys.rotate(ctx, key_id, secret, allow_admin_key=allow_admin_key, tester=tester)
+        done = keys.rotate(ctx, key_id, secret, allow_admin_key=allow_admin_key, tester=tester,
+                           from_env=from_env)
     if done.same_secret:
         render.warn(f"the new secret of {key_id} is the one it already had; it was re-encrypted, "
                     "but nothing was rotated at the provider")
