@@ -44,6 +44,7 @@ def gpt(emu: Emulator, key: str) -> openai.OpenAI:
                          _strict_response_validation=True)
 
 
+@pytest.mark.slow  # a dozen SDK clients, each a round trip
 def test_each_key_gets_its_own_answer_from_one_emulator(many):
     assert claude(many, "sk-ant-emu-good-000000").models.list().data
     for key, error in (("sk-ant-emu-gone-000000", anthropic.AuthenticationError),
