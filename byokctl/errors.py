@@ -38,6 +38,7 @@ class ByokError(Exception):
 
     code: ExitCode = ExitCode.INTERNAL
     outcome: str | None = None  # a usage record's outcome finer than the code's label ("malformed")
+    listing: tuple[str, ...] = ()  # what the sentence counts (missing variables...), one per line
 
     def __init__(self, what: str, fix: str | None = None, **details: object) -> None:
         self.what = what
@@ -54,7 +55,8 @@ class ByokError(Exception):
         return self.message
 
     def __reduce__(self) -> tuple:  # a copy or pickle keeps the parts, not just the message
-        return (_rebuilt, (type(self), self.what, self.fix, self.details, self.outcome))
+        return (_rebuilt, (type(self), self.what, self.fix, self.details, self.outcome,
+                           self.listing))
 
     def __repr__(self) -> str:
         parts = [repr(self.what)] + ([f"fix={self.fix!r}"] if self.fix else [])
@@ -65,14 +67,14 @@ class ByokError(Exception):
         """The same failure (same class, outcome and details) with its parts replaced."""
         new = type(self)(self.what if what is None else what, self.fix if fix is None else fix,
                          **self.details)
-        new.outcome = self.outcome
+        new.outcome, new.listing = self.outcome, self.listing
         return new
 
 
 def _rebuilt(cls: type[ByokError], what: str, fix: str | None, details: dict[str, object],
-             outcome: str | None) -> ByokError:
+             outcome: str | None, listing: tuple[str, ...] = ()) -> ByokError:
     error = cls(what, fix, **details)
-    error.outcome = outcome
+    error.outcome, error.listing = outcome, listing
     return error
 
 

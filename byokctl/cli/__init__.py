@@ -190,7 +190,9 @@ class ByokGroup(LazyGroup):
         # ("Got unexpected extra argument (sk-ant-…)") would print it back. Only `emulator
         # serve --valid-key` takes (made-up test) keys, by design; no error ever repeats them.
         allowed = _test_key_args(argv)
-        render.SCRUB = tuple(s for i in allowed for s in rules.secrets_in(argv[i]))
+        # A `--key KEY=429` value is scrubbed as given and as the key alone.
+        render.SCRUB = tuple(s for i in allowed for a in (argv[i], argv[i].rpartition("=")[0])
+                             for s in rules.secrets_in(a))
         if rules.secret_in_argv(argv, allowed):
             render.error(rules.SECRET_ON_ARGV[0], ExitCode.USAGE.label, as_json, rules.SECRET_ON_ARGV[1])
             code = int(ExitCode.USAGE)
@@ -231,8 +233,12 @@ class ByokGroup(LazyGroup):
         return code
 
 
+_TEST_KEY_OPTIONS = ("--valid-key", "--key")  # `emulator serve`'s: keys it accepts or fails
+
+
 def _test_key_args(argv: list[str]) -> frozenset[int]:
-    """The indices of `emulator serve`'s --valid-key values: the one place a key may be on argv."""
+    """The indices of `emulator serve`'s --valid-key and --key values: the one place a key may be
+    on argv (made-up keys for the emulator to answer)."""
     words, i = [], 0
     while i < len(argv) and len(words) < 2:  # the command path, past the root's options
         if argv[i] == "--db":
@@ -243,8 +249,8 @@ def _test_key_args(argv: list[str]) -> frozenset[int]:
         i += 1
     if words != ["emulator", "serve"]:
         return frozenset()
-    return frozenset(j + 1 if a == "--valid-key" else j for j, a in enumerate(argv[i:], i)
-                     if a == "--valid-key" or a.startswith("--valid-key="))
+    return frozenset(j + 1 if a in _TEST_KEY_OPTIONS else j for j, a in enumerate(argv[i:], i)
+                     if a in _TEST_KEY_OPTIONS or a.startswith(tuple(o + "=" for o in _TEST_KEY_OPTIONS)))
 
 
 # A path the user gave (--db, $BYOKCTL_DB, --master-key-file, --keep...) that the OS refuses.

@@ -34,10 +34,12 @@ Example: byokctl apply provision.toml --dry-run
 
 EXPORT_HELP = """Print the vault's settings as an `apply` file (TOML, or JSON), without secrets.
 
-Keys appear as entries naming an environment variable derived from their slot
-(BYOKCTL_KEY_ACME_ANTHROPIC, BYOKCTL_KEY_ACME_ALICE_ACME_COM_OPENAI,
-BYOKCTL_PLATFORM_KEY_ANTHROPIC), so `byokctl export | byokctl apply -` round-trips once
-those variables hold the secrets. Needs no master key. Platform operator only.
+Keys appear as entries naming the environment variable their secret was read from
+(from_env as it was given to `apply`, or `key add --from-env VAR`); a key entered otherwise
+(prompt, stdin) gets a name derived from its slot (BYOKCTL_KEY_ACME_ANTHROPIC,
+BYOKCTL_KEY_ACME_ALICE_ACME_COM_OPENAI, BYOKCTL_PLATFORM_KEY_ANTHROPIC). So `byokctl export |
+byokctl apply -` round-trips once those variables hold the secrets. Only the names are
+stored, never a value. Needs no master key. Platform operator only.
 
 \b
 Example: byokctl export > provision.toml

@@ -25,6 +25,11 @@ def serve(
         "--valid-key", metavar="[PROVIDER:]KEY",
         help="A key that succeeds (repeatable); prefix anthropic: or openai: to limit it to one "
              "provider. Other keys get 401.")] = None,
+    key: Annotated[list[str] | None, typer.Option(
+        "--key", metavar="[PROVIDER:]KEY=BEHAVIOUR",
+        help="How to answer this key (repeatable): ok, stall (no answer for an hour), or an HTTP "
+             "error status: 401 (rejected), 403, 429 (rate-limited), 500, 529 (overloaded)...; "
+             "prefix anthropic: or openai: to limit it to one provider.")] = None,
     any_key: Annotated[bool, typer.Option("--any-key", help="Accept every non-empty key.")] = False,
     fail: Annotated[int | None, typer.Option(
         "--fail", metavar="STATUS", min=400, max=599,
@@ -33,7 +38,8 @@ def serve(
         "--fail-times", metavar="N", min=1,
         help="Misbehave (--fail, --stall, ...) for the first N requests only.")] = None,
     retry_after: Annotated[float | None, typer.Option(
-        "--retry-after", metavar="SECONDS", min=0, help="Send retry-after with --fail.")] = None,
+        "--retry-after", metavar="SECONDS", min=0,
+        help="Send retry-after with --fail, and with each --key KEY=429.")] = None,
     stall: Annotated[float, typer.Option(
         "--stall", metavar="SECONDS", min=0, help="Wait this long before answering.")] = 0.0,
     malformed: Annotated[bool, typer.Option("--malformed", help="Answer 200 with broken JSON.")] = False,
@@ -43,21 +49,30 @@ def serve(
 ) -> None:
     """Serve the Anthropic Messages and OpenAI Chat Completions APIs on 127.0.0.1 until Ctrl-C.
 
-    Prints one base URL per provider, to use as an org's --base-url or with the SDKs.
+    Prints one base URL per provider, to use as an org's --base-url, with `key test
+    --base-url` or with the SDKs. One emulator serves good, rejected, rate-limited
+    and stalling keys side by side (--key KEY=BEHAVIOUR); other keys get 401. The
+    example keys below are made up, and shaped so that `key add` accepts them.
 
     \b
-    Example: byokctl emulator serve --port 8765 --valid-key sk-ant-test-key --valid-key sk-test-key
+    Example: byokctl emulator serve --port 8765 --key sk-ant-emu-good-000000=ok
+    Example: byokctl emulator serve --key sk-emu-openai-good-0000=ok --key sk-emu-openai-busy-0000=429
+    Example: byokctl emulator serve --key anthropic:sk-ant-emu-gone-00000=401 --valid-key sk-emu-any-000000000
     """
     from byokctl.providers.emulator import Config, Emulator, Fault
 
     config = Config(port=port, accept_any_key=any_key)
     for item in valid_key or []:
-        provider, sep, key = item.partition(":")
-        if sep and provider in PROVIDERS:
-            config.valid_keys[provider].add(key)
-        else:
-            for p in PROVIDERS:
-                config.valid_keys[p].add(item)
+        provider, secret = _scoped(item)
+        for p in [provider] if provider else PROVIDERS:
+            config.valid_keys[p].add(secret)
+    served: dict[tuple[str | None, str], str] = {}
+    for item in key or []:
+        provider, secret, behaviour = _key_behaviour(item)
+        if served.setdefault((provider, secret), behaviour) != behaviour:
+            raise UsageError(f"--key gives two behaviours for the key ending {secret[-4:]}",
+                             "give each key once")
+        config.serve_key(secret, behaviour, provider, retry_after)
     if fail or stall or malformed or reset_mid_stream:
         config.faults.append(Fault(status=fail, retry_after=retry_after, stall=stall, malformed=malformed,
                                    reset_mid_stream=reset_mid_stream, times=fail_times))
@@ -85,9 +100,9 @@ def serve(
                 "openai_base_url": emulator.openai_base_url, "port": emulator.port}
         render.emit(json_, urls, lambda: render.fields([
             ("anthropic", emulator.anthropic_base_url), ("openai", emulator.openai_base_url)]))
-        if not any_key and not valid_key:
+        if not any_key and not valid_key and not key:
             render.warn("no --valid-key given: every key will be answered with 401 (pass --valid-key "
-                        "KEY or --any-key)")
+                        "KEY, --key KEY=ok or --any-key)")
         render.status("Serving on 127.0.0.1 only; press Ctrl-C to stop.")
         while not stop.wait(0.2):
             pass
@@ -97,6 +112,28 @@ def serve(
             if handler is not None:  # None: not set from Python, nothing to restore
                 signal.signal(sig, handler)
     render.status("Emulator stopped.")
+
+
+def _scoped(item: str) -> tuple[str | None, str]:
+    """`[PROVIDER:]KEY` → (provider or None: both, key)."""
+    provider, sep, secret = item.partition(":")
+    return (provider, secret) if sep and provider in PROVIDERS else (None, item)
+
+
+def _key_behaviour(item: str) -> tuple[str | None, str, str]:
+    """`[PROVIDER:]KEY=BEHAVIOUR` → (provider or None, key, behaviour); never echoes the key."""
+    from byokctl.providers.emulator import KEY_BEHAVIOURS
+
+    spec, sep, behaviour = item.rpartition("=")
+    provider, secret = _scoped(spec)
+    choices = ", ".join(KEY_BEHAVIOURS)
+    if not sep or not secret:
+        raise UsageError("--key takes KEY=BEHAVIOUR (e.g. sk-ant-emu-busy-000000=429)",
+                         f"end it with = and one of {choices}, or use --valid-key KEY")
+    if behaviour not in ("ok", "stall") and not (behaviour.isdigit() and 400 <= int(behaviour) <= 599):
+        raise UsageError(f"--key for the key ending {secret[-4:]}: '{behaviour[:12]}' is no "
+                         "behaviour", f"use one of {choices} (any HTTP status 400-599 works)")
+    return provider, secret, behaviour
 
 
 def register(root: typer.Typer) -> None:

@@ -39,6 +39,10 @@ Timeout = Annotated[float, typer.Option(
     help="Deadline of the whole provider call, every retry included.")]
 Retries = Annotated[int, typer.Option(
     "--retries", metavar="N", help="Retries on 429/5xx/network errors.")]
+TestUrl = Annotated[str | None, typer.Option(
+    "--base-url", metavar="URL", help="Test at this endpoint (an emulator, a regional endpoint, "
+    "a gateway) instead of where the key is used; a member's personal key only where its owner "
+    "approved.")]
 
 
 def read_secret(provider: str, from_stdin: bool, from_env: str | None) -> str:
@@ -85,6 +89,7 @@ def add(
         "if it works.")] = False,
     timeout: Timeout = keys.DEFAULT_TIMEOUT,
     retries: Retries = keys.DEFAULT_RETRIES,
+    base_url: TestUrl = None,
     allow_admin_key: AllowAdmin = False,
     as_: As = None,
     json_: Json = False,
@@ -93,20 +98,28 @@ def add(
 
     The secret is read from a hidden prompt, from stdin (--from-stdin) or from an
     environment variable (--from-env VAR), never from the command line.
-    With --test it is stored only if the provider accepts it.
+    With --test it is stored only if the provider accepts it; --base-url URL
+    tests it there (e.g. the emulator) instead of where it will be used.
 
     \b
     Example: byokctl key add acme --provider anthropic --from-env ANTHROPIC_API_KEY --test
+    Example: byokctl key add beta --provider openai --from-stdin --test --base-url https://eu.openai.test/v1
     """
     from byokctl.services import keytest  # the provider-testing half: not for `key list`
 
+    if base_url is not None and not test:
+        raise UsageError("--base-url says where --test sends the key, and --test is not given",
+                         "add --test, or drop --base-url (set where an org's keys go with "
+                         "`byokctl org set-provider ORG PROVIDER --base-url URL`)")
     with session(as_) as ctx:
-        tester = keytest.ProviderTester(ctx, timeout=timeout, retries=retries) if test else None
+        tester = keytest.ProviderTester(ctx, timeout=timeout, retries=retries,
+                                        base_url=base_url) if test else None
         slot = keys.prepare_add(ctx, provider=provider, org=org, member=member, platform=platform)
         if tester is not None:
             tester.preflight(slot)
         secret = read_secret(provider, from_stdin, from_env)
-        key = keys.add(ctx, slot, secret, allow_admin_key=allow_admin_key, tester=tester)
+        key = keys.add(ctx, slot, secret, allow_admin_key=allow_admin_key, tester=tester,
+                       from_env=from_env)
     tested = f"; tested: {_visible(tester.last)}" if tester and tester.last else ""
     render.emit(json_, key, f"Added {registry.label(key.provider)} key {key.id} for "
                 f"{key.owner} ({key.hint}, {key.fingerprint}){tested}.")
@@ -125,6 +138,7 @@ def test(
     key_id: KeyId,
     timeout: Timeout = keys.DEFAULT_TIMEOUT,
     retries: Retries = keys.DEFAULT_RETRIES,
+    base_url: TestUrl = None,
     as_: As = None,
     json_: Json = False,
 ) -> None:
@@ -136,13 +150,20 @@ def test(
     429 (exit 8) marks it rate-limited; an unreachable provider (exit 11) leaves
     its status as it was.
 
+    --base-url URL tests it at another endpoint (an emulator, a regional
+    endpoint), whatever the org's provider is: the result is recorded and
+    audited with that URL, and the key's status is left as it was unless URL
+    is where the key is used. A member's personal key goes only to an
+    endpoint its owner approved (`key approve-endpoint --base-url`).
+
     \b
     Example: byokctl key test key_3kq7xw2mfa --timeout 10
+    Example: byokctl key test key_3kq7xw2mfa --base-url https://eu.api.openai.com/v1
     """
     from byokctl.services import keytest
 
     with session(as_) as ctx:
-        done = keytest.run_test(ctx, key_id, timeout=timeout, retries=retries)
+        done = keytest.run_test(ctx, key_id, timeout=timeout, retries=retries, base_url=base_url)
     k = done.key
     render.emit(json_, done, f"Key {k.id} ({k.provider}, {k.hint}): {done.probe.result} — "
                 f"{_visible(done.probe)}")
@@ -241,7 +262,8 @@ def rotate(
         if tester is not None:
             tester.preflight(key)
         secret = read_secret(key.provider, from_stdin, from_env)
-        done = keys.rotate(ctx, key_id, secret, allow_admin_key=allow_admin_key, tester=tester)
+        done = keys.rotate(ctx, key_id, secret, allow_admin_key=allow_admin_key, tester=tester,
+                           from_env=from_env)
     if done.same_secret:
         render.warn(f"the new secret of {key_id} is the one it already had; it was re-encrypted, "
                     "but nothing was rotated at the provider")

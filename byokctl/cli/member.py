@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from byokctl.cli import render
-from byokctl.cli.common import As, Json, Org, session
+from byokctl.cli.common import As, Json, Org, Yes, confirm, session
+from byokctl.errors import Conflict
 from byokctl.services import members
 
 app = typer.Typer(help="Add and manage an org's members and their roles.", no_args_is_help=True)
@@ -75,14 +76,25 @@ def set_role(
 
 
 @app.command("remove")
-def remove(org: Org, email: Email, as_: As = None, json_: Json = False) -> None:
+def remove(org: Org, email: Email, yes: Yes = False, as_: As = None, json_: Json = False) -> None:
     """Remove a member from an org; their personal keys are purged with them.
 
+    A member who holds personal keys is removed only once confirmed (--yes, or
+    the prompt on a terminal): their secrets are purged and cannot be recovered.
+
     \b
-    Example: byokctl member remove acme bob@acme.com
+    Example: byokctl member remove acme bob@acme.com --yes
     """
     with session(as_) as ctx:
-        gone = members.remove(ctx, org, email)
+        held = members.personal_keys(ctx, org, email)
+        if held:
+            ids = ", ".join(k["id"] for k in held)
+            if not confirm(f"Remove {email} from org {org} and purge their {len(held)} personal "
+                           f"key{'s' if len(held) != 1 else ''} ({ids})? The secrets cannot be "
+                           "recovered.", yes):
+                raise Conflict(f"Removal of {email} from org {org} not confirmed",
+                               "nothing was changed")
+        gone = members.remove(ctx, org, email, purge_keys=yes or bool(held))
     if gone.no_admin_left:
         _no_admin_warning(org)
     n = len(gone.purged_keys)

@@ -21,20 +21,28 @@ app = typer.Typer(help="Create and configure organizations.", no_args_is_help=Tr
 def create(
     slug: Annotated[str, typer.Argument(metavar="SLUG", help="Lowercase id: letters, digits, hyphens.")],
     name: Annotated[str | None, typer.Option("--name", help="Display name (default: the slug).")] = None,
-    plan: Annotated[str, typer.Option("--plan", help="free, starter, growth or scale.")] = "free",
-    credits: Annotated[int, typer.Option("--credits", help="Starting credit balance.")] = 0,
+    plan: Annotated[str | None, typer.Option(
+        "--plan", help="free, starter, growth or scale (default: free).", show_default=False)] = None,
+    credits: Annotated[int | None, typer.Option(
+        "--credits", help="Starting credit balance (default: 0).", show_default=False)] = None,
     if_not_exists: Annotated[bool, typer.Option(
-        "--if-not-exists", help="Succeed without change if the org already exists.")] = False,
+        "--if-not-exists", help="Succeed without change if the org already exists with the "
+        "options given.")] = False,
     json_: Json = False,
 ) -> None:
     """Create an organization.
 
+    With --if-not-exists an existing org is left as it is, and the command succeeds
+    if the options given (--name, --plan, --credits: the balance it started with)
+    match it; if one differs it fails (exit 12) naming each difference.
+
     \b
     Example: byokctl org create acme --name "Acme Inc" --plan growth --credits 500
+    Example: byokctl org create acme --plan growth --if-not-exists
     """
     with session() as ctx:
         org, created = orgs.create(ctx, slug, name=name, plan=plan, credits=credits,
-                                   if_not_exists=if_not_exists)
+                                   if_not_exists=if_not_exists, if_same=True)
     render.emit(json_, {**org.to_json(), "created": created},
                 f"Created org {org.slug} ({org.plan}, {org.credits} credits)." if created
                 else f"Org {org.slug} already exists; left unchanged.")

@@ -336,8 +336,14 @@ def error(what: str, code_label: str, as_json: bool, fix: str | None = None,
 
 
 def failure(exc: ByokError, as_json: bool) -> None:
-    """A `ByokError` as `error` shows it."""
+    """A `ByokError` as `error` shows it; what it lists (`listing`) follows, one item a line
+    (with --json its details carry the same items)."""
     error(exc.what, exc.code.label, as_json, exc.fix, exc.details)
+    if exc.listing and not as_json:
+        from byokctl.providers.redact import redact
+
+        for item in exc.listing:
+            _say(f"  {redact(item, *SCRUB) if SCRUB else item}", err=True)
 
 
 def when(ts: str | None) -> str:

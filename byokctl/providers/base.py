@@ -339,7 +339,7 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
     elif failure.kind == "connection":
         error = ProviderDown(
             f"The connection to {label} at {where} failed{tries}{f' ({detail})' if detail else ''}",
-            "check the network and the org's base_url, or try again later")
+            "check the network and that base URL, or try again later")
     elif failure.kind == "malformed" and failure.error_type == "usage":
         error = ProviderDown(
             f"{label} sent a malformed response at {where}: its {detail}; the call is recorded "
@@ -364,15 +364,16 @@ def to_error(label: str, failure: Failure, *, secret: str, attempts: int, base_u
             error = RateLimited(f"{label} rate-limited this key{said}{tries}{pause}", "wait and try again, "
                                 "or raise the account's rate limits at the provider")
     elif status == 404:
-        error = NotFound(f"{label} answered not found{said}", "check the model (`byokctl models list`) "
-                         "and the org's base_url")
+        error = NotFound(f"{label} answered not found{said} at {where}", "check the model (`byokctl "
+                         "models list`) and the base URL")
     elif status in (400, 413, 422):
         error = UsageError(f"{label} refused the request as invalid{said}", "check the model, "
                            "--max-tokens and the prompt")
     elif status is not None and status >= 500:
-        error = ProviderDown(f"{label} is unavailable{said}{tries}", "try again later, or raise --retries")
+        error = ProviderDown(f"{label} is unavailable at {where}{said}{tries}", "try again later, or raise "
+                             "--retries")
     else:
-        error = ProviderDown(f"{label} answered unexpectedly{said} at {where}", "check the org's base_url")
+        error = ProviderDown(f"{label} answered unexpectedly{said} at {where}", "check that base URL")
     if failure.kind == "malformed" and failure.error_type == "usage":
         error.outcome = "malformed"  # made-up token counts: the usage record says so
     # The message as a whole is scrubbed once more: nothing of the secret may leave this function.

@@ -28,7 +28,8 @@ from urllib.parse import parse_qs, urlsplit
 from byokctl.providers import emulator_wire as wire
 from byokctl.providers.emulator_wire import count_tokens, reply_for
 
-__all__ = ["Config", "Emulator", "Fault", "LoggedRequest", "count_tokens", "reply_for"]
+__all__ = ["KEY_BEHAVIOURS", "Config", "Emulator", "Fault", "LoggedRequest", "count_tokens",
+           "reply_for"]
 
 HOST = "127.0.0.1"
 PREFIXES = {"anthropic": "/anthropic", "openai": "/openai"}
@@ -63,12 +64,35 @@ class Fault:
                 and (self.times is None or self.times > 0))
 
 
+# What `serve --key KEY=BEHAVIOUR` makes of a key: it succeeds, stalls, or answers that status.
+KEY_BEHAVIOURS = ("ok", "401", "403", "429", "500", "529", "stall")
+STALL_SECONDS = 3600.0  # a stalled key's requests wait this long (or until the emulator stops)
+
+
 @dataclass
 class Config:
     port: int = 0
     valid_keys: dict[str, set[str]] = field(default_factory=lambda: {p: set() for p in PREFIXES})
     accept_any_key: bool = False     # any non-empty key succeeds (no 401s unless injected)
     faults: list[Fault] = field(default_factory=list)
+
+    def serve_key(self, key: str, behaviour: str, provider: str | None = None,
+                  retry_after: float | None = None) -> None:
+        """Answer `key` (for `provider`, or both) as `behaviour` says: `ok` succeeds, `stall`
+        waits STALL_SECONDS before it succeeds, and an HTTP status (401, 429, 529...: any of
+        400-599) is that error, in the provider's shape, on every request (`retry_after` on a
+        429). A status is answered whatever the other keys do: its fault comes first."""
+        if behaviour in ("ok", "stall"):
+            for p in [provider] if provider else list(PREFIXES):
+                self.valid_keys.setdefault(p, set()).add(key)
+            if behaviour == "stall":
+                self.faults.insert(0, Fault(stall=STALL_SECONDS, provider=provider, key=key))
+            return
+        status = int(behaviour)
+        if not 400 <= status <= 599:
+            raise ValueError(f"not an HTTP error status: {status}")
+        self.faults.insert(0, Fault(status=status, provider=provider, key=key,
+                                    retry_after=retry_after if status == 429 else None))
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,20 @@ def rejected_key_message(provider: str, key: str | None) -> str:
             "https://platform.openai.com/account/api-keys.")
 
 
+def model_names(provider: str) -> dict[str, str]:
+    """Every model name the real API accepts, to the pinned id it answers with: each pinned id,
+    and each alias that is its undated name (`claude-sonnet-4-5` for
+    `claude-sonnet-4-5-20250929`, `gpt-5-mini` for `gpt-5-mini-2025-08-07`). byokctl's own
+    short aliases (`sonnet`) are not API names: the APIs answer them 404, and so does this."""
+    names: dict[str, str] = {}
+    for m in catalog.load().for_provider(provider):
+        names[m.id] = m.id
+        for alias in m.aliases:
+            if m.id.startswith(alias + "-"):
+                names.setdefault(alias, m.id)
+    return names
+
+
 def endpoint_of(rest: str) -> str:
     """What a Fault can be scoped to: "models", "completions" or "other"."""
     if rest.startswith("/v1/models"):
@@ -111,15 +125,17 @@ def anthropic(method: str, rest: str, query: dict[str, list[str]], body: dict, s
         return Answer(body={"data": [_anthropic_model(m) for m in page],
                             "has_more": start + limit < len(models),
                             "first_id": page[0] if page else None, "last_id": page[-1] if page else None})
+    names = model_names("anthropic")
     if method == "GET" and rest.startswith("/v1/models/"):
         model = rest.removeprefix("/v1/models/")
-        return Answer(body=_anthropic_model(model)) if model in models else failed(404, f"model: {model}")
+        return (Answer(body=_anthropic_model(names[model])) if model in names
+                else failed(404, f"model: {model}"))
     if method == "POST" and rest == "/v1/messages":
-        return _anthropic_messages(body, stream, models, new_id("msg_emu_"))
+        return _anthropic_messages(body, stream, names, new_id("msg_emu_"))
     return failed(404, f"Not found: {method} {rest}")
 
 
-def _anthropic_messages(body: dict, stream: bool, models: list[str], msg_id: str) -> Answer:
+def _anthropic_messages(body: dict, stream: bool, names: dict[str, str], msg_id: str) -> Answer:
     model, max_tokens, messages = body.get("model"), body.get("max_tokens"), body.get("messages")
     if not isinstance(model, str) or not model:
         return failed(400, "model: Field required")
@@ -127,8 +143,9 @@ def _anthropic_messages(body: dict, stream: bool, models: list[str], msg_id: str
         return failed(400, "max_tokens: Field required (a positive integer)")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
         return failed(400, "messages: at least one message is required")
-    if model not in models:
+    if model not in names:
         return failed(404, f"model: {model}")
+    model = names[model]  # the API answers with the pinned id an alias stands for
     prompt = text_of(messages[-1].get("content"))
     input_tokens = max(1, count_tokens(text_of(body.get("system")))
                        + sum(count_tokens(text_of(m.get("content"))) for m in messages))
@@ -179,15 +196,16 @@ def openai(method: str, rest: str, query: dict[str, list[str]], body: dict, stre
     models = [m.id for m in catalog.load().for_provider("openai")]
     if method == "GET" and rest == "/v1/models":
         return Answer(body={"object": "list", "data": [_openai_model(m) for m in models]})
+    names = model_names("openai")
     if method == "GET" and rest.startswith("/v1/models/"):
-        model = rest.removeprefix("/v1/models/")
-        return Answer(body=_openai_model(model)) if model in models else failed(404, _no_model(model))
+        model = rest.removeprefix("/v1/models/")  # an alias is a model of its own there
+        return Answer(body=_openai_model(model)) if model in names else failed(404, _no_model(model))
     if method == "POST" and rest == "/v1/chat/completions":
-        return _openai_chat(body, stream, models, new_id("chatcmpl-emu"))
+        return _openai_chat(body, stream, names, new_id("chatcmpl-emu"))
     return failed(404, f"Invalid URL ({method} {rest})")
 
 
-def _openai_chat(body: dict, stream: bool, models: list[str], cid: str) -> Answer:
+def _openai_chat(body: dict, stream: bool, names: dict[str, str], cid: str) -> Answer:
     model, messages = body.get("model"), body.get("messages")
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if not isinstance(model, str) or not model:
@@ -196,8 +214,9 @@ def _openai_chat(body: dict, stream: bool, models: list[str], cid: str) -> Answe
         return failed(400, "'messages' must contain at least one message")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         return failed(400, "max_completion_tokens must be a positive integer")
-    if model not in models:
+    if model not in names:
         return failed(404, _no_model(model))
+    model = names[model]  # the API answers with the pinned id an alias stands for
     users = [m for m in messages if m.get("role") == "user"]
     prompt = text_of(users[-1].get("content")) if users else ""
     prompt_tokens = max(1, sum(count_tokens(text_of(m.get("content"))) for m in messages))

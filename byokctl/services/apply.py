@@ -250,9 +250,13 @@ def _keys_converge(ctx: Context, wanted: list[KeySpec], secrets: dict[str, str],
         if existing is None:
             slot = keys.prepare_add(ctx, provider=k.provider, org=org, member=k.member,
                                     platform=org is None)
-            keys.add(ctx, slot, secret, allow_admin_key=k.allow_admin_key, tester=tester)
+            keys.add(ctx, slot, secret, allow_admin_key=k.allow_admin_key, tester=tester,
+                     from_env=k.from_env)
         elif existing.fingerprint != vault.fingerprint(secret):
-            keys.rotate(ctx, existing.id, secret, allow_admin_key=k.allow_admin_key, tester=tester)
+            keys.rotate(ctx, existing.id, secret, allow_admin_key=k.allow_admin_key, tester=tester,
+                        from_env=k.from_env)
+        elif existing.from_env != k.from_env:  # the same secret, now named as the file names it
+            keys.remember_env_name(ctx, existing.id, k.from_env)
 
 
 class _Trial:

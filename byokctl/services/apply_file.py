@@ -401,10 +401,17 @@ def read_secrets(spec: Spec, env: Mapping[str, str]) -> dict[str, str]:
     missing variable is named at once. Secrets stay in memory and are never shown."""
     wanted = spec.all_keys()
     missing = [k for k in wanted if not env.get(k.from_env, "").strip()]
+    if len(missing) == 1:
+        raise UsageError(f"Not set or empty: ${missing[0].from_env} ({missing[0].path})", "export "
+                         "it to its key's secret (apply reads keys only from the environment), "
+                         "then run apply again")
     if missing:
-        names = ", ".join(f"${k.from_env} ({k.path})" for k in missing)
-        raise UsageError(f"Not set or empty: {names}", "export each to its key's secret (apply "
-                         "reads keys only from the environment), then run apply again")
+        error = UsageError(f"{len(missing)} environment variables the file names are not set or "
+                           "empty", "export each to its key's secret (apply reads keys only from "
+                           "the environment), then run apply again",
+                           missing=[{"variable": k.from_env, "path": k.path} for k in missing])
+        error.listing = tuple(f"${k.from_env} ({k.path})" for k in missing)
+        raise error
     secrets = {}
     for k in wanted:
         secret = env[k.from_env].strip()

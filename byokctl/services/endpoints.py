@@ -129,6 +129,18 @@ def not_approved(org: str, member: str, key_id: str | None, base_url: str) -> De
                   f"{shown(base_url)}, so nothing was sent", fix)
 
 
+def not_approved_for(member: str, key_id: str | None, base_url: str) -> Denied:
+    """The refusal for testing a personal key at an endpoint (`--base-url`) its owner did not
+    approve."""
+    where = shown(base_url)
+    fix = (f"{member} (or the platform operator, without --as) can approve it first with "
+           f"`byokctl key approve-endpoint {key_id} --base-url {where} --as {member}`" if key_id else
+           "store the key without --test, then have its owner (or the platform operator) approve "
+           f"the endpoint with `byokctl key approve-endpoint KEY_ID --base-url {where}`")
+    return Denied(f"{member} has not approved sending their personal key{f' {key_id}' if key_id else ''}"
+                  f" to {where}, so nothing was sent", fix)
+
+
 def require_approved(ctx: Context, owner: Key | Slot, base_url: str | None) -> None:
     """Raise Denied unless `owner`'s secret may go to `base_url`. Org and platform keys go where
     the org's admins or the operator point them; a personal key only where its owner agreed."""

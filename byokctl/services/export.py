@@ -1,8 +1,10 @@
 """`export`: the vault's settings as an `apply` file (TOML or JSON), without a single secret.
 
 Reads only non-secret columns, so it needs no master key. Each stored key becomes an entry
-naming an environment variable derived from its slot (`BYOKCTL_KEY_ACME_ANTHROPIC`), so that
-`export | apply -` round-trips once those variables hold the secrets.
+naming the environment variable its secret was read from (`apply`'s `from_env`, `key add
+--from-env`), or, for a key entered otherwise, one derived from its slot
+(`BYOKCTL_KEY_ACME_ANTHROPIC`), so that `export | apply -` round-trips once those variables
+hold the secrets.
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ def snapshot(ctx: Context) -> Export:
     require_operator(ctx, "export the vault")
     out = Export({})
     taken = Taken()
+    for name in ctx.store.keys.env_names():  # the names keys were given: never invented again
+        taken.add(name)
     approved = endpoints.approved_by_slot(ctx)
 
     def key_entries(found: list[keys.Key], path: str, org: str | None) -> list[dict]:
@@ -127,7 +131,7 @@ def snapshot(ctx: Context) -> Export:
             entry: dict = {"provider": k.provider}
             if k.member:
                 entry["member"] = k.member
-            entry["from_env"] = env_name(org, k.member, k.provider, taken)
+            entry["from_env"] = k.from_env or env_name(org, k.member, k.provider, taken)
             slot = approved.get((k.org, k.member, k.provider)) if k.scope == "member" else None
             if slot:  # applied back, they become the operator's approvals
                 entry["approved_base_urls"] = [a.base_url for a in slot]

@@ -54,7 +54,7 @@ def tampered(table: str, pk: tuple) -> Integrity:
     elif table == "members":
         what, fix = f"Member {pk[1]} of org {pk[0]}", (
             f"restore the vault from a backup (or remove them with `byokctl member remove {pk[0]} "
-            f"{pk[1]}` and add them again)")
+            f"{pk[1]} --yes` and add them again)")
     elif table == "keys":
         what, fix = f"Key {pk[0]}'s metadata", (
             f"remove it with `byokctl key remove {pk[0]} --yes` and add the key again, or restore "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from byokctl import clock
 from byokctl.domain import ACTIVE, INVALID, KEY_STATUSES, RATE_LIMITED  # noqa: F401 - as keys.X
+from byokctl.domain.urls import safe_url
 from byokctl.errors import (
     ByokError,
     Conflict,
@@ -59,6 +60,7 @@ class Key:
     rotated_at: str | None
     last_used_at: str | None
     last_tested_at: str | None
+    from_env: str | None = None  # the NAME of the variable the secret was read from, if it was
 
     @classmethod
     def from_row(cls, row: object) -> Key:
@@ -291,9 +293,10 @@ def new_key_id() -> str:
 
 
 def add(ctx: Context, slot: Slot, secret: str, *, allow_admin_key: bool = False,
-        tester: KeyTester | None = None) -> Key:
+        tester: KeyTester | None = None, from_env: str | None = None) -> Key:
     """Store `secret` in `slot` (from `prepare_add`), sealed and audited. With `tester`, the
-    secret must pass it first: a secret the provider refuses is never stored."""
+    secret must pass it first: a secret the provider refuses is never stored. `from_env`: the
+    NAME of the environment variable it was read from (`export` writes it back)."""
     from byokctl.services import integrity  # hashes and row MACs: writes only
 
     check_format(slot.provider, secret, allow_admin_key=allow_admin_key)
@@ -313,13 +316,33 @@ def add(ctx: Context, slot: Slot, secret: str, *, allow_admin_key: bool = False,
             provider=slot.provider, data_key_id=dk_id, nonce=nonce, ciphertext=ct,
             hint=hint(secret), fingerprint=vault.fingerprint(secret), status=ACTIVE,
             test_result=test_result, last_tested_at=now if tester is not None else None,
-            created_at=now,
+            created_at=now, from_env=env_name(from_env),
         )
         integrity.seal(ctx, "keys", (key_id,))
         key = get(ctx, key_id)
         after = key.public() if tester is None else {**key.public(), "test_result": test_result}
         audit.record(ctx, "key.add", org=key.org, target=key.id, after=after)
     return key
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_ENV_NAME = 255
+
+
+def env_name(name: str | None) -> str | None:
+    """`name` if it is an environment variable's NAME (what `from_env` stores); UsageError for
+    anything else, since a value there may be the secret itself."""
+    if name is not None and (len(name) > MAX_ENV_NAME or not ENV_NAME.fullmatch(name)):
+        raise UsageError("from_env must be the NAME of an environment variable (e.g. "
+                         "ANTHROPIC_API_KEY), not a value")
+    return name
+
+
+def remember_env_name(ctx: Context, key_id: str, name: str | None) -> None:
+    """Record (or, None, forget) the variable a stored key's unchanged secret is read from,
+    as `apply` names it; not audited: a name, neither a secret nor a setting."""
+    with _writing(ctx):
+        ctx.store.keys.set_env_name(key_id, env_name(name))
 
 
 # ---- rotating and removing ----------------------------------------------------------------------
@@ -355,9 +378,11 @@ def prepare_rotate(ctx: Context, key_id: str) -> Key:
 
 
 def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = False,
-           tester: KeyTester | None = None) -> Rotation:
+           tester: KeyTester | None = None, from_env: str | None = None) -> Rotation:
     """Replace a key's secret in one transaction: same id, version + 1, status reset, old
-    ciphertext overwritten. With `tester`, the new secret must pass it before anything changes."""
+    ciphertext overwritten. With `tester`, the new secret must pass it before anything changes.
+    `from_env`: the NAME of the variable the new secret was read from; None forgets the old
+    name (that variable no longer holds the key's secret)."""
     from byokctl.services import integrity  # hashes and row MACs: writes only
 
     key = prepare_rotate(ctx, key_id)
@@ -384,6 +409,7 @@ def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = Fa
 
         if integrity.update_key(ctx, key_id, replace) is None:
             raise _no_key(key_id)
+        ctx.store.keys.set_env_name(key_id, env_name(from_env))
         after = get(ctx, key_id)
         audit.record(ctx, "key.rotate", org=key.org, target=key.id,
                      before={**key.public(), "status": key.status},
@@ -446,12 +472,13 @@ def mark_used(ctx: Context, key_id: str, *, status: str = ACTIVE, why: str | Non
 
 
 def mark_tested(ctx: Context, key_id: str, *, result: str, status: str | None,
-                version: int | None = None) -> Key:
+                version: int | None = None, base_url: str | None = None) -> Key:
     """Record a test of the key: its result (`ok`, `rejected`, `rate-limited`, `unreachable`),
     when, and the key's status after it; `status=None` leaves the status as it was (an
     unreachable provider says nothing about the key). Audited (`key.test`) whatever the result.
     With `version`, a key rotated since the test began is left alone (Conflict): the result
-    was about its previous secret."""
+    was about its previous secret. `base_url`: the endpoint a `key test --base-url` went to,
+    recorded in the audit entry (None: where the key is used)."""
     from byokctl.services import integrity  # hashes and row MACs: writes only
 
     if status is not None:
@@ -468,7 +495,8 @@ def mark_tested(ctx: Context, key_id: str, *, result: str, status: str | None,
         audit.record(ctx, "key.test", org=before.org, target=key_id,
                      before={"status": before.status, "test_result": before.test_result},
                      after={"status": after_status, "result": result, "hint": before.hint,
-                            "fingerprint": before.fingerprint, "version": before.version})
+                            "fingerprint": before.fingerprint, "version": before.version,
+                            **({} if base_url is None else {"base_url": safe_url(base_url)})})
     return get(ctx, key_id)
 
 

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 
 from byokctl.domain.keys import status_after
-from byokctl.errors import ByokError, KeyRejected, ProviderDown, RateLimited
-from byokctl.services import endpoints, integrity
+from byokctl.errors import ByokError, KeyRejected, ProviderDown, RateLimited, UsageError
+from byokctl.services import endpoints, integrity, rules
 from byokctl.services.context import Context
 from byokctl.services.keys import (
     DEFAULT_RETRIES,
@@ -49,6 +49,31 @@ def base_url_for(ctx: Context, owner: Key | Slot) -> str | None:
         provider, url = ctx.store.orgs.provider_and_base_url(owner.org) or (None, None)
     url = url if provider == owner.provider else None
     endpoints.require_approved(ctx, owner, url)
+    return url
+
+
+def explicit_base_url(ctx: Context, owner: Key | Slot, base_url: str) -> str | None:
+    """Where `--base-url URL` sends a test: that URL, checked as `set-provider` checks one (http
+    only to this machine), None if it is the provider's official endpoint. Whoever may test a
+    key may point it at any endpoint, for any provider, except a member's personal key: it goes
+    only where its owner (or the operator) approved (`key approve-endpoint --base-url`), so an
+    org admin cannot test a member's key into their own server. Denied before any secret is
+    decrypted or typed."""
+    from byokctl.providers import catalog
+
+    try:
+        url = rules.base_url(base_url)
+    except UsageError as exc:  # its fix names --allow-insecure, which a test does not take
+        raise exc.reworded(fix="give an https URL (plain http only to this machine, e.g. the "
+                               "emulator)") from None
+    official = catalog.load().info[owner.provider]["default_base_url"]
+    if endpoints.normalise(url) == endpoints.normalise(official):
+        return None
+    if owner.scope == "member":
+        assert owner.org is not None and owner.member is not None
+        if not endpoints.is_approved(ctx.store, owner.org, owner.member, owner.provider, url):
+            raise endpoints.not_approved_for(owner.member, getattr(owner, "id", None), url)
+        endpoints.require_approved(ctx, owner, url)  # the approval row must be byokctl's own
     return url
 
 
@@ -93,17 +118,24 @@ class ProviderTester:
     keeps the last Probe for the caller to show."""
 
     def __init__(self, ctx: Context, *, timeout: float = DEFAULT_TIMEOUT,
-                 retries: int = DEFAULT_RETRIES) -> None:
+                 retries: int = DEFAULT_RETRIES, base_url: str | None = None) -> None:
         check_limits(timeout, retries)
         self.ctx, self.timeout, self.retries = ctx, timeout, retries
+        self.base_url = base_url  # `--base-url`: test there instead of where the key is used
         self.last: Probe | None = None
+
+    def where(self, owner: Key | Slot) -> str | None:
+        """The base URL the test goes to (None: the provider's official API)."""
+        if self.base_url is not None:
+            return explicit_base_url(self.ctx, owner, self.base_url)
+        return base_url_for(self.ctx, owner)
 
     def preflight(self, owner: Key | Slot) -> None:
         """Refuse now (Denied) a test that could not be sent, before anyone types the secret."""
-        base_url_for(self.ctx, owner)
+        self.where(owner)
 
     def __call__(self, owner: Key | Slot, secret: str) -> str:
-        self.last = probe(owner.provider, secret, base_url=base_url_for(self.ctx, owner),
+        self.last = probe(owner.provider, secret, base_url=self.where(owner),
                           timeout=self.timeout, retries=self.retries,
                           key_id=getattr(owner, "id", None))
         if self.last.error is not None:
@@ -123,17 +155,33 @@ class Tested:
 
 
 def run_test(ctx: Context, key_id: str, *, timeout: float = DEFAULT_TIMEOUT,
-             retries: int = DEFAULT_RETRIES) -> Tested:
-    """`key test`: a token-free call with the stored secret, where the key is used. The result
-    is recorded on the key and audited whatever it is; then a failure is raised (exit 7, 8, 11...)."""
+             retries: int = DEFAULT_RETRIES, base_url: str | None = None) -> Tested:
+    """`key test`: a token-free call with the stored secret, where the key is used (or at
+    `base_url`: `explicit_base_url`). The result is recorded on the key and audited whatever it
+    is; then a failure is raised (exit 7, 8, 11...)."""
     check_limits(timeout, retries)
     key = require_key(ctx, key_id, "test")
     integrity.verify_key(ctx, key_id)
-    where = base_url_for(ctx, key)  # Denied here for a personal key sent where it is not approved
+    # Denied here for a personal key sent where it is not approved
+    where = base_url_for(ctx, key) if base_url is None else explicit_base_url(ctx, key, base_url)
     secret = reveal(ctx, key_id)
     seen = probe(key.provider, secret, base_url=where, timeout=timeout, retries=retries,
                  key_id=key.id)
-    after = mark_tested(ctx, key_id, result=seen.result, status=seen.status, version=key.version)
+    # A test somewhere else says nothing of the key where it is used: its status stays.
+    status = seen.status if base_url is None or _is_route(ctx, key, where) else None
+    after = mark_tested(ctx, key_id, result=seen.result, status=status, version=key.version,
+                        base_url=None if base_url is None else where)
     if seen.error is not None:
         raise seen.error
     return Tested(after, seen)
+
+
+def _is_route(ctx: Context, key: Key, url: str | None) -> bool:
+    """Is `url` where calls with `key` go anyway (`base_url_for`)?"""
+    try:
+        route = base_url_for(ctx, key)
+    except ByokError:  # a personal key not approved for its org's base_url: it goes nowhere else
+        return url is None
+    same = endpoints.normalise
+    return (route is None and url is None) or (route is not None and url is not None
+                                               and same(route) == same(url))

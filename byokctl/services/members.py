@@ -109,6 +109,11 @@ def list_members(ctx: Context, org: str) -> list[Member]:
     return [_member(r) for r in ctx.store.members.for_org(org)]
 
 
+def _count_keys(keys: list[dict]) -> str:
+    n = len(keys)
+    return f"{n} personal key{'' if n == 1 else 's'} ({', '.join(k['id'] for k in keys)})"
+
+
 def all_roles(ctx: Context) -> Iterator[tuple[str, str, str]]:
     """Every member of every org as `(org, email, role)`, by org then email, as the store reads
     them (`export`: one walk instead of a query per org). The operator's view."""
@@ -135,14 +140,29 @@ def set_role(ctx: Context, org: str, email: str, role: str) -> RoleChange:
     return change
 
 
-def remove(ctx: Context, org: str, email: str) -> Removal:
-    """Remove a member; the foreign key cascade purges their personal keys (secure_delete)."""
+def personal_keys(ctx: Context, org: str, email: str) -> list[dict]:
+    """The personal keys `remove` would purge with the member (public columns), once the actor
+    may remove them: what `member remove` asks to confirm."""
+    email = rules.email(email)
+    require(ctx, org, rules.ORG_MANAGE)
+    _get(ctx, org, email)
+    return [dict(r) for r in ctx.store.keys.of_member(org, email)]
+
+
+def remove(ctx: Context, org: str, email: str, *, purge_keys: bool = True) -> Removal:
+    """Remove a member; the foreign key cascade purges their personal keys (secure_delete).
+    With `purge_keys=False` a member who holds personal keys is kept (Conflict): the caller
+    confirmed the removal of a member without keys, and one may have been added since."""
     email = rules.email(email)
     actor = require(ctx, org, rules.ORG_MANAGE)
     with ctx.write():
         member = _get(ctx, org, email)
         no_admin_left = _guard_last_admin(ctx, actor, org, member, "Removing")
         keys = [dict(r) for r in ctx.store.keys.of_member(org, email)]
+        if keys and not purge_keys:
+            raise Conflict(f"{email} holds {_count_keys(keys)} in org {org}, which removing them "
+                           "purges", f"pass --yes to remove them with their keys: `byokctl member "
+                           f"remove {org} {email} --yes`")
         ctx.store.members.delete(org, email)
         audit.record(ctx, "member.remove", org=org, target=email,
                      before={"role": member.role, "keys": keys}, after=None)

@@ -55,11 +55,17 @@ def get(ctx: Context, slug: str) -> Org:
     return Org.from_row(row)
 
 
-def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int,
-           if_not_exists: bool = False) -> tuple[Org, bool]:
-    """Create an org; returns (org, created). With `if_not_exists`, an existing org is kept."""
+def create(ctx: Context, slug: str, *, name: str | None, plan: str | None = None,
+           credits: int | None = None, if_not_exists: bool = False,
+           if_same: bool = False) -> tuple[Org, bool]:
+    """Create an org (plan free and no credits unless given); returns (org, created). With
+    `if_not_exists`, an existing org is kept; with `if_same` too, only if what was given (None:
+    not given) matches it, else Conflict naming each difference (`differences`)."""
     from byokctl.services import integrity  # hashes and row MACs: writes only
 
+    asked = {"name": name, "plan": plan, "credits": credits}
+    plan = "free" if plan is None else plan
+    credits = 0 if credits is None else credits
     rules.slug(slug)
     rules.choice(plan, rules.PLANS, "plan")
     if credits < 0:
@@ -72,13 +78,13 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
         raise rules.Denied(f"{ctx.as_email} may not create orgs: it is the platform operator's alone")
     if ctx.store.orgs.exists(slug):
         if if_not_exists:
-            return get(ctx, slug), False
+            return _existing(ctx, slug, asked if if_same else None), False
         raise Conflict(f"Org '{slug}' already exists", "use --if-not-exists to accept that")
     now = clock.stamp()
     with ctx.write():
         if ctx.store.orgs.exists(slug):
             if if_not_exists:
-                return get(ctx, slug), False
+                return _existing(ctx, slug, asked if if_same else None), False
             raise Conflict(f"Org '{slug}' already exists", "use --if-not-exists to accept that")
         ctx.store.orgs.insert(slug, name, plan, credits, now)
         integrity.seal(ctx, "orgs", (slug,))
@@ -86,6 +92,47 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
         audit.record(ctx, "org.create", org=slug, target=slug,
                      after={"name": org.name, "plan": plan, "credits": credits})
     return org, True
+
+
+def _existing(ctx: Context, slug: str, asked: dict | None) -> Org:
+    """The org that exists, if it is as `asked` (None: whatever it is); else Conflict."""
+    org = get(ctx, slug)
+    found = [] if asked is None else differences(ctx, org, **asked)
+    if found:
+        raise Conflict(f"Org {slug} already exists with other settings than given: "
+                       + "; ".join(d for d, _ in found),
+                       "; ".join(dict.fromkeys(f for _, f in found)) + ", or drop the options "
+                       "that differ", differences=[d for d, _ in found])
+    return org
+
+
+def differences(ctx: Context, org: Org, *, name: str | None = None, plan: str | None = None,
+                credits: int | None = None) -> list[tuple[str, str]]:
+    """How `org create` options (None: not given) differ from the existing org, each with its
+    fix. `credits` is a starting balance, so it is compared with the balance the org was
+    created with (its `org.create` audit entry), not today's."""
+    found = []
+    if name is not None and _name(name) != org.name:
+        found.append((f"name is '{org.name}', not '{_name(name)}'", "rename it with an apply file "
+                      f"(name = \"...\" under [orgs.{org.slug}])"))
+    if plan is not None and plan != org.plan:
+        found.append((f"plan is {org.plan}, not {plan}",
+                      f"change it with `byokctl plan set {org.slug} {plan}`"))
+    if credits is not None:
+        started = _starting_credits(ctx, org.slug)
+        if started is not None and started != credits:
+            found.append((f"it started with {started} credits, not {credits} (balance now "
+                          f"{org.credits})", f"add credits with `byokctl credits add {org.slug} N`"))
+    return found
+
+
+def _starting_credits(ctx: Context, slug: str) -> int | None:
+    from byokctl.services.audit import log
+
+    created = log(ctx, org=slug, action="org.create", limit=1)
+    after = created[0].after if created else None
+    value = after.get("credits") if isinstance(after, dict) else None
+    return value if isinstance(value, int) else None
 
 
 ORG_LISTERS = ("admin", "staffing")  # the roles whose orgs a member's `org list` shows

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 BUSY_TIMEOUT_MS = 30_000
 PURGE_WAIT_MS = 2_000  # how long a WAL purge waits for another process's reader
-SCHEMA_LATEST = 7  # kept equal to migrations.LATEST by a test; opening a vault imports no migration code
+SCHEMA_LATEST = 8  # kept equal to migrations.LATEST by a test; opening a vault imports no migration code
 
 
 def default_path() -> Path:

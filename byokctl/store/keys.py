@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 # Everything about a key but its sealed secret (what `key list` and the audit may show).
 PUBLIC_COLUMNS = ("id, scope, org, member, provider, hint, fingerprint, version, status, test_result, "
-                  "created_at, rotated_at, last_used_at, last_tested_at")
+                  "created_at, rotated_at, last_used_at, last_tested_at, from_env")
 
 # What `Vault.open_fields` takes, in its order: a secret and the row it is bound to.
 SEALED_COLUMNS = ("id", "scope", "org", "member", "provider", "version", "data_key_id", "nonce",
@@ -80,15 +80,26 @@ class Keys(Family):
     def insert(self, *, key_id: str, scope: str, org: str | None, member: str | None, provider: str,
                data_key_id: int, nonce: bytes, ciphertext: bytes, hint: str, fingerprint: str,
                status: str, test_result: str | None, last_tested_at: str | None,
-               created_at: str) -> None:
-        """Store a new key (version 1) with its sealed secret."""
+               created_at: str, from_env: str | None = None) -> None:
+        """Store a new key (version 1) with its sealed secret (and the NAME of the variable it
+        was read from, if it was)."""
         self.store.execute(
             "INSERT INTO keys (id, scope, org, member, provider, version, data_key_id, nonce, "
-            "ciphertext, hint, fingerprint, status, test_result, last_tested_at, created_at) "
-            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "ciphertext, hint, fingerprint, status, test_result, last_tested_at, created_at, "
+            "from_env) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key_id, scope, org, member, provider, data_key_id, nonce, ciphertext, hint,
-             fingerprint, status, test_result, last_tested_at, created_at),
+             fingerprint, status, test_result, last_tested_at, created_at, from_env),
         )
+
+    def set_env_name(self, key_id: str, name: str | None) -> None:
+        """Record the NAME of the environment variable that holds the key's secret (None:
+        none does), as `export` will write it."""
+        self.store.execute("UPDATE keys SET from_env = ? WHERE id = ?", (name, key_id))
+
+    def env_names(self) -> Iterator[str]:
+        """Every recorded variable name, once each (export hands out no invented name twice)."""
+        return (r[0] for r in self.store.execute(
+            "SELECT DISTINCT from_env FROM keys WHERE from_env IS NOT NULL ORDER BY from_env"))
 
     def delete(self, key_id: str) -> bool:
         """Delete a key; False if there was none."""

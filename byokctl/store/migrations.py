@@ -284,6 +284,15 @@ def m007_usage_daily(db: Migrator) -> None:
     db.execute("PRAGMA user_version = 7")
 
 
+@migration
+def m008_key_env_names(db: Migrator) -> None:
+    """The NAME of the environment variable a key's secret was read from (`apply`'s `from_env`,
+    `key add --from-env`), never its value, so that `export` writes the name the operator
+    uses. NULL for keys entered otherwise (and older ones): export invents a name for those."""
+    db.execute("ALTER TABLE keys ADD COLUMN from_env TEXT")
+    db.execute("PRAGMA user_version = 8")
+
+
 LATEST = len(DECLARED)
 
 

@@ -302,7 +302,7 @@ def test_approvals_read_without_the_master_key_and_leave_with_the_member(cli, ac
     assert len(bob["approved_endpoints"]) == 1
     isolated.entries.update(ring)
     # bob leaves; someone re-added under his email starts with no approval.
-    assert cli("member", "remove", "acme", "bob@acme.com").exit_code == 0
+    assert cli("member", "remove", "acme", "bob@acme.com", "--yes").exit_code == 0
     assert cli("member", "add", "acme", "bob@acme.com", "--role", "interviewer").exit_code == 0
     r = cli("key", "add", "acme", "--provider", "anthropic", "--member", "bob@acme.com",
             "--from-stdin", "--json", input=personal_secret())

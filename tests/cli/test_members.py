@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import audit_rows, connect
 
 from byokctl.services import integrity
@@ -107,7 +108,7 @@ def test_set_role_unknown_member_is_not_found(cli, acme):
 def test_remove_purges_personal_keys_and_says_so(cli, acme):
     cli("member", "add", "acme", "bob@acme.com", "--role", "staffing")
     key_id = seed_personal_key(acme, "acme", "bob@acme.com")
-    r = cli("member", "remove", "acme", "bob@acme.com")
+    r = cli("member", "remove", "acme", "bob@acme.com", "--yes")
     assert r.exit_code == 0, r.output
     assert "Removed bob@acme.com (staffing) from org acme" in r.stdout
     assert f"purged 1 personal key ({key_id})" in r.stdout
@@ -126,11 +127,55 @@ def test_remove_purges_personal_keys_and_says_so(cli, acme):
 def test_remove_json_lists_purged_keys(cli, acme):
     cli("member", "add", "acme", "bob@acme.com", "--role", "staffing")
     key_id = seed_personal_key(acme, "acme", "bob@acme.com")
-    r = cli("member", "remove", "acme", "bob@acme.com", "--json")
+    r = cli("member", "remove", "acme", "bob@acme.com", "--json", "--yes")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["removed"] is True and out["email"] == "bob@acme.com"
     assert [k["id"] for k in out["purged_keys"]] == [key_id]
+
+
+def test_remove_with_personal_keys_needs_yes_even_off_a_terminal(cli, acme):
+    cli("member", "add", "acme", "bob@acme.com", "--role", "staffing")
+    key_id = seed_personal_key(acme, "acme", "bob@acme.com")
+    before = len(audit_rows(acme))
+    for extra in ([], ["--json"]):
+        r = cli("member", "remove", "acme", "bob@acme.com", *extra)  # stdin is no terminal here
+        assert r.exit_code == 12, r.output
+        assert r.stdout == ""
+        assert "--yes" in r.stderr
+    assert json.loads(r.stderr)["error"]["code"] == "conflict"
+    conn = connect(acme)
+    assert conn.execute("SELECT count(*) FROM keys WHERE id = ?", (key_id,)).fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM members WHERE email = 'bob@acme.com'").fetchone()[0] == 1
+    assert len(audit_rows(acme)) == before
+    # A member who may not remove anyone is told that, not asked to confirm.
+    cli("member", "add", "acme", "sam@acme.com", "--role", "staffing")
+    r = cli("member", "remove", "acme", "bob@acme.com", "--as", "sam@acme.com")
+    assert r.exit_code == 4, r.output
+
+
+def test_a_member_without_personal_keys_is_removed_without_yes(cli, acme):
+    cli("member", "add", "acme", "bob@acme.com", "--role", "staffing")
+    r = cli("member", "remove", "acme", "bob@acme.com")
+    assert r.exit_code == 0, r.output
+    assert "no personal keys" in r.stdout
+
+
+def test_remove_keeps_a_member_whose_key_appeared_after_the_check(cli, acme):
+    from byokctl.errors import Conflict
+    from byokctl.services import members
+    from byokctl.services.context import open_context
+
+    cli("member", "add", "acme", "bob@acme.com", "--role", "staffing")
+    ctx = open_context(None)
+    try:
+        assert members.personal_keys(ctx, "acme", "bob@acme.com") == []  # what was confirmed
+        key_id = seed_personal_key(acme, "acme", "bob@acme.com")  # meanwhile, another process
+        with pytest.raises(Conflict):
+            members.remove(ctx, "acme", "bob@acme.com", purge_keys=False)
+    finally:
+        ctx.close()
+    assert connect(acme).execute("SELECT count(*) FROM keys WHERE id = ?", (key_id,)).fetchone()[0] == 1
 
 
 def test_remove_unknown_member_is_not_found_and_writes_nothing(cli, acme):

@@ -22,6 +22,37 @@ def test_create_twice_conflicts_unless_if_not_exists(cli, vault):
     assert r.exit_code == 0 and json.loads(r.stdout)["created"] is False
 
 
+def test_if_not_exists_with_the_same_options_succeeds_unchanged(cli, vault):
+    r = cli("org", "create", "acme", "--name", "Acme Inc", "--plan", "growth", "--credits", "50")
+    assert r.exit_code == 0, r.output
+    assert cli("credits", "add", "acme", "25").exit_code == 0  # the balance moves on; the start does not
+    for args in ([], ["--plan", "growth"], ["--name", "Acme Inc", "--plan", "growth", "--credits", "50"]):
+        r = cli("org", "create", "acme", *args, "--if-not-exists")
+        assert r.exit_code == 0, (args, r.output)
+        assert "already exists; left unchanged" in r.stdout
+    shown = json.loads(cli("org", "show", "acme", "--json").stdout)
+    assert (shown["plan"], shown["credits"]) == ("growth", 75)
+
+
+def test_if_not_exists_with_other_options_names_each_difference(cli, vault):
+    assert cli("org", "create", "acme", "--plan", "starter", "--credits", "10").exit_code == 0
+    r = cli("org", "create", "acme", "--name", "Acme", "--plan", "growth", "--credits", "500",
+            "--if-not-exists")
+    assert r.exit_code == 12, r.output
+    assert r.stdout == ""
+    assert "name is 'acme', not 'Acme'" in r.stderr
+    assert "plan is starter, not growth" in r.stderr
+    assert "started with 10 credits, not 500" in r.stderr
+    assert "byokctl plan set acme growth" in r.stderr and "byokctl credits add acme" in r.stderr
+    r = cli("org", "create", "acme", "--plan", "growth", "--if-not-exists", "--json")
+    assert r.exit_code == 12, r.output
+    error = json.loads(r.stderr)["error"]
+    assert error["code"] == "conflict"
+    assert error["details"]["differences"] == ["plan is starter, not growth"]
+    shown = json.loads(cli("org", "show", "acme", "--json").stdout)
+    assert (shown["name"], shown["plan"], shown["credits"]) == ("acme", "starter", 10)  # untouched
+
+
 def test_set_provider_gate_alias_and_audit(cli, vault):
     cli("org", "create", "small", "--plan", "starter")
     r = cli("org", "set-provider", "small", "anthropic", "--yes")

@@ -178,9 +178,10 @@ def test_no_option_takes_the_secret():
         for name, command in get_group(app).commands.items()
     }
     assert valued == {
-        "add": ["--as", "--from-env", "--member", "--provider", "--retries", "--timeout"],
+        "add": ["--as", "--base-url", "--from-env", "--member", "--provider", "--retries",
+                "--timeout"],
         "list": ["--as", "--provider"],
-        "test": ["--as", "--retries", "--timeout"],
+        "test": ["--as", "--base-url", "--retries", "--timeout"],
         "rotate": ["--as", "--from-env", "--retries", "--timeout"],
         "remove": ["--as"],
         "approve-endpoint": ["--as", "--base-url"],  # a URL, never a secret
@@ -315,7 +316,7 @@ def test_cascaded_deletes_purge_the_ciphertext(cli, vault, home, how):
     ctx.close()
     assert ct in _vault_bytes(home)
     args = ("org", "delete", "acme", "--yes") if how == "org delete" else (
-        "member", "remove", "acme", "ann@acme.com")
+        "member", "remove", "acme", "ann@acme.com", "--yes")
     assert cli(*args).exit_code == 0
     assert ct not in _vault_bytes(home)
     other.close()

@@ -29,7 +29,7 @@ EXPECTED_TABLES = {
              "version INTEGER NN", "data_key_id INTEGER NN", "nonce BLOB NN", "ciphertext BLOB NN",
              "hint TEXT NN", "fingerprint TEXT NN", "status TEXT NN", "test_result TEXT",
              "created_at TEXT NN", "rotated_at TEXT", "last_used_at TEXT", "last_tested_at TEXT",
-             "mac TEXT"],
+             "mac TEXT", "from_env TEXT"],
     "usage": ["id INTEGER PK1", "ts TEXT NN", "org TEXT NN", "member TEXT", "actor TEXT NN",
               "mode TEXT NN", "provider TEXT", "model TEXT", "key_id TEXT", "fingerprint TEXT",
               "fallback_reason TEXT", "input_tokens INTEGER NN", "output_tokens INTEGER NN",
@@ -130,6 +130,7 @@ def test_a_schema_1_vault_is_upgraded_in_place_on_open(cli, vault: Path) -> None
     conn.execute("ALTER TABLE orgs DROP COLUMN shortfall")
     conn.execute("DROP TABLE usage_daily")
     conn.execute("DROP TABLE usage_daily_all")
+    conn.execute("ALTER TABLE keys DROP COLUMN from_env")
     conn.execute("DELETE FROM schema_migrations WHERE name != 'm001_initial'")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
