@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 from byokctl.errors import UsageError, VaultLocked
 
 # scheme → the module implementing it; each has `open_wrapper(reference, *, create_key=False)`
-# and `canonical(reference) -> str` (the reference as stored, UsageError if malformed).
+# and may have `canonical(reference) -> str` (the reference as stored, UsageError if malformed).
 SCHEMES = {"vault-transit": "byokctl.vault.transit", "pkcs11": "byokctl.vault.pkcs11"}
 
 EXTRAS = {"vault-transit": "vault", "pkcs11": "pkcs11"}
@@ -72,7 +72,9 @@ def _module(reference: str):  # noqa: ANN202 - the scheme's module, imported laz
 
 def canonical(reference: str) -> str:
     """The reference as the vault stores it (`vault-transit:KEY` → `vault-transit:transit/KEY`)."""
-    return _module(reference).canonical(reference)
+    module = _module(reference)
+    spelled = getattr(module, "canonical", None)  # a scheme with one spelling needs none
+    return spelled(reference) if spelled else reference
 
 
 def open_wrapper(reference: str, *, create_key: bool = False) -> Wrapper:
