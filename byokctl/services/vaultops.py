@@ -57,8 +57,8 @@ def init(db: str | None, key_file: str | None, kms: str | None = None,
     wrapped = None
     if kms:
         key = crypto.new_key()
-        ref, blob, where = mk.kms_wrap(vid, kms, key, create_key=create_key)
-        master, wrapped = mk.MasterKey(key, "kms", where), (ref, blob)
+        ref, blob, described = mk.kms_wrap(vid, kms, key, create_key=create_key)
+        master, wrapped = mk.MasterKey(key, "kms", described), (ref, blob)
     elif env:
         master = mk.MasterKey(mk.decode(env, f"${mk.ENV_VAR}"), "env", f"${mk.ENV_VAR}")
     elif key_file:
