@@ -55,6 +55,7 @@ def kms_vault(cli, transit) -> str:  # noqa: ANN001
 
 
 # -- init, use, status -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_init_stores_the_reference_and_the_wrapped_key_and_commands_find_it(cli, transit, bao_server,
                                                                              emulator):
     name = transit.rsplit("/", 1)[1]
@@ -79,6 +80,7 @@ def test_init_stores_the_reference_and_the_wrapped_key_and_commands_find_it(cli,
     assert check["ok"] and check["keys_checked"] == 1
 
 
+@pytest.mark.slow
 def test_init_refuses_a_missing_key_unless_asked_to_create_it(cli, transit, bao_server):
     missing = "vault-transit:transit/not-there-" + os.urandom(3).hex()
     r = cli("init", "--kms", missing)
@@ -104,6 +106,7 @@ def test_a_bad_reference_is_a_usage_error(cli, transit):
         assert r.exit_code == ExitCode.USAGE, (ref, r.output)
 
 
+@pytest.mark.slow
 def test_the_blob_is_bound_to_its_vault(cli, transit, monkeypatch, tmp_path, request):
     """A wrapped master key moved into another vault does not open there (the AAD names the
     vault id and the reference)."""
@@ -132,6 +135,7 @@ def test_the_token_comes_from_the_vault_token_file(cli, transit, monkeypatch, tm
     assert r.exit_code == ExitCode.VAULT_LOCKED and "VAULT_TOKEN" in r.stderr
 
 
+@pytest.mark.slow
 def test_no_token_anywhere(cli, transit, bao_server):
     """The token is in no output, no audit entry and nowhere in the stored vault."""
     token = bao_server.token(transit_policy(transit.rsplit("/", 1)[1]))
@@ -218,6 +222,7 @@ def test_vault_unreachable(cli, own_kms_vault, own_bao):
     _fails_cleanly(cli, "could not be reached", "check $VAULT_ADDR")
 
 
+@pytest.mark.slow
 def test_token_revoked(cli, kms_vault, bao_server):
     token = bao_server.token(transit_policy(kms_vault.rsplit("/", 1)[1]))
     os.environ["VAULT_TOKEN"] = token
@@ -226,6 +231,7 @@ def test_token_revoked(cli, kms_vault, bao_server):
     _fails_cleanly(cli, "refused the token: it is invalid or expired", "log in again")
 
 
+@pytest.mark.slow
 def test_token_expired(cli, kms_vault, bao_server):
     import time
 
@@ -235,6 +241,7 @@ def test_token_expired(cli, kms_vault, bao_server):
     _fails_cleanly(cli, "invalid or expired", "log in again")
 
 
+@pytest.mark.slow
 def test_token_lacking_the_policy(cli, kms_vault, bao_server):
     key = kms_vault.rsplit("/", 1)[1]
     os.environ["VAULT_TOKEN"] = bao_server.token()  # the default policy only
@@ -309,6 +316,7 @@ def _target_args(target: str, transit2: str, tmp_path) -> list[str]:  # noqa: AN
             "file": ["--master-key-file", str(tmp_path / "keys2" / "new.key")]}[target]
 
 
+@pytest.mark.slow  # half a second or more each, 16 of them
 @pytest.mark.parametrize("target", SOURCES)
 @pytest.mark.parametrize("source", SOURCES)
 def test_rotate_master_moves_between_any_two_sources(cli, source, target, transit, bao_server, tmp_path,
