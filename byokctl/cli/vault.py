@@ -38,7 +38,7 @@ def init(
 
     \b
     Example: byokctl init --master-key-file ~/.config/byokctl/master.key
-    Example: VAULT_ADDR=https://vault:8200 byokctl init --kms vault-transit:byokctl --create-key
+    Example: byokctl init --kms vault-transit:byokctl --create-key
     """
     result = vaultops.init(STATE["db"], master_key_file, kms, create_key)
     render.emit(json_, result, lambda: render.line(
