@@ -15,7 +15,6 @@ appear in a message.
 
 from __future__ import annotations
 
-import importlib
 from typing import Protocol, runtime_checkable
 
 from byokctl.errors import UsageError, VaultLocked
@@ -62,7 +61,9 @@ def scheme(reference: str) -> str:
 def _module(reference: str):  # noqa: ANN202 - the scheme's module, imported lazily
     name = scheme(reference)
     try:
-        return importlib.import_module(SCHEMES[name])
+        # `__import__`, not importlib.import_module: the interpreter's own import path, which
+        # `python -X importtime` sees (the start-up checks look for these modules).
+        return __import__(SCHEMES[name], fromlist=["open_wrapper"])
     except ImportError as exc:
         raise VaultLocked(
             f"Support for {name} references is not installed ({exc.name or exc})",

@@ -63,13 +63,18 @@ class TransitWrapper:
     """One transit key, reached over HTTP with the caller's token."""
 
     def __init__(self, reference: str, create_key: bool = False) -> None:
-        import httpx2
+        try:
+            import httpx2
+        except ImportError:
+            raise VaultLocked("Vault transit support needs httpx2, which is not installed",
+                              "install it with `pip install 'byokctl[vault]'`") from None
 
         self.create_key, self._checked = create_key, False
 
         self.mount, self.key = parse(reference)
         self.reference = f"{PREFIX}{self.mount}/{self.key}"
         self.addr = (os.environ.get("VAULT_ADDR") or DEFAULT_ADDR).rstrip("/")
+        self.shown = re.sub(r"//[^/@]*@", "//", self.addr)  # for messages: no user:password@
         headers = {"X-Vault-Token": _token(), "X-Vault-Request": "true"}
         if namespace := os.environ.get("VAULT_NAMESPACE"):
             headers["X-Vault-Namespace"] = namespace
@@ -92,12 +97,12 @@ class TransitWrapper:
             self._http = httpx2.Client(base_url=self.addr, headers=headers, verify=verify,
                                        timeout=timeout, trust_env=False)
         except ValueError as exc:  # a malformed address
-            raise VaultLocked(f"$VAULT_ADDR ({self.addr}) is not a usable address ({exc})",
+            raise VaultLocked(f"$VAULT_ADDR ({self.shown}) is not a usable address ({exc})",
                               "set it to Vault's URL, e.g. https://vault.example.com:8200") from None
 
     def describe(self) -> str:
         """`Vault transit key transit/NAME at ADDR` (and the namespace), no token."""
-        where = f"Vault transit key {self.mount}/{self.key} at {self.addr}"
+        where = f"Vault transit key {self.mount}/{self.key} at {self.shown}"
         if namespace := os.environ.get("VAULT_NAMESPACE"):
             where += f" (namespace {namespace})"
         return where
@@ -112,7 +117,7 @@ class TransitWrapper:
         if found is None:
             if not create:
                 raise VaultLocked(
-                    f"The transit key {self.mount}/{self.key} does not exist at {self.addr}",
+                    f"The transit key {self.mount}/{self.key} does not exist at {self.shown}",
                     f"create it (`bao write -f {self.mount}/keys/{self.key}`) or pass --create-key")
             self._call("POST", f"keys/{self.key}", {"type": "aes256-gcm96"})
             self._checked = True
@@ -161,10 +166,10 @@ class TransitWrapper:
         try:
             response = self._http.request(method, url, json=body)
         except httpx2.TimeoutException:
-            raise VaultLocked(f"Vault at {self.addr} did not answer in time",
+            raise VaultLocked(f"Vault at {self.shown} did not answer in time",
                               "check that it is up, or raise $VAULT_CLIENT_TIMEOUT") from None
         except httpx2.HTTPError as exc:
-            raise VaultLocked(f"Vault at {self.addr} could not be reached ({type(exc).__name__})",
+            raise VaultLocked(f"Vault at {self.shown} could not be reached ({type(exc).__name__})",
                               "check $VAULT_ADDR and that Vault is running") from None
         if response.status_code == 404 and missing_ok:
             return None
@@ -172,7 +177,7 @@ class TransitWrapper:
             try:
                 return response.json() if response.content else {}
             except ValueError:
-                raise VaultLocked(f"{self.addr} did not answer as Vault does",
+                raise VaultLocked(f"{self.shown} did not answer as Vault does",
                                   "check that $VAULT_ADDR points at Vault") from None
         raise self._failure(response.status_code, _errors(response), path)
 
@@ -180,10 +185,10 @@ class TransitWrapper:
         key = f"{self.mount}/{self.key}"
         action = {"keys": "read"}.get(path.partition("/")[0], path.partition("/")[0])
         if status == 503 and "sealed" in errors:
-            return VaultLocked(f"Vault at {self.addr} is sealed", "unseal it (`bao operator unseal`), "
+            return VaultLocked(f"Vault at {self.shown} is sealed", "unseal it (`bao operator unseal`), "
                                "or ask its operator to")
         if status in (401, 403) and ("invalid token" in errors or not self._token_alive()):
-            return VaultLocked(f"Vault at {self.addr} refused the token: it is invalid or expired",
+            return VaultLocked(f"Vault at {self.shown} refused the token: it is invalid or expired",
                                "log in again (`bao login`) and set $VAULT_TOKEN")
         if status in (401, 403):
             return VaultLocked(f"The Vault token may not {action} with the transit key {key}",
@@ -191,14 +196,14 @@ class TransitWrapper:
                                f"(and for init and rotate-master `update` on {self.mount}/encrypt/"
                                f"{self.key} and `read` on {self.mount}/keys/{self.key})")
         if "not found" in errors or status == 404:
-            return VaultLocked(f"The transit key {key} does not exist at {self.addr}",
+            return VaultLocked(f"The transit key {key} does not exist at {self.shown}",
                                "restore the key in Vault, or point $VAULT_ADDR/$VAULT_NAMESPACE at "
                                "the Vault that holds it")
         if "authentication failed" in errors or "invalid ciphertext" in errors:
             return VaultLocked(f"The transit key {key} does not open this vault's wrapped master key "
                                "(it was wrapped for another vault or key)",
                                "restore the vault's own file, or the transit key it was created with")
-        return VaultLocked(f"Vault at {self.addr} refused the request ({status}: {errors[:200]})",
+        return VaultLocked(f"Vault at {self.shown} refused the request ({status}: {errors[:200]})",
                            "see Vault's log, and check $VAULT_ADDR and the token's policy")
 
 
