@@ -25,7 +25,7 @@ PREFIX = "vault-transit:"
 DEFAULT_MOUNT = "transit"
 DEFAULT_ADDR = "https://127.0.0.1:8200"
 AEAD_TYPES = ("aes256-gcm96", "aes128-gcm96", "chacha20-poly1305")
-_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
+_SEGMENT = re.compile(r"(?!\.+$)[A-Za-z0-9_.-]+")  # a name; never "." or ".." (a URL path)
 
 
 def parse(reference: str) -> tuple[str, str]:

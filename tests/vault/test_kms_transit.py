@@ -373,3 +373,74 @@ def test_a_failed_wrap_changes_nothing(cli, vault, transit, isolated):
 def test_conflicting_targets_are_refused(cli, vault, transit):
     r = cli("vault", "rotate-master", "--kms", transit, "--keyring")
     assert r.exit_code == ExitCode.USAGE and "--kms and --keyring" in r.stderr
+
+
+# -- the framework, the reference, the environment ---------------------------------------------
+def test_references_are_parsed_and_stored_canonically():
+    from byokctl.errors import UsageError
+    from byokctl.vault import kms
+
+    assert kms.canonical("vault-transit:byok") == "vault-transit:transit/byok"
+    assert kms.canonical("vault-transit:team/transit/byok") == "vault-transit:team/transit/byok"
+    assert kms.scheme("pkcs11:token=t;object=o") == "pkcs11"
+    for bad in ("vault-transit:", "vault-transit:a b", "vault-transit:x/../y/", "aws-kms:alias/x", "plain"):
+        with pytest.raises(UsageError):
+            kms.canonical(bad)
+    assert kms.master_aad("v1", "vault-transit:transit/k") != kms.master_aad("v2", "vault-transit:transit/k")
+
+
+def test_the_transit_wrapper_is_a_kms_wrapper(transit):
+    from byokctl.vault import kms
+
+    wrapper = kms.open_wrapper(transit)
+    try:
+        assert isinstance(wrapper, kms.Wrapper) and wrapper.reference == transit
+        blob = wrapper.wrap(b"k" * 32, b"aad")
+        assert wrapper.unwrap(blob, b"aad") == b"k" * 32
+        assert ROOT_TOKEN not in wrapper.describe() and ROOT_TOKEN.encode() not in blob
+    finally:
+        wrapper.close()
+
+
+@pytest.mark.slow
+def test_a_namespace_is_sent(cli, bao_server, monkeypatch):
+    """$VAULT_NAMESPACE reaches Vault: the key exists only inside the namespace."""
+    ns = "team" + os.urandom(3).hex()
+    bao_server.api("POST", f"sys/namespaces/{ns}")
+    import httpx2
+
+    for path, body in (("sys/mounts/transit", {"type": "transit"}), ("transit/keys/nskey", {})):
+        r = httpx2.post(f"{bao_server.addr}/v1/{path}", json=body, timeout=10,
+                        headers={"X-Vault-Token": ROOT_TOKEN, "X-Vault-Namespace": ns})
+        assert r.is_success, r.text
+    for var, value in bao_server.env().items():
+        monkeypatch.setenv(var, value)
+    r = cli("init", "--kms", "vault-transit:nskey")
+    assert r.exit_code == ExitCode.VAULT_LOCKED and "does not exist" in r.stderr  # not at the root
+    monkeypatch.setenv("VAULT_NAMESPACE", ns)
+    init = _json(cli("init", "--kms", "vault-transit:nskey", "--json"))
+    assert f"(namespace {ns})" in init["master_location"]
+    assert _json(cli("vault", "check", "--json"))["ok"]
+    monkeypatch.delenv("VAULT_NAMESPACE")
+    r = cli("vault", "check")
+    assert r.exit_code == ExitCode.VAULT_LOCKED and "VAULT_NAMESPACE" in r.stderr
+
+
+def test_a_wrong_address_is_unreachable(cli, kms_vault, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("VAULT_ADDR", f"http://user:hunter2@127.0.0.1:{port}")
+    r = cli("vault", "check")
+    assert r.exit_code == ExitCode.VAULT_LOCKED and "could not be reached" in r.stderr
+    assert "hunter2" not in r.output and f"http://127.0.0.1:{port}" in r.stderr
+    assert cli("key", "list").exit_code == 0
+
+
+def test_an_unreadable_ca_file_is_named(cli, kms_vault, monkeypatch, tmp_path):
+    monkeypatch.setenv("VAULT_ADDR", "https://127.0.0.1:8200")
+    monkeypatch.setenv("VAULT_CACERT", str(tmp_path / "missing.pem"))
+    r = cli("vault", "check")
+    assert r.exit_code == ExitCode.VAULT_LOCKED and "VAULT_CACERT" in r.stderr and "missing.pem" in r.stderr
