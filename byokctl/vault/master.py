@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from byokctl.errors import VaultLocked
+from byokctl.errors import UsageError, VaultLocked
 
 ENV_VAR = "BYOKCTL_MASTER_KEY"
 KEYRING_SERVICE = "byokctl"
@@ -197,7 +197,12 @@ def kms_unwrap(vault_id: str, reference: str | None, blob: str | None) -> Master
     except (binascii.Error, ValueError):
         raise VaultLocked("This vault's wrapped master key is damaged", "restore the vault from a "
                           "backup") from None
-    wrapper = kms.open_wrapper(reference)
+    try:
+        wrapper = kms.open_wrapper(reference)
+    except UsageError:  # a reference this byokctl cannot read: written by another, or damaged
+        raise VaultLocked(f"This vault's key manager reference {reference!r} is not one this byokctl "
+                          "knows", "use the byokctl that created the vault, or restore the vault "
+                          "from a backup") from None
     try:
         key = wrapper.unwrap(wrapped, kms.master_aad(vault_id, reference))
         where = wrapper.describe()
