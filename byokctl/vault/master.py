@@ -243,8 +243,8 @@ def kms_rewrap(vault_id: str, reference: str, blob: str) -> tuple[str, str]:
     try:
         rewrap = getattr(wrapper, "rewrap", None)
         if rewrap is None:
-            raise VaultLocked(f"{reference} has no key versions to rewrap to",
-                              "move the vault to a new key with `byokctl vault rotate-master --kms REF`")
+            raise UsageError(f"{reference} has no key versions to rewrap to",
+                             "move the vault to a new key with `byokctl vault rotate-master --kms REF`")
         aad = kms.master_aad(vault_id, reference)
         new = rewrap(base64.b64decode(blob), aad)
         wrapper.unwrap(new, aad)  # the new blob opens before it replaces the old one
