@@ -1,9 +1,10 @@
-"""The whole benchmark suite in one command, one table: start-up, ask overhead and scale.
+"""The whole benchmark suite in one command, one table: start-up, ask overhead, scale and the
+master key in Vault transit.
 
-    python benchmarks/run.py [--scale 1.0] [--runs N] [--check] [--only startup,ask,scale]
+    python benchmarks/run.py [--scale 1.0] [--runs N] [--check] [--only startup,ask,scale,kms]
                              [--json | --markdown]
 
-Each suite (benchmarks/startup.py, ask.py, scale.py) is called in process through its
+Each suite (benchmarks/startup.py, ask.py, scale.py, kms.py) is called in process through its
 `measure()`, which returns structured rows; each script also runs alone and prints its own
 table. Every row has a goal and PASS, FAIL, "n/a" (a full-size goal at a smaller --scale)
 or "report" (no goal). With --check, exit 1 if any row FAILs. CI runs this at a tiny size
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUITES = ("startup", "ask", "scale")
+SUITES = ("startup", "ask", "scale", "kms")
 
 
 @dataclass
@@ -69,6 +70,26 @@ def ask(runs: int) -> list[Line]:
                           _judge(r.ratio <= bench.WHOLE_GOAL)))
         lines.append(Line("ask", name + " (in-process overhead)", f"{r.inproc_ms:.1f} ms",
                           f"<= {bench.INPROC_GOAL_MS:g} ms", _judge(r.inproc_ms <= bench.INPROC_GOAL_MS)))
+    return lines
+
+
+def kms(runs: int) -> list[Line]:
+    """`key list` and `ask` with the master key in Vault transit beside the env var."""
+    bench = _bench("kms")
+    try:
+        rows = bench.measure(runs)
+    except RuntimeError as exc:  # no `bao` binary here: requirements-kms.txt
+        return [Line("kms", "transit vs env var", f"not measured: {exc}", "-", "n/a")]
+    lines = []
+    for r in rows:
+        value = (f"{r.kms_s * 1000:.0f} ms vs {r.env_s * 1000:.0f} ms env var ({r.extra_ms:+.0f} ms); "
+                 f"key-manager imports: {', '.join(r.kms_imports) or 'none'}")
+        if r.command.startswith("byokctl key"):  # needs no secret: nothing more to do
+            ok = not r.kms_imports and r.extra_ms <= bench.KEY_LIST_SLACK_MS
+            lines.append(Line("kms", r.command + " (transit)", value,
+                              f"no KMS import, <= +{bench.KEY_LIST_SLACK_MS:g} ms", _judge(ok)))
+        else:  # one transit decrypt round trip
+            lines.append(Line("kms", r.command + " (transit)", value, "-", "report"))
     return lines
 
 
@@ -151,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     if "scale" in only:
         rows, about = scale(opts.scale, opts.runs or 5, opts.cache)
         lines += rows
+    if "kms" in only:
+        lines += kms(opts.runs or 9)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if opts.json:
         print(json.dumps({"machine": machine(), "date": when, "scale": opts.scale,

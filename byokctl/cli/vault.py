@@ -9,7 +9,7 @@ import typer
 
 from byokctl.cli import render
 from byokctl.cli.common import STATE, Json, session
-from byokctl.errors import Conflict, Integrity
+from byokctl.errors import Conflict, Integrity, UsageError
 from byokctl.services import vaultops
 from byokctl.services.audit import Problem
 from byokctl.services.context import Context
@@ -21,17 +21,26 @@ def init(
     master_key_file: Annotated[str | None, typer.Option(
         "--master-key-file", metavar="PATH",
         help="Keep the master key in this file (mode 0600) instead of the OS keyring.")] = None,
+    kms: Annotated[str | None, typer.Option(
+        "--kms", metavar="REF",
+        help="Have a key manager wrap the master key: vault-transit:[MOUNT/]KEY (address and "
+             "token from $VAULT_ADDR, $VAULT_TOKEN) or pkcs11:token=T;object=L?module-path=P.")] = None,
+    create_key: Annotated[bool, typer.Option(
+        "--create-key", help="With --kms: create the key manager's key if it does not exist.")] = False,
     json_: Json = False,
 ) -> None:
     """Create a new vault and its master key.
 
-    The master key goes to the OS keyring unless $BYOKCTL_MASTER_KEY is set (CI) or
-    --master-key-file is given (headless servers).
+    The master key goes to the OS keyring unless $BYOKCTL_MASTER_KEY is set (CI),
+    --master-key-file is given (headless servers) or --kms names a key manager (teams: Vault
+    transit or a PKCS#11 HSM wraps the master key; the vault keeps the reference and the
+    wrapped key, and every command that needs a secret asks the key manager once).
 
     \b
     Example: byokctl init --master-key-file ~/.config/byokctl/master.key
+    Example: byokctl init --kms vault-transit:byokctl --create-key
     """
-    result = vaultops.init(STATE["db"], master_key_file)
+    result = vaultops.init(STATE["db"], master_key_file, kms, create_key)
     render.emit(json_, result, lambda: render.line(
         f"Created vault {result.path} (master key in {result.master_location})."))
 
@@ -49,25 +58,58 @@ def status(json_: Json = False) -> None:
 
 
 @app.command("rotate-master")
-def rotate_master(json_: Json = False) -> None:
+def rotate_master(
+    kms: Annotated[str | None, typer.Option(
+        "--kms", metavar="REF", help="Move the master key to this key manager "
+        "(vault-transit:[MOUNT/]KEY or pkcs11:...).")] = None,
+    create_key: Annotated[bool, typer.Option(
+        "--create-key", help="With --kms: create the key manager's key if it does not exist.")] = False,
+    keyring_: Annotated[bool, typer.Option(
+        "--keyring", help="Move the master key to the OS keyring.")] = False,
+    master_key_file: Annotated[str | None, typer.Option(
+        "--master-key-file", metavar="PATH",
+        help="Move the master key to this new file (mode 0600).")] = None,
+    env: Annotated[bool, typer.Option(
+        "--env", help="Move the master key to $BYOKCTL_MASTER_KEY (printed once).")] = False,
+    rewrap: Annotated[bool, typer.Option(
+        "--rewrap", help="Keep the master key; have the key manager wrap it again under its key's "
+        "newest version (after `bao write -f transit/keys/KEY/rotate`).")] = False,
+    json_: Json = False,
+) -> None:
     """Replace the master key and re-wrap the data keys (instant; secrets are not touched).
 
-    The new key goes where the old one came from: the OS keyring entry or the key file. With
-    $BYOKCTL_MASTER_KEY it is printed once on stdout, for you to store; the old key keeps
-    opening the vault until the new one first does (`vault status` shows the rotation as
-    pending), so a key that never reached you locks nothing.
+    The new key goes where the old one came from: the OS keyring entry, the key file or the
+    key manager; --kms, --keyring, --master-key-file or --env moves it to another source (the
+    old source's key is then deleted). With $BYOKCTL_MASTER_KEY it is printed once on stdout,
+    for you to store; the old key keeps opening the vault until the new one first does
+    (`vault status` shows the rotation as pending), so a key that never reached you locks
+    nothing. --rewrap only re-wraps the same master key after a transit key rotation.
 
     \b
     Example: byokctl vault rotate-master
+    Example: byokctl vault rotate-master --kms vault-transit:transit/byokctl-2024
     """
+    targets = [name for name, on in (("--kms", kms), ("--keyring", keyring_), ("--env", env),
+                                      ("--master-key-file", master_key_file), ("--rewrap", rewrap)) if on]
+    if len(targets) > 1:
+        raise UsageError(f"{' and '.join(targets)} were both given", "pass one of them")
+    if create_key and not kms:
+        raise UsageError("--create-key needs --kms", "add --kms REF, or drop --create-key")
+    to = ("kms" if kms else "keyring" if keyring_ else "env" if env else
+          "file" if master_key_file else None)
     with session() as ctx:
-        result = vaultops.rotate_master(ctx)
+        if rewrap:
+            result = vaultops.rewrap_master(ctx)
+        else:
+            result = vaultops.rotate_master(ctx, to, master_key_file, kms, create_key)
 
         def human() -> None:
             if result.master_key:
                 render.line(result.master_key)
             else:
-                render.line(f"Rotated the master key: {result.data_keys} data keys re-wrapped; the "
+                render.line(f"Re-wrapped the master key with {result.master_location} (newest key "
+                            "version; no secret re-encrypted)." if rewrap else
+                            f"Rotated the master key: {result.data_keys} data keys re-wrapped; the "
                             f"new key is in {result.master_location}.")
 
         try:

@@ -44,7 +44,8 @@ def unlock(store: Store) -> Vault:
     """
     vid = vault_id(store)
     key_file = store.meta("master_key_file")
-    tried = candidates(vid, store.meta("master_source", "keyring") or "keyring", key_file)
+    tried = candidates(vid, store.meta("master_source", "keyring") or "keyring", key_file,
+                       store.meta(KMS_REF_META), store.meta(KMS_BLOB_META))
     for _attempt in range(3):  # another process may finish the same pending rotation meanwhile
         rows = store.data_keys.all()
         for master in tried:
@@ -65,6 +66,27 @@ def unlock(store: Store) -> Vault:
         f"The master key from {where} does not open this vault ({store.location})", "set "
         "$BYOKCTL_MASTER_KEY to this vault's key, or point --db at the vault it belongs to"
     )
+
+
+# A vault whose master key a key manager keeps (`master_source` "kms"): the key manager's
+# reference and the master key it wrapped (base64), neither secret (`vault.kms`).
+KMS_REF_META = "master_kms_ref"
+KMS_BLOB_META = "master_kms_blob"
+
+
+def set_source(store: Store, source: str, key_file: str | None = None, kms_ref: str | None = None,
+               kms_blob: str | None = None) -> None:
+    """Where the master key lives from now on (inside the caller's transaction): one source,
+    the settings of any other cleared."""
+    store.set_meta("master_source", source)
+    store.set_meta("master_key_file", key_file if source == "file" else None)
+    store.set_meta(KMS_REF_META, kms_ref if source == "kms" else None)
+    store.set_meta(KMS_BLOB_META, kms_blob if source == "kms" else None)
+
+
+def kms_settings(store: Store) -> tuple[str | None, str | None]:
+    """(reference, wrapped blob) of a key-manager vault; (None, None) for the other sources."""
+    return store.meta(KMS_REF_META), store.meta(KMS_BLOB_META)
 
 
 # A rotation whose new key has not been used yet: the key that wraps the data keys today,
@@ -129,7 +151,7 @@ def _finish_pending(store: Store, vault: Vault, new: MasterKey, record: str) -> 
             rewrap(store, vault, new)
             store.set_meta(PENDING_META, None)
             if new.source == "env" and store.meta("master_source") != "env":
-                store.set_meta("master_source", "env")  # the vault moved to $BYOKCTL_MASTER_KEY
+                set_source(store, "env")  # the vault moved to $BYOKCTL_MASTER_KEY
         vault.rotation_finished = True
     except Conflict:
         vault.master = wrapping
@@ -227,13 +249,14 @@ def new_vault_id() -> str:
     return uuid.uuid4().hex
 
 
-def initialize(store: Store, master: MasterKey, vid: str, key_file: str | None = None) -> Vault:
-    """Write a new vault's identity and wrapped data keys (inside the caller's transaction)."""
+def initialize(store: Store, master: MasterKey, vid: str, key_file: str | None = None,
+               kms: tuple[str, str] | None = None) -> Vault:
+    """Write a new vault's identity and wrapped data keys (inside the caller's transaction);
+    `kms` is a key-manager vault's (reference, wrapped master key)."""
     now = clock.stamp()
     store.set_meta("vault_id", vid)
     store.set_meta("created_at", now)
-    store.set_meta("master_source", master.source)
-    store.set_meta("master_key_file", key_file)
+    set_source(store, master.source, key_file, *(kms or (None, None)))
     for purpose in ("secrets", "mac"):
         dk_id = store.data_keys.insert(purpose, "active", b"", now)
         store.data_keys.set_wrapped(dk_id, wrap_data_key(master.key, vid, dk_id, purpose,

@@ -25,13 +25,16 @@ class InitResult:
     vault_id: str
     master_source: str
     master_location: str
+    master_reference: str | None = None  # a key manager's (`vault-transit:transit/KEY`)
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def init(db: str | None, key_file: str | None) -> InitResult:
-    """Create the vault file and its keys; the master key goes to env/keyring/file."""
+def init(db: str | None, key_file: str | None, kms: str | None = None,
+         create_key: bool = False) -> InitResult:
+    """Create the vault file and its keys; the master key goes to env/keyring/file, or is
+    wrapped by the key manager `kms` names (the wrapped blob stays in the vault)."""
     from byokctl.services.vaultkeys import initialize, new_vault_id
     from byokctl.vault import crypto
 
@@ -45,7 +48,18 @@ def init(db: str | None, key_file: str | None) -> InitResult:
         raise UsageError(f"Both ${mk.ENV_VAR} and --master-key-file were given", "unset "
                          f"{mk.ENV_VAR} to keep a new master key in the file, or drop "
                          "--master-key-file to use the key from the environment")
-    if env:
+    if kms and (env or key_file):
+        given = f"${mk.ENV_VAR}" if env else "--master-key-file"
+        raise UsageError(f"Both {given} and --kms were given", f"drop {given}: with --kms the key "
+                         "manager keeps the master key")
+    if create_key and not kms:
+        raise UsageError("--create-key needs --kms", "add --kms REF, or drop --create-key")
+    wrapped = None
+    if kms:
+        key = crypto.new_key()
+        ref, blob, described = mk.kms_wrap(vid, kms, key, create_key=create_key)
+        master, wrapped = mk.MasterKey(key, "kms", described), (ref, blob)
+    elif env:
         master = mk.MasterKey(mk.decode(env, f"${mk.ENV_VAR}"), "env", f"${mk.ENV_VAR}")
     elif key_file:
         kf = Path(key_file).expanduser().resolve()
@@ -78,13 +92,13 @@ def init(db: str | None, key_file: str | None) -> InitResult:
     try:
         ctx = Context(store)
         with store.tx():
-            ctx._vault = initialize(store, master, vid, key_file)
+            ctx._vault = initialize(store, master, vid, key_file, wrapped)
             integrity.seal_platform(ctx)
             # `row_macs`: this vault MACs its rows from the start, so no row of it may ever
             # be adopted unMACed (integrity.adopt_legacy reads this first, MACed, entry).
             audit.record(ctx, "vault.init", target=vid,
                          after={"master_source": master.source, "schema": SCHEMA_LATEST,
-                                "row_macs": True})
+                                "row_macs": True, **({"kms": wrapped[0]} if wrapped else {})})
     except BaseException:
         store.discard()
         if cleanup:
@@ -92,7 +106,8 @@ def init(db: str | None, key_file: str | None) -> InitResult:
         raise
     audit.save_head(ctx)  # the first anchor beside the master key (key file or keyring)
     store.close()
-    return InitResult(store.location, vid, master.source, master.location)
+    return InitResult(store.location, vid, master.source, master.location,
+                      wrapped[0] if wrapped else None)
 
 
 @dataclass
@@ -104,6 +119,7 @@ class Status:
     created_at: str | None
     master_source: str
     master_location: str | None
+    master_reference: str | None  # a key manager's reference (never a token or PIN)
     unlocked: bool
     locked_reason: str | None
     rekey_in_progress: bool
@@ -119,26 +135,27 @@ class Status:
 
 
 def status(ctx: Context) -> Status:
-    from byokctl.services.vaultkeys import rotation_pending
+    from byokctl.services.vaultkeys import kms_settings, rotation_pending
 
     s = ctx.store
     vid = s.meta("vault_id") or ""
     source = s.meta("master_source", "keyring") or "keyring"
+    reference = kms_settings(s)[0] if source == "kms" else None
     if os.environ.get(mk.ENV_VAR):
-        source = "env"
+        source, reference = "env", None
     location, reason, unlocked = None, None, False
     try:
         v = ctx.vault()
         unlocked, location = True, v.master.location
     except ByokError as exc:
         reason = exc.message
-        location = {"env": f"${mk.ENV_VAR}", "file": s.meta("master_key_file")}.get(
+        location = {"env": f"${mk.ENV_VAR}", "file": s.meta("master_key_file"), "kms": reference}.get(
             source, f"the OS keyring ({mk.KEYRING_SERVICE}/{mk.keyring_user(vid)})")
 
     return Status(
         path=s.location, engine=s.engine, vault_id=vid, schema_version=s.schema_version(),
         created_at=s.meta("created_at"), master_source=source, master_location=location,
-        unlocked=unlocked, locked_reason=reason,
+        master_reference=reference, unlocked=unlocked, locked_reason=reason,
         rekey_in_progress=s.data_keys.has_next(),
         rotation_pending=rotation_pending(s),
         orgs=s.orgs.count(), members=s.members.count(), keys=s.keys.count(),
@@ -157,6 +174,7 @@ class RotateResult:
     # An environment-variable rotation waits for the new key's first use (which re-wraps the
     # data keys); until then the old key still opens the vault. The record, for `cancel_rotation`.
     pending: str | None = None
+    master_reference: str | None = None  # a key manager's reference (`vault-transit:transit/K`)
 
     def to_json(self) -> dict:
         doc = asdict(self)
@@ -164,63 +182,185 @@ class RotateResult:
         return doc
 
 
-def rotate_master(ctx: Context) -> RotateResult:
-    """New master key, stored where the old one came from, such that no failure or crash at
-    any instant leaves the vault openable by no key the operator holds.
+def rotate_master(ctx: Context, to: str | None = None, key_file: str | None = None,
+                  kms: str | None = None, create_key: bool = False) -> RotateResult:
+    """New master key, stored where the old one came from (or moved `to` another source:
+    "keyring", "file" with `key_file`, "env", "kms" with the reference `kms`), such that no
+    failure or crash at any instant leaves the vault openable by no key the operator holds.
 
-    Keyring and file sources stage the key in a `.next` slot first, then re-wrap every data
-    key in one transaction (see `vault.master`). For `$BYOKCTL_MASTER_KEY` the new key is
-    printed, and may never reach the operator: so nothing is re-wrapped yet, the rotation is
-    recorded as pending (`envelope.stage_pending`), the old key keeps opening the vault, and
-    the first open with the new key finishes the rotation."""
+    Keyring and file targets stage the key in a `.next` slot first, then re-wrap every data
+    key in one transaction (see `vault.master`). A key-manager target wraps the new key
+    first (nothing stored yet), then writes the wrapped key and the re-wrapped data keys in
+    ONE transaction. For `$BYOKCTL_MASTER_KEY` the new key is printed, and may never reach
+    the operator: so nothing is re-wrapped yet, the rotation is recorded as pending
+    (`envelope.stage_pending`), the old key keeps opening the vault, and the first open with
+    the new key finishes the rotation. After a move the old source's key is deleted (its
+    keyring entry or key file), so it cannot open a copy of the vault either."""
     from byokctl.services import vaultkeys as envelope
     from byokctl.vault import crypto
 
     store = ctx.store
     vault = ctx.vault()
     old = vault.master
+    target = to or ("kms" if kms else old.source)
+    before = _where_now(store)
+    if target == "env":
+        return _rotate_to_env(ctx, vault, crypto.new_key(), before)
+    if target == "kms":
+        return _rotate_to_kms(ctx, vault, crypto.new_key(), kms or before.get("kms"), create_key, before)
+    if target == "file":
+        key_file = _target_file(key_file or (before.get("file") if before["source"] == "file" else None),
+                                before)
+    new = mk.MasterKey(crypto.new_key(), target, key_file if target == "file" else
+                       f"the OS keyring ({mk.KEYRING_SERVICE}/{mk.keyring_user(vault.vault_id)})")
+    moved = before["source"] != target or (target == "file" and key_file != before.get("file"))
     vid = vault.vault_id
-    key_file = store.meta("master_key_file")
-    new = mk.MasterKey(crypto.new_key(), old.source, old.location)
-    warnings: list[str] = []
-    if new.source == "env":
-        with ctx.write():
-            count = store.data_keys.count()
-            stored_source = store.meta("master_source", "keyring")
-            record = envelope.stage_pending(store, vault, new.key)
-            if stored_source != "env":
-                was = "its key file" if stored_source == "file" else "the OS keyring"
-                warnings.append(f"this vault used to open with {was}; once the new key has opened "
-                                "it, only $BYOKCTL_MASTER_KEY will")
-            audit.record(ctx, "vault.rotate_master", target=vid,
-                         before={"master_source": stored_source},
-                         after={"master_source": "env", "data_keys": count, "pending": True})
-        return RotateResult(vault_id=vid, master_source="env", master_location=new.location,
-                            data_keys=count, master_key=mk.encode(new.key), warnings=warnings,
-                            pending=record)
-    mk.stage(new.source, vid, key_file, new.key)
+    mk.stage(target, vid, key_file, new.key)
     try:
         with ctx.write():
             count = envelope.rewrap(store, vault, new)
-            audit.record(ctx, "vault.rotate_master", target=vid,
-                         before={"master_source": store.meta("master_source", "keyring")},
+            if moved:
+                envelope.set_source(store, target, key_file)
+            audit.record(ctx, "vault.rotate_master", target=vid, before=_audited(before),
                          after={"master_source": new.source, "data_keys": count})
     except BaseException:
         vault.master = old
         if envelope.opens_with(store, vault):
-            mk.unstage(new.source, vid, key_file)
+            mk.unstage(target, vid, key_file)
         raise
+    warnings: list[str] = []
     try:
-        mk.promote(new.source, vid, key_file, new.key)
+        mk.promote(target, vid, key_file, new.key)
     except (ByokError, OSError):
         warnings.append(
             f"the new master key is committed but still waits in the `.next` slot of "
             f"{new.location}; it moves into place the next time the vault is opened"
         )
+    if moved:
+        warnings += _retire(before, vid) + _env_warning()
     return RotateResult(
         vault_id=vid, master_source=new.source, master_location=new.location, data_keys=count,
         master_key=None, warnings=warnings,
     )
+
+
+def _where_now(store: Store) -> dict:
+    """The vault's stored master-key source and its settings (no secret)."""
+    from byokctl.services.vaultkeys import kms_settings
+
+    source = store.meta("master_source", "keyring") or "keyring"
+    return {"source": source, "file": store.meta("master_key_file"),
+            "kms": kms_settings(store)[0] if source == "kms" else None}
+
+
+def _audited(before: dict) -> dict:
+    doc = {"master_source": before["source"]}
+    if before.get("kms"):
+        doc["kms"] = before["kms"]
+    return doc
+
+
+def _target_file(path: str | None, before: dict) -> str:
+    if not path:
+        raise UsageError("Moving the master key to a file needs its path", "pass --master-key-file PATH")
+    resolved = Path(path).expanduser().resolve()
+    if str(resolved) != before.get("file") and resolved.exists():
+        raise Conflict(f"{resolved} already exists", "choose a new path for the master key file")
+    return str(resolved)
+
+
+def _rotate_to_env(ctx: Context, vault: Vault, key: bytes, before: dict) -> RotateResult:
+    """The pending rotation of `$BYOKCTL_MASTER_KEY`: see `rotate_master`."""
+    from byokctl.services import vaultkeys as envelope
+
+    store, vid = ctx.store, vault.vault_id
+    warnings: list[str] = []
+    with ctx.write():
+        count = store.data_keys.count()
+        record = envelope.stage_pending(store, vault, key)
+        if before["source"] != "env":
+            was = {"file": "its key file", "kms": "its key manager"}.get(before["source"], "the OS keyring")
+            warnings.append(f"this vault used to open with {was}; once the new key has opened "
+                            "it, only $BYOKCTL_MASTER_KEY will")
+        audit.record(ctx, "vault.rotate_master", target=vid, before=_audited(before),
+                     after={"master_source": "env", "data_keys": count, "pending": True})
+    return RotateResult(vault_id=vid, master_source="env", master_location=f"${mk.ENV_VAR}",
+                        data_keys=count, master_key=mk.encode(key), warnings=warnings,
+                        pending=record)
+
+
+def _rotate_to_kms(ctx: Context, vault: Vault, key: bytes, reference: str | None, create_key: bool,
+                   before: dict) -> RotateResult:
+    """A new master key wrapped by a key manager: the wrapped key and the re-wrapped data keys
+    are written in one transaction, so a crash leaves the old source or the new one in force."""
+    from byokctl.services import vaultkeys as envelope
+
+    if not reference:
+        raise UsageError("No key manager was named", "pass --kms REF (vault-transit:KEY or pkcs11:...)")
+    store, vid, old = ctx.store, vault.vault_id, vault.master
+    ref, blob, where = mk.kms_wrap(vid, reference, key, create_key=create_key)  # nothing stored yet
+    new = mk.MasterKey(key, "kms", where)
+    try:
+        with ctx.write():
+            count = envelope.rewrap(store, vault, new)
+            envelope.set_source(store, "kms", None, ref, blob)
+            audit.record(ctx, "vault.rotate_master", target=vid, before=_audited(before),
+                         after={"master_source": "kms", "kms": ref, "data_keys": count})
+    except BaseException:
+        vault.master = old
+        raise
+    warnings = _retire(before, vid) + _env_warning()
+    return RotateResult(vault_id=vid, master_source="kms", master_location=where, data_keys=count,
+                        master_key=None, warnings=warnings, master_reference=ref)
+
+
+def _retire(before: dict, vid: str) -> list[str]:
+    """After a committed move: delete the old source's key (best effort), so the key that no
+    longer opens the vault cannot open an older copy of it either."""
+    import contextlib
+
+    if before["source"] == "keyring":
+        for name in (mk.keyring_user(vid), mk.keyring_user(vid) + ".next"):
+            mk.keyring_delete(name)
+        return []
+    if before["source"] == "file" and before.get("file"):
+        path = Path(before["file"])
+        try:
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                mk.next_path(path).unlink(missing_ok=True)
+        except OSError as exc:
+            return [f"the old master key file {path} could not be deleted ({exc.strerror}); delete it"]
+        return [f"the old master key file {path} was deleted"]
+    return []
+
+
+def _env_warning() -> list[str]:
+    if os.environ.get(mk.ENV_VAR):
+        return [f"unset ${mk.ENV_VAR}: while it is set it is the only master key tried"]
+    return []
+
+
+def rewrap_master(ctx: Context) -> RotateResult:
+    """The same master key wrapped again under the key manager key's newest version (after a
+    transit key rotation): no data key and no secret is re-encrypted; the new wrapped key is
+    checked to open before it replaces the old one."""
+    from byokctl.services import vaultkeys as envelope
+
+    store = ctx.store
+    if (store.meta("master_source") or "keyring") != "kms":
+        raise UsageError("Only a vault whose master key a key manager keeps can be rewrapped",
+                         "replace the master key with `byokctl vault rotate-master` instead")
+    vault = ctx.vault()
+    ref, blob = envelope.kms_settings(store)
+    new_blob, where = mk.kms_rewrap(vault.vault_id, ref or "", blob or "")
+    with ctx.write():
+        if envelope.kms_settings(store) != (ref, blob):
+            raise Conflict("The vault's master key changed while this command ran", "run it again")
+        store.set_meta(envelope.KMS_BLOB_META, new_blob)
+        audit.record(ctx, "vault.rewrap_master", target=vault.vault_id, after={"kms": ref})
+    return RotateResult(vault_id=vault.vault_id, master_source="kms", master_location=where,
+                        data_keys=0, master_key=None, warnings=[], master_reference=ref)
 
 
 def cancel_rotation(ctx: Context, result: RotateResult) -> bool:

@@ -1,4 +1,5 @@
-"""Where the master key lives: `$BYOKCTL_MASTER_KEY`, the OS keyring, or a key file.
+"""Where the master key lives: `$BYOKCTL_MASTER_KEY`, the OS keyring, a key file, or wrapped
+by a key manager (`kms`: Vault transit, PKCS#11; see `vault.kms`).
 
 Only this module talks to `keyring`. A rotation writes the new key beside the old one first
 (`<entry>.next` / `<file>.next`), so a crash between the store commit and the swap never
@@ -15,7 +16,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from byokctl.errors import VaultLocked
+from byokctl.errors import UsageError, VaultLocked
 
 ENV_VAR = "BYOKCTL_MASTER_KEY"
 KEYRING_SERVICE = "byokctl"
@@ -23,7 +24,7 @@ KEYRING_SERVICE = "byokctl"
 
 class MasterKey(NamedTuple):
     key: bytes
-    source: str  # "env" | "keyring" | "file"
+    source: str  # "env" | "keyring" | "file" | "kms"
     location: str  # human description: "$BYOKCTL_MASTER_KEY", "keyring byokctl/vault-…", a path
     pending: bool = False  # the key came from a rotation's `.next` slot
 
@@ -143,11 +144,18 @@ def write_private_file(path: Path, data: bytes) -> None:
         raise
 
 
-def candidates(vault_id: str, source: str, key_file: str | None) -> list[MasterKey]:
-    """The master keys to try, in order; raises VaultLocked when there is none at all."""
+def candidates(vault_id: str, source: str, key_file: str | None,
+               kms_ref: str | None = None, kms_blob: str | None = None) -> list[MasterKey]:
+    """The master keys to try, in order; raises VaultLocked when there is none at all.
+
+    `$BYOKCTL_MASTER_KEY`, when set, is the only one (whatever the vault's own source). A
+    `kms` vault's key is its wrapped blob (`kms_blob`, base64) unwrapped by the key manager
+    `kms_ref` names: one round trip."""
     if env := os.environ.get(ENV_VAR):
         return [MasterKey(decode(env, f"${ENV_VAR}"), "env", f"${ENV_VAR}")]
     found: list[MasterKey] = []
+    if source == "kms":
+        return [kms_unwrap(vault_id, kms_ref, kms_blob)]
     if source == "keyring":
         user = keyring_user(vault_id)
         where = f"the OS keyring ({KEYRING_SERVICE}/{user})"
@@ -175,6 +183,75 @@ def candidates(vault_id: str, source: str, key_file: str | None) -> list[MasterK
             f"${ENV_VAR} to the vault's master key"
         )
     return found
+
+
+def kms_unwrap(vault_id: str, reference: str | None, blob: str | None) -> MasterKey:
+    """The master key a key manager keeps wrapped for this vault (VaultLocked if it will not)."""
+    from byokctl.vault import kms
+
+    if not reference or not blob:
+        raise VaultLocked("This vault's master key is kept by a key manager, but the vault names "
+                          "none", "restore the vault from a backup")
+    try:
+        wrapped = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        raise VaultLocked("This vault's wrapped master key is damaged", "restore the vault from a "
+                          "backup") from None
+    try:
+        wrapper = kms.open_wrapper(reference)
+    except UsageError:  # a reference this byokctl cannot read: written by another, or damaged
+        raise VaultLocked(f"This vault's key manager reference {reference!r} is not one this byokctl "
+                          "knows", "use the byokctl that created the vault, or restore the vault "
+                          "from a backup") from None
+    try:
+        key = wrapper.unwrap(wrapped, kms.master_aad(vault_id, reference))
+        where = wrapper.describe()
+    finally:
+        wrapper.close()
+    if len(key) != 32:
+        raise VaultLocked(f"{reference} unwrapped no master key (got {len(key)} bytes)",
+                          "restore the vault from a backup")
+    return MasterKey(key, "kms", where)
+
+
+def kms_wrap(vault_id: str, reference: str, key: bytes, *, create_key: bool = False) -> tuple[str, str, str]:
+    """Wrap a new master key with the key manager `reference` names, and unwrap it again to
+    be sure the same token can open it; returns (canonical reference, blob as base64,
+    description). Nothing is stored here: the caller writes both in its transaction."""
+    from byokctl.vault import kms
+
+    reference = kms.canonical(reference)
+    wrapper = kms.open_wrapper(reference, create_key=create_key)
+    try:
+        aad = kms.master_aad(vault_id, reference)
+        blob = wrapper.wrap(key, aad)
+        if wrapper.unwrap(blob, aad) != key:
+            raise VaultLocked(f"{reference} did not give back the master key it wrapped, so "
+                              "nothing was changed", "check the key manager, and try again")
+        where = wrapper.describe()
+    finally:
+        wrapper.close()
+    return reference, base64.b64encode(blob).decode(), where
+
+
+def kms_rewrap(vault_id: str, reference: str, blob: str) -> tuple[str, str]:
+    """The blob wrapped again under the key manager key's newest version (transit after
+    `bao write -f transit/keys/K/rotate`); returns (blob as base64, description)."""
+    from byokctl.vault import kms
+
+    wrapper = kms.open_wrapper(reference)
+    try:
+        rewrap = getattr(wrapper, "rewrap", None)
+        if rewrap is None:
+            raise UsageError(f"{reference} has no key versions to rewrap to",
+                             "move the vault to a new key with `byokctl vault rotate-master --kms REF`")
+        aad = kms.master_aad(vault_id, reference)
+        new = rewrap(base64.b64decode(blob), aad)
+        wrapper.unwrap(new, aad)  # the new blob opens before it replaces the old one
+        where = wrapper.describe()
+    finally:
+        wrapper.close()
+    return base64.b64encode(new).decode(), where
 
 
 def next_path(path: Path) -> Path:

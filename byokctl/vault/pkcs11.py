@@ -19,7 +19,7 @@ import threading
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from byokctl.errors import VaultLocked
+from byokctl.errors import UsageError, VaultLocked
 from byokctl.files import check_private_file
 from byokctl.vault.pkcs11_uri import PIN_ENV, Pkcs11Reference, parse_reference
 
@@ -31,6 +31,16 @@ IV_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32  # AES-256
 _HEADER = bytes([BLOB_VERSION])
+
+
+def canonical(reference: str) -> str:
+    """The reference as the vault stores it: the canonical RFC 7512 spelling (fixed attribute
+    order, minimal escaping, no PIN). A malformed one is a usage error (exit 2) here, where a
+    person typed it (`init --kms`, `rotate-master --kms`), not exit 10."""
+    try:
+        return parse_reference(reference).uri
+    except VaultLocked as exc:
+        raise UsageError(exc.what, exc.fix) from None
 
 
 def open_wrapper(reference: str, *, create_key: bool = False) -> Pkcs11Wrapper:

@@ -698,3 +698,48 @@ def test_rotate_master_key_file_survives_sigkill_at_random_points(
     report("vault rotate-master (key file)", attempts, outcomes)
     vault_is_clean()
     audit_ok()
+
+
+def test_moving_the_master_key_between_a_key_file_and_transit_survives_sigkill(
+        forks: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transit: str) -> None:
+    """`rotate-master --kms REF` and `--master-key-file PATH`, back and forth, killed at any
+    instant: the vault's own source (key file, its `.next`, or the transit-wrapped key in the
+    same transaction as the re-wrapped data keys) opens it and every secret decrypts."""
+    monkeypatch.delenv("BYOKCTL_MASTER_KEY", raising=False)
+    vault_env = {"VAULT_ADDR": os.environ["VAULT_ADDR"], "VAULT_TOKEN": os.environ["VAULT_TOKEN"]}
+    r = run("init", "--master-key-file", str(tmp_path / "keys" / "master-0.key"))
+    assert r.exit_code == 0, r.output
+    _some_keys()
+    expected = _opens_with(None)
+    to_kms = ("vault", "rotate-master", "--kms", transit, "--json")
+    outcomes: Counter = Counter()
+
+    def source() -> str:
+        return rows("SELECT value FROM meta WHERE key = 'master_source'")[0][0]
+
+    last: dict[str, tuple[str, ...]] = {}
+
+    def args_for(i: int) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The other way from where the vault is now (a new key file each time)."""
+        last["args"] = to_kms if source() == "file" else (
+            "vault", "rotate-master", "--master-key-file", str(tmp_path / "keys" / f"master-{i}.key"),
+            "--json")
+        return last["args"], vault_env
+
+    window = duration(forks, to_kms, env=vault_env, runs=2)  # kms → kms: the same work
+
+    def after_kill(_i: int) -> None:
+        outcomes[f"{'to kms' if last['args'] == to_kms else 'to file'}, left on {source()}"] += 1
+        assert _opens_with(None) == expected
+
+    def rerun(_i: int) -> None:  # the same move again finishes it
+        code, _out, err, _ = forks.run(*last["args"], env=vault_env)
+        assert code == 0, err
+        assert source() == ("kms" if last["args"] == to_kms else "file")
+        assert _opens_with(None) == expected
+
+    attempts = kill_repeatedly(forks, random.Random(1015), Timing(window), args_for, after_kill,
+                               rerun)
+    report("vault rotate-master (key file <-> transit)", attempts, outcomes)
+    vault_is_clean()
+    audit_ok()

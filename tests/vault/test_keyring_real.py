@@ -112,3 +112,67 @@ def test_init_then_commands_use_the_real_keyring(tmp_path: Path) -> None:
         assert value.encode() not in blob and base64.b64decode(value) not in blob
         assert value not in outputs
     assert SECRET.encode() not in blob and SECRET not in outputs
+
+
+# The master key moved from the real keyring to Vault transit and back (a real OpenBao dev
+# server, tests/openbao.py): each step a separate process, the keyring read through D-Bus.
+KMS_DRIVER = textwrap.dedent("""
+    import json, os, subprocess, sys
+    import keyring
+
+    def run(*args, stdin=None, token=True):
+        env = dict(os.environ)
+        if not token:
+            env.pop("VAULT_TOKEN")
+        p = subprocess.run([sys.executable, "-m", "byokctl", *args], input=stdin, env=env,
+                           capture_output=True, text=True, timeout=60)
+        return {"args": list(args), "code": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
+
+    s, out = {}, {}
+    s["init"] = run("init", "--json")
+    user = "vault-" + json.loads(s["init"]["stdout"])["vault_id"]
+    s["key"] = run("key", "add", "--platform", "--provider", "anthropic", "--from-stdin",
+                   stdin=os.environ["TEST_SECRET"] + "\\n")
+    s["to_kms"] = run("vault", "rotate-master", "--kms", os.environ["TEST_REF"], "--json")
+    out["entry_after_kms"] = keyring.get_password("byokctl", user)
+    s["check_kms"] = run("vault", "check", "--json")
+    s["no_token"] = run("vault", "check", token=False)
+    s["to_keyring"] = run("vault", "rotate-master", "--keyring", "--json")
+    out["entry_after_keyring"] = keyring.get_password("byokctl", user)
+    s["check_keyring"] = run("vault", "check", "--json", token=False)
+    s["status"] = run("vault", "status", "--json", token=False)
+    out["steps"] = s
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_moving_between_the_real_keyring_and_transit(tmp_path: Path, bao_server) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    driver = tmp_path / "driver.py"
+    driver.write_text(KMS_DRIVER)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("BYOKCTL_MASTER_KEY", "BYOKCTL_DB", "DBUS_SESSION_BUS_ADDRESS")}
+    env.update(HOME=str(home), BYOKCTL_HOME=str(tmp_path / "data"), TEST_SECRET=SECRET,
+               PYTHON_KEYRING_BACKEND="keyring.backends.SecretService.Keyring",
+               XDG_RUNTIME_DIR=str(tmp_path / "run"), PYTHONPATH=str(REPO),
+               TEST_REF=f"vault-transit:transit/{bao_server.new_key()}", **bao_server.env())
+    (tmp_path / "run").mkdir(mode=0o700)
+    script = ("echo -n pw | gnome-keyring-daemon --unlock --components=secrets >/dev/null; "
+              f"exec {sys.executable} {driver}")
+    proc = subprocess.run(["dbus-run-session", "--", "sh", "-c", script], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    steps = out["steps"]
+    for name in ("init", "key", "to_kms", "check_kms", "to_keyring", "check_keyring", "status"):
+        assert steps[name]["code"] == 0, (name, steps[name]["stderr"])
+    assert out["entry_after_kms"] is None  # moved: the keyring's old key is gone
+    assert steps["no_token"]["code"] == 10 and "VAULT_TOKEN" in steps["no_token"]["stderr"]
+    assert json.loads(steps["check_kms"]["stdout"])["keys_checked"] == 1
+    entry = out["entry_after_keyring"]
+    assert entry and len(base64.b64decode(entry)) == 32
+    assert json.loads(steps["check_keyring"]["stdout"])["ok"] is True
+    status = json.loads(steps["status"]["stdout"])
+    assert status["master_source"] == "keyring" and status["master_reference"] is None
