@@ -74,7 +74,8 @@ def ask(runs: int) -> list[Line]:
 
 
 def kms(runs: int) -> list[Line]:
-    """`key list` and `ask` with the master key in Vault transit beside the env var."""
+    """`key list` and `ask` with the master key in Vault transit and in a PKCS#11 HSM, beside
+    the env var."""
     bench = _bench("kms")
     try:
         rows = bench.measure(runs)
@@ -86,10 +87,10 @@ def kms(runs: int) -> list[Line]:
                  f"key-manager imports: {', '.join(r.kms_imports) or 'none'}")
         if r.command.startswith("byokctl key"):  # needs no secret: nothing more to do
             ok = not r.kms_imports and r.extra_ms <= bench.KEY_LIST_SLACK_MS
-            lines.append(Line("kms", r.command + " (transit)", value,
+            lines.append(Line("kms", f"{r.command} ({r.source})", value,
                               f"no KMS import, <= +{bench.KEY_LIST_SLACK_MS:g} ms", _judge(ok)))
-        else:  # one transit decrypt round trip
-            lines.append(Line("kms", r.command + " (transit)", value, "-", "report"))
+        else:  # one unwrap: a transit decrypt round trip, or a login and a decrypt in the token
+            lines.append(Line("kms", f"{r.command} ({r.source})", value, "-", "report"))
     return lines
 
 

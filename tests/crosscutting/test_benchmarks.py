@@ -89,13 +89,18 @@ def test_the_team_benchmark_runs_at_a_tiny_size_on_both_engines(tmp_path: Path, 
     assert "balance 6 of 6" in proc.stdout
 
 
-def test_the_kms_benchmark_runs_and_key_list_loads_no_key_manager(tmp_path: Path, bao_server) -> None:
-    """benchmarks/run.py --only kms against its own OpenBao server (bao_server: skipped where
-    `bao` cannot run): both rows, and `key list` on a transit vault imports no KMS module."""
+def test_the_kms_benchmark_runs_and_key_list_loads_no_key_manager(tmp_path: Path, bao_server,
+                                                                  softhsm_session) -> None:
+    """benchmarks/run.py --only kms against its own OpenBao server and SoftHSM2 token (the
+    fixtures: skipped where they cannot run): every row, and `key list` on a key-manager vault
+    imports no KMS module."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--only", "kms",
                            "--runs", "1", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)["rows"]}
-    assert set(rows) == {"byokctl key list (transit)", "byokctl ask acme (transit)"}, rows
-    assert "key-manager imports: none" in rows["byokctl key list (transit)"]["value"]
-    assert "byokctl.vault.kms" in rows["byokctl ask acme (transit)"]["value"]
+    assert set(rows) == {f"byokctl {c} ({s})" for c in ("key list", "ask acme")
+                         for s in ("transit", "pkcs11")}, rows
+    for source in ("transit", "pkcs11"):
+        assert "key-manager imports: none" in rows[f"byokctl key list ({source})"]["value"]
+        assert "byokctl.vault.kms" in rows[f"byokctl ask acme ({source})"]["value"]
+    assert "pkcs11" in rows["byokctl ask acme (pkcs11)"]["value"]
