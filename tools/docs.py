@@ -25,8 +25,10 @@ from byokctl.errors import exit_statuses
 
 PROG = "byokctl"
 COMPLETE_VAR = "_BYOKCTL_COMPLETE"
-SHELLS = {"bash": "completions/byokctl.bash", "zsh": "completions/_byokctl",
-          "fish": "completions/byokctl.fish"}
+# Laid out as the wheel installs them under share/ (pyproject's data-files): one directory per
+# shell, each file under the name its shell looks for.
+SHELLS = {"bash": "completions/bash/byokctl", "zsh": "completions/zsh/_byokctl",
+          "fish": "completions/fish/byokctl.fish"}
 MAN_PAGE = "man/byokctl.1"
 TREE = "byokctl/completion/tree.py"
 EXAMPLE = re.compile(r"^Example:\s*(.+)$")
@@ -197,14 +199,14 @@ DESCRIPTION = [
 ]
 
 COMPLETION = [
-    ("bash", "Copy the script where bash-completion finds it (or source it from ~/.bashrc):",
+    ("bash", "Write the script where bash-completion finds it (or source it from ~/.bashrc):",
      "mkdir -p ~/.local/share/bash-completion/completions\n"
-     "cp completions/byokctl.bash ~/.local/share/bash-completion/completions/byokctl"),
-    ("zsh", "Copy the script to a directory in $fpath, set before compinit in ~/.zshrc:",
-     "mkdir -p ~/.zfunc && cp completions/_byokctl ~/.zfunc/\n"
+     "byokctl completion bash > ~/.local/share/bash-completion/completions/byokctl"),
+    ("zsh", "Write the script to a directory in $fpath, set before compinit in ~/.zshrc:",
+     "mkdir -p ~/.zfunc && byokctl completion zsh > ~/.zfunc/_byokctl\n"
      "# ~/.zshrc: fpath=(~/.zfunc $fpath); autoload -Uz compinit && compinit"),
-    ("fish", "Copy the script to fish's completions directory:",
-     "cp completions/byokctl.fish ~/.config/fish/completions/"),
+    ("fish", "Write the script to fish's completions directory:",
+     "byokctl completion fish > ~/.config/fish/completions/byokctl.fish"),
 ]
 
 
@@ -252,7 +254,9 @@ def man_page() -> str:
     out += [".SH SHELL COMPLETION", ".PP",
             roff("Commands, options, org slugs and key ids complete on TAB; slugs and ids are "
                  "read from the vault (as --db, $BYOKCTL_DB or $BYOKCTL_HOME select it) "
-                 "without the master key. The scripts are in completions/ in the source tree:")]
+                 "without the master key. A wheel installs the scripts where the shells look under its "
+                 "prefix (share/bash-completion/completions, share/zsh/site-functions, "
+                 "share/fish/vendor_completions.d); `byokctl completion SHELL` prints them:")]
     for shell, how, commands in COMPLETION:
         out += [".TP", f"\\fB{shell}\\fR", roff(how), ".nf", roff(commands), ".fi"]
     out += [".SH EXAMPLES"]

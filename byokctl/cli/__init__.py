@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "secrets."),
     "emulator": ("emulator", "A loopback emulator of the Anthropic and OpenAI APIs."),
     "demo": ("demo", "Walk through the whole flow offline, in a throwaway vault, command by command."),
+    "completion": ("completion", "Print the shell-completion script for bash, zsh or fish."),
 }
 
 

@@ -479,4 +479,11 @@ TREE = {'interspersed': False,
                   {'name': 'json_', 'opts': ['--json'], 'flag': True, 'help': 'Print a JSON document on stdout.'},
                   {'name': 'help', 'opts': ['-h', '--help'], 'flag': True, 'help': 'Show this message and exit.'},
               ]}),
+            ('completion', 'Print the shell-completion script for...', False,
+             {'interspersed': True,
+              'params': [
+                  {'name': 'shell', 'argument': True},
+                  {'name': 'json_', 'opts': ['--json'], 'flag': True, 'help': 'Print a JSON document on stdout.'},
+                  {'name': 'help', 'opts': ['-h', '--help'], 'flag': True, 'help': 'Show this message and exit.'},
+              ]}),
         ]}
