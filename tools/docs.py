@@ -138,11 +138,17 @@ def _params(node: Node) -> list[str]:
     for param in node.command.get_params(node.ctx):
         if getattr(param, "name", None) == "help":
             continue
+        if len(node.path) > 1 and param.name in AFTER_THE_COMMAND:
+            continue  # the root's, listed once under OPTIONS
         record = param.get_help_record(node.ctx)
         if record:
             names, text = record
             out += [".TP", f"\\fB{roff(names)}\\fR", roff(" ".join(text.split()) or "")]
     return out
+
+
+# The root's options every command takes too (byokctl.cli.FastCommand): shown once, for the root.
+AFTER_THE_COMMAND = ("db", "quiet")
 
 
 def _usage(node: Node) -> str:
@@ -193,6 +199,9 @@ DESCRIPTION = [
     "from the command line, and are never printed. The master key lives outside the vault: in "
     "$BYOKCTL_MASTER_KEY, the OS keyring (the default) or a key file. Commands that need no "
     "secret (listing orgs, keys, usage, the audit log) work without it.",
+    "--db, --quiet and --json may be given before the command or after it. --quiet drops "
+    "status lines on stderr (progress, summaries, the emulator's request log), never a "
+    "command's data or its warnings and errors. "
     "Every command takes --json and then prints one JSON document on stdout. Messages and "
     "errors go to stderr; an error is one sentence that names the fix (with --json: "
     '{"error": {"code": ..., "message": ...}}) and sets the exit status below.',
@@ -222,7 +231,7 @@ def man_page() -> str:
         f"byokctl \\- {roff(_name_line(root))}",
         ".SH SYNOPSIS",
         f".B {PROG}",
-        roff("[--db PATH] [--quiet] COMMAND [ARGS]... [--json]"),
+        roff("[--db PATH] [--quiet] [--json] COMMAND [ARGS]... [--db PATH] [--quiet] [--json]"),
         ".br",
         f".B {PROG}",
         roff("COMMAND --help"),

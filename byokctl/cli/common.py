@@ -5,16 +5,24 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from byokctl.cli import complete
 from byokctl.services.context import Context, open_context
 
-STATE: dict[str, str | None] = {"db": None}
+# The root's options, as the root (or, given after the subcommand, the command) read them.
+STATE: dict[str, Any] = {"db": None, "json": False}
 
-Json = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")]
+
+def _json_given(value: bool) -> bool:
+    """A command's `--json`, or the root's (`byokctl --json org list`)."""
+    return bool(value or STATE["json"])
+
+
+Json = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.",
+                                    callback=_json_given)]
 As = Annotated[
     str | None,
     typer.Option("--as", metavar="EMAIL", help="Act as this member of the org (their role applies)."),
