@@ -13,12 +13,13 @@ The file format and its parsing: services/apply_file.py (`SCHEMA`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from byokctl import clock
-from byokctl.errors import Conflict
+from byokctl.errors import ByokError, Conflict, PlanGate
 from byokctl.providers import catalog
 from byokctl.services import audit, endpoints, keys, keytest, members, orgs, plans, platform, rules
 from byokctl.services.apply_file import (
@@ -27,6 +28,7 @@ from byokctl.services.apply_file import (
     OrgSpec,
     PlatformSpec,
     Spec,
+    at_field,
     load,
     parse,
     read_secrets,
@@ -117,6 +119,21 @@ def _converge_once(ctx: Context, spec: Spec, secrets: dict[str, str], prune: boo
     return written
 
 
+# ---- errors name the file's field, not a command ------------------------------------------------
+
+@contextmanager
+def _at(path: str, fix: str | None = None) -> Iterator[None]:
+    """An error while converging the field at `path` (`orgs.acme.provider`) names that field
+    (first in the message, and as `details.field`), with `fix` when given: one made in the
+    file, where the service's own would name a command."""
+    try:
+        yield
+    except ByokError as exc:
+        if "field" in exc.details:
+            raise  # named by an inner field already
+        raise at_field(exc, path, fix) from None
+
+
 def _last_seq(ctx: Context) -> int:
     return ctx.store.audit.head_seq()
 
@@ -130,10 +147,18 @@ def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: boo
         else:
             url = p.base_url or None
         # A URL kept as stored was accepted when it was set; a new one is checked in full.
-        platform.set_default(ctx, p.provider, p.model, url,
-                             allow_insecure=p.allow_insecure or url == current.base_url)
+        with _at("platform.base_url" if url is not None and url != current.base_url else "platform"):
+            if url is not None and url != current.base_url:
+                rules.base_url(url, allow_insecure=p.allow_insecure,
+                               insecure_fix="set platform.allow_insecure = true")
+        with _at("platform.model"):
+            catalog.load().find(p.provider, p.model)
+        with _at("platform"):
+            platform.set_default(ctx, p.provider, p.model, url,
+                                 allow_insecure=p.allow_insecure or url == current.base_url)
     if p.keys is not None:
-        _keys_converge(ctx, p.keys, secrets, tester, org=None)
+        with _at("platform.keys"):
+            _keys_converge(ctx, p.keys, secrets, tester, org=None)
         if prune:
             wanted = {k.provider for k in p.keys}
             for key in keys.list_keys(ctx):
@@ -144,26 +169,34 @@ def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: boo
 def _org(ctx: Context, o: OrgSpec, secrets: dict[str, str], prune: bool,
          tester: keys.KeyTester | None) -> None:
     slug = o.slug
-    org, created = orgs.create(ctx, slug, name=o.name, plan=o.plan or "free",
-                               credits=o.credits or 0, if_not_exists=True)
+    at = f"orgs.{slug}"
+    with _at(at):
+        org, created = orgs.create(ctx, slug, name=o.name, plan=o.plan or "free",
+                                   credits=o.credits or 0, if_not_exists=True)
     if o.name is not None and not created:
-        orgs.rename(ctx, slug, o.name)
+        with _at(f"{at}.name"):
+            orgs.rename(ctx, slug, o.name)
     if o.plan is not None:
-        plans.set_plan(ctx, slug, o.plan)
-    _grace_converge(ctx, slug, o.grace)
+        with _at(f"{at}.plan"):
+            plans.set_plan(ctx, slug, o.plan)
+    with _at(f"{at}.grace"):
+        _grace_converge(ctx, slug, o.grace)
     if o.budget is not None:
-        orgs.set_budget(ctx, slug, None if o.budget is False else float(o.budget))
+        with _at(f"{at}.budget_monthly_usd"):
+            orgs.set_budget(ctx, slug, None if o.budget is False else float(o.budget))
     if o.sets_provider:
         _provider_converge(ctx, o)
     if o.members is not None:
         current = {m.email: m.role for m in members.list_members(ctx, slug)}
         for email, role in o.members.items():
-            if email not in current:
-                members.add(ctx, slug, email, role)
-            elif current[email] != role:
-                members.set_role(ctx, slug, email, role)
+            with _at(f'{at}.members."{email}"'):
+                if email not in current:
+                    members.add(ctx, slug, email, role)
+                elif current[email] != role:
+                    members.set_role(ctx, slug, email, role)
     if o.keys is not None:
-        _keys_converge(ctx, o.keys, secrets, tester, org=slug, prune=prune)
+        with _at(f"{at}.keys"):
+            _keys_converge(ctx, o.keys, secrets, tester, org=slug, prune=prune)
     if prune and o.keys is not None:
         wanted = {(k.member, k.provider) for k in o.keys}
         for key in keys.list_keys(ctx, slug):
@@ -193,16 +226,35 @@ def _grace_converge(ctx: Context, slug: str, grace: Grace | bool | None) -> None
 
 
 def _provider_converge(ctx: Context, o: OrgSpec) -> None:
+    at = f"orgs.{o.slug}"
     org = orgs.get(ctx, o.slug)
     provider = o.provider or org.provider
-    if _provider_unchanged(org, o, provider):
-        # Re-stating the current setting is no selection: an org in soft fallback (gate
-        # closed) keeps its stored BYOK setting without a plan-gate error.
-        return
-    change = orgs.plan_provider_change(
-        ctx, o.slug, provider, model=o.model,
-        base_url=o.base_url if isinstance(o.base_url, str) else None, fallback=o.fallback,
-        allow_insecure=o.allow_insecure)
+    # The fields one at a time first, so that an error names the one that is wrong.
+    if isinstance(o.base_url, str):
+        with _at(f"{at}.base_url"):
+            rules.base_url(o.base_url, allow_insecure=o.allow_insecure,
+                           insecure_fix=f"set {at}.allow_insecure = true")
+    if o.model is not None and provider in rules.BYOK_PROVIDERS:
+        with _at(f"{at}.model"):
+            catalog.load().find(provider, o.model)
+    with _at(f"{at}.provider"):
+        if _provider_unchanged(org, o, provider):
+            # Re-stating the current setting is no selection: an org in soft fallback (gate
+            # closed) keeps its stored BYOK setting without a plan-gate error.
+            return
+    platform_fix = None
+    if provider == "platform" and (o.model or o.base_url):
+        platform_fix = (f"leave model and base_url out of {at} while its provider is \"platform\" "
+                        "(the platform's own are [platform].model and base_url)")
+    try:
+        with _at(f"{at}.provider", platform_fix):
+            change = orgs.plan_provider_change(
+                ctx, o.slug, provider, model=o.model,
+                base_url=o.base_url if isinstance(o.base_url, str) else None, fallback=o.fallback,
+                allow_insecure=o.allow_insecure)
+    except PlanGate as exc:  # named its field above; the fix is the file's
+        raise exc.reworded(fix=f'set {at}.plan to "growth" or "scale" (or give {at}.grace), or '
+                               f'{at}.provider to "platform"') from None
     if o.base_url is False:
         change.after["base_url"] = None
     orgs.set_provider(ctx, change, lambda _change: True)  # the file is the confirmation

@@ -68,7 +68,10 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str, credits: int
                                f"not {credits:,}")
     name = slug if name is None else _name(name)  # as `rename` stores it, so apply converges
     if ctx.as_email is not None:
-        raise rules.Denied(f"{ctx.as_email} may not create orgs: it is the platform operator's alone")
+        from byokctl.domain.roles import OPERATOR_FIX
+
+        raise rules.Denied(f"{ctx.as_email} may not create orgs: it is the platform operator's alone",
+                           OPERATOR_FIX)
     if ctx.store.orgs.exists(slug):
         if if_not_exists:
             return get(ctx, slug), False
@@ -178,7 +181,7 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
     if provider == "platform":
         if model is not None or base_url is not None:
             raise rules.UsageError(
-                "--model and --base-url do not apply to platform mode", "the platform default "
+                "A model and base URL do not apply to platform mode", "the platform default "
                 "is set with `byokctl platform set-default`"
             )
     else:
@@ -239,9 +242,9 @@ def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[floa
 
     require(ctx, slug, rules.OPERATOR)
     if monthly_usd is not None and not monthly_usd > 0:
-        raise rules.UsageError(f"--monthly-usd must be a positive amount, not {monthly_usd:g}")
+        raise rules.UsageError(f"The monthly budget must be a positive amount, not {monthly_usd:g}")
     if monthly_usd is not None and not monthly_usd < MAX_BUDGET_USD:
-        raise rules.UsageError(f"--monthly-usd must be below {MAX_BUDGET_USD:,.0f} (USD a month), "
+        raise rules.UsageError(f"The monthly budget must be below {MAX_BUDGET_USD:,.0f} (USD a month), "
                                f"not {monthly_usd:g}")
     org = get(ctx, slug)
     if org.budget_monthly_usd == monthly_usd:

@@ -119,9 +119,11 @@ def positive_int(value: int, what: str) -> int:
     return value
 
 
-def base_url(value: str, *, allow_insecure: bool = False) -> str:
+def base_url(value: str, *, allow_insecure: bool = False,
+             insecure_fix: str = "pass --allow-insecure") -> str:
     """A provider endpoint fit to send a key to: http(s), no credentials in it, and https unless
-    it is this machine (loopback) or the operator passed `allow_insecure`."""
+    it is this machine (loopback) or the operator passed `allow_insecure` (`insecure_fix`:
+    how the caller takes it, an option or an apply file's field)."""
     from urllib.parse import urlsplit
 
     plain_text(value, "The base URL")
@@ -139,8 +141,7 @@ def base_url(value: str, *, allow_insecure: bool = False) -> str:
                          "remove it: the API key is the only credential byokctl sends")
     if parts.scheme == "http" and not is_loopback(host) and not allow_insecure:
         raise UsageError(f"The base URL is plain http to {host}, which would send the API key "
-                         "unencrypted", "use https, or pass --allow-insecure (allow_insecure = true "
-                         "in an apply file) if that network is trusted")
+                         "unencrypted", f"use https, or {insecure_fix} if that network is trusted")
     return value.rstrip("/")
 
 

@@ -13,8 +13,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-from tests.conftest import REPO
 from tools.docs import MAN_PAGE, SHELLS
 
 # Where each generated file lands under the installing environment's prefix.

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from tests.conftest import ANTHROPIC_TEST_KEY, master_key_b64, run_proc
+from conftest import ANTHROPIC_TEST_KEY, master_key_b64, run_proc
 
 
 def test_json_before_the_subcommand_is_the_commands_own(cli, acme):
