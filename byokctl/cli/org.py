@@ -125,7 +125,8 @@ def set_provider(
 
     \b
     A --base-url must be https, or plain http to this machine (the emulator) unless
-    --allow-insecure; it may not carry user:password@.
+    --allow-insecure; it may not carry user:password@. Its API version is corrected for
+    the provider's SDK, with a warning: Anthropic's without /v1, OpenAI's with it.
 
     \b
     Example: byokctl org set-provider acme anthropic --model sonnet --yes
@@ -133,6 +134,8 @@ def set_provider(
     with session(as_) as ctx:
         change = orgs.plan_provider_change(ctx, org, provider, model=model, base_url=base_url,
                                            fallback=fallback, allow_insecure=allow_insecure)
+        for warning in change.warnings:  # before the question: it may change the answer
+            render.warn(warning)
 
         def ask(c: orgs.ProviderChange) -> bool:
             b, a = c.before, c.after

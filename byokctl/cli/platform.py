@@ -39,6 +39,8 @@ def set_default(
     with session(as_) as ctx:
         change = platform.set_default(ctx, provider, model, base_url, allow_insecure=allow_insecure)
     d = change.after
+    for warning in change.warnings:
+        render.warn(warning)
     _key_warning(d)
     render.emit(json_, change,
                 f"Platform default: {d.provider}/{d.model}"

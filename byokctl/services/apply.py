@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from byokctl import clock
@@ -58,6 +58,7 @@ class Change:
 class Outcome:
     changes: list[Change]
     dry_run: bool
+    warnings: list[str] = field(default_factory=list)  # e.g. a base_url corrected for its SDK
 
     @property
     def applied(self) -> bool:
@@ -65,7 +66,8 @@ class Outcome:
         return bool(self.changes) and not self.dry_run
 
     def to_json(self) -> dict:
-        return {"changes": self.changes, "applied": self.applied, "dry_run": self.dry_run}
+        return {"changes": self.changes, "applied": self.applied, "dry_run": self.dry_run,
+                "warnings": self.warnings}
 
 
 Progress = Callable[[int, int], None]
@@ -81,13 +83,14 @@ def run(ctx: Context, text: str, source: str, *, dry_run: bool = False, prune: b
     tester: keys.KeyTester | None = None
     if test_keys and secrets:
         trial = _Trial(ctx, spec)
-        _converge_once(ctx, spec, secrets, prune, trial.record, None, commit=False)
+        _converge_once(ctx, spec, secrets, prune, trial.record, None, [], commit=False)
         trial.probe_all()  # outside any transaction: no lock held during network calls
         tester = trial.replay
-    entries = _converge_once(ctx, spec, secrets, prune, tester, progress, commit=not dry_run)
+    notes: list[str] = []
+    entries = _converge_once(ctx, spec, secrets, prune, tester, progress, notes, commit=not dry_run)
     if not dry_run and any(e.action in PURGING_ACTIONS for e in entries):
         ctx.store.purge_wal()
-    return Outcome([_change(e, dry_run) for e in entries], dry_run)
+    return Outcome([_change(e, dry_run) for e in entries], dry_run, notes)
 
 
 class _RollBack(Exception):
@@ -95,9 +98,10 @@ class _RollBack(Exception):
 
 
 def _converge_once(ctx: Context, spec: Spec, secrets: dict[str, str], prune: bool,
-                   tester: keys.KeyTester | None, progress: Progress | None,
+                   tester: keys.KeyTester | None, progress: Progress | None, notes: list[str],
                    *, commit: bool) -> list[audit.Entry]:
-    """Run every change in one transaction; the audit entries it wrote are the changes."""
+    """Run every change in one transaction; the audit entries it wrote are the changes (and
+    `notes` gets the warnings, each naming its field)."""
     written: list[audit.Entry] = []
     try:
         with ctx.write():
@@ -105,9 +109,9 @@ def _converge_once(ctx: Context, spec: Spec, secrets: dict[str, str], prune: boo
             steps = ([spec.platform] if spec.platform else []) + list(spec.orgs)
             for done, step in enumerate(steps, 1):
                 if isinstance(step, PlatformSpec):
-                    _platform(ctx, step, secrets, prune, tester)
+                    _platform(ctx, step, secrets, prune, tester, notes)
                 else:
-                    _org(ctx, step, secrets, prune, tester)
+                    _org(ctx, step, secrets, prune, tester, notes)
                 if progress is not None:
                     progress(done, len(steps))
             count = _last_seq(ctx) - start
@@ -139,7 +143,7 @@ def _last_seq(ctx: Context) -> int:
 
 
 def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: bool,
-              tester: keys.KeyTester | None) -> None:
+              tester: keys.KeyTester | None, notes: list[str]) -> None:
     if p.provider is not None and p.model is not None:
         current = platform.current(ctx)
         if p.base_url is None:  # left out: kept while the provider stays
@@ -149,13 +153,14 @@ def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: boo
         # A URL kept as stored was accepted when it was set; a new one is checked in full.
         with _at("platform.base_url" if url is not None and url != current.base_url else "platform"):
             if url is not None and url != current.base_url:
-                rules.base_url(url, allow_insecure=p.allow_insecure,
-                               insecure_fix="set platform.allow_insecure = true")
+                rules.provider_base_url(p.provider, url, allow_insecure=p.allow_insecure,
+                                        insecure_fix="set platform.allow_insecure = true")
         with _at("platform.model"):
             catalog.load().find(p.provider, p.model)
         with _at("platform"):
-            platform.set_default(ctx, p.provider, p.model, url,
-                                 allow_insecure=p.allow_insecure or url == current.base_url)
+            change = platform.set_default(ctx, p.provider, p.model, url,
+                                          allow_insecure=p.allow_insecure or url == current.base_url)
+        notes += [f"platform.base_url: {w}" for w in change.warnings]
     if p.keys is not None:
         with _at("platform.keys"):
             _keys_converge(ctx, p.keys, secrets, tester, org=None)
@@ -167,7 +172,7 @@ def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: boo
 
 
 def _org(ctx: Context, o: OrgSpec, secrets: dict[str, str], prune: bool,
-         tester: keys.KeyTester | None) -> None:
+         tester: keys.KeyTester | None, notes: list[str]) -> None:
     slug = o.slug
     at = f"orgs.{slug}"
     with _at(at):
@@ -185,7 +190,7 @@ def _org(ctx: Context, o: OrgSpec, secrets: dict[str, str], prune: bool,
         with _at(f"{at}.budget_monthly_usd"):
             orgs.set_budget(ctx, slug, None if o.budget is False else float(o.budget))
     if o.sets_provider:
-        _provider_converge(ctx, o)
+        notes += _provider_converge(ctx, o)
     if o.members is not None:
         current = {m.email: m.role for m in members.list_members(ctx, slug)}
         for email, role in o.members.items():
@@ -225,15 +230,20 @@ def _grace_converge(ctx: Context, slug: str, grace: Grace | bool | None) -> None
         plans.grant_grace(ctx, slug, days=grace.days, reason=grace.reason)
 
 
-def _provider_converge(ctx: Context, o: OrgSpec) -> None:
+def _provider_converge(ctx: Context, o: OrgSpec) -> list[str]:
+    """Converge the org's provider setting; the warnings, each naming its field."""
     at = f"orgs.{o.slug}"
     org = orgs.get(ctx, o.slug)
     provider = o.provider or org.provider
     # The fields one at a time first, so that an error names the one that is wrong.
     if isinstance(o.base_url, str):
         with _at(f"{at}.base_url"):
-            rules.base_url(o.base_url, allow_insecure=o.allow_insecure,
-                           insecure_fix=f"set {at}.allow_insecure = true")
+            if provider in rules.BYOK_PROVIDERS:
+                rules.provider_base_url(provider, o.base_url, allow_insecure=o.allow_insecure,
+                                        insecure_fix=f"set {at}.allow_insecure = true")
+            else:
+                rules.base_url(o.base_url, allow_insecure=o.allow_insecure,
+                               insecure_fix=f"set {at}.allow_insecure = true")
     if o.model is not None and provider in rules.BYOK_PROVIDERS:
         with _at(f"{at}.model"):
             catalog.load().find(provider, o.model)
@@ -241,7 +251,7 @@ def _provider_converge(ctx: Context, o: OrgSpec) -> None:
         if _provider_unchanged(org, o, provider):
             # Re-stating the current setting is no selection: an org in soft fallback (gate
             # closed) keeps its stored BYOK setting without a plan-gate error.
-            return
+            return []
     platform_fix = None
     if provider == "platform" and (o.model or o.base_url):
         platform_fix = (f"leave model and base_url out of {at} while its provider is \"platform\" "
@@ -258,6 +268,15 @@ def _provider_converge(ctx: Context, o: OrgSpec) -> None:
     if o.base_url is False:
         change.after["base_url"] = None
     orgs.set_provider(ctx, change, lambda _change: True)  # the file is the confirmation
+    return [f"{at}.base_url: {w}" for w in change.warnings]
+
+
+def _stored_url(provider: str, o: OrgSpec) -> str:
+    """The base_url the file's would be stored as (corrected for a BYOK provider's SDK)."""
+    assert isinstance(o.base_url, str)
+    if provider in rules.BYOK_PROVIDERS:
+        return rules.provider_base_url(provider, o.base_url, allow_insecure=o.allow_insecure)[0]
+    return rules.base_url(o.base_url, allow_insecure=o.allow_insecure)
 
 
 def _provider_unchanged(org: orgs.Org, o: OrgSpec, provider: str) -> bool:
@@ -265,8 +284,7 @@ def _provider_unchanged(org: orgs.Org, o: OrgSpec, provider: str) -> bool:
         return False
     if o.base_url is False and org.base_url is not None:
         return False
-    if isinstance(o.base_url, str) and \
-            rules.base_url(o.base_url, allow_insecure=o.allow_insecure) != org.base_url:
+    if isinstance(o.base_url, str) and _stored_url(provider, o) != org.base_url:
         return False
     if o.model is not None:
         return provider in rules.BYOK_PROVIDERS and \

@@ -314,11 +314,11 @@ def _keys(value: Any, path: str, *, org: bool, member_list: dict[str, str] | Non
                              "give each key once")
         slots.add((member, provider))
         found.append(KeySpec(where, provider, env, member, admin,
-                             _approved(t, where, member)))
+                             _approved(t, where, member, provider)))
     return found
 
 
-def _approved(t: dict, where: str, member: str | None) -> tuple[str, ...] | None:
+def _approved(t: dict, where: str, member: str | None, provider: str) -> tuple[str, ...] | None:
     if "approved_base_urls" not in t:
         return None
     value = t["approved_base_urls"]
@@ -329,7 +329,8 @@ def _approved(t: dict, where: str, member: str | None) -> tuple[str, ...] | None
         raise UsageError(f"{where}.approved_base_urls must be a list of URLs")
     # Approving sends nothing: whether plain http may be used at all is the org base_url's
     # own check (allow_insecure), so an approval of such a URL is not refused here.
-    return tuple(rules.base_url(u, allow_insecure=True) for u in value)
+    # Each as an org's base_url is stored: corrected for the provider's SDK.
+    return tuple(rules.provider_base_url(provider, u, allow_insecure=True)[0] for u in value)
 
 
 def _flag(table: dict, name: str, path: str) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from byokctl import clock
@@ -159,6 +159,7 @@ class ProviderChange:
     org: str
     before: dict
     after: dict
+    warnings: list[str] = field(default_factory=list)  # e.g. a base_url corrected for its SDK
 
     @property
     def changed(self) -> bool:
@@ -174,7 +175,11 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
     org = get(ctx, slug)
     if fallback is not None:
         rules.choice(fallback, rules.FALLBACKS, "fallback policy")
-    if base_url is not None:
+    warnings: list[str] = []
+    if base_url is not None and provider in rules.BYOK_PROVIDERS:
+        base_url, corrected = rules.provider_base_url(provider, base_url, allow_insecure=allow_insecure)
+        warnings += [corrected] if corrected else []
+    elif base_url is not None:
         base_url = rules.base_url(base_url, allow_insecure=allow_insecure)
     after = {"provider": provider, "model": None, "base_url": None,
              "fallback": fallback or org.fallback}
@@ -194,7 +199,7 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
         after["model"] = catalog.load().pinned(provider, keep_model).id
         keep_url = org.base_url if org.provider == provider and base_url is None else base_url
         after["base_url"] = keep_url
-    return ProviderChange(slug, org.setting(), after)
+    return ProviderChange(slug, org.setting(), after, warnings)
 
 
 def set_provider(ctx: Context, change: ProviderChange,

@@ -7,7 +7,7 @@ MACed as one record (`services.integrity.set_platform`), read by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from byokctl.providers import catalog
 from byokctl.services import audit, rules
@@ -47,6 +47,7 @@ class DefaultChange:
     before: dict
     after: PlatformDefault
     changed: bool
+    warnings: list[str] = field(default_factory=list)  # e.g. a base_url corrected for its SDK
 
     def to_json(self) -> dict:
         return {"changed": self.changed, "before": self.before, **self.after.to_json()}
@@ -59,8 +60,10 @@ def set_default(ctx: Context, provider: str, model: str, base_url: str | None = 
 
     rules.choice(provider, rules.BYOK_PROVIDERS, "provider")
     pinned = catalog.load().find(provider, model).id
+    warnings: list[str] = []
     if base_url is not None:
-        base_url = rules.base_url(base_url, allow_insecure=allow_insecure)
+        base_url, corrected = rules.provider_base_url(provider, base_url, allow_insecure=allow_insecure)
+        warnings += [corrected] if corrected else []
     require_operator(ctx, "change the platform default")
     before = current(ctx)
     after = {"provider": provider, "model": pinned, "base_url": base_url}
@@ -71,4 +74,4 @@ def set_default(ctx: Context, provider: str, model: str, base_url: str | None = 
             integrity.set_platform(ctx, dict(zip(META_KEYS, (provider, pinned, base_url),
                                                  strict=True)))
             audit.record(ctx, "platform.set_default", before=before.setting(), after=after)
-    return DefaultChange(before.setting(), current(ctx), changed)
+    return DefaultChange(before.setting(), current(ctx), changed, warnings)

@@ -155,7 +155,7 @@ def test_second_apply_changes_nothing_and_says_so(cli, vault, env, tmp_path):
     assert r.stdout.startswith("No changes") and r.stderr == ""
     assert state(vault) == snapshot  # not even an audit entry
     out = applied(cli, path)
-    assert out == {"changes": [], "applied": False, "dry_run": False}
+    assert out == {"changes": [], "applied": False, "dry_run": False, "warnings": []}
 
 
 def test_dry_run_lists_the_changes_and_writes_nothing(cli, vault, env, tmp_path):
