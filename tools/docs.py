@@ -175,7 +175,12 @@ ENVIRONMENT = [
      "$BYOKCTL_DB say otherwise."),
     ("BYOKCTL_ACTOR", "The operator's name recorded in the audit log (default: the OS user "
      "name). A member acting with --as is recorded by email."),
-    ("NO_COLOR", "When set, tables and messages are printed without colour."),
+    ("NO_COLOR", "When set (to anything), tables and messages are printed without colour; "
+     "nothing else changes (tables keep their borders on a terminal)."),
+    ("FORCE_COLOR", "When set to anything but the empty string, output that is not a terminal "
+     "is styled as on one: colour (unless NO_COLOR) and bordered tables."),
+    ("COLUMNS", "The terminal's width for tables. Ids, timestamps and hints are never wrapped or "
+     "cut; other columns fold, or are left out (a line on stderr names them)."),
     ("BYOKCTL_DEBUG", "When set, an internal error (exit 1) also prints the exception's text. "
      "Never set it where the output is shared: the text may contain data from the vault."),
 ]

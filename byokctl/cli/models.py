@@ -37,7 +37,7 @@ def list_(
         [(m["provider"], m["id"], ", ".join(m["aliases"]), f"{m['input_per_mtok']:.2f}",
           f"{m['output_per_mtok']:.2f}", "yes" if m["default"] else "", m["deprecated"] or "")
          for m in items],
-        title=f"catalog {cat.version}"))
+        title=f"catalog {cat.version}", no_wrap=("model", "end of life"), drop=("default", "aliases")))
 
 
 def register(root: typer.Typer) -> None:

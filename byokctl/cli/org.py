@@ -49,7 +49,8 @@ def list_(as_: As = None, json_: Json = False) -> None:
         items = orgs.list_orgs(ctx)
         render.emit(json_, Rows(items), lambda: render.table(
             ["slug", "name", "plan", "credits", "provider", "model"],
-            ((o.slug, o.name, o.plan, o.credits, o.provider, o.model or "—") for o in items)))
+            ((o.slug, o.name, o.plan, o.credits, o.provider, o.model or "—") for o in items),
+            no_wrap=("slug",)))
 
 
 @app.command("show")
