@@ -151,8 +151,8 @@ def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: boo
         else:
             url = p.base_url or None
         # A URL kept as stored was accepted when it was set; a new one is checked in full.
-        with _at("platform.base_url" if url is not None and url != current.base_url else "platform"):
-            if url is not None and url != current.base_url:
+        if url is not None and url != current.base_url:
+            with _at("platform.base_url"):
                 rules.provider_base_url(p.provider, url, allow_insecure=p.allow_insecure,
                                         insecure_fix="set platform.allow_insecure = true")
         with _at("platform.model"):
@@ -162,8 +162,7 @@ def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: boo
                                           allow_insecure=p.allow_insecure or url == current.base_url)
         notes += [f"platform.base_url: {w}" for w in change.warnings]
     if p.keys is not None:
-        with _at("platform.keys"):
-            _keys_converge(ctx, p.keys, secrets, tester, org=None)
+        _keys_converge(ctx, p.keys, secrets, tester, org=None)
         if prune:
             wanted = {k.provider for k in p.keys}
             for key in keys.list_keys(ctx):
@@ -200,8 +199,7 @@ def _org(ctx: Context, o: OrgSpec, secrets: dict[str, str], prune: bool,
                 elif current[email] != role:
                     members.set_role(ctx, slug, email, role)
     if o.keys is not None:
-        with _at(f"{at}.keys"):
-            _keys_converge(ctx, o.keys, secrets, tester, org=slug, prune=prune)
+        _keys_converge(ctx, o.keys, secrets, tester, org=slug, prune=prune)
     if prune and o.keys is not None:
         wanted = {(k.member, k.provider) for k in o.keys}
         for key in keys.list_keys(ctx, slug):
@@ -294,20 +292,23 @@ def _provider_unchanged(org: orgs.Org, o: OrgSpec, provider: str) -> bool:
 
 def _keys_converge(ctx: Context, wanted: list[KeySpec], secrets: dict[str, str],
                    tester: keys.KeyTester | None, *, org: str | None, prune: bool = False) -> None:
-    vault = ctx.vault()
     for k in wanted:
-        if org is not None and k.member is not None and k.approved_base_urls is not None:
-            # Before the key: `--test-keys` tests it where the file lets it go.
-            endpoints.converge(ctx, org, k.member, k.provider, k.approved_base_urls, prune=prune)
-        secret = secrets[k.path]
-        existing = keys.find(ctx, provider=k.provider, org=org, member=k.member,
-                             platform=org is None)
-        if existing is None:
-            slot = keys.prepare_add(ctx, provider=k.provider, org=org, member=k.member,
-                                    platform=org is None)
-            keys.add(ctx, slot, secret, allow_admin_key=k.allow_admin_key, tester=tester)
-        elif existing.fingerprint != vault.fingerprint(secret):
-            keys.rotate(ctx, existing.id, secret, allow_admin_key=k.allow_admin_key, tester=tester)
+        with _at(k.path):
+            _key_converge(ctx, k, secrets[k.path], tester, org=org, prune=prune)
+
+
+def _key_converge(ctx: Context, k: KeySpec, secret: str, tester: keys.KeyTester | None, *,
+                  org: str | None, prune: bool) -> None:
+    if org is not None and k.member is not None and k.approved_base_urls is not None:
+        # Before the key: `--test-keys` tests it where the file lets it go.
+        endpoints.converge(ctx, org, k.member, k.provider, k.approved_base_urls, prune=prune)
+    existing = keys.find(ctx, provider=k.provider, org=org, member=k.member, platform=org is None)
+    if existing is None:
+        slot = keys.prepare_add(ctx, provider=k.provider, org=org, member=k.member,
+                                platform=org is None)
+        keys.add(ctx, slot, secret, allow_admin_key=k.allow_admin_key, tester=tester)
+    elif existing.fingerprint != ctx.vault().fingerprint(secret):
+        keys.rotate(ctx, existing.id, secret, allow_admin_key=k.allow_admin_key, tester=tester)
 
 
 class _Trial:
