@@ -405,7 +405,8 @@ def _version(ctx: typer.Context, value: bool) -> None:
 def root(
     db: Annotated[str | None, typer.Option(
         "--db", metavar="PATH|URL", help="Vault file, or a postgresql:// URL (default: $BYOKCTL_DB, "
-        "$BYOKCTL_HOME/vault.db, or the user data dir).", show_default=False)] = None,
+        "$BYOKCTL_HOME/vault.db, or the user data dir). Here or after the command, as -q and "
+        "--json.", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q",
                                         help="Drop status lines on stderr (never data).")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout (as the "
@@ -415,9 +416,6 @@ def root(
 ) -> None:
     """Administer a bring-your-own-AI-key platform from a local encrypted vault.
 
-    --db, --quiet and --json may also follow the subcommand (byokctl org list --db X -q).
-
-    \b
     Example: byokctl init && byokctl org create acme --plan growth
     """
     from byokctl.cli.common import refuse_password_on_argv

@@ -4,7 +4,7 @@
 
 TREE = {'interspersed': False,
         'params': [
-            {'name': 'db', 'opts': ['--db'], 'help': 'Vault file, or a postgresql:// URL (default: $BYOKCTL_DB, $BYOKCTL_HOME/vault.db, or the user data dir).'},
+            {'name': 'db', 'opts': ['--db'], 'help': 'Vault file, or a postgresql:// URL (default: $BYOKCTL_DB, $BYOKCTL_HOME/vault.db, or the user data dir). Here or after the command, as -q and --json.'},
             {'name': 'quiet', 'opts': ['--quiet', '-q'], 'flag': True, 'help': 'Drop status lines on stderr (never data).'},
             {'name': 'json_', 'opts': ['--json'], 'flag': True, 'help': "Print a JSON document on stdout (as the command's own --json)."},
             {'name': 'version', 'opts': ['--version'], 'flag': True, 'help': 'Print the version and exit.'},
