@@ -208,14 +208,15 @@ def line(text: str = "", style: str | None = None) -> None:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
-          no_wrap: Sequence[str] = (), drop: Sequence[str] = ()) -> None:
+          no_wrap: Sequence[str] = (), drop: Sequence[str] = (), words: Sequence[str] = ()) -> None:
     """A table on a terminal. Piped, plain aligned columns that never wrap, one row per line,
     so ids stay whole for `grep`/`awk`. `rows` may be a generator: piped, it is read once
     and spooled (to a temporary file past 256 KB), so memory stays flat in its length.
 
     On a terminal, the columns in `no_wrap` (ids, timestamps, hints) are never wrapped or cut;
-    the others fold to make room. Where even that does not fit the width, the columns in
-    `drop` are left out, first named first, and a status line names them."""
+    those in `words` wrap between words only (`acme key_x1y2`: the id stays whole); the others
+    fold to make room. Where even that does not fit the width, the columns in `drop` are left
+    out, first named first, and a status line names them."""
     columns = [neutral(c) for c in columns]
     title = neutral(title) if title else title
     if not styled(sys.stdout):  # decided without rich: piped output never loads it
@@ -226,47 +227,73 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     from rich import box
     from rich.table import Table
 
-    shown = _fitting(columns, cells, set(no_wrap), list(drop), con.width)
+    natural, least = _widths(columns, cells, set(no_wrap), set(words))
+    shown = _fitting(least, list(columns), list(drop), con.width)
+    given = _shares(natural, least, shown, con.width)
     t: Table = Table(title=title, box=box.ROUNDED, header_style="bold", pad_edge=False)
     for i in shown:
         c = columns[i]
-        whole = c in no_wrap
-        t.add_column(c, overflow="fold", no_wrap=whole,
-                     min_width=_natural(c, cells, i) if whole else None)
+        t.add_column(c, overflow="fold", no_wrap=c in no_wrap, width=given.get(i))
     for r in cells:
         t.add_row(*(r[i] for i in shown))
     con.print(t)
     if len(shown) < len(columns):
         left_out = ", ".join(c for i, c in enumerate(columns) if i not in shown)
-        status(f"Not shown at this width: {left_out} (a wider terminal, or --json, has them).")
+        status(f"Not shown at this width: {left_out} (--json has them).")
 
 
 _FOLDED = 10  # the narrowest a folding column is counted at: narrower, words break mid-word
 
 
-def _natural(header: str, cells: list[list[str]], i: int) -> int:
-    """Column `i`'s width with nothing wrapped: its widest cell or header, in terminal cells."""
+def _widths(columns: list[str], cells: list[list[str]], whole: set[str],
+            words: set[str]) -> tuple[list[int], list[int]]:
+    """Each column's natural width (its widest cell or header) and the narrowest it may be, in
+    terminal cells: a `whole` column its natural width, a `words` one its longest word (at
+    least `_FOLDED`), any other `_FOLDED` (or less, when all of it is narrower)."""
     from rich.cells import cell_len
 
-    return max([cell_len(header), *(cell_len(line) for r in cells for line in r[i].splitlines())])
+    natural, least = [], []
+    for i, c in enumerate(columns):
+        texts = [c, *(r[i] for r in cells)]
+        wide = max(cell_len(line) for text in texts for line in text.splitlines() or [""])
+        natural.append(wide)
+        if c in whole:
+            least.append(wide)
+        elif c in words:
+            least.append(min(wide, max(_FOLDED, *(cell_len(w) for t in texts for w in t.split()))))
+        else:
+            least.append(min(wide, _FOLDED))
+    return natural, least
 
 
-def _fitting(columns: list[str], cells: list[list[str]], whole: set[str], drop: list[str],
-             width: int) -> list[int]:
-    """The indices of the columns to show within `width`: all of them if the whole columns at
-    their natural width and the others folded to `_FOLDED` fit, else without the `drop` ones,
-    one at a time, first named first."""
+def _overhead(count: int) -> int:
+    """A ROUNDED box's own width: a rule before, between and after `count` columns, and one
+    space each side of a cell but at the table's edges (pad_edge=False)."""
+    return 3 * count - 1
+
+
+def _shares(natural: list[int], least: list[int], shown: list[int], width: int) -> dict[int, int]:
+    """Column widths for a table too wide for `width`: each shown column its least width, and
+    the room left shared by the columns that can use it, in proportion to what they lack.
+    Empty when the table fits as it is (rich lays it out) or cannot fit at all."""
+    free = width - _overhead(len(shown)) - sum(least[i] for i in shown)
+    lacking = {i: natural[i] - least[i] for i in shown if natural[i] > least[i]}
+    if sum(natural[i] for i in shown) + _overhead(len(shown)) <= width or free < 0:
+        return {}
+    total = sum(lacking.values())
+    return {i: least[i] + (lacking.get(i, 0) * free // total if total else 0) for i in shown}
+
+
+def _fitting(least: list[int], columns: list[str], drop: list[str], width: int) -> list[int]:
+    """The indices of the columns to show within `width`, each at its `least` width: all of
+    them if they fit, else without the `drop` ones, one at a time, first named first."""
     shown = list(range(len(columns)))
-    needed = {i: _natural(c, cells, i) if c in whole else min(_natural(c, cells, i), _FOLDED)
-              for i, c in enumerate(columns)}
     for name in [None, *drop]:
         if name is not None:
             if name not in columns or columns.index(name) not in shown:
                 continue
             shown.remove(columns.index(name))
-        # a ROUNDED box: a rule before, between and after the columns; one space each side of a
-        # cell but at the table's edges (pad_edge=False)
-        if sum(needed[i] for i in shown) + 3 * len(shown) - 1 <= width:
+        if sum(least[i] for i in shown) + _overhead(len(shown)) <= width:
             break
     return shown
 

@@ -72,7 +72,7 @@ def test_key_list_keeps_ids_hints_and_timestamps_whole(two_keys, width):
         [row] = [line for line in rows if key["id"] in line]
         assert key["hint"] in row and STAMP.search(row), out
     assert "Not shown at this width: fingerprint" in out  # said, not silently cut
-    assert "(a wider terminal, or --json, has them)" in out
+    assert "(--json has them)" in out
 
 
 @pytest.mark.slow
@@ -91,15 +91,21 @@ def test_quiet_drops_the_note_not_the_table(two_keys):
 
 
 def test_the_fitting_rule_drops_in_the_order_given():
-    from byokctl.cli.render import _fitting
+    from byokctl.cli.render import _fitting, _shares, _widths
 
-    columns = ["id", "note", "created", "rotated"]
-    cells = [["key_0123456789", "x" * 60, "2026-12-01 10:00", "2026-12-02 11:00"]]
-    whole = {"id", "created", "rotated"}
-    assert _fitting(columns, cells, whole, ["rotated", "created"], 200) == [0, 1, 2, 3]
-    # 14 + 10 (note folded) + 16 + 16 and the rules: 67; without rotated, 48
-    assert _fitting(columns, cells, whole, ["rotated", "created"], 66) == [0, 1, 2]
-    assert _fitting(columns, cells, whole, ["rotated", "created"], 47) == [0, 1]
+    columns = ["id", "note", "created", "rotated", "target"]
+    cells = [["key_0123456789", "x" * 60, "2026-12-01 10:00", "2026-12-02 11:00", "acme key_abcdefghijk"]]
+    natural, least = _widths(columns, cells, {"id", "created", "rotated"}, {"target"})
+    assert natural == [14, 60, 16, 16, 20]
+    assert least == [14, 10, 16, 16, 15]  # note folds to 10; target's longest word is 15
+    assert _fitting(least, columns, ["rotated", "created"], 200) == [0, 1, 2, 3, 4]
+    # 71 and the rules (14): 85; without rotated, 55 + 11 = 66; without created too, 50
+    assert _fitting(least, columns, ["rotated", "created"], 84) == [0, 1, 2, 4]
+    assert _fitting(least, columns, ["rotated", "created"], 65) == [0, 1, 4]
+    # 84 - 11 (the rules) - 55 (least widths) = 18 to share: note lacks 50, target 5
+    assert _shares(natural, least, [0, 1, 2, 4], 84) == {0: 14, 1: 10 + 18 * 50 // 55,
+                                                         2: 16, 4: 15 + 18 * 5 // 55}
+    assert _shares(natural, least, [0, 1, 2, 3, 4], 200) == {}  # fits: rich lays it out
 
 
 @pytest.mark.slow
@@ -123,3 +129,12 @@ def test_no_color_keeps_the_table_layout_on_a_terminal(cli, vault):
     cli("org", "create", "acme")
     out = under_pty(["org", "list"], {"COLUMNS": "80", "TERM": "xterm-256color", "NO_COLOR": "1"})
     assert "╭" in out and "acme" in out
+
+
+@pytest.mark.slow
+def test_audit_log_keeps_key_ids_and_times_whole_at_80_columns(two_keys):
+    out = under_pty(["audit", "log"], {"COLUMNS": "80", "TERM": "xterm-256color"})
+    table = out.split("Not shown")[0]
+    assert _cells(table) <= 80, out
+    for key in two_keys:  # `org / target` wraps between words only: `acme key_…` stays whole
+        assert any(key["id"] in line and STAMP.search(line) for line in table.splitlines()), out
