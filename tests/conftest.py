@@ -63,8 +63,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
              request: pytest.FixtureRequest) -> MemoryKeyring:
     home = tmp_path / "home"
     monkeypatch.setenv("BYOKCTL_HOME", str(home))
-    for var in ("BYOKCTL_DB", "BYOKCTL_MASTER_KEY", "BYOKCTL_DEBUG", "NO_COLOR", "BYOKCTL_PKCS11_PIN",
-                "SOFTHSM2_CONF"):
+    for var in ("BYOKCTL_DB", "BYOKCTL_MASTER_KEY", "BYOKCTL_DEBUG", "NO_COLOR", "FORCE_COLOR",
+                "BYOKCTL_PKCS11_PIN", "SOFTHSM2_CONF"):
         monkeypatch.delenv(var, raising=False)
     if request.config.getoption("--engine") == "postgresql":
         monkeypatch.setenv("BYOKCTL_DB", request.getfixturevalue("pg_server").database())

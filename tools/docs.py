@@ -25,8 +25,10 @@ from byokctl.errors import exit_statuses
 
 PROG = "byokctl"
 COMPLETE_VAR = "_BYOKCTL_COMPLETE"
-SHELLS = {"bash": "completions/byokctl.bash", "zsh": "completions/_byokctl",
-          "fish": "completions/byokctl.fish"}
+# Laid out as the wheel installs them under share/ (pyproject's data-files): one directory per
+# shell, each file under the name its shell looks for.
+SHELLS = {"bash": "completions/bash/byokctl", "zsh": "completions/zsh/_byokctl",
+          "fish": "completions/fish/byokctl.fish"}
 MAN_PAGE = "man/byokctl.1"
 TREE = "byokctl/completion/tree.py"
 EXAMPLE = re.compile(r"^Example:\s*(.+)$")
@@ -136,11 +138,17 @@ def _params(node: Node) -> list[str]:
     for param in node.command.get_params(node.ctx):
         if getattr(param, "name", None) == "help":
             continue
+        if len(node.path) > 1 and param.name in AFTER_THE_COMMAND:
+            continue  # the root's, listed once under OPTIONS
         record = param.get_help_record(node.ctx)
         if record:
             names, text = record
             out += [".TP", f"\\fB{roff(names)}\\fR", roff(" ".join(text.split()) or "")]
     return out
+
+
+# The root's options every command takes too (byokctl.cli.FastCommand): shown once, for the root.
+AFTER_THE_COMMAND = ("db", "quiet")
 
 
 def _usage(node: Node) -> str:
@@ -167,7 +175,12 @@ ENVIRONMENT = [
      "$BYOKCTL_DB say otherwise."),
     ("BYOKCTL_ACTOR", "The operator's name recorded in the audit log (default: the OS user "
      "name). A member acting with --as is recorded by email."),
-    ("NO_COLOR", "When set, tables and messages are printed without colour."),
+    ("NO_COLOR", "When set (to anything), tables and messages are printed without colour; "
+     "nothing else changes (tables keep their borders on a terminal)."),
+    ("FORCE_COLOR", "When set to anything but the empty string, output that is not a terminal "
+     "is styled as on one: colour (unless NO_COLOR) and bordered tables."),
+    ("COLUMNS", "The terminal's width for tables. Ids, timestamps and hints are never wrapped or "
+     "cut; other columns fold, or are left out (a line on stderr names them)."),
     ("BYOKCTL_DEBUG", "When set, an internal error (exit 1) also prints the exception's text. "
      "Never set it where the output is shared: the text may contain data from the vault."),
 ]
@@ -191,20 +204,23 @@ DESCRIPTION = [
     "from the command line, and are never printed. The master key lives outside the vault: in "
     "$BYOKCTL_MASTER_KEY, the OS keyring (the default) or a key file. Commands that need no "
     "secret (listing orgs, keys, usage, the audit log) work without it.",
+    "--db, --quiet and --json may be given before the command or after it. --quiet drops "
+    "status lines on stderr (progress, summaries, the emulator's request log), never a "
+    "command's data or its warnings and errors. "
     "Every command takes --json and then prints one JSON document on stdout. Messages and "
     "errors go to stderr; an error is one sentence that names the fix (with --json: "
     '{"error": {"code": ..., "message": ...}}) and sets the exit status below.',
 ]
 
 COMPLETION = [
-    ("bash", "Copy the script where bash-completion finds it (or source it from ~/.bashrc):",
+    ("bash", "Write the script where bash-completion finds it (or source it from ~/.bashrc):",
      "mkdir -p ~/.local/share/bash-completion/completions\n"
-     "cp completions/byokctl.bash ~/.local/share/bash-completion/completions/byokctl"),
-    ("zsh", "Copy the script to a directory in $fpath, set before compinit in ~/.zshrc:",
-     "mkdir -p ~/.zfunc && cp completions/_byokctl ~/.zfunc/\n"
+     "byokctl completion bash > ~/.local/share/bash-completion/completions/byokctl"),
+    ("zsh", "Write the script to a directory in $fpath, set before compinit in ~/.zshrc:",
+     "mkdir -p ~/.zfunc && byokctl completion zsh > ~/.zfunc/_byokctl\n"
      "# ~/.zshrc: fpath=(~/.zfunc $fpath); autoload -Uz compinit && compinit"),
-    ("fish", "Copy the script to fish's completions directory:",
-     "cp completions/byokctl.fish ~/.config/fish/completions/"),
+    ("fish", "Write the script to fish's completions directory:",
+     "byokctl completion fish > ~/.config/fish/completions/byokctl.fish"),
 ]
 
 
@@ -220,7 +236,7 @@ def man_page() -> str:
         f"byokctl \\- {roff(_name_line(root))}",
         ".SH SYNOPSIS",
         f".B {PROG}",
-        roff("[--db PATH] [--quiet] COMMAND [ARGS]... [--json]"),
+        roff("[--db PATH] [--quiet] [--json] COMMAND [ARGS]... [--db PATH] [--quiet] [--json]"),
         ".br",
         f".B {PROG}",
         roff("COMMAND --help"),
@@ -252,7 +268,9 @@ def man_page() -> str:
     out += [".SH SHELL COMPLETION", ".PP",
             roff("Commands, options, org slugs and key ids complete on TAB; slugs and ids are "
                  "read from the vault (as --db, $BYOKCTL_DB or $BYOKCTL_HOME select it) "
-                 "without the master key. The scripts are in completions/ in the source tree:")]
+                 "without the master key. A wheel installs the scripts where the shells look under its "
+                 "prefix (share/bash-completion/completions, share/zsh/site-functions, "
+                 "share/fish/vendor_completions.d); `byokctl completion SHELL` prints them:")]
     for shell, how, commands in COMPLETION:
         out += [".TP", f"\\fB{shell}\\fR", roff(how), ".nf", roff(commands), ".fi"]
     out += [".SH EXAMPLES"]

@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "secrets."),
     "emulator": ("emulator", "A loopback emulator of the Anthropic and OpenAI APIs."),
     "demo": ("demo", "Walk through the whole flow offline, in a throwaway vault, command by command."),
+    "completion": ("completion", "Print the shell-completion script for bash, zsh or fish."),
 }
 
 
@@ -91,14 +92,59 @@ def _build(build: Callable[..., Any], info: Any) -> Any:
 
 
 class FastCommand(TyperCommand):
-    """A command whose plain parameters skip pydantic (`_fastparams`)."""
+    """A command whose plain parameters skip pydantic (`_fastparams`), and which takes the root's
+    `--db` and `-q/--quiet` too, so they work after the subcommand as well as before it."""
 
     def __init__(self, *args: Any, params: Any = None, **kwargs: Any) -> None:
-        super().__init__(*args, params=_fastparams.fast(params), **kwargs)
+        super().__init__(*args, params=_fastparams.fast([*(params or ()), *_root_options()]),
+                         **kwargs)
         self.fast_copies = _fastparams.Copies()
 
     def get_params(self, ctx: Any) -> list[Any]:
         return self.fast_copies.of(super().get_params(ctx))  # the help option too
+
+
+def _db_after(ctx: typer.Context, value: str | None) -> None:
+    """`--db` given after the subcommand: as the root's, and it wins over one given before."""
+    if value is None:
+        return
+    ctx.meta["byokctl.db"] = value  # for completion callbacks, which run no command
+    if ctx.resilient_parsing:
+        return
+    from byokctl.cli.common import refuse_password_on_argv
+
+    refuse_password_on_argv(value, "--db")
+    STATE["db"] = value
+
+
+def _quiet_after(ctx: typer.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        render.QUIET = True
+
+
+def _after_the_subcommand(
+    db: Annotated[str | None, typer.Option(
+        "--db", metavar="PATH|URL", help="As byokctl --db: the vault file or postgresql:// URL.",
+        show_default=False, expose_value=False, callback=_db_after)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Drop status lines on stderr (never data).",
+                                        expose_value=False, callback=_quiet_after)] = False,
+) -> None:
+    """The root's options as every command's own (their values go where the root's go)."""
+
+
+_ROOT_OPTIONS: list[Any] = []
+
+
+def _root_options() -> list[Any]:
+    """`--db` and `-q/--quiet` as click parameters, built by typer once per process."""
+    if not _ROOT_OPTIONS:
+        from typer.main import get_command_from_info
+        from typer.models import CommandInfo
+
+        holder = get_command_from_info(CommandInfo(callback=_after_the_subcommand),
+                                       pretty_exceptions_short=True, rich_markup_mode=None)
+        _ROOT_OPTIONS.extend(holder.params)
+    return list(_ROOT_OPTIONS)
 
 
 # A group's settings, as typer.Typer() and add_typer() both take them (typer.models.TyperInfo).
@@ -365,8 +411,12 @@ def _version(ctx: typer.Context, value: bool) -> None:
 def root(
     db: Annotated[str | None, typer.Option(
         "--db", metavar="PATH|URL", help="Vault file, or a postgresql:// URL (default: $BYOKCTL_DB, "
-        "$BYOKCTL_HOME/vault.db, or the user data dir).", show_default=False)] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Drop status lines on stderr.")] = False,
+        "$BYOKCTL_HOME/vault.db, or the user data dir). Here or after the command, as -q and "
+        "--json.", show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q",
+                                        help="Drop status lines on stderr (never data).")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout (as the "
+                                        "command's own --json).")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
@@ -378,4 +428,5 @@ def root(
 
     refuse_password_on_argv(db, "--db")
     STATE["db"] = db
+    STATE["json"] = json_
     render.QUIET = quiet

@@ -80,6 +80,8 @@ def apply_(
     with session(as_) as ctx, render.progress("Applying") as update:
         outcome = provisioning.run(ctx, text, source, dry_run=dry_run, prune=prune,
                                    test_keys=test_keys, progress=update)
+    for warning in outcome.warnings:
+        render.warn(warning)
 
     def human() -> None:
         changes = outcome.changes

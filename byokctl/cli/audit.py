@@ -63,7 +63,8 @@ def log(
         render.emit(json_, Rows(entries), lambda: render.table(
             ["seq", "time (UTC)", "actor", "action", "org / target", "change"],
             ((e.seq, render.when(e.ts), who(e), e.action, subject(e), change(e.before, e.after))
-             for e in entries), no_wrap=("seq", "time (UTC)", "action")))
+             for e in entries), no_wrap=("seq", "time (UTC)", "action"), words=("org / target",),
+            drop=("actor",)))
 
 
 def who(e: audit.Entry) -> str:

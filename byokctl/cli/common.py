@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,9 +15,17 @@ from byokctl.services.context import Context, open_context
 if TYPE_CHECKING:
     from datetime import datetime
 
-STATE: dict[str, str | None] = {"db": None}
+# The root's options, as the root (or, given after the subcommand, the command) read them.
+STATE: dict[str, Any] = {"db": None, "json": False}
 
-Json = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")]
+
+def _json_given(value: bool) -> bool:
+    """A command's `--json`, or the root's (`byokctl --json org list`)."""
+    return bool(value or STATE["json"])
+
+
+Json = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.",
+                                    callback=_json_given)]
 As = Annotated[
     str | None,
     typer.Option("--as", metavar="EMAIL", help="Act as this member of the org (their role applies)."),

@@ -11,8 +11,12 @@ from byokctl.completion import values
 
 
 def _db(ctx: Any) -> str | None:
-    root = ctx.find_root() if ctx is not None else None
-    return (root.params or {}).get("db") if root is not None else None
+    """The `--db` given: after the subcommand (kept in the shared `meta`), else the root's."""
+    if ctx is None:
+        return None
+    if "byokctl.db" in ctx.meta:
+        return ctx.meta["byokctl.db"]
+    return (ctx.find_root().params or {}).get("db")
 
 
 def org_slugs(ctx: Any, incomplete: str) -> list[tuple[str, str]]:

@@ -220,7 +220,9 @@ def list_(
                 return
             render.table(
                 ["id", "owner", "provider", "hint", "fingerprint", "ver", "status", "created",
-                 "rotated", "last used", "last tested"], map(row, itertools.chain([first], items)))
+                 "rotated", "last used", "last tested"], map(row, itertools.chain([first], items)),
+                no_wrap=("id", "hint", "fingerprint", "created", "rotated", "last used", "last tested"),
+                drop=("rotated", "last tested", "last used", "fingerprint", "ver", "created"))
             for slot, found in by_slot.items():  # in the order the approvals are stored
                 if key_id := printed.get(slot):
                     for a in found:

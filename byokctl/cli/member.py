@@ -50,7 +50,7 @@ def list_(org: Org, as_: As = None, json_: Json = False) -> None:
         items = members.list_members(ctx, org)
     render.emit(json_, items, lambda: render.table(
         ["email", "role", "personal keys", "added"],
-        [(m.email, m.role, m.keys, render.when(m.created_at)) for m in items]))
+        [(m.email, m.role, m.keys, render.when(m.created_at)) for m in items], no_wrap=("added",)))
 
 
 @app.command("set-role")

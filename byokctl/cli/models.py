@@ -46,7 +46,7 @@ def list_(
         [(m["provider"], m["id"], ", ".join(m["aliases"]), f"{m['input_per_mtok']:.2f}",
           f"{m['output_per_mtok']:.2f}", "yes" if m["default"] else "", label)
          for m, label in zip(items, labels, strict=True)],
-        title=f"catalog {cat.version}"))
+        title=f"catalog {cat.version}", no_wrap=("model", "status"), drop=("default", "aliases")))
 
 
 def register(root: typer.Typer) -> None:

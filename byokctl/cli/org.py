@@ -73,7 +73,8 @@ def list_(
         render.emit(json_, Rows(items), lambda: render.table(
             ["slug", "name", "plan", "credits", "provider", "model", *(["grace until"] if grace else [])],
             ((o.slug, o.name, o.plan, o.credits, o.provider, o.model or "—",
-              *([f"{render.when(o.grace_until)} UTC"] if grace else [])) for o in items)))
+              *([f"{render.when(o.grace_until)} UTC"] if grace else [])) for o in items),
+            no_wrap=("slug", "grace until")))
 
 
 @app.command("show")
@@ -156,7 +157,8 @@ def set_provider(
 
     \b
     A --base-url must be https, or plain http to this machine (the emulator) unless
-    --allow-insecure; it may not carry user:password@.
+    --allow-insecure; it may not carry user:password@. Its API version is corrected for
+    the provider's SDK, with a warning: Anthropic's without /v1, OpenAI's with it.
 
     \b
     Example: byokctl org set-provider acme anthropic --model sonnet --yes
@@ -164,6 +166,8 @@ def set_provider(
     with session(as_) as ctx:
         change = orgs.plan_provider_change(ctx, org, provider, model=model, base_url=base_url,
                                            fallback=fallback, allow_insecure=allow_insecure)
+        for warning in change.warnings:  # before the question: it may change the answer
+            render.warn(warning)
 
         def ask(c: orgs.ProviderChange) -> bool:
             b, a = c.before, c.after

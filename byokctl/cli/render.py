@@ -1,13 +1,15 @@
 """The only place that prints: tables and `--json` to stdout, status, warnings and errors to stderr.
 
-Colour and box-drawing only on a terminal (through rich, which honours `NO_COLOR`); a stream
-that is not a terminal gets plain text written directly, and rich is never imported for it.
+Colour and box-drawing only on a terminal, or with `FORCE_COLOR` set (through rich, which
+honours `NO_COLOR`: colour off, layout kept); a stream that is not a terminal gets plain text
+written directly, and rich is never imported for it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -176,11 +178,18 @@ def emit(as_json: bool, data: Any, human: Callable[[], None] | str) -> None:
         human()
 
 
+def styled(stream: Any) -> bool:
+    """Whether `stream` gets rich's rendering (colour, boxes): a terminal, or `FORCE_COLOR` set
+    to anything but the empty string (force-color.org; rich reads it the same way). `NO_COLOR`
+    then removes the colour only."""
+    return os.environ.get("FORCE_COLOR", "") != "" or stream.isatty()
+
+
 def _say(text: str, style: str | None = None, *, err: bool = False) -> None:
     """One line of text: styled on a terminal, verbatim otherwise."""
     stream = sys.stderr if err else sys.stdout
     text = printable(neutral(text), stream)
-    if not stream.isatty():
+    if not styled(stream):
         stream.write(text + "\n")
         stream.flush()
         return
@@ -199,14 +208,18 @@ def line(text: str = "", style: str | None = None) -> None:
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None,
-          no_wrap: Sequence[str] = ()) -> None:
+          no_wrap: Sequence[str] = (), drop: Sequence[str] = (), words: Sequence[str] = ()) -> None:
     """A table on a terminal. Piped, plain aligned columns that never wrap, one row per line,
-    so ids stay whole for `grep`/`awk`. Columns named in `no_wrap` are kept on one line on a
-    terminal too (others wrap to make room). `rows` may be a generator: piped, it is read once
-    and spooled (to a temporary file past 256 KB), so memory stays flat in its length."""
+    so ids stay whole for `grep`/`awk`. `rows` may be a generator: piped, it is read once
+    and spooled (to a temporary file past 256 KB), so memory stays flat in its length.
+
+    On a terminal, the columns in `no_wrap` (ids, timestamps, hints) are never wrapped or cut;
+    those in `words` wrap between words only (`acme key_x1y2`: the id stays whole); the others
+    fold to make room. Where even that does not fit the width, the columns in `drop` are left
+    out, first named first, and a status line names them."""
     columns = [neutral(c) for c in columns]
     title = neutral(title) if title else title
-    if not sys.stdout.isatty():  # decided without rich: piped output never loads it
+    if not styled(sys.stdout):  # decided without rich: piped output never loads it
         _plain_table(list(columns), rows, title)
         return
     cells = [["" if v is None else neutral(str(v)) for v in r] for r in rows]
@@ -214,12 +227,75 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     from rich import box
     from rich.table import Table
 
+    natural, least = _widths(columns, cells, set(no_wrap), set(words))
+    shown = _fitting(least, list(columns), list(drop), con.width)
+    given = _shares(natural, least, shown, con.width)
     t: Table = Table(title=title, box=box.ROUNDED, header_style="bold", pad_edge=False)
-    for c in columns:
-        t.add_column(c, overflow="fold", no_wrap=c in no_wrap)
+    for i in shown:
+        c = columns[i]
+        t.add_column(c, overflow="fold", no_wrap=c in no_wrap, width=given.get(i))
     for r in cells:
-        t.add_row(*r)
+        t.add_row(*(r[i] for i in shown))
     con.print(t)
+    if len(shown) < len(columns):
+        left_out = ", ".join(c for i, c in enumerate(columns) if i not in shown)
+        status(f"Not shown at this width: {left_out} (--json has them).")
+
+
+_FOLDED = 10  # the narrowest a folding column is counted at: narrower, words break mid-word
+
+
+def _widths(columns: list[str], cells: list[list[str]], whole: set[str],
+            words: set[str]) -> tuple[list[int], list[int]]:
+    """Each column's natural width (its widest cell or header) and the narrowest it may be, in
+    terminal cells: a `whole` column its natural width, a `words` one its longest word (at
+    least `_FOLDED`), any other `_FOLDED` (or less, when all of it is narrower)."""
+    from rich.cells import cell_len
+
+    natural, least = [], []
+    for i, c in enumerate(columns):
+        texts = [c, *(r[i] for r in cells)]
+        wide = max(cell_len(line) for text in texts for line in text.splitlines() or [""])
+        natural.append(wide)
+        if c in whole:
+            least.append(wide)
+        elif c in words:
+            least.append(min(wide, max(_FOLDED, *(cell_len(w) for t in texts for w in t.split()))))
+        else:
+            least.append(min(wide, _FOLDED))
+    return natural, least
+
+
+def _overhead(count: int) -> int:
+    """A ROUNDED box's own width: a rule before, between and after `count` columns, and one
+    space each side of a cell but at the table's edges (pad_edge=False)."""
+    return 3 * count - 1
+
+
+def _shares(natural: list[int], least: list[int], shown: list[int], width: int) -> dict[int, int]:
+    """Column widths for a table too wide for `width`: each shown column its least width, and
+    the room left shared by the columns that can use it, in proportion to what they lack.
+    Empty when the table fits as it is (rich lays it out) or cannot fit at all."""
+    free = width - _overhead(len(shown)) - sum(least[i] for i in shown)
+    lacking = {i: natural[i] - least[i] for i in shown if natural[i] > least[i]}
+    if sum(natural[i] for i in shown) + _overhead(len(shown)) <= width or free < 0:
+        return {}
+    total = sum(lacking.values())
+    return {i: least[i] + (lacking.get(i, 0) * free // total if total else 0) for i in shown}
+
+
+def _fitting(least: list[int], columns: list[str], drop: list[str], width: int) -> list[int]:
+    """The indices of the columns to show within `width`, each at its `least` width: all of
+    them if they fit, else without the `drop` ones, one at a time, first named first."""
+    shown = list(range(len(columns)))
+    for name in [None, *drop]:
+        if name is not None:
+            if name not in columns or columns.index(name) not in shown:
+                continue
+            shown.remove(columns.index(name))
+        if sum(least[i] for i in shown) + _overhead(len(shown)) <= width:
+            break
+    return shown
 
 
 _SPOOL_BYTES = 1 << 18  # characters of a piped table or streamed document kept in memory
@@ -355,7 +431,7 @@ def when(ts: str | None) -> str:
 def progress(description: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr, only on a terminal, gone when done; yields `update(done, total)`
     for a service's progress callback (services never import rich)."""
-    if QUIET or not sys.stderr.isatty():
+    if QUIET or not sys.stderr.isatty():  # a bar is animation: never forced into a file
         yield lambda done, total: None
         return
     con = stderr()

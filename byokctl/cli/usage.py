@@ -43,7 +43,8 @@ def show(
             return [label, d["calls"], d["errors"], d["input_tokens"], d["output_tokens"],
                     f"{d['cost_usd']:.4f}", d["credits_charged"]]
 
-        render.table(cols, [*(cells(r, r[rep.by]) for r in rep.rows), cells(rep.totals, "total")])
+        render.table(cols, [*(cells(r, r[rep.by]) for r in rep.rows), cells(rep.totals, "total")],
+                     no_wrap=("day",))
         for b in rep.billing:
             render.line(b["note"])
 

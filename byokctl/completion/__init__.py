@@ -55,6 +55,12 @@ class Context:
     def root(self) -> Context:
         return self if self.parent is None else self.parent.root()
 
+    def db(self) -> str | None:
+        """The `--db` given, the command's own (after the subcommand) over the root's."""
+        if "db" in self.given:
+            return self.given["db"]
+        return None if self.parent is None else self.parent.db()
+
     def _parse(self, rargs: list[str]) -> None:
         """Click's parser in resilient mode: a usage error ends parsing, keeping what was read."""
         params = self.node["params"]
@@ -200,7 +206,7 @@ def _value_items(ctx: Context, param: Node, incomplete: str) -> list[Item]:
         return []
     from byokctl.completion.values import SOURCES
 
-    db = ctx.root().given.get("db")
+    db = ctx.db()
     return [(value, help_) for value, help_ in SOURCES[param["values"]](db, incomplete)
             if value.startswith(incomplete)]
 

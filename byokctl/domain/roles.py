@@ -25,9 +25,14 @@ def permits(role: str, permission: str) -> bool:
     return permission in ROLE_PERMISSIONS.get(role, frozenset())
 
 
+# What only the platform operator may do: no member, an org admin included, can be asked.
+OPERATOR_FIX = "the platform operator runs it, without --as"
+
+
 def deny(email: str, role: str, permission: str, org: str, fix: str = "") -> Denied:
     verb = PERMISSION_WORDS.get(permission, permission)
-    msg = f"{email} ({role}) may not {verb} org {org}"
     if permission == OPERATOR:
-        msg = f"{email} ({role}) may not do this: it is the platform operator's alone"
-    return Denied(msg, fix or "ask an org admin or the platform operator")
+        return Denied(f"{email} ({role}) may not do this: it is the platform operator's alone",
+                      fix or OPERATOR_FIX)
+    return Denied(f"{email} ({role}) may not {verb} org {org}",
+                  fix or "ask an org admin or the platform operator")

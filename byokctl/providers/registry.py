@@ -28,10 +28,11 @@ class Provider:
     and defining a NamedTuple costs more at start-up than all the rest of it."""
 
     __slots__ = ("id", "label", "key_prefix", "admin_key_prefix", "custom_headers_env",
-                 "usage_page", "sdk", "adapter")
+                 "usage_page", "sdk", "adapter", "api_host", "version_in_base_url")
 
     def __init__(self, id: str, label: str, key_prefix: str, admin_key_prefix: str,
-                 custom_headers_env: str, usage_page: str, sdk: str, adapter: str) -> None:
+                 custom_headers_env: str, usage_page: str, sdk: str, adapter: str,
+                 api_host: str, version_in_base_url: bool) -> None:
         self.id = id  # as stored in the vault and named on the command line
         self.label = label  # the provider's own name, for people
         self.key_prefix = key_prefix  # every inference API key of the provider starts so
@@ -40,6 +41,10 @@ class Provider:
         self.usage_page = usage_page  # where the org sees what its own key was billed
         self.sdk = sdk  # the official SDK's import name, imported by the adapter to make a call
         self.adapter = adapter  # "module:Class", imported by `get` only
+        self.api_host = api_host  # the official API's host: never another provider's base_url
+        # Whether the SDK's base_url carries the API version: OpenAI's does (…/v1, it appends
+        # /chat/completions); Anthropic's does not (it appends /v1/messages itself).
+        self.version_in_base_url = version_in_base_url
 
     def __repr__(self) -> str:
         return f"Provider({self.id!r})"
@@ -48,10 +53,10 @@ class Provider:
 FACTS: dict[str, Provider] = {p.id: p for p in (
     Provider("anthropic", "Anthropic", "sk-ant-", "sk-ant-admin", "ANTHROPIC_CUSTOM_HEADERS",
              "https://console.anthropic.com/settings/usage", "anthropic",
-             "byokctl.providers.anthropic:AnthropicAdapter"),
+             "byokctl.providers.anthropic:AnthropicAdapter", "api.anthropic.com", False),
     Provider("openai", "OpenAI", "sk-", "sk-admin-", "OPENAI_CUSTOM_HEADERS",
              "https://platform.openai.com/usage", "openai",
-             "byokctl.providers.openai:OpenAIAdapter"),
+             "byokctl.providers.openai:OpenAIAdapter", "api.openai.com", True),
 )}
 PROVIDERS = tuple(FACTS)
 

@@ -13,12 +13,13 @@ The file format and its parsing: services/apply_file.py (`SCHEMA`).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from byokctl import clock
-from byokctl.errors import Conflict
+from byokctl.errors import ByokError, Conflict, PlanGate
 from byokctl.providers import catalog
 from byokctl.services import audit, endpoints, keys, keytest, members, orgs, plans, platform, rules
 from byokctl.services.apply_file import (
@@ -27,6 +28,7 @@ from byokctl.services.apply_file import (
     OrgSpec,
     PlatformSpec,
     Spec,
+    at_field,
     load,
     parse,
     read_secrets,
@@ -56,7 +58,7 @@ class Change:
 class Outcome:
     changes: list[Change]
     dry_run: bool
-    warnings: list[str] = field(default_factory=list)  # e.g. a model chosen retires soon
+    warnings: list[str] = field(default_factory=list)  # each naming its field (base_url, model)
 
     @property
     def applied(self) -> bool:
@@ -96,9 +98,10 @@ class _RollBack(Exception):
 
 
 def _converge_once(ctx: Context, spec: Spec, secrets: dict[str, str], prune: bool,
-                   tester: keys.KeyTester | None, progress: Progress | None,
-                   notes: list[str], *, commit: bool) -> list[audit.Entry]:
-    """Run every change in one transaction; the audit entries it wrote are the changes."""
+                   tester: keys.KeyTester | None, progress: Progress | None, notes: list[str],
+                   *, commit: bool) -> list[audit.Entry]:
+    """Run every change in one transaction; the audit entries it wrote are the changes (and
+    `notes` gets the warnings, each naming its field)."""
     written: list[audit.Entry] = []
     try:
         with ctx.write():
@@ -106,9 +109,9 @@ def _converge_once(ctx: Context, spec: Spec, secrets: dict[str, str], prune: boo
             steps = ([spec.platform] if spec.platform else []) + list(spec.orgs)
             for done, step in enumerate(steps, 1):
                 if isinstance(step, PlatformSpec):
-                    notes += _platform(ctx, step, secrets, prune, tester)
+                    _platform(ctx, step, secrets, prune, tester, notes)
                 else:
-                    notes += _org(ctx, step, secrets, prune, tester)
+                    _org(ctx, step, secrets, prune, tester, notes)
                 if progress is not None:
                     progress(done, len(steps))
             count = _last_seq(ctx) - start
@@ -120,14 +123,27 @@ def _converge_once(ctx: Context, spec: Spec, secrets: dict[str, str], prune: boo
     return written
 
 
+# ---- errors name the file's field, not a command ------------------------------------------------
+
+@contextmanager
+def _at(path: str, fix: str | None = None) -> Iterator[None]:
+    """An error while converging the field at `path` (`orgs.acme.provider`) names that field
+    (first in the message, and as `details.field`), with `fix` when given: one made in the
+    file, where the service's own would name a command."""
+    try:
+        yield
+    except ByokError as exc:
+        if "field" in exc.details:
+            raise  # named by an inner field already
+        raise at_field(exc, path, fix) from None
+
+
 def _last_seq(ctx: Context) -> int:
     return ctx.store.audit.head_seq()
 
 
 def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: bool,
-              tester: keys.KeyTester | None) -> list[str]:
-    """Converge the platform section; returns its warnings."""
-    notes: list[str] = []
+              tester: keys.KeyTester | None, notes: list[str]) -> None:
     if p.provider is not None and p.model is not None:
         current = platform.current(ctx)
         if p.base_url is None:  # left out: kept while the provider stays
@@ -135,8 +151,17 @@ def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: boo
         else:
             url = p.base_url or None
         # A URL kept as stored was accepted when it was set; a new one is checked in full.
-        notes = platform.set_default(ctx, p.provider, p.model, url,
-                                     allow_insecure=p.allow_insecure or url == current.base_url).warnings
+        url_note = None
+        if url is not None and url != current.base_url:
+            with _at("platform.base_url"):
+                url_note = rules.provider_base_url(p.provider, url, allow_insecure=p.allow_insecure,
+                                                   insecure_fix="set platform.allow_insecure = true")[1]
+        with _at("platform.model"):
+            catalog.load().find(p.provider, p.model)
+        with _at("platform"):
+            change = platform.set_default(ctx, p.provider, p.model, url,
+                                          allow_insecure=p.allow_insecure or url == current.base_url)
+        notes += [f"platform.{'base_url' if w == url_note else 'model'}: {w}" for w in change.warnings]
     if p.keys is not None:
         _keys_converge(ctx, p.keys, secrets, tester, org=None)
         if prune:
@@ -144,32 +169,36 @@ def _platform(ctx: Context, p: PlatformSpec, secrets: dict[str, str], prune: boo
             for key in keys.list_keys(ctx):
                 if key.scope == "platform" and key.provider not in wanted:
                     keys.remove(ctx, key.id)
-    return notes
 
 
 def _org(ctx: Context, o: OrgSpec, secrets: dict[str, str], prune: bool,
-         tester: keys.KeyTester | None) -> list[str]:
-    """Converge one org; returns its warnings."""
+         tester: keys.KeyTester | None, notes: list[str]) -> None:
     slug = o.slug
-    notes: list[str] = []
-    org, created = orgs.create(ctx, slug, name=o.name, plan=o.plan or "free",
-                               credits=o.credits or 0, if_not_exists=True)
+    at = f"orgs.{slug}"
+    with _at(at):
+        org, created = orgs.create(ctx, slug, name=o.name, plan=o.plan or "free",
+                                   credits=o.credits or 0, if_not_exists=True)
     if o.name is not None and not created:
-        orgs.rename(ctx, slug, o.name)
+        with _at(f"{at}.name"):
+            orgs.rename(ctx, slug, o.name)
     if o.plan is not None:
-        plans.set_plan(ctx, slug, o.plan)
-    _grace_converge(ctx, slug, o.grace)
+        with _at(f"{at}.plan"):
+            plans.set_plan(ctx, slug, o.plan)
+    with _at(f"{at}.grace"):
+        _grace_converge(ctx, slug, o.grace)
     if o.budget is not None:
-        orgs.set_budget(ctx, slug, None if o.budget is False else float(o.budget))
+        with _at(f"{at}.budget_monthly_usd"):
+            orgs.set_budget(ctx, slug, None if o.budget is False else float(o.budget))
     if o.sets_provider:
-        notes = _provider_converge(ctx, o)
+        notes += _provider_converge(ctx, o)
     if o.members is not None:
         current = {m.email: m.role for m in members.list_members(ctx, slug)}
         for email, role in o.members.items():
-            if email not in current:
-                members.add(ctx, slug, email, role)
-            elif current[email] != role:
-                members.set_role(ctx, slug, email, role)
+            with _at(f'{at}.members."{email}"'):
+                if email not in current:
+                    members.add(ctx, slug, email, role)
+                elif current[email] != role:
+                    members.set_role(ctx, slug, email, role)
     if o.keys is not None:
         _keys_converge(ctx, o.keys, secrets, tester, org=slug, prune=prune)
     if prune and o.keys is not None:
@@ -181,7 +210,6 @@ def _org(ctx: Context, o: OrgSpec, secrets: dict[str, str], prune: bool,
         for m in members.list_members(ctx, slug):
             if m.email not in o.members:
                 members.remove(ctx, slug, m.email)
-    return notes
 
 
 def _grace_converge(ctx: Context, slug: str, grace: Grace | bool | None) -> None:
@@ -204,23 +232,56 @@ def _grace_converge(ctx: Context, slug: str, grace: Grace | bool | None) -> None
 
 
 def _provider_converge(ctx: Context, o: OrgSpec) -> list[str]:
-    """Converge the org's provider setting; returns its warnings (a model retiring soon)."""
-    from byokctl.services.models import warnings_for
-
+    """Converge the org's provider setting; the warnings, each naming its field."""
+    at = f"orgs.{o.slug}"
     org = orgs.get(ctx, o.slug)
     provider = o.provider or org.provider
-    if _provider_unchanged(org, o, provider):
-        # Re-stating the current setting is no selection: an org in soft fallback (gate
-        # closed) keeps its stored BYOK setting without a plan-gate error.
-        return warnings_for(org.provider, org.model, f"org {o.slug}'s model")
-    change = orgs.plan_provider_change(
-        ctx, o.slug, provider, model=o.model,
-        base_url=o.base_url if isinstance(o.base_url, str) else None, fallback=o.fallback,
-        allow_insecure=o.allow_insecure)
+    # The fields one at a time first, so that an error names the one that is wrong.
+    url_note = None
+    if isinstance(o.base_url, str):
+        with _at(f"{at}.base_url"):
+            if provider in rules.BYOK_PROVIDERS:
+                url_note = rules.provider_base_url(provider, o.base_url, allow_insecure=o.allow_insecure,
+                                                   insecure_fix=f"set {at}.allow_insecure = true")[1]
+            else:
+                rules.base_url(o.base_url, allow_insecure=o.allow_insecure,
+                               insecure_fix=f"set {at}.allow_insecure = true")
+    if o.model is not None and provider in rules.BYOK_PROVIDERS:
+        with _at(f"{at}.model"):
+            catalog.load().find(provider, o.model)
+    with _at(f"{at}.provider"):
+        if _provider_unchanged(org, o, provider):
+            # Re-stating the current setting is no selection: an org in soft fallback (gate
+            # closed) keeps its stored BYOK setting without a plan-gate error.
+            from byokctl.services.models import warnings_for
+
+            return [f"{at}.model: {w}" for w in warnings_for(org.provider, org.model,
+                                                             f"org {o.slug}'s model")]
+    platform_fix = None
+    if provider == "platform" and (o.model or o.base_url):
+        platform_fix = (f"leave model and base_url out of {at} while its provider is \"platform\" "
+                        "(the platform's own are [platform].model and base_url)")
+    try:
+        with _at(f"{at}.provider", platform_fix):
+            change = orgs.plan_provider_change(
+                ctx, o.slug, provider, model=o.model,
+                base_url=o.base_url if isinstance(o.base_url, str) else None, fallback=o.fallback,
+                allow_insecure=o.allow_insecure)
+    except PlanGate as exc:  # named its field above; the fix is the file's
+        raise exc.reworded(fix=f'set {at}.plan to "growth" or "scale" (or give {at}.grace), or '
+                               f'{at}.provider to "platform"') from None
     if o.base_url is False:
         change.after["base_url"] = None
     orgs.set_provider(ctx, change, lambda _change: True)  # the file is the confirmation
-    return change.warnings
+    return [f"{at}.{'base_url' if w == url_note else 'model'}: {w}" for w in change.warnings]
+
+
+def _stored_url(provider: str, o: OrgSpec) -> str:
+    """The base_url the file's would be stored as (corrected for a BYOK provider's SDK)."""
+    assert isinstance(o.base_url, str)
+    if provider in rules.BYOK_PROVIDERS:
+        return rules.provider_base_url(provider, o.base_url, allow_insecure=o.allow_insecure)[0]
+    return rules.base_url(o.base_url, allow_insecure=o.allow_insecure)
 
 
 def _provider_unchanged(org: orgs.Org, o: OrgSpec, provider: str) -> bool:
@@ -228,8 +289,7 @@ def _provider_unchanged(org: orgs.Org, o: OrgSpec, provider: str) -> bool:
         return False
     if o.base_url is False and org.base_url is not None:
         return False
-    if isinstance(o.base_url, str) and \
-            rules.base_url(o.base_url, allow_insecure=o.allow_insecure) != org.base_url:
+    if isinstance(o.base_url, str) and _stored_url(provider, o) != org.base_url:
         return False
     if o.model is not None:
         return provider in rules.BYOK_PROVIDERS and \
@@ -239,24 +299,27 @@ def _provider_unchanged(org: orgs.Org, o: OrgSpec, provider: str) -> bool:
 
 def _keys_converge(ctx: Context, wanted: list[KeySpec], secrets: dict[str, str],
                    tester: keys.KeyTester | None, *, org: str | None, prune: bool = False) -> None:
-    vault = ctx.vault()
     for k in wanted:
-        if org is not None and k.member is not None and k.approved_base_urls is not None:
-            # Before the key: `--test-keys` tests it where the file lets it go.
-            endpoints.converge(ctx, org, k.member, k.provider, k.approved_base_urls, prune=prune)
-        secret = secrets[k.path]
-        existing = keys.find(ctx, provider=k.provider, org=org, member=k.member,
-                             platform=org is None)
-        if existing is None:
-            slot = keys.prepare_add(ctx, provider=k.provider, org=org, member=k.member,
-                                    platform=org is None)
-            keys.add(ctx, slot, secret, allow_admin_key=k.allow_admin_key, tester=tester,
-                     from_env=k.from_env)
-        elif existing.fingerprint != vault.fingerprint(secret):
-            keys.rotate(ctx, existing.id, secret, allow_admin_key=k.allow_admin_key, tester=tester,
-                        from_env=k.from_env)
-        elif existing.from_env != k.from_env:  # the same secret, now named as the file names it
-            keys.remember_env_name(ctx, existing.id, k.from_env)
+        with _at(k.path):
+            _key_converge(ctx, k, secrets[k.path], tester, org=org, prune=prune)
+
+
+def _key_converge(ctx: Context, k: KeySpec, secret: str, tester: keys.KeyTester | None, *,
+                  org: str | None, prune: bool) -> None:
+    if org is not None and k.member is not None and k.approved_base_urls is not None:
+        # Before the key: `--test-keys` tests it where the file lets it go.
+        endpoints.converge(ctx, org, k.member, k.provider, k.approved_base_urls, prune=prune)
+    existing = keys.find(ctx, provider=k.provider, org=org, member=k.member, platform=org is None)
+    if existing is None:
+        slot = keys.prepare_add(ctx, provider=k.provider, org=org, member=k.member,
+                                platform=org is None)
+        keys.add(ctx, slot, secret, allow_admin_key=k.allow_admin_key, tester=tester,
+                 from_env=k.from_env)
+    elif existing.fingerprint != ctx.vault().fingerprint(secret):
+        keys.rotate(ctx, existing.id, secret, allow_admin_key=k.allow_admin_key, tester=tester,
+                    from_env=k.from_env)
+    elif existing.from_env != k.from_env:  # the same secret, now named as the file names it
+        keys.remember_env_name(ctx, existing.id, k.from_env)
 
 
 class _Trial:

@@ -297,8 +297,7 @@ def _keys(value: Any, path: str, *, org: bool, member_list: dict[str, str] | Non
         for required in ("provider", "from_env"):
             if required not in t:
                 raise UsageError(f"{where} needs {required}")
-        provider = rules.choice(_str(t["provider"], f"{where}.provider"), rules.BYOK_PROVIDERS,
-                                "provider")
+        provider = _choice(t["provider"], f"{where}.provider", rules.BYOK_PROVIDERS, "provider")
         env = _str(t["from_env"], f"{where}.from_env")
         if not ENV_NAME.fullmatch(env):
             raise UsageError(f"{where}.from_env must be the NAME of an environment variable "
@@ -315,11 +314,11 @@ def _keys(value: Any, path: str, *, org: bool, member_list: dict[str, str] | Non
                              "give each key once")
         slots.add((member, provider))
         found.append(KeySpec(where, provider, env, member, admin,
-                             _approved(t, where, member)))
+                             _approved(t, where, member, provider)))
     return found
 
 
-def _approved(t: dict, where: str, member: str | None) -> tuple[str, ...] | None:
+def _approved(t: dict, where: str, member: str | None, provider: str) -> tuple[str, ...] | None:
     if "approved_base_urls" not in t:
         return None
     value = t["approved_base_urls"]
@@ -330,7 +329,8 @@ def _approved(t: dict, where: str, member: str | None) -> tuple[str, ...] | None
         raise UsageError(f"{where}.approved_base_urls must be a list of URLs")
     # Approving sends nothing: whether plain http may be used at all is the org base_url's
     # own check (allow_insecure), so an approval of such a URL is not refused here.
-    return tuple(rules.base_url(u, allow_insecure=True) for u in value)
+    # Each as an org's base_url is stored: corrected for the provider's SDK.
+    return tuple(rules.provider_base_url(provider, u, allow_insecure=True)[0] for u in value)
 
 
 def _flag(table: dict, name: str, path: str) -> bool:
@@ -345,11 +345,30 @@ def _members(value: Any, path: str) -> dict[str, str]:
         raise UsageError(f"{path} must be a table of email = \"role\"")
     found: dict[str, str] = {}
     for email, role in value.items():
-        normal = rules.email(email)
+        try:
+            normal = rules.email(email)
+        except UsageError as exc:
+            raise at_field(exc, f"{path}.\"{email}\"") from None
         if normal in found:
             raise UsageError(f"{path} lists {normal} twice", "give each member once")
-        found[normal] = rules.choice(_str(role, f"{path}.\"{email}\""), rules.ROLES, "role")
+        found[normal] = _choice(role, f"{path}.\"{email}\"", rules.ROLES, "role")
     return found
+
+
+def _choice(value: Any, path: str, allowed: tuple[str, ...], what: str) -> str:
+    """A field that takes one of `allowed`: an error names the field."""
+    try:
+        return rules.choice(_str(value, path), allowed, what)
+    except UsageError as exc:
+        raise at_field(exc, path) from None
+
+
+def at_field(exc: ByokError, path: str, fix: str | None = None) -> ByokError:
+    """`exc` about the file's field at `path` (`orgs.acme.provider`): named first in the
+    message and as `details.field`, with `fix` (one made in the file) when given."""
+    new = exc.reworded(f"{path}: {exc.what}", fix)
+    new.details = {**exc.details, "field": path}
+    return new
 
 
 def parse(doc: dict) -> Spec:
@@ -416,7 +435,8 @@ def read_secrets(spec: Spec, env: Mapping[str, str]) -> dict[str, str]:
     for k in wanted:
         secret = env[k.from_env].strip()
         try:
-            keys.check_format(k.provider, secret, allow_admin_key=k.allow_admin_key)
+            keys.check_format(k.provider, secret, allow_admin_key=k.allow_admin_key,
+                              other_provider=lambda other, k=k: f'set {k.path}.provider = "{other}"')
         except ByokError as exc:
             raise exc.reworded(f"${k.from_env} ({k.path}): {exc.what}") from None
         secrets[k.path] = secret

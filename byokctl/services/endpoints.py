@@ -239,7 +239,8 @@ def _target(ctx: Context, key_id: str, base_url: str | None, verb: str) -> tuple
                      f"personal key {key.id}", f"only {key.member} or the platform operator may "
                      "decide where a member's own key is sent")
     if base_url is not None:
-        return key, normalise(rules.base_url(base_url, allow_insecure=True))
+        # As the org's base_url is stored: corrected for the key's provider's SDK.
+        return key, normalise(rules.provider_base_url(key.provider, base_url, allow_insecure=True)[0])
     route = ctx.store.orgs.provider_and_base_url(key.org)
     if route is None or route[0] != key.provider or route[1] is None:
         raise UsageError(f"Org {key.org} sends {key.provider} keys to the provider's official "

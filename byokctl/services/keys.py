@@ -102,8 +102,16 @@ def hint(secret: str) -> str:
     return "…" + secret[-4:]
 
 
-def check_format(provider: str, secret: str, *, allow_admin_key: bool = False) -> None:
-    """Refuse (KeyRejected) what cannot be an inference key for `provider`; never echo it."""
+def use_provider(other: str) -> str:
+    """The fix for another provider's key given to `key add`: the option that picks it."""
+    return f"use --provider {other}"
+
+
+def check_format(provider: str, secret: str, *, allow_admin_key: bool = False,
+                 other_provider: Callable[[str], str] = use_provider) -> None:
+    """Refuse (KeyRejected) what cannot be an inference key for `provider`; never echo it.
+    `other_provider(id)` is the fix when it is another provider's key: where the caller takes
+    the provider (`--provider`, an apply file's field), or what to do instead (`key rotate`)."""
     facts = registry.facts(provider)
     name, prefix = facts.label, facts.key_prefix
     others = [p for p in registry.FACTS.values() if p.id != provider]
@@ -116,12 +124,12 @@ def check_format(provider: str, secret: str, *, allow_admin_key: bool = False) -
     for other in others:  # a longer prefix of another provider's: its key, which ours accepts
         if len(other.key_prefix) > len(prefix) and secret.startswith(other.key_prefix):
             raise KeyRejected(f"That is an {other.label} key ({other.key_prefix}…), not an {name} "
-                              "one", f"use --provider {other.id}")
+                              "one", other_provider(other.id))
     if not secret.startswith(prefix):
         for other in others:
             if secret.startswith(other.key_prefix):
                 raise KeyRejected(f"That looks like an {other.label} key ({other.key_prefix}…), not "
-                                  f"an {name} one", f"use --provider {other.id}")
+                                  f"an {name} one", other_provider(other.id))
         raise KeyRejected(f"That is not an {name} API key ({name} keys start with {prefix})",
                           "check that you copied the whole key")
     if not MIN_LENGTH <= len(secret) <= MAX_LENGTH:
@@ -377,6 +385,16 @@ def prepare_rotate(ctx: Context, key_id: str) -> Key:
     return key
 
 
+def _rotate_other(key: Key, other: str) -> str:
+    """A rotation keeps the key's provider: another provider's secret is a new key, not this one."""
+    where = "--platform" if key.scope == "platform" else key.org
+    member = f" --member {key.member}" if key.member else ""
+    mine = registry.label(key.provider)
+    return (f"key {key.id} is for {mine}: rotate it with a new {mine} secret, or store this "
+            f"{registry.label(other)} key as a key of its own with `byokctl key add {where} "
+            f"--provider {other}{member}`")
+
+
 def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = False,
            tester: KeyTester | None = None, from_env: str | None = None) -> Rotation:
     """Replace a key's secret in one transaction: same id, version + 1, status reset, old
@@ -386,7 +404,8 @@ def rotate(ctx: Context, key_id: str, secret: str, *, allow_admin_key: bool = Fa
     from byokctl.services import integrity  # hashes and row MACs: writes only
 
     key = prepare_rotate(ctx, key_id)
-    check_format(key.provider, secret, allow_admin_key=allow_admin_key)
+    check_format(key.provider, secret, allow_admin_key=allow_admin_key,
+                 other_provider=lambda other: _rotate_other(key, other))
     test_result = (_tried(tester, key, secret, f"{key.id} keeps its current secret",
                           "rotate with --no-test") if tester is not None else None)
     vault = ctx.vault()
@@ -494,7 +513,7 @@ def mark_tested(ctx: Context, key_id: str, *, result: str, status: str | None,
                                            "last_tested_at": now})
         audit.record(ctx, "key.test", org=before.org, target=key_id,
                      before={"status": before.status, "test_result": before.test_result},
-                     after={"status": after_status, "result": result, "hint": before.hint,
+                     after={"status": after_status, "test_result": result, "hint": before.hint,
                             "fingerprint": before.fingerprint, "version": before.version,
                             **({} if base_url is None else {"base_url": safe_url(base_url)})})
     return get(ctx, key_id)

@@ -75,7 +75,10 @@ def create(ctx: Context, slug: str, *, name: str | None, plan: str | None = None
                                f"not {credits:,}")
     name = slug if name is None else _name(name)  # as `rename` stores it, so apply converges
     if ctx.as_email is not None:
-        raise rules.Denied(f"{ctx.as_email} may not create orgs: it is the platform operator's alone")
+        from byokctl.domain.roles import OPERATOR_FIX
+
+        raise rules.Denied(f"{ctx.as_email} may not create orgs: it is the platform operator's alone",
+                           OPERATOR_FIX)
     if ctx.store.orgs.exists(slug):
         if if_not_exists:
             return _existing(ctx, slug, asked if if_same else None), False
@@ -235,7 +238,7 @@ class ProviderChange:
     org: str
     before: dict
     after: dict
-    warnings: list[str] = field(default_factory=list)  # e.g. the model retires within 30 days
+    warnings: list[str] = field(default_factory=list)  # a base_url corrected, a model retiring
 
     @property
     def changed(self) -> bool:
@@ -251,7 +254,11 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
     org = get(ctx, slug)
     if fallback is not None:
         rules.choice(fallback, rules.FALLBACKS, "fallback policy")
-    if base_url is not None:
+    warnings: list[str] = []
+    if base_url is not None and provider in rules.BYOK_PROVIDERS:
+        base_url, corrected = rules.provider_base_url(provider, base_url, allow_insecure=allow_insecure)
+        warnings += [corrected] if corrected else []
+    elif base_url is not None:
         base_url = rules.base_url(base_url, allow_insecure=allow_insecure)
     after = {"provider": provider, "model": None, "base_url": None,
              "fallback": fallback or org.fallback}
@@ -259,7 +266,7 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
     if provider == "platform":
         if model is not None or base_url is not None:
             raise rules.UsageError(
-                "--model and --base-url do not apply to platform mode", "the platform default "
+                "A model and base URL do not apply to platform mode", "the platform default "
                 "is set with `byokctl platform set-default`"
             )
     else:
@@ -277,7 +284,7 @@ def plan_provider_change(ctx: Context, slug: str, provider: str, *, model: str |
         after["model"] = chosen.id
         keep_url = org.base_url if org.provider == provider and base_url is None else base_url
         after["base_url"] = keep_url
-    return ProviderChange(slug, org.setting(), after, notes)
+    return ProviderChange(slug, org.setting(), after, warnings + notes)
 
 
 def set_provider(ctx: Context, change: ProviderChange,
@@ -325,9 +332,9 @@ def set_budget(ctx: Context, slug: str, monthly_usd: float | None) -> tuple[floa
 
     require(ctx, slug, rules.OPERATOR)
     if monthly_usd is not None and not monthly_usd > 0:
-        raise rules.UsageError(f"--monthly-usd must be a positive amount, not {monthly_usd:g}")
+        raise rules.UsageError(f"The monthly budget must be a positive amount, not {monthly_usd:g}")
     if monthly_usd is not None and not monthly_usd < MAX_BUDGET_USD:
-        raise rules.UsageError(f"--monthly-usd must be below {MAX_BUDGET_USD:,.0f} (USD a month), "
+        raise rules.UsageError(f"The monthly budget must be below {MAX_BUDGET_USD:,.0f} (USD a month), "
                                f"not {monthly_usd:g}")
     org = get(ctx, slug)
     if org.budget_monthly_usd == monthly_usd:

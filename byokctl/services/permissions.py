@@ -46,7 +46,8 @@ def require(ctx: Context, org: str, permission: str, fix: str = "") -> Actor:
 def require_operator(ctx: Context, what: str) -> None:
     """For commands with no org scope (platform settings): members are always denied."""
     if ctx.as_email is not None:
-        raise Denied(f"{ctx.as_email} may not {what}: it is the platform operator's alone")
+        raise Denied(f"{ctx.as_email} may not {what}: it is the platform operator's alone",
+                     roles.OPERATOR_FIX)
 
 
 def org_exists(ctx: Context, org: str) -> None:

@@ -47,7 +47,7 @@ class DefaultChange:
     before: dict
     after: PlatformDefault
     changed: bool
-    warnings: list[str] = field(default_factory=list)  # e.g. the model retires within 30 days
+    warnings: list[str] = field(default_factory=list)  # a base_url corrected, a model retiring
 
     def to_json(self) -> dict:
         return {"changed": self.changed, "before": self.before, **self.after.to_json(),
@@ -62,8 +62,10 @@ def set_default(ctx: Context, provider: str, model: str, base_url: str | None = 
 
     rules.choice(provider, rules.BYOK_PROVIDERS, "provider")
     catalog.load().find(provider, model)  # an unknown model is named before anything else
+    warnings: list[str] = []
     if base_url is not None:
-        base_url = rules.base_url(base_url, allow_insecure=allow_insecure)
+        base_url, corrected = rules.provider_base_url(provider, base_url, allow_insecure=allow_insecure)
+        warnings += [corrected] if corrected else []
     require_operator(ctx, "change the platform default")
     before = current(ctx)
     kept = before.model if before.configured and before.provider == provider else None
@@ -77,4 +79,4 @@ def set_default(ctx: Context, provider: str, model: str, base_url: str | None = 
             integrity.set_platform(ctx, dict(zip(META_KEYS, (provider, pinned, base_url),
                                                  strict=True)))
             audit.record(ctx, "platform.set_default", before=before.setting(), after=after)
-    return DefaultChange(before.setting(), current(ctx), changed, notes)
+    return DefaultChange(before.setting(), current(ctx), changed, warnings + notes)

@@ -119,9 +119,11 @@ def positive_int(value: int, what: str) -> int:
     return value
 
 
-def base_url(value: str, *, allow_insecure: bool = False) -> str:
+def base_url(value: str, *, allow_insecure: bool = False,
+             insecure_fix: str = "pass --allow-insecure") -> str:
     """A provider endpoint fit to send a key to: http(s), no credentials in it, and https unless
-    it is this machine (loopback) or the operator passed `allow_insecure`."""
+    it is this machine (loopback) or the operator passed `allow_insecure` (`insecure_fix`:
+    how the caller takes it, an option or an apply file's field)."""
     from urllib.parse import urlsplit
 
     plain_text(value, "The base URL")
@@ -139,9 +141,44 @@ def base_url(value: str, *, allow_insecure: bool = False) -> str:
                          "remove it: the API key is the only credential byokctl sends")
     if parts.scheme == "http" and not is_loopback(host) and not allow_insecure:
         raise UsageError(f"The base URL is plain http to {host}, which would send the API key "
-                         "unencrypted", "use https, or pass --allow-insecure (allow_insecure = true "
-                         "in an apply file) if that network is trusted")
+                         "unencrypted", f"use https, or {insecure_fix} if that network is trusted")
     return value.rstrip("/")
+
+
+# An API version as a path segment: /v1, /v2, /v1beta (Gemini's OpenAI-compatible endpoint).
+_API_VERSION = re.compile(r"/v[0-9]+[a-z0-9]*(?=/|$)", re.IGNORECASE)
+
+
+def provider_base_url(provider: str, value: str, *, allow_insecure: bool = False,
+                      insecure_fix: str = "pass --allow-insecure") -> tuple[str, str | None]:
+    """`base_url` checked for `provider`'s SDK too: the URL to store, and a warning when it was
+    corrected. Another provider's official host is refused (no correction could be right).
+    The version segment is corrected, as each SDK builds its request paths: Anthropic's SDK
+    adds /v1 itself, so a trailing /v1 would call …/v1/v1/messages (404) and is dropped;
+    OpenAI's appends /chat/completions to the URL, so one with no version segment at all
+    (a bare host, the emulator's /openai) gets /v1. Either way the intent is unambiguous."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from byokctl.domain.urls import safe_url
+    from byokctl.providers import registry
+
+    url = base_url(value, allow_insecure=allow_insecure, insecure_fix=insecure_fix)
+    facts = registry.facts(provider)
+    parts = urlsplit(url)
+    for other in registry.FACTS.values():
+        if other.id != provider and parts.hostname == other.api_host:
+            raise UsageError(f"{safe_url(url)} is {other.label}'s API, not {facts.label}'s",
+                             f"leave the base URL out to use {facts.label}'s own, or give an "
+                             f"endpoint that serves {facts.label}'s API")
+    path = parts.path.rstrip("/")
+    if not facts.version_in_base_url and path.lower().endswith("/v1"):
+        path, why = path[:-3], f"the {facts.label} SDK adds /v1 itself"
+    elif facts.version_in_base_url and not _API_VERSION.search(path):
+        path, why = path + "/v1", f"the {facts.label} SDK expects the API version (/v1) in it"
+    else:
+        return url, None
+    fixed = urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+    return fixed, f"base URL {safe_url(url)} corrected to {safe_url(fixed)}: {why}"
 
 
 def is_loopback(host: str) -> bool:

@@ -340,7 +340,9 @@ def _command_lines(other_db: str) -> list[str]:
 
     lines = ["byokctl ", "byokctl -", "byokctl --", "byokctl o", "byokctl nosuch ", "byokctl -q ",
              "byokctl -q o", "byokctl -qh ", "byokctl --db", "byokctl --db ", "byokctl --db=",
-             "byokctl --db=/tmp/x o", f"byokctl --db {other_db} org show ", "byokctl --bogus ",
+             "byokctl --db=/tmp/x o", f"byokctl --db {other_db} org show ",
+             f"byokctl org show --db {other_db} ",
+             f"byokctl --db /tmp/x key list --db {other_db} ", "byokctl --bogus ",
              "byokctl --version ", "byokctl -- org ", "byokctl org show acme extra ",
              'byokctl org show "ac', "byokctl org show a\\ ", "byokctl -x org show "]
 

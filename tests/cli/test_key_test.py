@@ -127,7 +127,7 @@ def test_ok_records_the_result_and_audits_it(cli, org_by_provider, emulator, pro
     tests = entries("key.test")
     assert len(tests) == 2 and {e.target for e in tests} == {k["id"]}
     assert tests[0].org == org and tests[0].actor == "tester"
-    assert tests[0].after["result"] == "ok" and tests[0].after["status"] == "active"
+    assert tests[0].after["test_result"] == "ok" and tests[0].after["status"] == "active"
     assert tests[0].after["fingerprint"] == k["fingerprint"]
     assert_never_shown(secret, r.stdout, r.stderr, audit_text())
 
@@ -155,7 +155,7 @@ def test_revoked_key_is_rejected_marked_invalid_then_active_after_a_good_test(
     assert (row["status"], row["test_result"]) == ("invalid", "rejected")
     human = cli("key", "list", org, env={"COLUMNS": "250"})
     assert "invalid (rejected)" in human.stdout
-    assert [e.after["result"] for e in entries("key.test")] == ["rejected", "rejected"]
+    assert [e.after["test_result"] for e in entries("key.test")] == ["rejected", "rejected"]
 
     emulator.allow_key(secret, provider)
     r = cli("key", "test", k["id"])
@@ -192,7 +192,7 @@ def test_unreachable_is_exit_11_quickly_and_leaves_the_status_alone(cli, org_by_
     assert (row["status"], row["test_result"]) == ("active", "unreachable")  # not marked invalid
     assert row["last_tested_at"] is not None
     [entry] = entries("key.test")
-    assert entry.after == {**entry.after, "status": "active", "result": "unreachable"}
+    assert entry.after == {**entry.after, "status": "active", "test_result": "unreachable"}
 
     # A key already marked invalid stays invalid: an unreachable provider judged nothing.
     emulator.clear_faults()

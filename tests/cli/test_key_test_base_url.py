@@ -65,7 +65,7 @@ def test_an_org_key_of_a_provider_the_org_does_not_use_is_tested_at_the_url(
     [call] = model_calls(emulator)
     assert (call.provider, call.key_hint, call.status) == (provider, secret[-4:], 200)
     [entry] = audited_tests()
-    assert entry.after["base_url"] == url and entry.after["result"] == "ok"
+    assert entry.after["base_url"] == url and entry.after["test_result"] == "ok"
 
     human = cli("key", "test", k["id"], "--base-url", url)
     assert human.exit_code == 0, human.output

@@ -331,6 +331,6 @@ def test_key_test_under_a_fault(cli, build, emulator, fault, provider):
     assert tested["status"] == fault.status_after
     assert rows(s.db, "SELECT count(*) AS n FROM usage") == [{"n": 0}]  # a test is not usage
     [entry] = rows(s.db, "SELECT after FROM audit WHERE action = 'key.test'")
-    assert json.loads(entry["after"])["result"] == TEST_RESULTS[fault.code]
+    assert json.loads(entry["after"])["test_result"] == TEST_RESULTS[fault.code]
     assert balance(cli) == CREDITS
     assert_chain_intact(cli)

@@ -418,7 +418,8 @@ def test_key_formats_follow_the_registry_rows(monkeypatch):
     from byokctl.services import keys
 
     row = registry.Provider("acmeai", "AcmeAI", "sk-acme-", "sk-acme-admin", "ACMEAI_CUSTOM_HEADERS",
-                            "https://acme.example/usage", "acmeai", "byokctl.providers.acmeai:X")
+                            "https://acme.example/usage", "acmeai", "byokctl.providers.acmeai:X",
+                            "api.acme.example", True)
     monkeypatch.setitem(registry.FACTS, "acmeai", row)
     keys.check_format("acmeai", "sk-acme-" + "k" * 30)
     with pytest.raises(KeyRejected, match=r"That is an AcmeAI key \(sk-acme-…\), not an OpenAI one; "
