@@ -313,13 +313,8 @@ def _pin(ref: Pkcs11Reference) -> str | None:
 
 
 def _check_pin_file(path: str, st: os.stat_result) -> None:
-    """The PIN file must be as private as a key file (byokctl/files.py's rule, its words split
-    into what is wrong and the fix)."""
-    try:
-        check_private_file(path, st, "PKCS#11 PIN file", error=VaultLocked)
-    except VaultLocked as exc:
-        what, _, fix = exc.what.partition("; ")
-        raise VaultLocked(what, fix or "make the file yours, with mode 600") from None
+    """The PIN file must be as private as a key file (byokctl/files.py's rule)."""
+    check_private_file(path, st, "PKCS#11 PIN file", error=VaultLocked)
 
 
 def _login_session(token: Any, ref: Pkcs11Reference, pin: str | None) -> Any:

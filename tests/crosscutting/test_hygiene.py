@@ -91,6 +91,7 @@ SWEEP: list[tuple[tuple[str, ...], str | None, int]] = [
     (("credits", "show", "beta"), None, 0),
     (("platform", "show"), None, 0),
     (("models", "list"), None, 0),
+    (("completion", "bash"), None, 0),
     (("usage", "show", "acme", "--by", "mode"), None, 0),
     (("apply", "{file}", "--test-keys"), None, 0),
     (("export",), None, 0),
