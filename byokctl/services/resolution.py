@@ -10,6 +10,8 @@ from byokctl.services import rules
 from byokctl.services.context import Context
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from byokctl.domain.resolution import Decision, Facts, KeyRef
     from byokctl.services.orgs import Org
     from byokctl.store import Row
@@ -38,7 +40,9 @@ def month_start_iso() -> str:
     return clock.iso(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
 
 
-def facts(ctx: Context, o: Org, member: str | None) -> Facts:
+def facts(ctx: Context, o: Org, member: str | None, at: datetime | None = None) -> Facts:
+    """What the chain needs to decide for `member` (None: the operator) on org `o`, as of `at`
+    (default now: the gate and grace are judged then)."""
     from byokctl.domain.resolution import Facts
 
     pp, pm, pu = platform_default(ctx)
@@ -64,7 +68,7 @@ def facts(ctx: Context, o: Org, member: str | None) -> Facts:
         byok_cost_mtd=spent, member=member, member_key=member_key, org_key=org_key,
         platform_provider=pp, platform_model=pm, platform_base_url=pu,
         platform_key=_ref(ctx.store.keys.platform_key(pp)),
-        now=clock.now(), member_key_approved=approved,
+        now=at or clock.now(), member_key_approved=approved,
     )
 
 
@@ -74,13 +78,14 @@ def decide(ctx: Context, org: Org, member: str | None) -> Decision:
     return resolve(facts(ctx, org, member), catalog.load())
 
 
-def resolve_for(ctx: Context, org: str) -> tuple[Decision, Facts]:
-    """The decision for a request by the current actor on `org` (no call is made), and the
-    facts it was made from (`ask` needs them again if the provider refuses the key)."""
+def resolve_for(ctx: Context, org: str, at: datetime | None = None) -> tuple[Decision, Facts]:
+    """The decision for a request by the current actor on `org` (no call is made), as of `at`
+    (default now), and the facts it was made from (`ask` needs them again if the provider
+    refuses the key)."""
     from byokctl.domain.resolution import resolve
     from byokctl.services.orgs import get
     from byokctl.services.permissions import require
 
     actor = require(ctx, org, rules.KEY_OWN)
-    f = facts(ctx, get(ctx, org), actor.email)
+    f = facts(ctx, get(ctx, org), actor.email, at)
     return resolve(f, catalog.load()), f

@@ -148,6 +148,7 @@ class SQLiteStore(Store):
     conn: sqlite3.Connection
     _depth: int = field(default=0, repr=False)  # open savepoints (nested `tx()`)
     immutable: bool = False  # opened read-only from storage that refuses writes (`_reopen_read_only`)
+    busy_ms: int | None = field(default=None, repr=False)  # set_busy_timeout's; None: BUSY_TIMEOUT_MS
     engine = "sqlite"
 
     @property
@@ -274,8 +275,15 @@ class SQLiteStore(Store):
         try:
             busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
-            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.conn.execute(f"PRAGMA busy_timeout = {self._busy_ms()}")
         return busy == 0
+
+    def _busy_ms(self) -> int:
+        return BUSY_TIMEOUT_MS if self.busy_ms is None else self.busy_ms
+
+    def set_busy_timeout(self, ms: int) -> None:
+        self.busy_ms = int(ms)
+        self.conn.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
 
     def close(self) -> None:
         self.conn.close()

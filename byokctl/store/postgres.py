@@ -131,6 +131,7 @@ class PostgresStore(Store):
         self._depth = 0
         self._tx_open = False  # inside our own `tx()`: a statement that fails is never redone
         self.immutable = False
+        self.busy_ms: int | None = None  # set_busy_timeout's; None: BUSY_TIMEOUT_MS
 
     @property
     def location(self) -> str:
@@ -266,6 +267,12 @@ class PostgresStore(Store):
         with contextlib.suppress(Exception):
             self.conn.close()
         self.conn = _connect(self.dsn)
+        if self.busy_ms is not None:
+            self.set_busy_timeout(self.busy_ms)
+
+    def set_busy_timeout(self, ms: int) -> None:
+        self.busy_ms = int(ms)
+        self.conn.execute(f"SET lock_timeout = {self.busy_ms}")
 
     # -- engine operations --------------------------------------------------------------------
     def schema_version(self) -> int:
