@@ -130,6 +130,9 @@ def usage_of(response: object) -> Usage:
         getter = getattr(response, final, None)
         if callable(getter):
             response = getter()
+            if hasattr(response, "__await__"):  # an async stream's: the caller awaits it first
+                getattr(response, "close", lambda: None)()
+                raise MalformedResponse("await the async stream's final message first")
             break
     usage = getattr(response, "usage", None)
     if usage is None:
