@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 # name → the module that defines it
 _HOMES = {
-    "Vault": "byokctl.api.vault", "Call": "byokctl.api.vault", "Recorded": "byokctl.api.vault",
+    "Vault": "byokctl.api.vault", "Call": "byokctl.api.vault", "Recorded": "byokctl.api.records",
     "AsyncVault": "byokctl.api.aio", "AsyncCall": "byokctl.api.aio",
     "Answer": "byokctl.services.ask", "Decision": "byokctl.domain.resolution",
     "KeyRef": "byokctl.domain.resolution", "Tested": "byokctl.services.keytest",
@@ -38,7 +38,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from byokctl.api.aio import AsyncCall, AsyncVault
-    from byokctl.api.vault import Call, Recorded, Vault
+    from byokctl.api.records import Recorded
+    from byokctl.api.vault import Call, Vault
     from byokctl.domain.resolution import Decision, KeyRef
     from byokctl.errors import (
         ByokError,

@@ -17,11 +17,12 @@ from datetime import datetime
 from os import PathLike
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from byokctl.api.vault import Call, Messages, Recorded, Vault, _log_warning, _request
+from byokctl.api.vault import Call, Messages, Vault, _log_warning, _request
 from byokctl.errors import ByokError
 from byokctl.providers.registry import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
+    from byokctl.api.records import Recorded
     from byokctl.domain.resolution import Decision
     from byokctl.services.ask import Answer
     from byokctl.services.keytest import Tested

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from datetime import datetime
 from os import PathLike
 from typing import TYPE_CHECKING, Any
@@ -23,6 +21,7 @@ from byokctl.errors import ByokError, UsageError
 from byokctl.providers.registry import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
+    from byokctl.api.records import Recorded
     from byokctl.domain.resolution import Decision
     from byokctl.services.ask import Answer
     from byokctl.services.calls import Admitted
@@ -30,32 +29,13 @@ if TYPE_CHECKING:
     from byokctl.services.keytest import Tested
 
 Messages = Sequence[Mapping[str, str]]
-log = logging.getLogger("byokctl")
 
 
 def _log_warning(message: str) -> None:
-    log.warning("%s", message)
+    """Where a warning goes when the caller gives no `on_warning`: the `byokctl` logger."""
+    import logging  # here: the CLI, which prints its warnings itself, never loads it
 
-
-@dataclass(frozen=True)
-class Recorded:
-    """What `Call.record` wrote for a call the platform made: the `ask --json` fields but the
-    text (byokctl never sees it), and the latency from admission to record. Never a secret."""
-
-    mode: str
-    provider: str
-    model: str
-    key_id: str
-    fallback_reason: str | None
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    credits_charged: int
-    latency_ms: int
-
-    def to_dict(self) -> dict:
-        """The fields as a JSON-ready dict."""
-        return asdict(self)
+    logging.getLogger("byokctl").warning("%s", message)
 
 
 class Vault:
@@ -150,7 +130,8 @@ class Vault:
                 self._contexts[next(self._numbers)] = ctx
         if member is not None and not isinstance(member, str):
             raise UsageError(f"member must be an email address, not {type(member).__name__}")
-        ctx.as_email = member.strip().lower() if member else None
+        # "" stays "" (refused as an email), never None: an empty `--as` is not the operator.
+        ctx.as_email = member.strip().lower() if member is not None else None
         ctx.acting_members = set()
         ctx.audit_appended = False
         return ctx
@@ -271,6 +252,7 @@ class Vault:
 
     def _settle(self, admitted: Admitted, member: str | None, response: object,
                 timeout: float, warn: Callable[[str], None]) -> Recorded:
+        from byokctl.api.records import Recorded
         from byokctl.providers import registry
         from byokctl.providers.base import BadTokenCount, MalformedResponse, usage_of
         from byokctl.services import calls

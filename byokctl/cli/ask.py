@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from byokctl.cli import render
-from byokctl.cli.common import As, Json, Org, read_stdin, session
+from byokctl.cli.common import As, Json, Org, read_stdin, vault_session
 from byokctl.errors import UsageError
 from byokctl.providers.registry import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 
@@ -19,10 +19,8 @@ def resolve(org: Org, as_: As = None, json_: Json = False) -> None:
     \b
     Example: byokctl resolve acme --as alice@acme.com
     """
-    from byokctl.services.resolution import resolve_for
-
-    with session(as_) as ctx:
-        d, _ = resolve_for(ctx, org)
+    with vault_session() as vault:
+        d = vault.resolve(org, as_)
 
     def human() -> None:
         key = f"{d.key.id} ({d.key.scope} key)" if d.key else "none"
@@ -72,9 +70,6 @@ def ask(
     \b
     Example: byokctl ask acme "Summarise BYOK in one line" --no-stream
     """
-    from byokctl.services.ask import Request
-    from byokctl.services.ask import ask as run
-
     if prompt is None or prompt == "-":
         if prompt is None and sys.stdin.isatty():
             raise UsageError("Give a prompt, or `-` to read it from stdin")
@@ -86,9 +81,10 @@ def ask(
         printed.append(chunk)
         render.raw(chunk)
 
-    req = Request(prompt, system, max_tokens, stream, timeout, retries)
-    with session(as_) as ctx:
-        answer = run(ctx, org, req, on_text=on_text if stream else None, on_warning=render.warn)
+    with vault_session() as vault:
+        answer = vault.ask(org, prompt, member=as_, system=system, max_tokens=max_tokens,
+                           timeout=timeout, retries=retries, stream=stream,
+                           on_text=on_text if stream else None, on_warning=render.warn)
     if stream:
         sys.stdout.write("\n" if printed and not printed[-1].endswith("\n") else "")
     elif not json_:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from byokctl.cli import complete
 from byokctl.services.context import Context, open_context
+
+if TYPE_CHECKING:
+    from byokctl.api.vault import Vault
 
 STATE: dict[str, str | None] = {"db": None}
 
@@ -45,6 +48,16 @@ def session(as_email: str | None = None) -> Iterator[Context]:
         yield ctx
     finally:
         ctx.close()
+
+
+@contextmanager
+def vault_session() -> Iterator[Vault]:
+    """The vault `--db` names, through the Python API (`byokctl.Vault`), for the commands that
+    are its clients (`resolve`, `ask`, `key test`): one implementation of the chain."""
+    from byokctl.api.vault import Vault
+
+    with Vault.open(STATE["db"]) as vault:
+        yield vault
 
 
 def read_stdin(what: str) -> str:
