@@ -12,10 +12,15 @@ import anthropic
 import openai
 import pytest
 from conftest import ANTHROPIC_TEST_KEY, WriteLock
-from test_api_vault import PROMPT, balance, byok, master, usage  # noqa: F401 - fixtures
+from test_api_vault import PROMPT, balance, setup_byok, usage
 
 import byokctl
 from byokctl import AsyncVault
+
+
+@pytest.fixture
+def byok(cli, env_key, emulator, monkeypatch) -> dict:
+    return setup_byok(cli, env_key, emulator, monkeypatch)
 
 
 def run(coro):  # noqa: ANN001, ANN201 - a coroutine and what it returns

@@ -25,20 +25,14 @@ def add_key(cli, *args, secret):
     return json.loads(r.stdout)["id"]
 
 
-@pytest.fixture
-def master(cli, env_key) -> bytes:
-    """A vault opened by $BYOKCTL_MASTER_KEY; its raw key (the API is given it explicitly)."""
-    assert cli("init").exit_code == 0
-    return base64.b64decode(env_key)
-
-
-@pytest.fixture
-def byok(cli, master, emulator, monkeypatch):
+def setup_byok(cli, env_key: str, emulator, monkeypatch) -> dict:
     """acme (growth, 100 credits) on its own Anthropic key at the emulator; org `plat` in
-    platform mode (50 credits) on the platform's OpenAI key, also at the emulator. Then the
-    environment forgets the master key: the API gets it as bytes."""
+    platform mode (50 credits) on the platform's OpenAI key, also at the emulator, in a vault
+    opened by $BYOKCTL_MASTER_KEY. Then the environment forgets the master key: the API is
+    given it as bytes (`master`); the CLI gets it back through `env`."""
     from conftest import vault_db
 
+    assert cli("init").exit_code == 0
     cli("org", "create", "acme", "--plan", "growth", "--credits", "100")
     org_key = add_key(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
     r = cli("org", "set-provider", "acme", "anthropic", "--model", "haiku", "--base-url",
@@ -49,10 +43,15 @@ def byok(cli, master, emulator, monkeypatch):
             emulator.openai_base_url)
     assert r.exit_code == 0, r.output
     cli("org", "create", "plat", "--credits", "50")
-    env = base64.b64encode(master).decode()
     monkeypatch.delenv("BYOKCTL_MASTER_KEY")
     return {"org_key": org_key, "platform_key": plat_key, "emulator": emulator,
-            "db": vault_db(), "master": master, "env": {"BYOKCTL_MASTER_KEY": env}}
+            "db": vault_db(), "master": base64.b64decode(env_key),
+            "env": {"BYOKCTL_MASTER_KEY": env_key}}
+
+
+@pytest.fixture
+def byok(cli, env_key, emulator, monkeypatch) -> dict:
+    return setup_byok(cli, env_key, emulator, monkeypatch)
 
 
 @pytest.fixture
