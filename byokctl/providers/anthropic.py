@@ -15,7 +15,7 @@ from byokctl.providers.base import (
     retry_after,
     should_retry,
 )
-from byokctl.providers.bounds import Bounds
+from byokctl.providers.bounds import Bounds, ssl_context
 
 if TYPE_CHECKING:
     import anthropic
@@ -44,7 +44,8 @@ class AnthropicAdapter(Adapter):
 
         return anthropic.AsyncAnthropic(
             api_key=secret, base_url=base_url, timeout=timeout, max_retries=max_retries,
-            http_client=anthropic.DefaultAsyncHttpxClient(trust_env=self.proxies_allowed(base_url)),
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                trust_env=self.proxies_allowed(base_url), verify=ssl_context()),
             default_headers=self.neutral_headers(secret),
             open_telemetry={"traces": False, "propagation": False},
         )

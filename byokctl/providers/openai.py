@@ -15,7 +15,7 @@ from byokctl.providers.base import (
     retry_after,
     should_retry,
 )
-from byokctl.providers.bounds import Bounds
+from byokctl.providers.bounds import Bounds, ssl_context
 
 if TYPE_CHECKING:
     import openai
@@ -46,7 +46,8 @@ class OpenAIAdapter(Adapter):
         return openai.AsyncOpenAI(
             api_key=secret, admin_api_key="", base_url=base_url, timeout=timeout,
             max_retries=max_retries,
-            http_client=openai.DefaultAsyncHttpxClient(trust_env=self.proxies_allowed(base_url)),
+            http_client=openai.DefaultAsyncHttpxClient(
+                trust_env=self.proxies_allowed(base_url), verify=ssl_context()),
             default_headers=self._headers(secret),
         )
 
