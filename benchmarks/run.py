@@ -1,9 +1,10 @@
-"""The whole benchmark suite in one command, one table: start-up, ask overhead and scale.
+"""The whole benchmark suite in one command, one table: start-up, ask overhead, scale and the
+Python API (the data plane in process).
 
-    python benchmarks/run.py [--scale 1.0] [--runs N] [--check] [--only startup,ask,scale]
+    python benchmarks/run.py [--scale 1.0] [--runs N] [--check] [--only startup,ask,scale,api]
                              [--json | --markdown]
 
-Each suite (benchmarks/startup.py, ask.py, scale.py) is called in process through its
+Each suite (benchmarks/startup.py, ask.py, scale.py, api.py) is called in process through its
 `measure()`, which returns structured rows; each script also runs alone and prints its own
 table. Every row has a goal and PASS, FAIL, "n/a" (a full-size goal at a smaller --scale)
 or "report" (no goal). With --check, exit 1 if any row FAILs. CI runs this at a tiny size
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUITES = ("startup", "ask", "scale")
+SUITES = ("startup", "ask", "scale", "api")
 
 
 @dataclass
@@ -70,6 +71,12 @@ def ask(runs: int) -> list[Line]:
         lines.append(Line("ask", name + " (in-process overhead)", f"{r.inproc_ms:.1f} ms",
                           f"<= {bench.INPROC_GOAL_MS:g} ms", _judge(r.inproc_ms <= bench.INPROC_GOAL_MS)))
     return lines
+
+
+def api(factor: float, runs: int, cache: Path | None) -> list[Line]:
+    bench = _bench("api")
+    return [Line("api", r.name, r.value, r.goal, r.status)
+            for r in bench.measure(factor, runs, cache, progress=True)]
 
 
 def _judge(ok: bool) -> str:
@@ -151,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if "scale" in only:
         rows, about = scale(opts.scale, opts.runs or 5, opts.cache)
         lines += rows
+    if "api" in only:
+        lines += api(opts.scale, opts.runs or 50, opts.cache)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if opts.json:
         print(json.dumps({"machine": machine(), "date": when, "scale": opts.scale,
