@@ -17,7 +17,7 @@ from datetime import datetime
 from os import PathLike
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from byokctl.api.vault import Call, Messages, Vault, _log_warning, _request
+from byokctl.api.vault import Call, Messages, Vault, _log_warning, _request, store_errors
 from byokctl.errors import ByokError
 from byokctl.providers.registry import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 
@@ -69,7 +69,11 @@ class AsyncVault:
     async def _on_store(self, fn: Callable[..., T], member: str | None, /, *args: Any,
                         **kwargs: Any) -> T:
         """`fn(context, *args)` on a worker thread, with that thread's context for `member`."""
-        return await self._run(lambda: fn(self.sync._context(member), *args, **kwargs))
+        def work() -> T:
+            with store_errors(self.sync):
+                return fn(self.sync._context(member), *args, **kwargs)
+
+        return await self._run(work)
 
     async def aclose(self) -> None:
         """Close every connection and the worker threads."""

@@ -89,7 +89,8 @@ class Vault:
             raise UsageError("actor must be a non-empty name", "pass the name the audit log shows")
         vault = cls(db, master_key=master_key, actor=actor.strip() if actor else None,
                     busy_timeout=busy_timeout)
-        vault._context(None)  # the vault opens here (NotFound, Integrity...), not at first use
+        with store_errors(vault):
+            vault._context(None)  # the vault opens here (NotFound, Integrity...), not at first use
         return vault
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -145,7 +146,8 @@ class Vault:
         plan gate and grace as of this time (default now)."""
         from byokctl.services.resolution import resolve_for
 
-        decision, _ = resolve_for(self._context(member), org, at=at)
+        with store_errors(self):
+            decision, _ = resolve_for(self._context(member), org, at=at)
         return decision
 
     def ask(self, org: str, prompt: str | Messages, *, member: str | None = None,
@@ -171,8 +173,9 @@ class Vault:
 
         req = _request(prompt, system, max_tokens, timeout, retries,
                        stream if stream is not None else on_text is not None)
-        return ask(self._context(member), org, req, on_text=on_text,
-                   on_warning=on_warning or _log_warning, at=at)
+        with store_errors(self):
+            return ask(self._context(member), org, req, on_text=on_text,
+                       on_warning=on_warning or _log_warning, at=at)
 
     @contextlib.contextmanager
     def client(self, org: str, member: str | None = None, *, max_tokens: int = 1024,
@@ -226,7 +229,9 @@ class Vault:
         (`KeyRejected`, `RateLimited`, `ProviderDown`) after it is recorded."""
         from byokctl.services import keytest
 
-        return keytest.run_test(self._context(member), key_id, timeout=timeout, retries=retries)
+        with store_errors(self):
+            return keytest.run_test(self._context(member), key_id, timeout=timeout,
+                                    retries=retries)
 
     # -- for Call and AsyncVault ------------------------------------------------------------------
     def _admit(self, org: str, member: str | None, max_tokens: int, timeout: float,
@@ -238,17 +243,17 @@ class Vault:
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise UsageError(f"max_tokens must be at least 1, not {max_tokens!r}")
         check_limits(timeout, DEFAULT_RETRIES)
-        ctx = self._context(member)
-        decision, f = resolve_for(ctx, org)
-        decision = calls.verified(ctx, decision, f)
-        for w in decision.warnings:
-            warn(w)
-
         def estimate(provider: str, model: str) -> float:
             return admission.estimate_usd(provider, model, prompt="", system=None,
                                           max_tokens=max_tokens)
 
-        return calls.admit(ctx, decision, estimate_usd=estimate, deadline_s=timeout)
+        with store_errors(self):
+            ctx = self._context(member)
+            decision, f = resolve_for(ctx, org)
+            decision = calls.verified(ctx, decision, f)
+            for w in decision.warnings:
+                warn(w)
+            return calls.admit(ctx, decision, estimate_usd=estimate, deadline_s=timeout)
 
     def _settle(self, admitted: Admitted, member: str | None, response: object,
                 timeout: float, warn: Callable[[str], None]) -> Recorded:
@@ -273,8 +278,9 @@ class Vault:
                 f"call.record() was given a {type(response).__name__}, which carries no token "
                 "usage", "pass the SDK's response object or a stream's final message (OpenAI "
                 "streams: stream_options={'include_usage': True}, and the last chunk)") from None
-        done = calls.settle(self._context(member), admitted, used.input_tokens,
-                            used.output_tokens, model=used.model, on_warning=warn)
+        with store_errors(self):
+            done = calls.settle(self._context(member), admitted, used.input_tokens,
+                                used.output_tokens, model=used.model, on_warning=warn)
         return Recorded(d.mode, d.provider, done.model, d.key.id, d.fallback_reason,
                         done.input_tokens, done.output_tokens, done.cost_usd,
                         done.credits_charged, done.latency_ms)
@@ -283,7 +289,40 @@ class Vault:
               outcome: str | None = None) -> None:
         from byokctl.services import calls
 
-        calls.fail(self._context(member), admitted, error, outcome=outcome)
+        with store_errors(self):
+            calls.fail(self._context(member), admitted, error, outcome=outcome)
+
+
+@contextlib.contextmanager
+def store_errors(vault: Vault) -> Iterator[None]:
+    """The engine's own failures as byokctl's errors, as the CLI reports them: a lock held
+    past the busy timeout or a lost database connection (Conflict), a damaged page
+    (Integrity). Anything else is a bug and rises as it is."""
+    try:
+        yield
+    except ByokError:
+        raise
+    except Exception as exc:
+        error = _engine_error(vault, exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _engine_error(vault: Vault, exc: Exception) -> ByokError | None:
+    from byokctl import store
+
+    where = store.target(vault._db)
+    if store.is_busy(exc):
+        return store.busy_error(where, vault._busy_ms)
+    if store.is_disconnect(exc):
+        return store.disconnect_error(where)
+    if getattr(exc, "sqlite_errorname", None) in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        from byokctl.errors import Integrity
+
+        return Integrity("The vault file is damaged (database disk image is malformed)",
+                         "restore it from a backup and run `byokctl vault check` on it")
+    return None
 
 
 def _request(prompt: str | Messages, system: str | None, max_tokens: int, timeout: float,

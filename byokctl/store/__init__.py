@@ -342,10 +342,12 @@ def disconnect_error(db: str | os.PathLike[str]) -> Conflict:
         "(`byokctl audit log` shows which)")
 
 
-def busy_error(path: str | os.PathLike[str]) -> Conflict:
+def busy_error(path: str | os.PathLike[str], ms: int | None = None) -> Conflict:
+    """The error for a lock held past the busy timeout (`ms`; default BUSY_TIMEOUT_MS)."""
+    waited = (BUSY_TIMEOUT_MS if ms is None else ms) / 1000
     return Conflict(
         f"The vault {describe(path)} is busy: another process has held its lock for over "
-        f"{BUSY_TIMEOUT_MS / 1000:g} seconds", "let it finish (or stop it) and run the command again"
+        f"{waited:g} seconds", "let it finish (or stop it) and run the command again"
     )
 
 

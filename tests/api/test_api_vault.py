@@ -321,3 +321,28 @@ def test_32_threads_share_one_vault_in_platform_mode(cli, byok):
     assert balance(cli, byok, "plat") == 1050 - charged
     totals = usage(cli, byok, "plat")["totals"]
     assert totals["calls"] == 96 and totals["credits_charged"] == charged
+
+
+def test_busy_timeout_bounds_the_wait_for_another_writer(byok):
+    """A writer elsewhere holds the vault: with busy_timeout=0.3 the call gives up quickly
+    (Conflict, exit 12), instead of holding the server's worker for the default 30 s."""
+    import time
+
+    from conftest import WriteLock
+
+    holder = WriteLock(byok["db"])
+    holder.take()
+    try:
+        with Vault.open(byok["db"], master_key=byok["master"], busy_timeout=0.3) as v:
+            started = time.monotonic()
+            with pytest.raises(byokctl.Conflict) as info:
+                v.ask("plat", PROMPT)  # its reservation needs the write lock
+            took = time.monotonic() - started
+    finally:
+        holder.release()
+        holder.close()
+    assert took < 3, took
+    assert info.value.code == byokctl.ExitCode.CONFLICT
+    assert not [q for q in byok["emulator"].requests if q.method == "POST"]  # never sent
+    with pytest.raises(byokctl.UsageError):
+        Vault.open(byok["db"], busy_timeout=-1)
