@@ -167,7 +167,8 @@ class AsyncVault:
         from byokctl.providers import registry
 
         warn = on_warning or _log_warning
-        admitted = await self._run(self.sync._admit, org, member, max_tokens, timeout, warn)
+        admitted = await self._run(self.sync._admit, org, member, max_tokens, timeout, retries,
+                                   warn)
         d = admitted.decision
         assert d.provider is not None
         try:

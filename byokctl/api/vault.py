@@ -201,7 +201,7 @@ class Vault:
         from byokctl.providers import registry
 
         warn = on_warning or _log_warning
-        admitted = self._admit(org, member, max_tokens, timeout, warn)
+        admitted = self._admit(org, member, max_tokens, timeout, retries, warn)
         d = admitted.decision
         assert d.provider is not None
         adapter = registry.get(d.provider)
@@ -235,14 +235,15 @@ class Vault:
 
     # -- for Call and AsyncVault ------------------------------------------------------------------
     def _admit(self, org: str, member: str | None, max_tokens: int, timeout: float,
-               warn: Callable[[str], None]) -> Admitted:
+               retries: int, warn: Callable[[str], None]) -> Admitted:
         from byokctl.services import admission, calls
         from byokctl.services.keys import check_limits
         from byokctl.services.resolution import resolve_for
 
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise UsageError(f"max_tokens must be at least 1, not {max_tokens!r}")
-        check_limits(timeout, DEFAULT_RETRIES)
+        check_limits(timeout, retries)
+
         def estimate(provider: str, model: str) -> float:
             return admission.estimate_usd(provider, model, prompt="", system=None,
                                           max_tokens=max_tokens)

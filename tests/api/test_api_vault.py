@@ -346,3 +346,16 @@ def test_busy_timeout_bounds_the_wait_for_another_writer(byok):
     assert not [q for q in byok["emulator"].requests if q.method == "POST"]  # never sent
     with pytest.raises(byokctl.UsageError):
         Vault.open(byok["db"], busy_timeout=-1)
+
+
+@pytest.mark.parametrize(("kwargs", "what"), [({"timeout": 0}, "--timeout"),
+                                               ({"retries": -1}, "--retries"),
+                                               ({"max_tokens": 0}, "max_tokens")])
+def test_client_refuses_bad_limits_before_admitting_anything(byok, api, kwargs, what):
+    with pytest.raises(byokctl.UsageError, match=what), api.client("plat", **kwargs):
+        pass
+    from conftest import connect
+
+    conn = connect(byok["db"])
+    assert conn.execute("SELECT count(*) FROM usage").fetchone()[0] == 0
+    conn.close()
