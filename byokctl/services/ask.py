@@ -10,7 +10,6 @@ from byokctl.domain.resolution import Decision, Facts, after_provider_error
 from byokctl.errors import ByokError, KeyRejected, RateLimited
 from byokctl.providers import catalog, registry
 from byokctl.services import admission, calls, keys, rules
-from byokctl.services.calls import credit_usd as credit_usd  # re-exported: its old home
 from byokctl.services.context import Context
 from byokctl.services.resolution import resolve_for
 
