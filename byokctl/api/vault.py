@@ -260,7 +260,8 @@ class Vault:
                 timeout: float, warn: Callable[[str], None]) -> Recorded:
         from byokctl.api.records import Recorded
         from byokctl.providers import registry
-        from byokctl.providers.base import BadTokenCount, MalformedResponse, usage_of
+        from byokctl.providers.base import BadTokenCount, MalformedResponse
+        from byokctl.providers.usage import usage_of
         from byokctl.services import calls
 
         d = admitted.decision
