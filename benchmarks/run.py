@@ -1,10 +1,10 @@
 """The whole benchmark suite in one command, one table: start-up, ask overhead, scale and the
-master key in Vault transit.
+master key in Vault transit and in a PKCS#11 HSM, and the Python API (the data plane in process).
 
-    python benchmarks/run.py [--scale 1.0] [--runs N] [--check] [--only startup,ask,scale,kms]
+    python benchmarks/run.py [--scale 1.0] [--runs N] [--check] [--only startup,ask,scale,kms,api]
                              [--json | --markdown]
 
-Each suite (benchmarks/startup.py, ask.py, scale.py, kms.py) is called in process through its
+Each suite (benchmarks/startup.py, ask.py, scale.py, kms.py, api.py) is called in process through its
 `measure()`, which returns structured rows; each script also runs alone and prints its own
 table. Every row has a goal and PASS, FAIL, "n/a" (a full-size goal at a smaller --scale)
 or "report" (no goal). With --check, exit 1 if any row FAILs. CI runs this at a tiny size
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUITES = ("startup", "ask", "scale", "kms")
+SUITES = ("startup", "ask", "scale", "kms", "api")
 
 
 @dataclass
@@ -92,6 +92,12 @@ def kms(runs: int) -> list[Line]:
         else:  # one unwrap: a transit decrypt round trip, or a login and a decrypt in the token
             lines.append(Line("kms", f"{r.command} ({r.source})", value, "-", "report"))
     return lines
+
+
+def api(factor: float, runs: int, cache: Path | None) -> list[Line]:
+    bench = _bench("api")
+    return [Line("api", r.name, r.value, r.goal, r.status)
+            for r in bench.measure(factor, runs, cache, progress=True)]
 
 
 def _judge(ok: bool) -> str:
@@ -175,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += rows
     if "kms" in only:
         lines += kms(opts.runs or 9)
+    if "api" in only:
+        lines += api(opts.scale, opts.runs or 50, opts.cache)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if opts.json:
         print(json.dumps({"machine": machine(), "date": when, "scale": opts.scale,

@@ -9,6 +9,8 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
+    """The exit codes of SPEC §4; an error's `.code` (its `.label` is the JSON `code` name)."""
+
     OK = 0
     INTERNAL = 1
     USAGE = 2
@@ -79,50 +81,74 @@ def _rebuilt(cls: type[ByokError], what: str, fix: str | None, details: dict[str
 
 
 class UsageError(ByokError):
+    """Bad arguments or a malformed request (exit 2)."""
+
     code = ExitCode.USAGE
 
 
 class NotFound(ByokError):
+    """An org, member, key or model that does not exist (exit 3)."""
+
     code = ExitCode.NOT_FOUND
 
 
 class Denied(ByokError):
+    """The actor lacks the permission (exit 4)."""
+
     code = ExitCode.DENIED
 
 
 class PlanGate(ByokError):
+    """BYOK is not allowed on the org's plan, or the plan is unknown (exit 5)."""
+
     code = ExitCode.PLAN_GATE
 
 
 class NoKey(ByokError):
+    """BYOK is active and no key resolves (exit 6)."""
+
     code = ExitCode.NO_KEY
 
 
 class KeyRejected(ByokError):
+    """The provider rejected the key (401/403), or its format is invalid (exit 7)."""
+
     code = ExitCode.KEY_REJECTED
 
 
 class RateLimited(ByokError):
+    """The provider answered 429, or the account is out of quota (exit 8)."""
+
     code = ExitCode.RATE_LIMITED
 
 
 class Insufficient(ByokError):
+    """No credits left, or the monthly BYOK budget is reached (exit 9)."""
+
     code = ExitCode.INSUFFICIENT
 
 
 class VaultLocked(ByokError):
+    """No master key, or one that does not open this vault (exit 10)."""
+
     code = ExitCode.VAULT_LOCKED
 
 
 class ProviderDown(ByokError):
+    """A network error, timeout or 5xx after the retries (exit 11)."""
+
     code = ExitCode.PROVIDER_DOWN
 
 
 class Conflict(ByokError):
+    """Already exists, a busy vault, or a confirmation refused (exit 12)."""
+
     code = ExitCode.CONFLICT
 
 
 class Integrity(ByokError):
+    """Tampering or corruption found, or a file that is not a usable vault (exit 13)."""
+
     code = ExitCode.INTEGRITY
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from byokctl.cli import render
-from byokctl.cli.common import As, At, Json, Org, moment, read_stdin, session
+from byokctl.cli.common import As, At, Json, Org, moment, read_stdin, vault_session
 from byokctl.errors import UsageError
 from byokctl.providers.registry import DEFAULT_RETRIES, DEFAULT_TIMEOUT
 
@@ -24,11 +24,10 @@ def resolve(org: Org, as_: As = None, at: At = None, json_: Json = False) -> Non
     Example: byokctl resolve acme --at 2027-01-01
     """
     from byokctl import clock
-    from byokctl.services.resolution import resolve_for
 
     when = moment(at) or clock.now()
-    with session(as_) as ctx:
-        d, _ = resolve_for(ctx, org, when)
+    with vault_session() as vault:
+        d = vault.resolve(org, as_, at=when)
 
     def human() -> None:
         key = f"{d.key.id} ({d.key.scope} key)" if d.key else "none"
@@ -79,9 +78,6 @@ def ask(
     \b
     Example: byokctl ask acme "Summarise BYOK in one line" --no-stream
     """
-    from byokctl.services.ask import Request
-    from byokctl.services.ask import ask as run
-
     if prompt is None or prompt == "-":
         if prompt is None and sys.stdin.isatty():
             raise UsageError("Give a prompt, or `-` to read it from stdin")
@@ -93,9 +89,10 @@ def ask(
         printed.append(chunk)
         render.raw(chunk)
 
-    req = Request(prompt, system, max_tokens, stream, timeout, retries)
-    with session(as_) as ctx:
-        answer = run(ctx, org, req, on_text=on_text if stream else None, on_warning=render.warn)
+    with vault_session() as vault:
+        answer = vault.ask(org, prompt, member=as_, system=system, max_tokens=max_tokens,
+                           timeout=timeout, retries=retries, stream=stream,
+                           on_text=on_text if stream else None, on_warning=render.warn)
     if stream:
         sys.stdout.write("\n" if printed and not printed[-1].endswith("\n") else "")
     elif not json_:

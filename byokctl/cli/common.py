@@ -15,6 +15,8 @@ from byokctl.services.context import Context, open_context
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from byokctl.api.vault import Vault
+
 # The root's options, as the root (or, given after the subcommand, the command) read them.
 STATE: dict[str, Any] = {"db": None, "json": False}
 
@@ -68,6 +70,16 @@ def session(as_email: str | None = None) -> Iterator[Context]:
         yield ctx
     finally:
         ctx.close()
+
+
+@contextmanager
+def vault_session() -> Iterator[Vault]:
+    """The vault `--db` names, through the Python API (`byokctl.Vault`), for the commands that
+    are its clients (`resolve`, `ask`, `key test`): one implementation of the chain."""
+    from byokctl.api.vault import Vault
+
+    with Vault.open(STATE["db"]) as vault:
+        yield vault
 
 
 def read_stdin(what: str) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from byokctl.cli import complete, render
-from byokctl.cli.common import As, Json, Yes, confirm, read_stdin, session
+from byokctl.cli.common import As, Json, Yes, confirm, read_stdin, session, vault_session
 from byokctl.errors import Conflict, UsageError
 from byokctl.providers import registry
 from byokctl.services import keys
@@ -160,10 +160,8 @@ def test(
     Example: byokctl key test key_3kq7xw2mfa --timeout 10
     Example: byokctl key test key_3kq7xw2mfa --base-url https://eu.api.openai.com/v1
     """
-    from byokctl.services import keytest
-
-    with session(as_) as ctx:
-        done = keytest.run_test(ctx, key_id, timeout=timeout, retries=retries, base_url=base_url)
+    with vault_session() as vault:
+        done = vault.test_key(key_id, member=as_, timeout=timeout, retries=retries, base_url=base_url)
     k = done.key
     render.emit(json_, done, f"Key {k.id} ({k.provider}, {k.hint}): {done.probe.result} — "
                 f"{_visible(done.probe)}")

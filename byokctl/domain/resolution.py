@@ -39,6 +39,8 @@ class ModelCatalog(Protocol):
 
 
 class KeyRef(NamedTuple):
+    """A stored key as resolution sees it: id, scope, provider, fingerprint, status (no secret)."""
+
     id: str
     scope: str
     provider: str
@@ -79,6 +81,9 @@ class Facts(NamedTuple):
 
 
 class Decision(NamedTuple):
+    """Which provider, model and key a request uses, and why (`byokctl resolve`,
+    `byokctl.Vault.resolve`); `error` is the refusal a call on it raises. Never a secret."""
+
     org: str
     mode: str | None  # "byok" | "platform"; None when the outcome is an error
     provider: str | None
@@ -109,6 +114,10 @@ class Decision(NamedTuple):
                 "code": self.error.code.label, "message": self.error.message},
             "skipped_keys": [k._asdict() for k in self.skipped],
         }
+
+    def to_dict(self) -> dict:
+        """The fields of `byokctl resolve --json`."""
+        return self.to_json()
 
 
 def _platform(f: Facts, cat: ModelCatalog, gate: Gate, reasons: list[str], warnings: list[str],

@@ -15,7 +15,7 @@ from byokctl.providers.base import (
     retry_after,
     should_retry,
 )
-from byokctl.providers.bounds import Bounds
+from byokctl.providers.bounds import Bounds, ssl_context
 
 if TYPE_CHECKING:
     import anthropic
@@ -25,15 +25,27 @@ class AnthropicAdapter(Adapter):
     name = "anthropic"
 
     def _client(self, secret: str, base_url: str, timeout: float,
-                bounds: Bounds | None = None) -> anthropic.Anthropic:
+                bounds: Bounds | None = None, max_retries: int = 0) -> anthropic.Anthropic:
         import anthropic
 
         # An explicit api_key makes the SDK skip ANTHROPIC_API_KEY/AUTH_TOKEN, profiles and
         # federation; an explicit base_url skips ANTHROPIC_BASE_URL; tracing stays off so no
         # prompt reaches an OpenTelemetry exporter configured in the environment.
         return anthropic.Anthropic(
-            api_key=secret, base_url=base_url, timeout=timeout, max_retries=0,
+            api_key=secret, base_url=base_url, timeout=timeout, max_retries=max_retries,
             http_client=anthropic.DefaultHttpxClient(transport=(bounds or Bounds(timeout)).transport()),
+            default_headers=self.neutral_headers(secret),
+            open_telemetry={"traces": False, "propagation": False},
+        )
+
+    def _async_client(self, secret: str, base_url: str, timeout: float,
+                      max_retries: int) -> anthropic.AsyncAnthropic:
+        import anthropic
+
+        return anthropic.AsyncAnthropic(
+            api_key=secret, base_url=base_url, timeout=timeout, max_retries=max_retries,
+            http_client=anthropic.DefaultAsyncHttpxClient(
+                trust_env=self.proxies_allowed(base_url), verify=ssl_context()),
             default_headers=self.neutral_headers(secret),
             open_telemetry={"traces": False, "propagation": False},
         )
@@ -47,39 +59,33 @@ class AnthropicAdapter(Adapter):
         with expecting_shape():  # the SDK itself trips over a body that is not the API's
             return [str(m.id) for m in client.models.list(limit=1000)]
 
-    def _complete(self, client: anthropic.Anthropic, *, model: str, prompt: str, system: str | None,
-                  max_tokens: int, stream: bool, emit: Callable[[str], None]) -> tuple[str, int, int, str]:
-        params: dict[str, Any] = {"model": model, "max_tokens": max_tokens,
-                                  "messages": [{"role": "user", "content": prompt}]}
-        if system:
-            params["system"] = system
+    def _complete(self, client: anthropic.Anthropic, *, model: str, messages: list[dict[str, str]],
+                  system: str | None, max_tokens: int, stream: bool,
+                  emit: Callable[[str], None]) -> tuple[str, int, int, str]:
+        params = _params(model, messages, system, max_tokens)
         if not stream:
             with expecting_shape():
-                message = client.messages.create(**params)
-                text = "".join(b.text for b in message.content if b.type == "text")
-                return text, message.usage.input_tokens, message.usage.output_tokens, message.model
-        parts: list[str] = []
-        input_tokens = output_tokens = 0
-        used_model, finished = model, False
-        with client.messages.create(**params, stream=True) as events, expecting_shape():
-            for event in events:
-                if event.type == "message_start":
-                    used_model = event.message.model or model
-                    input_tokens = event.message.usage.input_tokens
-                    output_tokens = event.message.usage.output_tokens
-                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    parts.append(event.delta.text)
-                    emit(event.delta.text)
-                elif event.type == "message_delta":
-                    # Cumulative counts: the last message_delta carries the final usage.
-                    output_tokens = event.usage.output_tokens
-                    if event.usage.input_tokens is not None:
-                        input_tokens = event.usage.input_tokens
-                elif event.type == "message_stop":
-                    finished = True
-        if not finished:
-            raise StreamTruncated
-        return "".join(parts), input_tokens, output_tokens, used_model
+                return _message_result(client.messages.create(**params))
+        events = _Events(model, emit)
+        with client.messages.create(**params, stream=True) as stream_, expecting_shape():
+            for event in stream_:
+                events.feed(event)
+        return events.result()
+
+    async def _acomplete(self, client: anthropic.AsyncAnthropic, *, model: str,
+                         messages: list[dict[str, str]], system: str | None, max_tokens: int,
+                         stream: bool, emit: Callable[[str], None]) -> tuple[str, int, int, str]:
+        params = _params(model, messages, system, max_tokens)
+        if not stream:
+            with expecting_shape():
+                return _message_result(await client.messages.create(**params))
+        events = _Events(model, emit)
+        stream_ = await client.messages.create(**params, stream=True)
+        async with stream_:
+            with expecting_shape():
+                async for event in stream_:
+                    events.feed(event)
+        return events.result()
 
     def _failure(self, exc: Exception) -> Failure | None:
         import json
@@ -108,3 +114,46 @@ class AnthropicAdapter(Adapter):
                            detail=message or exc.message, retry_after=retry_after(headers),
                            should_retry=should_retry(headers))
         return None
+
+
+def _params(model: str, messages: list[dict[str, str]], system: str | None,
+            max_tokens: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
+    if system:
+        params["system"] = system
+    return params
+
+
+def _message_result(message: Any) -> tuple[str, int, int, str]:
+    text = "".join(b.text for b in message.content if b.type == "text")
+    return text, message.usage.input_tokens, message.usage.output_tokens, message.model
+
+
+class _Events:
+    """A Messages stream's events, read one at a time (the sync and async streams alike)."""
+
+    def __init__(self, model: str, emit: Callable[[str], None]) -> None:
+        self.parts: list[str] = []
+        self.input_tokens = self.output_tokens = 0
+        self.model, self.finished, self.emit = model, False, emit
+
+    def feed(self, event: Any) -> None:
+        if event.type == "message_start":
+            self.model = event.message.model or self.model
+            self.input_tokens = event.message.usage.input_tokens
+            self.output_tokens = event.message.usage.output_tokens
+        elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+            self.parts.append(event.delta.text)
+            self.emit(event.delta.text)
+        elif event.type == "message_delta":
+            # Cumulative counts: the last message_delta carries the final usage.
+            self.output_tokens = event.usage.output_tokens
+            if event.usage.input_tokens is not None:
+                self.input_tokens = event.usage.input_tokens
+        elif event.type == "message_stop":
+            self.finished = True
+
+    def result(self) -> tuple[str, int, int, str]:
+        if not self.finished:
+            raise StreamTruncated
+        return "".join(self.parts), self.input_tokens, self.output_tokens, self.model

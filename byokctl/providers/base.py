@@ -140,15 +140,19 @@ class Adapter:
         url = self.base_url(base_url)
         return self._run(secret, url, timeout, retries, key_id, lambda c: self._list_models(c))
 
-    def complete(self, secret: str, *, model: str, prompt: str, system: str | None = None,
+    def complete(self, secret: str, *, model: str, prompt: str = "", system: str | None = None,
                  max_tokens: int = 1024, base_url: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES, stream: bool = True,
-                 on_text: Callable[[str], None] | None = None, key_id: str | None = None) -> Completion:
-        """One prompt, one answer. When streaming, `on_text` gets each piece of text as it arrives
-        (it is not called without streaming: use `.text`). A failed attempt is retried only while
-        no text has been handed to `on_text`. `timeout` bounds each network step (connecting,
-        each read), as the SDKs define it; `latency_ms` spans every attempt."""
+                 on_text: Callable[[str], None] | None = None, key_id: str | None = None,
+                 messages: list[dict[str, str]] | None = None) -> Completion:
+        """One prompt (or a conversation: `messages`, each `{"role": "user"|"assistant",
+        "content": text}`, which replaces `prompt`), one answer. When streaming, `on_text` gets
+        each piece of text as it arrives (it is not called without streaming: use `.text`). A
+        failed attempt is retried only while no text has been handed to `on_text`. `timeout`
+        bounds each network step (connecting, each read), as the SDKs define it; `latency_ms`
+        spans every attempt."""
         url = self.base_url(base_url)
+        turns = list(messages) if messages else [{"role": "user", "content": prompt}]
         delivered = [False]
         bounds = Bounds(timeout)
 
@@ -161,7 +165,7 @@ class Adapter:
 
         def attempt(client: Any) -> tuple[str, int, int, str]:
             text, input_tokens, output_tokens, used_model = self._complete(
-                client, model=model, prompt=prompt, system=system, max_tokens=max_tokens,
+                client, model=model, messages=turns, system=system, max_tokens=max_tokens,
                 stream=stream, emit=emit)
             if not stream:
                 bounds.add_text(text)
@@ -175,20 +179,108 @@ class Adapter:
         return Completion(text, input_tokens, output_tokens, used_model or model,
                           int((time.monotonic() - started) * 1000))
 
+    async def acomplete(self, secret: str, *, model: str, messages: list[dict[str, str]],
+                        system: str | None = None, max_tokens: int = 1024,
+                        base_url: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                        retries: int = DEFAULT_RETRIES, stream: bool = True,
+                        on_text: Callable[[str], None] | None = None,
+                        key_id: str | None = None) -> Completion:
+        """`complete` over the SDK's async client, for an event loop. `timeout` is the deadline
+        of the whole call; the SDK's own retries (`retries` of them) retry a failure before any
+        text arrives, as `complete` does. The answer's text is capped as `complete` caps it."""
+        import asyncio
+
+        url = self.base_url(base_url)
+        bounds = Bounds(timeout)
+
+        def emit(piece: str) -> None:
+            if piece:
+                bounds.add_text(piece)
+                if on_text is not None:
+                    on_text(piece)
+
+        started = time.monotonic()
+        client = self._async_client(secret, url, timeout, retries)
+        try:
+            async with asyncio.timeout(timeout):
+                text, input_tokens, output_tokens, used_model = await self._acomplete(
+                    client, model=model, messages=messages, system=system,
+                    max_tokens=max_tokens, stream=stream, emit=emit)
+            if not stream:
+                bounds.add_text(text)
+            return Completion(text, token_count(input_tokens, "input_tokens"),
+                              token_count(output_tokens, "output_tokens"), used_model or model,
+                              int((time.monotonic() - started) * 1000))
+        except TimeoutError:
+            failure = Failure("timeout", error_type="deadline")
+        except Exception as exc:  # noqa: BLE001 - sorted below, bugs re-raised
+            failure = _own_failure(exc) or self._failure(exc)
+            if failure is None:
+                raise
+        finally:
+            await client.close()
+        # Raised outside the `except` block so the SDK exception is neither chained nor context.
+        raise to_error(self.label, failure, secret=secret, attempts=1, base_url=url,
+                       timeout=timeout, key_id=key_id) from None
+
+    async def _acomplete(self, client: Any, *, model: str, messages: list[dict[str, str]],
+                         system: str | None, max_tokens: int, stream: bool,
+                         emit: Callable[[str], None]) -> tuple[str, int, int, str]:
+        raise NotImplementedError
+
+    # -- a client for the caller's own calls (byokctl.Vault.client) ------------------------------
+    def sdk_client(self, secret: str, *, base_url: str | None = None,
+                   timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES) -> Any:
+        """The official SDK client for `secret`, as byokctl's own calls build it (no ambient
+        configuration), with the SDK's own retries set to `retries` and `timeout` the deadline
+        of everything the client does. The caller closes it."""
+        return self._client(secret, self.base_url(base_url), timeout, Bounds(timeout),
+                            max_retries=retries)
+
+    def async_sdk_client(self, secret: str, *, base_url: str | None = None,
+                         timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES) -> Any:
+        """The SDK's async client (`AsyncAnthropic` / `AsyncOpenAI`), built as `sdk_client` is;
+        `timeout` bounds each network step. The caller closes it (`await client.close()`)."""
+        return self._async_client(secret, self.base_url(base_url), timeout, retries)
+
+    def error_for(self, exc: BaseException, *, secret: str, base_url: str | None,
+                  timeout: float, key_id: str | None = None) -> ByokError | None:
+        """The byokctl error (redacted) for an exception the SDK raised, or None if it is not a
+        provider failure."""
+        if not isinstance(exc, Exception):
+            return None
+        failure = _own_failure(exc) or self._failure(exc)
+        if failure is None:
+            return None
+        return to_error(self.label, failure, secret=secret, attempts=1,
+                        base_url=self.base_url(base_url), timeout=timeout, key_id=key_id)
+
+    @staticmethod
+    def proxies_allowed(base_url: str) -> bool:
+        """Whether the environment's proxies may carry requests to `base_url`: never to an
+        endpoint on this machine, where a proxy would only be a stranger seeing the key."""
+        from byokctl.providers.endpoints import is_loopback_url
+
+        return not is_loopback_url(base_url)
+
     def base_url(self, base_url: str | None) -> str:
         """The explicit base URL, else the catalog's default — never the SDK's environment variable."""
         return base_url or catalog.load().info[self.name]["default_base_url"]
 
     # -- for subclasses -----------------------------------------------------------------------
-    def _client(self, secret: str, base_url: str, timeout: float, bounds: Bounds | None = None) -> Any:
+    def _client(self, secret: str, base_url: str, timeout: float, bounds: Bounds | None = None,
+                max_retries: int = 0) -> Any:
         """The SDK client; its `http_client` must use `bounds.transport()`."""
+        raise NotImplementedError
+
+    def _async_client(self, secret: str, base_url: str, timeout: float, max_retries: int) -> Any:
         raise NotImplementedError
 
     def _list_models(self, client: Any) -> list[str]:
         raise NotImplementedError
 
-    def _complete(self, client: Any, *, model: str, prompt: str, system: str | None, max_tokens: int,
-                  stream: bool, emit: Callable[[str], None]) -> tuple[str, int, int, str]:
+    def _complete(self, client: Any, *, model: str, messages: list[dict[str, str]], system: str | None,
+                  max_tokens: int, stream: bool, emit: Callable[[str], None]) -> tuple[str, int, int, str]:
         raise NotImplementedError
 
     def _failure(self, exc: Exception) -> Failure | None:

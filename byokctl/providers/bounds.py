@@ -97,7 +97,7 @@ class Bounds:
                     found = urllib.request.getproxies()
                     proxy = found.get(url.scheme) or found.get("all")
                 if proxy not in self.inner:
-                    self.inner[proxy] = httpx2.HTTPTransport(proxy=proxy)
+                    self.inner[proxy] = httpx2.HTTPTransport(proxy=proxy, verify=ssl_context())
                 return self.inner[proxy]
 
             def handle_request(self, request: Any) -> Any:
@@ -122,6 +122,20 @@ class Bounds:
                     t.close()
 
         return BoundedTransport()
+
+
+_SSL: list[Any] = []  # the process's one TLS context, made on first use
+
+
+def ssl_context() -> Any:
+    """The TLS context every provider connection verifies with, made once per process: making
+    one reads the whole CA bundle (about 80 ms), which a server calling a provider on every
+    request must not pay each time. httpx's own default (its CA bundle, `SSL_CERT_FILE`...)."""
+    if not _SSL:
+        import httpx2
+
+        _SSL.append(httpx2.create_ssl_context())
+    return _SSL[0]
 
 
 def _cut(bounds: Bounds, sock: socket.socket | None) -> None:

@@ -77,9 +77,11 @@ def prefetch(provider: str) -> None:
     """Start importing `provider`'s SDK in the background (about 0.5-1 s), so that the caller's
     own work before the call (decrypting the key) overlaps with it. Harmless if unused: the
     adapter's own import then waits for this one to finish."""
+    import sys
     import threading
 
-    if provider in FACTS:
+    # Imported already (a server's second call): starting a thread would only cost time.
+    if provider in FACTS and FACTS[provider].sdk not in sys.modules:
         threading.Thread(target=import_module, args=(FACTS[provider].sdk,), daemon=True).start()
 
 

@@ -57,11 +57,18 @@ class Context:
             self.as_email = self.as_email.strip().lower()
     audit_appended: bool = field(default=False, repr=False)  # since the last commit
     defer_head_check: bool = field(default=False, repr=False)  # `audit.verify` reports it instead
+    # The operator's name for the audit log when a program gives one (`Vault.open(actor=)`);
+    # None: `$BYOKCTL_ACTOR`, else the OS user.
+    operator: str | None = None
+    # The raw master key a program gave (`Vault.open(master_key=)`); None: the vault's sources.
+    master_key: bytes | None = field(default=None, repr=False)
 
     @property
     def actor(self) -> str:
         """Who the audit log names: the member acting with `--as` (as stored), else the operator."""
-        return self.as_email if self.as_email else operator_name()
+        if self.as_email:
+            return self.as_email
+        return self.operator if self.operator is not None else operator_name()
 
     @property
     def os_user(self) -> str | None:
@@ -73,7 +80,7 @@ class Context:
         if self._vault is None:
             from byokctl.services.vaultkeys import unlock
 
-            vault = unlock(self.store)
+            vault = unlock(self.store, self.master_key)
             from byokctl.services import audit
 
             if not self.defer_head_check:

@@ -143,8 +143,10 @@ class ProviderTester:
         return self.last.result
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tested:
+    """A key test's result, as `byokctl key test --json` prints it (`to_dict`); no secret."""
+
     key: Key  # after the result was recorded
     probe: Probe
 
@@ -152,6 +154,8 @@ class Tested:
         return {**self.key.to_json(), "test_result": self.probe.result,
                 "models": self.probe.models, "latency_ms": self.probe.latency_ms,
                 "base_url": self.probe.base_url}
+
+    to_dict = to_json
 
 
 def run_test(ctx: Context, key_id: str, *, timeout: float = DEFAULT_TIMEOUT,

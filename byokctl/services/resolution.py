@@ -11,6 +11,8 @@ from byokctl.services import rules
 from byokctl.services.context import Context
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from byokctl.domain.resolution import Decision, Facts, KeyRef
     from byokctl.services.orgs import Org
     from byokctl.store import Row

@@ -34,8 +34,12 @@ def vault_id(store: Store) -> str:
     return vid
 
 
-def unlock(store: Store) -> Vault:
-    """Open the vault's data keys with the first master key that fits; else VaultLocked.
+GIVEN = "the master key given to byokctl.Vault.open"
+
+
+def unlock(store: Store, master_key: bytes | None = None) -> Vault:
+    """Open the vault's data keys with the first master key that fits (`master_key`, raw 32
+    bytes a program gave, else the vault's own sources in their order); else VaultLocked.
 
     A key found in a rotation's `.next` slot that opens the vault means the rotation committed
     but crashed before the swap: finish it now. A key that opens only the pending rotation
@@ -44,8 +48,16 @@ def unlock(store: Store) -> Vault:
     """
     vid = vault_id(store)
     key_file = store.meta("master_key_file")
-    tried = candidates(vid, store.meta("master_source", "keyring") or "keyring", key_file,
-                       store.meta(KMS_REF_META), store.meta(KMS_BLOB_META))
+    if master_key is not None:
+        if not isinstance(master_key, bytes) or len(master_key) != 32:
+            raise VaultLocked("The master key given is not 32 raw bytes",
+                              "pass the key itself (base64-decode $BYOKCTL_MASTER_KEY's form), or "
+                              "None to use the vault's own key source")
+        # Like $BYOKCTL_MASTER_KEY: a key held outside byokctl, with no place for a `.next`.
+        tried = [MasterKey(master_key, "env", GIVEN)]
+    else:
+        tried = candidates(vid, store.meta("master_source", "keyring") or "keyring", key_file,
+                           store.meta(KMS_REF_META), store.meta(KMS_BLOB_META))
     for _attempt in range(3):  # another process may finish the same pending rotation meanwhile
         rows = store.data_keys.all()
         for master in tried:

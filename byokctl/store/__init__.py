@@ -148,6 +148,7 @@ class SQLiteStore(Store):
     conn: sqlite3.Connection
     _depth: int = field(default=0, repr=False)  # open savepoints (nested `tx()`)
     immutable: bool = False  # opened read-only from storage that refuses writes (`_reopen_read_only`)
+    busy_ms: int | None = field(default=None, repr=False)  # set_busy_timeout's; None: BUSY_TIMEOUT_MS
     engine = "sqlite"
 
     @property
@@ -274,8 +275,15 @@ class SQLiteStore(Store):
         try:
             busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
-            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.conn.execute(f"PRAGMA busy_timeout = {self._busy_ms()}")
         return busy == 0
+
+    def _busy_ms(self) -> int:
+        return BUSY_TIMEOUT_MS if self.busy_ms is None else self.busy_ms
+
+    def set_busy_timeout(self, ms: int) -> None:
+        self.busy_ms = int(ms)
+        self.conn.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
 
     def close(self) -> None:
         self.conn.close()
@@ -334,10 +342,12 @@ def disconnect_error(db: str | os.PathLike[str]) -> Conflict:
         "(`byokctl audit log` shows which)")
 
 
-def busy_error(path: str | os.PathLike[str]) -> Conflict:
+def busy_error(path: str | os.PathLike[str], ms: int | None = None) -> Conflict:
+    """The error for a lock held past the busy timeout (`ms`; default BUSY_TIMEOUT_MS)."""
+    waited = (BUSY_TIMEOUT_MS if ms is None else ms) / 1000
     return Conflict(
         f"The vault {describe(path)} is busy: another process has held its lock for over "
-        f"{BUSY_TIMEOUT_MS / 1000:g} seconds", "let it finish (or stop it) and run the command again"
+        f"{waited:g} seconds", "let it finish (or stop it) and run the command again"
     )
 
 

@@ -189,6 +189,11 @@ class Store:
         not be done yet."""
         raise NotImplementedError
 
+    def set_busy_timeout(self, ms: int) -> None:
+        """How long a statement waits for another connection's lock before the engine gives
+        up (SQLite's busy timeout, PostgreSQL's lock_timeout); default BUSY_TIMEOUT_MS."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Close the connection(s)."""
         raise NotImplementedError

@@ -134,6 +134,7 @@ class PostgresStore(Store):
         self._tx_open = False  # inside our own `tx()`: a statement that fails is never redone
         self._later: list[tuple[str, Any]] = []  # writes held for the next round trip (`execute_later`)
         self.immutable = False
+        self.busy_ms: int | None = None  # set_busy_timeout's; None: BUSY_TIMEOUT_MS
 
     @property
     def location(self) -> str:
@@ -303,6 +304,12 @@ class PostgresStore(Store):
         with contextlib.suppress(Exception):
             self.conn.close()
         self.conn = _connect(self.dsn)
+        if self.busy_ms is not None:
+            self.set_busy_timeout(self.busy_ms)
+
+    def set_busy_timeout(self, ms: int) -> None:
+        self.busy_ms = int(ms)
+        self.conn.execute(f"SET lock_timeout = {self.busy_ms}")
 
     # -- engine operations --------------------------------------------------------------------
     def schema_version(self) -> int:

@@ -239,7 +239,7 @@ def test_an_answered_call_waits_for_a_busy_vault_to_be_recorded(cli, vault, byok
 
 def test_an_answered_call_gives_up_after_the_attempts(cli, vault, byok, monkeypatch):
     from byokctl import store
-    from byokctl.services import ask as ask_service
+    from byokctl.services import calls as ask_service
 
     monkeypatch.setattr(store, "BUSY_TIMEOUT_MS", 100)
     monkeypatch.setattr(ask_service, "RECORD_ATTEMPTS", 3)

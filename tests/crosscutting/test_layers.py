@@ -17,11 +17,13 @@ PACKAGE = REPO / "byokctl"
 
 # layer → the byokctl modules it may never import (a prefix covers its submodules)
 FORBIDDEN = {
-    "store": ("byokctl.services", "byokctl.cli", "byokctl.resolve"),
+    "store": ("byokctl.services", "byokctl.cli", "byokctl.resolve", "byokctl.api"),
     # crypto and master-key sources only, bytes in and out: the store is read by services
-    "vault": ("byokctl.services", "byokctl.cli", "byokctl.resolve", "byokctl.store"),
-    "providers": ("byokctl.services", "byokctl.cli", "byokctl.resolve"),
-    "services": ("byokctl.cli",),
+    "vault": ("byokctl.services", "byokctl.cli", "byokctl.resolve", "byokctl.store", "byokctl.api"),
+    "providers": ("byokctl.services", "byokctl.cli", "byokctl.resolve", "byokctl.api"),
+    "services": ("byokctl.cli", "byokctl.api"),
+    # the data plane (SPEC §8): a face over the services, which the CLI's ask/resolve/key test use
+    "api": ("byokctl.cli",),
 }
 # The domain is the floor: of byokctl, only itself and the error types.
 DOMAIN_MAY_IMPORT = ("byokctl.domain", "byokctl.errors")
@@ -117,6 +119,8 @@ def test_byokctl_resolve_is_gone():
     ("providers", "byokctl.providers.base", "from byokctl.cli import render"),
     ("providers", "byokctl.providers.base", "from byokctl import services"),
     ("services", "byokctl.services.orgs", "from ..cli.render import emit"),
+    ("services", "byokctl.services.ask", "from byokctl.api import Vault"),
+    ("api", "byokctl.api.vault", "def f():\n    from byokctl.cli import render"),
 ])
 def test_the_checker_sees_an_upward_import(layer, module, source):
     assert violations(layer, module, imported(source, module))
@@ -126,6 +130,7 @@ def test_the_checker_sees_an_upward_import(layer, module, source):
     ("domain", "byokctl.domain.plans", "from byokctl.errors import PlanGate\nfrom . import budget"),
     ("services", "byokctl.services.orgs", "from byokctl.domain import plans\nfrom byokctl.store import x"),
     ("providers", "byokctl.providers.redact", "from byokctl.domain.urls import safe_url"),
+    ("api", "byokctl.api.vault", "from byokctl.services import ask\nfrom byokctl.errors import NoKey"),
 ])
 def test_the_checker_lets_a_downward_import_be(layer, module, source):
     assert violations(layer, module, imported(source, module)) == []
