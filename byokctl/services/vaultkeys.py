@@ -194,7 +194,7 @@ def refresh(store: Store, vault: Vault) -> None:
     """Catch up, in place, with a rekey another process started or finished since `unlock`
     (call inside a write transaction, so that a new secret is never sealed under a data key
     that was just retired). Same master key, so no keyring round trip."""
-    rows = store.data_keys.all()
+    rows = store.data_keys.as_begun()
     stored = {(r.id, r.state) for r in rows if r.purpose == "secrets"}
     known = {(vault.active_id, "active")} | ({(vault.next_id, "next")} if vault.next_id else set())
     if stored == known:

@@ -24,6 +24,12 @@ class DataKeys(Family):
         return [DataKey(r["id"], r["purpose"], r["state"], r["wrapped"]) for r in self.store.all(
             "SELECT id, purpose, state, wrapped FROM data_keys ORDER BY id")]
 
+    def as_begun(self) -> list[DataKey]:
+        """Every data key as the write transaction found them once it held the write lock;
+        call at its start, before it changes any (PostgreSQL reads them in the same round trip
+        as BEGIN and the lock; SQLite, here)."""
+        return self.all()
+
     def next_secrets(self) -> DataKey | None:
         """The 'next' secrets key of a rekey in progress (the lowest id, if ever more than one)."""
         r = self.store.one("SELECT id, purpose, state, wrapped FROM data_keys "

@@ -36,6 +36,7 @@ from byokctl.store.base import Store
 
 if TYPE_CHECKING:
     from byokctl.store.audit import Audit
+    from byokctl.store.data_keys import DataKeys
     from byokctl.store.keys import Keys
     from byokctl.store.members import Members
     from byokctl.store.rows import Rows
@@ -45,8 +46,10 @@ WRITE_LOCK = 0x62796F6B  # "byok": the advisory lock every write transaction hol
 IDLE_IN_TX_TIMEOUT_MS = 120_000  # a client that hangs mid-transaction frees the lock after this
 CONNECT_TIMEOUT_S = 10
 ITER_SIZE = 2_000  # rows a streamed query fetches at a time
-# A write transaction's first round trip (a simple query: several statements in one message).
+# A write transaction's first round trip (a simple query: several statements in one message):
+# BEGIN, the write lock, and (once the schema exists) the data keys as the lock holder sees them.
 _BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+_BEGIN_LOCKED_KEYS = f"{_BEGIN_LOCKED}; SELECT id, purpose, state, wrapped FROM data_keys ORDER BY id"
 def display(dsn: str) -> str:
     """The database as a URL fit for messages: user, host, port and name; a password, from
     wherever it came, shown as `***`."""
@@ -133,6 +136,9 @@ class PostgresStore(Store):
         self._depth = 0
         self._tx_open = False  # inside our own `tx()`: a statement that fails is never redone
         self._later: list[tuple[str, Any]] = []  # writes held for the next round trip (`execute_later`)
+        self.schema_ready = False  # the vault's tables exist (opened, created or migrated)
+        # The data keys read with BEGIN (`data_keys.as_begun`), until the transaction's next statement.
+        self.begun_data_keys: list[tuple[Any, ...]] | None = None
         self.immutable = False
         self.busy_ms: int | None = None  # set_busy_timeout's; None: BUSY_TIMEOUT_MS
 
@@ -150,6 +156,12 @@ class PostgresStore(Store):
         from byokctl.store.postgres_families import PgKeys
 
         return PgKeys(self)
+
+    @cached_property
+    def data_keys(self) -> DataKeys:
+        from byokctl.store.postgres_families import PgDataKeys
+
+        return PgDataKeys(self)
 
     @cached_property
     def rows(self) -> Rows:
@@ -204,7 +216,7 @@ class PostgresStore(Store):
                 self._depth -= 1
             return
         try:  # nothing done yet: safe to redo on a new connection
-            self._retrying(lambda: self.conn.execute(_BEGIN_LOCKED))
+            self.begun_data_keys = self._retrying(self._begin)
         except BaseException:
             self.rollback()  # a lock wait that timed out leaves the transaction open
             raise
@@ -217,6 +229,17 @@ class PostgresStore(Store):
             raise
         finally:
             self._tx_open = False
+            self.begun_data_keys = None
+
+    def _begin(self) -> list[tuple[Any, ...]] | None:
+        """BEGIN and the write lock, and the data keys once the schema exists: one round trip."""
+        if not self.schema_ready:
+            self.conn.execute(_BEGIN_LOCKED)
+            return None
+        cur = self.conn.execute(_BEGIN_LOCKED_KEYS)
+        cur.nextset()  # past BEGIN's result, then the lock's
+        cur.nextset()
+        return [tuple(r) for r in cur.fetchall()]
 
     def rollback(self) -> None:
         self._later.clear()  # never sent: nothing to undo
@@ -241,6 +264,7 @@ class PostgresStore(Store):
     def _send(self, sql: str, params: Any = None) -> psycopg.Cursor[Any]:
         """Run one statement, after the writes held for it: all in one pipeline, one round
         trip. An error in any of them is raised here (the transaction is then aborted)."""
+        self.begun_data_keys = None  # read at BEGIN: good only until the next statement
         if not self._later:
             return self.conn.execute(sql, params)
         held, self._later = self._later, []
@@ -252,6 +276,7 @@ class PostgresStore(Store):
 
     def _flush(self) -> None:
         """Send the held writes now (before a statement that does not go through `_send`)."""
+        self.begun_data_keys = None
         if self._later:
             held, self._later = self._later, []
             with self.conn.pipeline():
@@ -447,6 +472,7 @@ def create_store(dsn: str) -> PostgresStore:
     except BaseException:
         store.close()
         raise
+    store.schema_ready = True
     return store
 
 
@@ -470,6 +496,7 @@ def copy_target(dsn: str) -> PostgresStore:
     except BaseException:
         store.close()
         raise
+    store.schema_ready = True
     return store
 
 
@@ -490,6 +517,7 @@ def open_store(dsn: str) -> PostgresStore:
     except BaseException:
         store.close()
         raise
+    store.schema_ready = True
     return store
 
 

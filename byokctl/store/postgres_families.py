@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from byokctl.store.audit import Audit
+from byokctl.store.data_keys import DataKey, DataKeys
 from byokctl.store.keys import SEALED_COLUMNS, Keys
 from byokctl.store.members import Members
 from byokctl.store.rows import Rows, _select, _where
@@ -51,6 +52,17 @@ class PgKeys(Keys):
         if not position:
             return self.store.tuples(_SEALED + " ORDER BY id")
         return self.store.tuples(_SEALED + " WHERE id > ? ORDER BY id", (position,))
+
+
+class PgDataKeys(DataKeys):
+    """Data keys; those a write transaction found at its start came with its first round trip."""
+
+    def as_begun(self) -> list[DataKey]:
+        rows = self.store.begun_data_keys
+        if rows is None:  # not the transaction's first read (or before the schema exists)
+            return self.all()
+        self.store.begun_data_keys = None  # once: later in the transaction they may change
+        return [DataKey(*r) for r in rows]
 
 
 class PgRows(Rows):

@@ -170,6 +170,7 @@ def test_many_writers_at_once_lose_nothing(cli, emulator, monkeypatch: pytest.Mo
 HOLD = 3.0
 
 
+@pytest.mark.sqlite_only  # holds the file's own lock (PostgreSQL: tests/store/test_postgres.py)
 def test_a_write_waits_for_another_writer_to_release_the_file(cli, monkeypatch, home: Path) -> None:
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", master_key_b64())
     assert cli("init").exit_code == 0
@@ -198,6 +199,7 @@ def test_a_write_waits_for_another_writer_to_release_the_file(cli, monkeypatch, 
     print(f"\nwriter waited {finished - held:.2f} s behind a {HOLD:.0f} s lock, then succeeded")
 
 
+@pytest.mark.sqlite_only  # holds the file's own lock (PostgreSQL: tests/store/test_postgres.py)
 def test_a_lock_held_past_the_busy_timeout_is_a_clear_conflict(cli, monkeypatch, home: Path) -> None:
     """(The real timeout is 30 s; shortened here so the test does not wait that long.)"""
     monkeypatch.setenv("BYOKCTL_MASTER_KEY", master_key_b64())
@@ -227,6 +229,7 @@ def test_a_lock_held_past_the_busy_timeout_is_a_clear_conflict(cli, monkeypatch,
     assert cli("credits", "add", "acme", "5").exit_code == 0
 
 
+@pytest.mark.sqlite_only  # holds the file's own lock (PostgreSQL: tests/store/test_postgres.py)
 def test_an_exclusive_lock_is_reported_as_busy_not_as_a_damaged_file(cli, monkeypatch,
                                                                       home: Path) -> None:
     """A connection in exclusive locking mode keeps even readers out: that is a busy vault,
