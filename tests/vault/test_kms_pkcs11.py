@@ -110,12 +110,14 @@ def test_a_pin_file_named_in_the_reference_is_used(cli, softhsm, tmp_path, monke
     assert _json(cli("vault", "check", "--json"))["ok"]
 
 
-SOURCES = ("env", "file", "pkcs11", "transit")
+SOURCES = ("env", "keyring", "file", "pkcs11", "transit")
 
 
 def _start(cli, source: str, softhsm, transit: str, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     if source == "env":
         monkeypatch.setenv("BYOKCTL_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
+        _json(cli("init", "--json"))
+    elif source == "keyring":  # the tests' in-memory keyring (conftest's `isolated`)
         _json(cli("init", "--json"))
     elif source == "file":
         _json(cli("init", "--master-key-file", str(tmp_path / "keys" / "master.key"), "--json"))
@@ -131,7 +133,7 @@ def _start(cli, source: str, softhsm, transit: str, tmp_path, monkeypatch) -> No
 @pytest.mark.parametrize(("source", "target"), [(s, t) for s in SOURCES for t in SOURCES
                                                 if "pkcs11" in (s, t)])
 def test_rotate_master_moves_to_and_from_the_hsm(cli, source, target, softhsm, transit, bao_server,
-                                                tmp_path, monkeypatch):
+                                                tmp_path, monkeypatch, isolated):
     _start(cli, source, softhsm, transit, tmp_path, monkeypatch)
     if target == "pkcs11":  # a new HSM key (from pkcs11: another key on the same token)
         args = ["--kms", softhsm.reference("second"), "--create-key"]
@@ -139,6 +141,8 @@ def test_rotate_master_moves_to_and_from_the_hsm(cli, source, target, softhsm, t
         args = ["--kms", f"vault-transit:transit/{bao_server.new_key()}"]
     elif target == "file":
         args = ["--master-key-file", str(tmp_path / "keys2" / "new.key")]
+    elif target == "keyring":
+        args = ["--keyring"]
     else:
         args = ["--env"]
     moved = _json(cli("vault", "rotate-master", *args, "--json"))
@@ -148,6 +152,8 @@ def test_rotate_master_moves_to_and_from_the_hsm(cli, source, target, softhsm, t
         monkeypatch.delenv("BYOKCTL_MASTER_KEY", raising=False)
     if target != "transit":
         monkeypatch.delenv("VAULT_TOKEN")
+    if target != "keyring":  # only the target's key is left
+        isolated.entries.clear()
     st = _json(cli("vault", "status", "--json"))
     assert st["unlocked"], st["locked_reason"]
     assert st["master_source"] == ("kms" if target in ("pkcs11", "transit") else target)
