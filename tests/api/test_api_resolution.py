@@ -116,6 +116,11 @@ def test_every_row_through_the_api(cli, vault, name, kw, mode, key, reason, erro
     assert d.fallback_reason == reason
     assert (d.error.code if d.error else None) == error, d.error
     assert d.reasons, "every decision says why"
-    r = cli("resolve", "acme", "--json", *(["--as", args["member"]] if args["member"] else []))
-    if args["at"] is None:  # the CLI decides the same (it has no --at here)
-        assert json.loads(r.stdout) == d.to_dict()
+    from byokctl import clock
+
+    r = cli("resolve", "acme", "--json", *(["--as", args["member"]] if args["member"] else []),
+            *(["--at", clock.iso(args["at"])] if args["at"] is not None else []))
+    printed = json.loads(r.stdout)  # the CLI decides the same, as of the same moment
+    at = printed.pop("at")
+    assert args["at"] is None or at == clock.iso(args["at"])
+    assert printed == d.to_dict()
