@@ -21,7 +21,7 @@ class Reservations(Family):
 
     def expire(self, now: str) -> None:
         """Delete the reservations that lapsed at or before `now` (their process was killed)."""
-        self.store.execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
+        self.store.execute_later("DELETE FROM reservations WHERE expires_at <= ?", (now,))
 
     def held(self, org: str, mode: str) -> Held:
         """The sums, count and last expiry of `org`'s reservations of `mode`."""
@@ -42,4 +42,4 @@ class Reservations(Family):
 
     def delete(self, reservation_id: int) -> None:
         """Delete one reservation (its call settled or failed)."""
-        self.store.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+        self.store.execute_later("DELETE FROM reservations WHERE id = ?", (reservation_id,))

@@ -75,11 +75,11 @@ class Usage(Family):
 
     def insert(self, record: Mapping[str, Any]) -> None:
         """Append one record (column name → value, every one of COLUMNS) and add it to its day's
-        totals, in the caller's transaction."""
-        self.store.execute(_INSERT, _values(record))
+        totals, in the caller's transaction (sent with its next statement, where the engine can)."""
+        self.store.execute_later(_INSERT, _values(record))
         totals = _rollup(record)
-        self.store.execute(_ROLLUP, totals)
-        self.store.execute(_ROLLUP_ALL, _without_org(totals))
+        self.store.execute_later(_ROLLUP, totals)
+        self.store.execute_later(_ROLLUP_ALL, _without_org(totals))
 
     def insert_many(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Append many records (as `insert`) in the caller's transaction; returns the count."""

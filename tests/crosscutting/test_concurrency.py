@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import OPENAI_TEST_KEY, REPO, master_key_b64
+from conftest import OPENAI_TEST_KEY, REPO, master_key_b64, vault_db
 
 pytestmark = pytest.mark.slow  # minutes, not seconds: `pytest -m "not slow"` leaves it out
 
@@ -37,7 +37,7 @@ def test_concurrent_asks_charge_exactly(cli, emulator, monkeypatch, home):
     assert balance == START - charged
     from byokctl.services.context import open_context
 
-    ctx = open_context(str(home / "vault.db"))
+    ctx = open_context(str(vault_db()))
     assert ctx.store.scalar("SELECT count(*) FROM usage WHERE outcome = 'ok'") == PROCESSES
     assert ctx.store.scalar("SELECT sum(credits_charged) FROM usage") == charged
     ctx.close()
