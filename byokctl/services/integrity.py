@@ -150,12 +150,14 @@ def verify_members(ctx: Context, members: set[tuple[str, str]]) -> None:
 # ---- the platform record --------------------------------------------------------------------
 
 def _platform_values(ctx: Context) -> list:
-    return [ctx.store.meta(k) for k in rowmac.PLATFORM_META]
+    stored = ctx.store.metas(*rowmac.PLATFORM_META)
+    return [stored[k] for k in rowmac.PLATFORM_META]
 
 
 def verify_platform(ctx: Context) -> None:
-    if not rowmac.matches(ctx.vault().row_key, PLATFORM, _platform_values(ctx),
-                          ctx.store.meta(rowmac.PLATFORM_MAC)):
+    stored = ctx.store.metas(*rowmac.PLATFORM_META, rowmac.PLATFORM_MAC)
+    if not rowmac.matches(ctx.vault().row_key, PLATFORM, [stored[k] for k in rowmac.PLATFORM_META],
+                          stored[rowmac.PLATFORM_MAC]):
         raise tampered(PLATFORM, ())
 
 

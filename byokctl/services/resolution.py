@@ -29,11 +29,12 @@ def _ref(row: Row | None) -> KeyRef | None:
 
 def platform_default(ctx: Context) -> tuple[str, str, str | None]:
     """(provider, model id, base_url) the platform uses for orgs in platform mode."""
-    provider = ctx.store.meta("platform_provider", PLATFORM_DEFAULT_PROVIDER) or PLATFORM_DEFAULT_PROVIDER
-    model = ctx.store.meta("platform_model")
+    stored = ctx.store.metas("platform_provider", "platform_model", "platform_base_url")
+    provider = stored["platform_provider"] or PLATFORM_DEFAULT_PROVIDER
+    model = stored["platform_model"]
     if model is None:
         model = catalog.load().pinned(provider, None).id
-    return provider, model, ctx.store.meta("platform_base_url")
+    return provider, model, stored["platform_base_url"]
 
 
 def month_start_iso(now: datetime | None = None) -> str:

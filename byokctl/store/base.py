@@ -105,6 +105,13 @@ class Store:
         value = self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
         return default if value is None else value
 
+    def metas(self, *keys: str) -> dict[str, str | None]:
+        """Several meta values in one query: key → value (None where there is none)."""
+        marks = ", ".join("?" for _ in keys)
+        found = {r[0]: r[1] for r in self.all(
+            f"SELECT key, value FROM meta WHERE key IN ({marks})", keys)}  # noqa: S608 - marks only
+        return {k: found.get(k) for k in keys}
+
     def set_meta(self, key: str, value: str | None) -> None:
         if value is None:
             self.execute_later("DELETE FROM meta WHERE key = ?", (key,))
