@@ -30,10 +30,11 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Answer:
-    """An answered `ask` and its accounting (SPEC §4 `ask --json`); never a secret."""
+class Recorded:
+    """What a call came to once recorded: the `ask --json` fields but the text (for a call the
+    platform made itself, `Call.record`, byokctl never sees it), and the latency from admission
+    to record. Never a secret."""
 
-    text: str
     mode: str
     provider: str
     model: str
@@ -45,9 +46,22 @@ class Answer:
     credits_charged: int
     latency_ms: int
 
-    def to_json(self) -> dict:
-        """The fields of `byokctl ask --json`."""
+    def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Answer(Recorded):
+    """An answered `ask` and its accounting (SPEC §4 `ask --json`): its record and its text;
+    never a secret."""
+
+    text: str
+
+    def to_json(self) -> dict:
+        """The fields of `byokctl ask --json` (the text first, as it always came)."""
+        fields = asdict(self)
+        return {"text": fields.pop("text"), **fields}
 
     to_dict = to_json
 
@@ -118,9 +132,8 @@ def admit_for(ctx: Context, d: Decision, req: Request, system: str | None,
 def answer(call: calls.Admitted, text: str, done: calls.Settled) -> Answer:
     d = call.decision
     assert d.key is not None and d.provider and d.model and d.mode
-    return Answer(text, d.mode, d.provider, d.model, d.key.id, d.fallback_reason,
-                  done.input_tokens, done.output_tokens, done.cost_usd, done.credits_charged,
-                  done.latency_ms)
+    return Answer(d.mode, d.provider, d.model, d.key.id, d.fallback_reason, done.input_tokens,
+                  done.output_tokens, done.cost_usd, done.credits_charged, done.latency_ms, text=text)
 
 
 def ask(ctx: Context, org: str, req: Request, *, on_text: Callable[[str], None] | None = None,
