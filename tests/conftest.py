@@ -234,6 +234,16 @@ def audit_rows(db: Path | str, action: str | None = None) -> list[dict]:
     return rows
 
 
+def meta_value(key: str) -> str | None:
+    """One value of the vault's meta table, read behind byokctl's back (None if absent)."""
+    conn = connect(vault_db())
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    finally:
+        conn.close()
+    return row[0] if row else None
+
+
 def master_key_b64() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 

@@ -11,6 +11,7 @@ import os
 
 import pytest
 from conftest import all_rows, audit_rows, vault_db
+from conftest import meta_value as _meta
 from softhsm import USER_PIN
 
 from byokctl.errors import ExitCode
@@ -19,17 +20,6 @@ from byokctl.errors import ExitCode
 def _json(r):  # noqa: ANN001, ANN202
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
-
-
-def _meta(key: str) -> str | None:
-    from conftest import connect
-
-    conn = connect(vault_db())
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    finally:
-        conn.close()
-    return row[0] if row else None
 
 
 def _add_key(cli) -> str:  # noqa: ANN001

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from conftest import ANTHROPIC_TEST_KEY, all_rows, audit_rows, connect, stored_text, vault_db
+from conftest import meta_value as _meta
 from openbao import ROOT_TOKEN, transit_policy
 
 from byokctl.errors import ExitCode
@@ -19,15 +20,6 @@ from byokctl.errors import ExitCode
 def _json(r):  # noqa: ANN001, ANN202
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
-
-
-def _meta(key: str) -> str | None:
-    conn = connect(vault_db())
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    finally:
-        conn.close()
-    return row[0] if row else None
 
 
 def _set_meta(key: str, value: str) -> None:
