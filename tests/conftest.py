@@ -234,6 +234,28 @@ def audit_rows(db: Path | str, action: str | None = None) -> list[dict]:
     return rows
 
 
+def under_pty(args: list[str], env: dict[str, str]) -> str:
+    """`python -m byokctl ARGS` on a pseudo-terminal (with `env` added): all it wrote, stdout
+    and stderr together, as a person sees it (escape sequences included)."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(env)
+        os.execv(sys.executable, [sys.executable, "-m", "byokctl", *args])
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.waitpid(pid, 0)
+    return out.decode(errors="replace")
+
+
 def meta_value(key: str) -> str | None:
     """One value of the vault's meta table, read behind byokctl's back (None if absent)."""
     conn = connect(vault_db())

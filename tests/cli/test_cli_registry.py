@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, under_pty
 
 from byokctl.cli import COMMANDS, load_module_commands
 
@@ -99,36 +99,17 @@ def test_every_command_takes_json():
 def test_no_color_under_a_terminal(cli, vault):
     """On a terminal byokctl uses colour; NO_COLOR turns it off (tables and banners alike)."""
     import os
-    import pty
+    import re
 
     cli("org", "create", "acme", "--plan", "starter")
     cli("plan", "grant-grace", "acme", "--days", "3")
 
-    def under_pty(extra_env):
-        pid, fd = pty.fork()
-        if pid == 0:
-            os.environ.update(extra_env)
-            os.execv(sys.executable, [sys.executable, "-m", "byokctl", "org", "show", "acme"])
-        out = b""
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        os.waitpid(pid, 0)
-        return out.decode(errors="replace")
-
-    import re
-
     # an SGR sequence setting a foreground/background colour (bold alone is not colour)
     colour = re.compile(r"\x1b\[(?:[0-9]+;)*(?:3[0-8]|4[0-8]|9[0-7]|10[0-7])(?:;[0-9]+)*m")
     os.environ.pop("NO_COLOR", None)
-    coloured = under_pty({"TERM": "xterm-256color"})
+    coloured = under_pty(["org", "show", "acme"], {"TERM": "xterm-256color"})
     assert "grace grant active" in coloured and colour.search(coloured)
-    uncoloured = under_pty({"TERM": "xterm-256color", "NO_COLOR": "1"})
+    uncoloured = under_pty(["org", "show", "acme"], {"TERM": "xterm-256color", "NO_COLOR": "1"})
     assert "grace grant active" in uncoloured and not colour.search(uncoloured)
 
 

@@ -4,10 +4,9 @@ names them); NO_COLOR turns colour off and nothing else; FORCE_COLOR styles outp
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 
+import conftest
 import pytest
 from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, run_proc
 
@@ -20,23 +19,7 @@ SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 def under_pty(args: list[str], env: dict[str, str]) -> str:
     """byokctl's output (stdout and stderr) on a pseudo-terminal, as a person sees it."""
-    import pty
-
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.environ.update(env)
-        os.execv(sys.executable, [sys.executable, "-m", "byokctl", *args])
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.waitpid(pid, 0)
-    return SGR.sub("", out.decode(errors="replace")).replace("\r\n", "\n")
+    return SGR.sub("", conftest.under_pty(args, env)).replace("\r\n", "\n")
 
 
 @pytest.fixture
