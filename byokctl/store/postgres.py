@@ -456,10 +456,22 @@ def migrate(store: PostgresStore) -> int:
     return len(done & set(migrations.DECLARED))
 
 
-def create_store(dsn: str) -> PostgresStore:
-    """Create a vault's schema in an empty database; refuse one that holds anything."""
+@contextmanager
+def _opening(dsn: str) -> Iterator[PostgresStore]:
+    """A new connection's store, for the checks and migrations of opening it: closed if they
+    fail, and its schema known to be there once they pass."""
     store = PostgresStore(dsn, _connect(dsn))
     try:
+        yield store
+    except BaseException:
+        store.close()
+        raise
+    store.schema_ready = True
+
+
+def create_store(dsn: str) -> PostgresStore:
+    """Create a vault's schema in an empty database; refuse one that holds anything."""
+    with _opening(dsn) as store:
         tables = _tables(store.conn)
         if "schema_migrations" in tables or "meta" in tables:
             raise Conflict(f"{store.location} already holds a byokctl vault",
@@ -469,18 +481,13 @@ def create_store(dsn: str) -> PostgresStore:
                            "create an empty database for the vault (`createdb byokctl`) and point "
                            "--db at it")
         migrate(store)
-    except BaseException:
-        store.close()
-        raise
-    store.schema_ready = True
     return store
 
 
 def copy_target(dsn: str) -> PostgresStore:
     """A database to copy a vault into: empty (the schema is made here), or holding only the
     blank schema an interrupted copy left; anything else is refused."""
-    store = PostgresStore(dsn, _connect(dsn))
-    try:
+    with _opening(dsn) as store:
         tables = _tables(store.conn)
         if not tables:
             migrate(store)
@@ -493,17 +500,12 @@ def copy_target(dsn: str) -> PostgresStore:
         else:
             raise Conflict(f"{store.location} is not empty (tables: {', '.join(sorted(tables)[:5])})",
                            "copy to an empty database (`createdb byokctl`)")
-    except BaseException:
-        store.close()
-        raise
-    store.schema_ready = True
     return store
 
 
 def open_store(dsn: str) -> PostgresStore:
     """Open the vault in a database; migrates one of an older schema, never creates one."""
-    store = PostgresStore(dsn, _connect(dsn))
-    try:
+    with _opening(dsn) as store:
         tables = _tables(store.conn)
         if "schema_migrations" not in tables or "meta" not in tables:
             raise NotFound(f"No vault in the database {store.location}",
@@ -514,10 +516,6 @@ def open_store(dsn: str) -> PostgresStore:
                             f"this one knows {SCHEMA_LATEST})", "upgrade byokctl to use it")
         if version < SCHEMA_LATEST:
             migrate(store)
-    except BaseException:
-        store.close()
-        raise
-    store.schema_ready = True
     return store
 
 
