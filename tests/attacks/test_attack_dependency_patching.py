@@ -178,6 +178,7 @@ def _private_names_of_others(sources: dict[str, str]) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_byokctl_uses_no_private_name_of_another_package():
     """The rule behind the probe above, read from the source: no `thing._private` of typer's (or
     anyone's), by attribute, by getattr/setattr, or by import."""

@@ -49,6 +49,7 @@ def populated(cli, vault, emulator) -> Path:
     return vault
 
 
+@pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
 def test_a_round_trip_through_postgresql_leaves_every_byte_and_the_chain_as_it_was(
         cli, populated, pg_url, tmp_path, monkeypatch):
     r = cli("vault", "copy", "--to", pg_url, "--json")
