@@ -7,6 +7,7 @@ session; `database()` creates an empty database per test (about 40 ms).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import os
@@ -59,6 +60,9 @@ class PostgresServer:
                    "-c max_connections=200")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-w", "-l",
                   str(self.root / "server.log"), "start")
+        # Stopped at the latest when this interpreter exits, whoever forgot to (a test run cut
+        # short by -x, a script whose output pipe closed): no server outlives its process.
+        atexit.register(self.stop)
 
     def _run(self, tool: str, *args: str) -> None:
         done = subprocess.run([*self._as, str(self.bindir / tool), *args], capture_output=True,
