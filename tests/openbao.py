@@ -8,6 +8,7 @@ keys, policies, tokens) goes through Vault's HTTP API with the root token.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import os
@@ -49,6 +50,7 @@ class BaoServer:
                 [binary, "server", "-dev", f"-dev-root-token-id={ROOT_TOKEN}",
                  f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        atexit.register(self.stop)  # at the latest when this interpreter exits, as pg_server's
         try:
             self._wait_up()
             self.unseal_key = self._unseal_key()
