@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from byokctl.domain.keys import status_after
-from byokctl.errors import ByokError, KeyRejected, ProviderDown, RateLimited, UsageError
+from byokctl.errors import ByokError, KeyRejected, ProviderDown, RateLimited
 from byokctl.services import endpoints, integrity, rules
 from byokctl.services.context import Context
 from byokctl.services.keys import (
@@ -53,19 +53,20 @@ def base_url_for(ctx: Context, owner: Key | Slot) -> str | None:
 
 
 def explicit_base_url(ctx: Context, owner: Key | Slot, base_url: str) -> str | None:
-    """Where `--base-url URL` sends a test: that URL, checked as `set-provider` checks one (http
-    only to this machine), None if it is the provider's official endpoint. Whoever may test a
+    """Where `--base-url URL` sends a test: that URL, checked and shaped for the key's SDK as
+    `set-provider` does it (http only to this machine; Anthropic's trailing /v1 dropped,
+    OpenAI's missing /v1 added: the result shows the URL tried), None if it is the provider's
+    official endpoint. Whoever may test a
     key may point it at any endpoint, for any provider, except a member's personal key: it goes
     only where its owner (or the operator) approved (`key approve-endpoint --base-url`), so an
     org admin cannot test a member's key into their own server. Denied before any secret is
     decrypted or typed."""
     from byokctl.providers import catalog
 
-    try:
-        url = rules.base_url(base_url)
-    except UsageError as exc:  # its fix names --allow-insecure, which a test does not take
-        raise exc.reworded(fix="give an https URL (plain http only to this machine, e.g. the "
-                               "emulator)") from None
+    # The fix names no --allow-insecure, which a test does not take.
+    url, _corrected = rules.provider_base_url(
+        owner.provider, base_url,
+        insecure_fix="give an https URL (plain http only to this machine, e.g. the emulator)")
     official = catalog.load().info[owner.provider]["default_base_url"]
     if endpoints.normalise(url) == endpoints.normalise(official):
         return None

@@ -172,3 +172,23 @@ def test_a_personal_key_goes_only_where_its_owner_approved(cli, platform_org, em
     r = cli("key", "test", own["id"], "--base-url", url + "/other")
     assert r.exit_code == 4, r.output
     assert len(model_calls(emulator)) == 1
+
+
+@pytest.mark.parametrize(("provider", "secret", "shape"), [
+    ("anthropic", ANTHROPIC_TEST_KEY, lambda url: url + "/v1"),  # the SDK adds /v1 itself
+    ("openai", OPENAI_TEST_KEY, lambda url: url.removesuffix("/v1")),  # the SDK expects it
+])
+def test_a_url_of_the_wrong_shape_for_the_sdk_is_tested_where_it_must_go(cli, platform_org, emulator,
+                                                                          provider, secret, shape):
+    """As `set-provider` shapes a base URL for the key's SDK (item 11), so does a test at one:
+    the call reaches the endpoint (not a 404 at …/v1/v1 or a missing /v1), and the result
+    names the URL it was made at."""
+    k = add(cli, "acme", "--provider", provider, secret=secret)
+    url = emulator.base_url(provider)
+    assert shape(url) != url
+    r = cli("key", "test", k["id"], "--base-url", shape(url), "--json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert (got["test_result"], got["base_url"]) == ("ok", url)
+    [call] = model_calls(emulator)
+    assert call.status == 200
