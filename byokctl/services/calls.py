@@ -180,9 +180,7 @@ def settle(ctx: Context, call: Admitted, input_tokens: int, output_tokens: int, 
                              f"{change.shortfall_after} credits are owed (`byokctl credits show "
                              f"{d.org}`); the next `byokctl credits add` pays them first")
         usage.insert(ctx.store, record)
-        if ctx.store.keys.exists(key_id):
-            keys.mark_used(ctx, key_id, status=keys.ACTIVE, why="it answered a request")
-        else:
+        if not keys.mark_used(ctx, key_id, status=keys.ACTIVE, why="it answered a request"):
             notes.append(f"key {key_id} was removed while the call ran; the call is recorded")
 
     _record_answered(ctx, account, on_warning)
@@ -232,6 +230,6 @@ def fail_record(ctx: Context, record: usage.Record, exc: ByokError | None,
     with ctx.write() if key_status else ctx.store.tx():
         admission.release(ctx, held)
         usage.insert(ctx.store, record)
-        if key_status and record.key_id and ctx.store.keys.exists(record.key_id):
+        if key_status and record.key_id:  # a key removed during the call is simply gone
             keys.mark_used(ctx, record.key_id, status=key_status,
                            why=f"{record.provider} answered {exc.code.label if exc else key_status}")

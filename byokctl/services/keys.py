@@ -474,20 +474,24 @@ def _writing(ctx: Context) -> Iterator[None]:
             yield
 
 
-def mark_used(ctx: Context, key_id: str, *, status: str = ACTIVE, why: str | None = None) -> None:
+def mark_used(ctx: Context, key_id: str, *, status: str = ACTIVE, why: str | None = None) -> bool:
     """Record a provider call made with the key and what it said about it: `invalid` (401/403,
     shown in `key list` until rotated or tested ok), `rate-limited` (429) or `active`. A status
-    change is audited (`key.status`). Joins the caller's write transaction if there is one."""
+    change is audited (`key.status`). Joins the caller's write transaction if there is one.
+    False if there is no such key (removed while the call ran)."""
     from byokctl.services import integrity  # hashes and row MACs: writes only
 
     rules.choice(status, STATUSES, "key status")
     now = clock.stamp()
     with _writing(ctx):
-        key = get(ctx, key_id)
-        integrity.update_key(ctx, key_id, {"last_used_at": now, "status": status})
-        if key.status != status:
-            audit.record(ctx, "key.status", org=key.org, target=key.id,
-                         before={"status": key.status}, after={"status": status, "why": why})
+        changed = integrity.update_key(ctx, key_id, {"last_used_at": now, "status": status})
+        if changed is None:
+            return False
+        before = changed[0]  # the checked row as it was
+        if before["status"] != status:
+            audit.record(ctx, "key.status", org=before["org"], target=key_id,
+                         before={"status": before["status"]}, after={"status": status, "why": why})
+    return True
 
 
 def mark_tested(ctx: Context, key_id: str, *, result: str, status: str | None,

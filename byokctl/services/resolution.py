@@ -88,8 +88,9 @@ def resolve_for(ctx: Context, org: str, at: datetime | None = None) -> tuple[Dec
     refuses the key)."""
     from byokctl.domain.resolution import resolve
     from byokctl.services.orgs import get
-    from byokctl.services.permissions import require
+    from byokctl.services.permissions import require_in
 
-    actor = require(ctx, org, rules.KEY_OWN)
-    f = facts(ctx, get(ctx, org), actor.email, at)
+    o = get(ctx, org)  # an unknown org is NotFound before any membership is looked at
+    actor = require_in(ctx, org, rules.KEY_OWN)
+    f = facts(ctx, o, actor.email, at)
     return resolve(f, catalog.load()), f
