@@ -115,9 +115,11 @@ class Emulator:
     """The server, running in a daemon thread after `start()`; safe to reconfigure while running."""
 
     def __init__(self, config: Config | None = None,
-                 on_request: Callable[[LoggedRequest], None] | None = None) -> None:
+                 on_request: Callable[[LoggedRequest], None] | None = None,
+                 on_arrival: Callable[[str, str], None] | None = None) -> None:
         self.config = config or Config()
-        self.on_request = on_request
+        self.on_request = on_request  # each request once answered (LoggedRequest)
+        self.on_arrival = on_arrival  # (provider, endpoint) of each request as it arrives, before any stall
         self._lock = threading.Lock()
         self._log: list[LoggedRequest] = []
         self._stopping = threading.Event()
@@ -298,6 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 call.body = parsed if isinstance(parsed, dict) else {}
                 call.stream = call.body.get("stream") is True
+            if emu.on_arrival is not None:
+                emu.on_arrival(provider, call.endpoint)
             call.fault = emu._take_fault(provider, key, call.endpoint)
             if call.fault is not None:
                 emu._sleep(call.fault.stall)

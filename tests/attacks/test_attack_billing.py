@@ -5,7 +5,6 @@ reports made-up token counts, and a key or org removed while a call waits on the
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from attack_servers import HostileServer, openai_completion, send_json
-from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64
+from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64, vault_db
 
 from byokctl.errors import ExitCode
 from byokctl.services.context import open_context
@@ -80,11 +79,10 @@ def plat(cli, emulator, monkeypatch):
     r = cli("platform", "set-default", "openai", "--model", "gpt-5-nano", "--base-url",
             emulator.openai_base_url)
     assert r.exit_code == 0, r.output
-    return {"emulator": emulator, "key": key,
-            "db": Path(os.environ["BYOKCTL_HOME"]) / "vault.db"}
+    return {"emulator": emulator, "key": key, "db": vault_db()}  # a file, or a database URL
 
 
-def rows(db: Path, sql: str, params: tuple = ()) -> list[dict]:
+def rows(db: Path | str, sql: str, params: tuple = ()) -> list[dict]:
     ctx = open_context(str(db))
     try:
         return [dict(r) for r in ctx.store.all(sql, params)]
@@ -251,10 +249,12 @@ def test_bad_token_counts_in_an_anthropic_stream_are_malformed(cli, plat):
 # -- item 12: the key or the org goes away while the call waits on the provider ---------------
 
 def ask_while(cli, plat, org: str, during) -> tuple[subprocess.CompletedProcess, list]:
-    """Start `ask ORG` in a process, held by the emulator; once the request is at the provider,
-    run `during()`, then let the call finish. Returns the process result and the usage rows."""
+    """Start `ask ORG` in a process, held by the emulator; once the request is at the provider
+    (it has arrived: the stall that holds it has begun), run `during()`, then let the call
+    finish. Returns the process result and the usage rows."""
     reached = threading.Event()
-    plat["emulator"].on_request = lambda q: reached.set() if q.endpoint == "completions" else None
+    plat["emulator"].on_arrival = lambda _provider, endpoint: (
+        reached.set() if endpoint == "completions" else None)
     plat["emulator"].inject(endpoint="completions", stall=2.0, times=1)
     proc = subprocess.Popen([sys.executable, "-m", "byokctl", "ask", org, PROMPT, "--json"],
                             cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -321,7 +321,8 @@ def test_an_org_recreated_during_the_call_is_not_charged_for_it(cli, plat):
         assert cli("org", "delete", "acme", "--yes").exit_code == 0
         assert cli("org", "create", "acme", "--credits", "3").exit_code == 0
 
-    p, [u] = ask_while(cli, plat, "acme", recreate)
+    p, usage = ask_while(cli, plat, "acme", recreate)
     assert p.returncode == 0, p.stderr
+    [u] = usage
     assert u["credits_charged"] == 1 and "was deleted while the call ran" in p.stderr
     assert credits(cli, "acme") == {"org": "acme", "balance": 3, "shortfall": 0}

@@ -366,3 +366,20 @@ def test_serve_refuses_a_port_in_use(emulator):
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 2 and out == ""
     assert err.startswith("error: Port ") and "--port" in err
+
+
+def test_on_arrival_reports_a_request_before_its_stall_and_on_request_once_answered(emulator):
+    """A test that acts "while the call is at the provider" waits for `on_arrival`: `on_request`
+    reports a request only once it has been answered, after any stall."""
+    seen: list[tuple[str, float]] = []
+    emulator.on_arrival = lambda provider, endpoint: seen.append((f"arrived {provider} {endpoint}",
+                                                                  time.monotonic()))
+    emulator.on_request = lambda q: seen.append((f"answered {q.endpoint}", time.monotonic()))
+    emulator.inject(endpoint="models", stall=0.6, times=1)
+    client = anthropic.Anthropic(api_key=ANTHROPIC_TEST_KEY, base_url=emulator.anthropic_base_url,
+                                 max_retries=0)
+    start = time.monotonic()
+    client.models.list()
+    assert [what for what, _ in seen] == ["arrived anthropic models", "answered models"]
+    arrived, answered = seen[0][1] - start, seen[1][1] - start
+    assert arrived < 0.5 <= answered  # the stall lies between them
