@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sqlite3
 import subprocess
@@ -254,6 +255,29 @@ def under_pty(args: list[str], env: dict[str, str]) -> str:
         out += chunk
     os.waitpid(pid, 0)
     return out.decode(errors="replace")
+
+
+def add_key(cli, *args: str, secret: str) -> str:  # noqa: ANN001 - the `cli` fixture
+    """`key add ARGS` with the secret on stdin; the new key's id."""
+    r = cli("key", "add", *args, "--from-stdin", "--json", input=secret)
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)["id"]
+
+
+def provision_byok(cli, emulator) -> dict:  # noqa: ANN001 - the `cli` and `emulator` fixtures
+    """org acme (growth, 100 credits) on its own Anthropic key at the emulator, and the
+    platform default on the platform's OpenAI key there too: {org_key, platform_key,
+    emulator}."""
+    cli("org", "create", "acme", "--plan", "growth", "--credits", "100")
+    org_key = add_key(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
+    r = cli("org", "set-provider", "acme", "anthropic", "--model", "haiku", "--base-url",
+            emulator.anthropic_base_url, "--yes")
+    assert r.exit_code == 0, r.output
+    plat_key = add_key(cli, "--platform", "--provider", "openai", secret=OPENAI_TEST_KEY)
+    r = cli("platform", "set-default", "openai", "--model", "gpt-5-nano", "--base-url",
+            emulator.openai_base_url)
+    assert r.exit_code == 0, r.output
+    return {"org_key": org_key, "platform_key": plat_key, "emulator": emulator}
 
 
 def meta_value(key: str) -> str | None:

@@ -10,19 +10,13 @@ import threading
 import anthropic
 import openai
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY
+from conftest import ANTHROPIC_TEST_KEY, provision_byok
 
 import byokctl
 from byokctl import Vault
 from byokctl.providers.emulator_wire import count_tokens
 
 PROMPT = "Say hello to the BYOK world"
-
-
-def add_key(cli, *args, secret):
-    r = cli("key", "add", *args, "--from-stdin", "--json", input=secret)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)["id"]
 
 
 def setup_byok(cli, env_key: str, emulator, monkeypatch) -> dict:
@@ -33,19 +27,10 @@ def setup_byok(cli, env_key: str, emulator, monkeypatch) -> dict:
     from conftest import vault_db
 
     assert cli("init").exit_code == 0
-    cli("org", "create", "acme", "--plan", "growth", "--credits", "100")
-    org_key = add_key(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
-    r = cli("org", "set-provider", "acme", "anthropic", "--model", "haiku", "--base-url",
-            emulator.anthropic_base_url, "--yes")
-    assert r.exit_code == 0, r.output
-    plat_key = add_key(cli, "--platform", "--provider", "openai", secret=OPENAI_TEST_KEY)
-    r = cli("platform", "set-default", "openai", "--model", "gpt-5-nano", "--base-url",
-            emulator.openai_base_url)
-    assert r.exit_code == 0, r.output
+    made = provision_byok(cli, emulator)
     cli("org", "create", "plat", "--credits", "50")
     monkeypatch.delenv("BYOKCTL_MASTER_KEY")
-    return {"org_key": org_key, "platform_key": plat_key, "emulator": emulator,
-            "db": vault_db(), "master": base64.b64decode(env_key),
+    return {**made, "db": vault_db(), "master": base64.b64decode(env_key),
             "env": {"BYOKCTL_MASTER_KEY": env_key}}
 
 

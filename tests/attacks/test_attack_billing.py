@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from attack_servers import HostileServer, openai_completion, send_json
-from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, master_key_b64, vault_db
+from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, REPO, add_key, master_key_b64, vault_db
 
 from byokctl.errors import ExitCode
 from byokctl.services.context import open_context
@@ -61,12 +61,6 @@ def ask_together(tmp_path: Path, n: int, args: list[str]) -> list[int]:
         assert "Traceback" not in err, err
         codes.append(int(me.read_text()))
     return codes
-
-
-def add_key(cli, *args, secret):
-    r = cli("key", "add", *args, "--from-stdin", "--json", input=secret)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)["id"]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS, OPENAI_TEST_KEY, audit_rows, connect
+from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS, OPENAI_TEST_KEY, add_key, audit_rows, connect
 
 from byokctl.providers.emulator import Config, Emulator
 from byokctl.services import audit, integrity
@@ -30,12 +30,6 @@ def attacker_emulator():
     emu = Emulator(Config(valid_keys={p: {k} for p, k in EMULATOR_KEYS.items()})).start()
     yield emu
     emu.stop()
-
-
-def add_key(cli, *args: str, secret: str) -> str:
-    r = cli("key", "add", *args, "--from-stdin", "--json", input=secret)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)["id"]
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 import time
 
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, WriteLock, all_rows
+from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, WriteLock, add_key, all_rows, provision_byok
 
 from byokctl.errors import ExitCode
 from byokctl.services import keys as keys_service
@@ -13,25 +13,10 @@ from byokctl.services.context import open_context
 PROMPT = "Say hello to the BYOK world"
 
 
-def add_key(cli, *args, secret):
-    r = cli("key", "add", *args, "--from-stdin", "--json", input=secret)
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)["id"]
-
-
 @pytest.fixture
 def byok(cli, vault, emulator):
     """acme on growth, its own Anthropic key at the emulator; a platform OpenAI key too."""
-    cli("org", "create", "acme", "--plan", "growth", "--credits", "100")
-    org_key = add_key(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
-    r = cli("org", "set-provider", "acme", "anthropic", "--model", "haiku", "--base-url",
-            emulator.anthropic_base_url, "--yes")
-    assert r.exit_code == 0, r.output
-    plat_key = add_key(cli, "--platform", "--provider", "openai", secret=OPENAI_TEST_KEY)
-    r = cli("platform", "set-default", "openai", "--model", "gpt-5-nano", "--base-url",
-            emulator.openai_base_url)
-    assert r.exit_code == 0, r.output
-    return {"org_key": org_key, "platform_key": plat_key, "emulator": emulator}
+    return provision_byok(cli, emulator)
 
 
 def usage_rows(vault):
