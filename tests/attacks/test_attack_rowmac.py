@@ -13,7 +13,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS, OPENAI_TEST_KEY, add_key, audit_rows, connect
+from conftest import (
+    ANTHROPIC_TEST_KEY,
+    EMULATOR_KEYS,
+    add_key,
+    audit_rows,
+    connect,
+    provision_byok,
+)
 
 from byokctl.providers.emulator import Config, Emulator
 from byokctl.services import audit, integrity
@@ -36,24 +43,16 @@ def attacker_emulator():
 def acme_and_plat(cli, vault: Path, emulator) -> dict:
     """acme (growth) on its own Anthropic key at the emulator, `plat` in platform mode on the
     platform's OpenAI key at the emulator, and an interviewer in acme. Every call works."""
-    for args in (("org", "create", "acme", "--plan", "growth", "--credits", "100"),
-                 ("org", "create", "plat", "--credits", "100"),
+    made = provision_byok(cli, emulator)
+    for args in (("org", "create", "plat", "--credits", "100"),
                  ("member", "add", "acme", INTERVIEWER, "--role", "interviewer")):
         assert cli(*args).exit_code == 0
-    org_key = add_key(cli, "acme", "--provider", "anthropic", secret=ANTHROPIC_TEST_KEY)
-    r = cli("org", "set-provider", "acme", "anthropic", "--model", "haiku", "--base-url",
-            emulator.anthropic_base_url, "--yes")
-    assert r.exit_code == 0, r.output
-    plat_key = add_key(cli, "--platform", "--provider", "openai", secret=OPENAI_TEST_KEY)
-    r = cli("platform", "set-default", "openai", "--model", "gpt-5-nano", "--base-url",
-            emulator.openai_base_url)
-    assert r.exit_code == 0, r.output
     for org in ("acme", "plat"):
         r = cli("ask", org, "hello")
         assert r.exit_code == 0, r.output
     r = cli("vault", "check", "--json")
     assert r.exit_code == 0, r.output
-    return {"db": vault, "org_key": org_key, "platform_key": plat_key}
+    return {"db": vault, "org_key": made["org_key"], "platform_key": made["platform_key"]}
 
 
 def tamper(db: Path, sql: str, params: tuple = ()) -> None:
