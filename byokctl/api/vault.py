@@ -135,6 +135,7 @@ class Vault:
         ctx.as_email = member.strip().lower() if member is not None else None
         ctx.acting_members = set()
         ctx.audit_appended = False
+        ctx.seen = {}
         return ctx
 
     # -- the data plane -------------------------------------------------------------------------

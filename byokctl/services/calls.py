@@ -19,7 +19,7 @@ from byokctl.domain.resolution import Decision, Facts
 from byokctl.errors import ByokError, Integrity, VaultLocked
 from byokctl.providers import catalog, registry
 from byokctl.services import admission, credits, endpoints, integrity, keys, usage
-from byokctl.services.context import Context
+from byokctl.services.context import UNSEEN, Context
 
 DEFAULT_CREDIT_USD = 0.01
 RECORD_ATTEMPTS = 10  # busy timeouts to wait through before an answered call goes unrecorded
@@ -27,7 +27,10 @@ RECORD_ATTEMPTS = 10  # busy timeouts to wait through before an answered call go
 
 def credit_usd(ctx: Context) -> float:
     """What one credit is worth in USD (a platform setting)."""
-    return float(ctx.store.meta("credit_usd") or DEFAULT_CREDIT_USD)
+    value = ctx.recall("meta", "credit_usd")
+    if value is UNSEEN:
+        value = ctx.store.meta("credit_usd")
+    return float(value or DEFAULT_CREDIT_USD)
 
 
 @dataclass
@@ -126,7 +129,8 @@ def _reserve(ctx: Context, d: Decision, estimate: float,
     from byokctl.services.resolution import month_start_iso
 
     assert d.mode
-    budget = ctx.store.orgs.budget_monthly_usd(d.org)
+    org = ctx.recall("orgs", (d.org,))  # the row the decision was made from, if it was read
+    budget = ctx.store.orgs.budget_monthly_usd(d.org) if org is UNSEEN else org["budget_monthly_usd"]
     return admission.reserve(ctx, org=d.org, mode=d.mode, estimate_usd=estimate,
                              credit_value=credit_usd(ctx), deadline_s=deadline_s,
                              budget_usd=budget if d.mode == "byok" else None,

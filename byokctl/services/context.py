@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from byokctl.store import Store, open_any
 
 if TYPE_CHECKING:
     from byokctl.vault.envelope import Vault
+
+UNSEEN = object()  # Context.recall: not read by this request
 
 
 def operator_name() -> str:
@@ -62,6 +64,17 @@ class Context:
     operator: str | None = None
     # The raw master key a program gave (`Vault.open(master_key=)`); None: the vault's sources.
     master_key: bytes | None = field(default=None, repr=False)
+    # The rows a request was decided from (`resolution.remember`): (table, primary key) → row,
+    # ("meta", key) → value. Used by `recall` outside a transaction; forgotten at each write.
+    seen: dict[tuple[str, object], Any] = field(default_factory=dict, repr=False)
+
+    def recall(self, table: str, key: object) -> Any:
+        """What this request read of `table`'s row `key` (a primary key; for "meta", a meta
+        key), for the checks and the secret's opening before its call, so they do not read it
+        again; UNSEEN if it was not read, or inside a write transaction (read it there)."""
+        if not self.seen or self.store.in_transaction:
+            return UNSEEN
+        return self.seen.get((table, key), UNSEEN)
 
     @property
     def actor(self) -> str:
@@ -101,6 +114,7 @@ class Context:
         """A write transaction on the store (yielded). Unlocks first (audit entries are MACed),
         so no lock is held while a keyring is asked for the master key."""
         vault = self.vault()
+        self.seen = {}  # what it changes is read again afterwards
         outer = not self.store.in_transaction
         try:
             with self.store.tx() as store:

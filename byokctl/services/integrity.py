@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from byokctl.errors import Integrity
-from byokctl.services.context import Context
+from byokctl.services.context import UNSEEN, Context
 from byokctl.vault import rowmac
 
 if TYPE_CHECKING:
@@ -36,8 +36,12 @@ def _values(table: str, row: Row) -> list:
 
 
 def _read(ctx: Context, table: str, pk: tuple) -> Row | None:
-    # Text that is not UTF-8 was written outside byokctl: kept (as surrogates) so that the MAC
-    # check reports it, never decoded into a crash.
+    # The row the request was decided from, if it read it (the very row that is then used);
+    # else from the store. Text that is not UTF-8 was written outside byokctl: kept (as
+    # surrogates) so that the MAC check reports it, never decoded into a crash.
+    row = ctx.recall(table, pk)
+    if row is not UNSEEN:
+        return row
     return ctx.store.rows.get(table, pk, lenient=True)
 
 
@@ -105,15 +109,25 @@ def update(ctx: Context, table: str, pk: tuple, change: Change) -> tuple[Row, Ro
     """Check the row's MAC, set the columns `change` gives (a mapping, or a function of the
     checked row returning one) and MAC it again; inside the caller's write transaction.
     Returns (before, after), or None if there is no such row."""
-    before = verify(ctx, table, pk)
-    if before is None:
+    if callable(change) or not change or not ctx.store.in_transaction:
+        before = verify(ctx, table, pk)
+        if before is None:
+            return None
+        values = change(before) if callable(change) else change
+        if not values:
+            return before, seal(ctx, table, pk)
+        after = ctx.store.rows.changed(table, pk, values)  # as stored: what the MAC must cover
+        if after is None:
+            raise KeyError(pk)
+        return before, _seal(ctx, table, pk, after)
+    # Values known beforehand: read and changed together (one round trip on PostgreSQL); a
+    # row that fails its check raises here, inside the transaction, which undoes the change.
+    found = ctx.store.rows.checked_change(table, pk, change)
+    if found is None:
         return None
-    values = change(before) if callable(change) else change
-    if not values:
-        return before, seal(ctx, table, pk)
-    after = ctx.store.rows.changed(table, pk, values)  # as stored: what the MAC must cover
-    if after is None:
-        raise KeyError(pk)
+    before, after = found
+    if not _intact(ctx.vault().row_key, table, before):
+        raise tampered(table, pk)
     return before, _seal(ctx, table, pk, after)
 
 
@@ -155,7 +169,10 @@ def _platform_values(ctx: Context) -> list:
 
 
 def verify_platform(ctx: Context) -> None:
-    stored = ctx.store.metas(*rowmac.PLATFORM_META, rowmac.PLATFORM_MAC)
+    names = (*rowmac.PLATFORM_META, rowmac.PLATFORM_MAC)
+    stored = {k: ctx.recall("meta", k) for k in names}
+    if UNSEEN in stored.values():
+        stored = ctx.store.metas(*names)
     if not rowmac.matches(ctx.vault().row_key, PLATFORM, [stored[k] for k in rowmac.PLATFORM_META],
                           stored[rowmac.PLATFORM_MAC]):
         raise tampered(PLATFORM, ())

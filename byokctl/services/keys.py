@@ -31,7 +31,7 @@ from byokctl.errors import (
 from byokctl.providers import registry
 from byokctl.providers.registry import DEFAULT_RETRIES, DEFAULT_TIMEOUT  # noqa: F401 - as keys.X
 from byokctl.services import audit, rules
-from byokctl.services.context import Context
+from byokctl.services.context import UNSEEN, Context
 from byokctl.services.permissions import Actor, actor_in, org_exists, require, require_operator
 
 if TYPE_CHECKING:
@@ -147,7 +147,9 @@ def check_format(provider: str, secret: str, *, allow_admin_key: bool = False,
 # ---- reading ------------------------------------------------------------------------------------
 
 def _row(ctx: Context, key_id: str) -> Row:
-    row = ctx.store.keys.get(key_id)
+    row = ctx.recall("keys", (key_id,))  # the request's own read of it, if any
+    if row is UNSEEN:
+        row = ctx.store.keys.get(key_id)
     if row is None:
         raise _no_key(key_id)
     return row

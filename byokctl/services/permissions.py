@@ -25,7 +25,14 @@ def actor_in(ctx: Context, org: str) -> Actor:
     if ctx.as_email is None:
         return Actor(ctx.actor)
     email = rules.email(ctx.as_email)
-    role = ctx.store.members.role(org, email)
+    return acting_in(ctx, org, email, ctx.store.members.role(org, email))
+
+
+def acting_in(ctx: Context, org: str, email: str | None, role: str | None) -> Actor:
+    """`actor_in` for a caller that has read the acting member's role in `org` (email None:
+    the operator; role None: not a member)."""
+    if email is None:
+        return Actor(ctx.actor)
     if role is None:
         raise Denied(f"{email} is not a member of org {org}", "add them with `byokctl member add`")
     ctx.acting_members.add((org, email))  # its MAC is checked before any write (integrity)
@@ -38,9 +45,11 @@ def require(ctx: Context, org: str, permission: str, fix: str = "") -> Actor:
     return require_in(ctx, org, permission, fix)
 
 
-def require_in(ctx: Context, org: str, permission: str, fix: str = "") -> Actor:
-    """`require` for a caller that has just read the org (so knows it exists): one query less."""
-    actor = actor_in(ctx, org)
+def require_in(ctx: Context, org: str, permission: str, fix: str = "", *,
+               actor: Actor | None = None) -> Actor:
+    """`require` for a caller that has just read the org (so knows it exists): one query less;
+    `actor`: the one `acting_in` gave, for a caller that has read the member's role too."""
+    actor = actor or actor_in(ctx, org)
     if actor.is_operator:
         return actor
     if permission == roles.OPERATOR or not roles.permits(actor.role or "", permission):

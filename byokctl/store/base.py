@@ -7,7 +7,7 @@ engine overrides a family (or a method of one) only where its dialect differs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from byokctl.store.keys import Keys
     from byokctl.store.members import Members
     from byokctl.store.orgs import Orgs
+    from byokctl.store.requests import Requests
     from byokctl.store.reservations import Reservations
     from byokctl.store.rows import Rows
     from byokctl.store.transfer import Transfer
@@ -95,6 +96,12 @@ class Store:
         return Rows(self)
 
     @cached_property
+    def requests(self) -> Requests:
+        from byokctl.store.requests import Requests
+
+        return Requests(self)
+
+    @cached_property
     def transfer(self) -> Transfer:
         from byokctl.store.transfer import Transfer
 
@@ -158,6 +165,12 @@ class Store:
     def all(self, sql: str, params: Any = ()) -> list[Row]:
         """Every row of a query. For the families only."""
         raise NotImplementedError
+
+    def batch(self, queries: Sequence[tuple[str, Any]]) -> list[list[Row]]:
+        """Every row of each of several queries, whose parameters do not depend on each
+        other's results. An engine may send them together (PostgreSQL pipelines them: one
+        round trip, after any writes `execute_later` holds). For the families only."""
+        return [self.all(sql, params) for sql, params in queries]
 
     def scalar(self, sql: str, params: Any = ()) -> Any:
         """The first column of the first row, or None. For the families only."""

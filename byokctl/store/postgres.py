@@ -283,6 +283,20 @@ class PostgresStore(Store):
                 for q, p in held:
                     self.conn.execute(q, p)
 
+    def batch(self, queries: Sequence[tuple[str, Any]]) -> list[list[PgRow]]:
+        """The queries in one pipeline with the held writes before them: one round trip."""
+        def run() -> list[list[PgRow]]:
+            self.begun_data_keys = None
+            held, self._later = self._later, []
+            with self.conn.pipeline():
+                for q, p in held:
+                    self.conn.execute(q, p)
+                cursors = [self.conn.execute(_paramstyle(q), p) if p else self.conn.execute(q)
+                           for q, p in queries]
+            return [c.fetchall() for c in cursors]
+
+        return self._retrying(run)
+
     def executemany(self, sql: str, rows: Any) -> psycopg.Cursor[Any]:
         self._flush()
         cur = self.conn.cursor()

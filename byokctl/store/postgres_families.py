@@ -88,6 +88,22 @@ class PgRows(Rows):
         return self.store.one(f"UPDATE {table} SET {sets} WHERE {_where(table)} "  # noqa: S608
                               f"RETURNING {returning}", (*values.values(), *pk))
 
+    def checked_change(self, table: str, pk: tuple,
+                       values: Mapping[str, Any]) -> tuple[Row, Row] | None:
+        """The row read (locked) and changed in one pipeline: one round trip."""
+        sets = ", ".join(f"{c} = ?" for c in values)
+        returning = ", ".join((*rowmac.COLUMNS[table], "mac"))
+        where = _where(table)
+        before, after = self.store.batch([
+            (f"{_select(table)} WHERE {where} FOR UPDATE", pk),
+            (f"UPDATE {table} SET {sets} WHERE {where} RETURNING {returning}",  # noqa: S608
+             (*values.values(), *pk))])
+        if not before:
+            return None
+        if not after:
+            raise KeyError(pk)
+        return before[0], after[0]
+
 
 class PgAudit(Audit):
     """The audit chain; entries' bodies built in Python."""

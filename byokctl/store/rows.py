@@ -50,9 +50,24 @@ class Rows(Family):
     def changed(self, table: str, pk: tuple, values: Mapping[str, Any]) -> Row | None:
         """Set the columns `values` names, then the row as now stored (its MACed columns and
         `mac`, as `get`), read back so a MAC covers what the engine keeps (SQLite stores a
-        budget of 5 as 5.0). A PostgreSQL engine does both in one statement (RETURNING)."""
+        budget of 5 as 5.0, and its RETURNING gives the value before that conversion: 5). A
+        PostgreSQL engine does both in one statement (RETURNING)."""
         self.update(table, pk, values)
         return self.get(table, pk)
+
+    def checked_change(self, table: str, pk: tuple,
+                       values: Mapping[str, Any]) -> tuple[Row, Row] | None:
+        """(the row as it was, read leniently as `get(lenient=True)`; the row as `changed`
+        leaves it), or None if there is no such row; inside the caller's write transaction,
+        which must be abandoned if the row as it was fails its MAC. A PostgreSQL engine reads
+        and changes in one round trip."""
+        before = self.get(table, pk, lenient=True)
+        if before is None:
+            return None
+        after = self.changed(table, pk, values)
+        if after is None:
+            raise KeyError(pk)
+        return before, after
 
     def unmaced(self, table: str) -> list[tuple]:
         """The primary keys of the rows that carry no MAC (a vault from before row MACs)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -308,6 +309,43 @@ def test_a_credit_change_costs_five_round_trips(pg_url, monkeypatch, cli):
     ctx.store.close()
     assert cli("--db", pg_url, "audit", "verify").exit_code == 0
     assert cli("--db", pg_url, "vault", "check").exit_code == 0
+
+
+def test_a_platform_s_own_call_waits_for_the_server_four_times(pg_url, monkeypatch, cli, emulator):
+    """`Vault.client()` + `record()` on an org's own key: the request's rows (org, platform
+    settings, every key it may use) in one pipeline, checked and opened without being read
+    again; the record in three (BEGIN with the lock; the usage rows with the key read and
+    changed; its new MAC with COMMIT). Fourteen before."""
+    import base64
+
+    from conftest import provision_byok
+
+    from byokctl import Vault
+    from byokctl.providers import registry
+
+    master = base64.b64encode(b"k" * 32).decode()
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", master)
+    monkeypatch.setenv("BYOKCTL_DB", pg_url)
+    assert cli("init").exit_code == 0
+    byok = provision_byok(cli, emulator)
+    sdk = registry.get("anthropic").sdk_client(
+        next(iter(emulator.config.valid_keys["anthropic"])), base_url=emulator.anthropic_base_url)
+    with sdk:
+        response = sdk.messages.create(model="claude-haiku-5-5", max_tokens=16,
+                                       messages=[{"role": "user", "content": "hi"}])
+    with Vault.open(pg_url, master_key=base64.b64decode(master)) as v:
+        def call() -> None:
+            with v.client("acme") as c:
+                c.record(response)
+
+        call()  # warm: the vault unlocked, statements prepared
+        conn = v._context(None).store.conn
+        assert _round_trips(conn, call) <= 4
+    usage = json.loads(cli("usage", "show", "acme", "--json").stdout)
+    assert usage["totals"]["calls"] == 2
+    keys = json.loads(cli("key", "list", "acme", "--json").stdout)
+    assert [k["last_used_at"] is not None for k in keys if k["id"] == byok["org_key"]] == [True]
+    assert cli("vault", "check").exit_code == 0
 
 
 def test_held_writes_run_in_order_before_the_next_statement_and_vanish_on_rollback(pg_url):
