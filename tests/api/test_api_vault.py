@@ -346,3 +346,48 @@ def test_client_refuses_bad_limits_before_admitting_anything(byok, api, kwargs, 
     conn = connect(byok["db"])
     assert conn.execute("SELECT count(*) FROM usage").fetchone()[0] == 0
     conn.close()
+
+
+@pytest.mark.sqlite_only
+def test_a_call_reads_the_rows_it_rests_on_once(byok, api):
+    """Before its record's transaction, a call reads its rows once, together (the org, the
+    platform settings with their MAC, every key it may use): the MAC checks and the opening of
+    its secret read none of them again (PostgreSQL: tests/store/test_postgres.py counts its
+    round trips)."""
+    with api.client("acme"):
+        pass  # warm: the vault unlocked
+    conn = api._context(None).store.conn
+    sent: list[str] = []
+    conn.set_trace_callback(sent.append)
+    try:
+        with api.client("acme") as call:
+            before = list(sent)
+            call.record(_anthropic_response(byok))
+    finally:
+        conn.set_trace_callback(None)
+    assert [s.split(" WHERE")[0] for s in before] == [
+        "SELECT * FROM orgs", "SELECT key, value FROM meta", "SELECT * FROM keys"]
+    assert sent[len(before)] == "BEGIN IMMEDIATE"
+
+
+def _anthropic_response(byok):
+    sdk = anthropic.Anthropic(api_key=ANTHROPIC_TEST_KEY, base_url=byok["emulator"].anthropic_base_url)
+    with sdk:
+        return sdk.messages.create(model="claude-haiku-5-5", max_tokens=16,
+                                   messages=[{"role": "user", "content": PROMPT}])
+
+
+def test_what_a_request_read_is_forgotten_at_its_first_write(byok, api):
+    """The rows a decision was made from stand in for the store only until the context
+    writes: a write may change them, so what comes after it reads them again."""
+    from byokctl.services.context import UNSEEN
+    from byokctl.services.resolution import resolve_for
+
+    ctx = api._context(None)
+    resolve_for(ctx, "acme")
+    assert ctx.recall("orgs", ("acme",))["slug"] == "acme"
+    assert ctx.recall("keys", (byok["org_key"],))["id"] == byok["org_key"]
+    with ctx.write():
+        assert ctx.recall("orgs", ("acme",)) is UNSEEN  # inside a transaction: never
+    assert ctx.recall("orgs", ("acme",)) is UNSEEN  # after it: read again
+    assert ctx.recall("keys", (byok["org_key"],)) is UNSEEN
