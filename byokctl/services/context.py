@@ -81,7 +81,9 @@ class Context:
         """Who the audit log names: the member acting with `--as` (as stored), else the operator."""
         if self.as_email:
             return self.as_email
-        return self.operator if self.operator is not None else operator_name()
+        if self.operator is None:  # asked of the environment once (a passwd lookup per call)
+            self.operator = operator_name()
+        return self.operator
 
     @property
     def os_user(self) -> str | None:
