@@ -5,7 +5,8 @@ for `ask()` and for a call inside `client()`; each must fail as the sync `Vault`
 (the same error, the same usage record, the reservation given back), in bounded time.
 
 Old code: the async clients bounded only each network step, so an oversized answer was read
-whole (and returned), and a call inside `client()` that trickled never ended."""
+whole (and returned), and a call inside `client()` that trickled never ended. (`ask()` had
+an asyncio timeout around the whole call already: its trickle test guards that it stays so.)"""
 
 from __future__ import annotations
 
