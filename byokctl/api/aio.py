@@ -105,7 +105,9 @@ class AsyncVault:
                   on_warning: Callable[[str], None] | None = None,
                   at: datetime | None = None) -> Answer:
         """`Vault.ask` for an event loop: the whole chain and its accounting, the provider
-        called through the SDK's async client. `on_text` runs on the loop. Example::
+        called through the SDK's async client with `Vault.ask`'s retries and bounds (`timeout`
+        the deadline of the whole call, a response capped in size). `on_text` runs on the
+        loop. Example::
 
             answer = await vault.ask("acme", [{"role": "user", "content": "Hi"}])
         """
@@ -157,8 +159,9 @@ class AsyncVault:
                      timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES,
                      on_warning: Callable[[str], None] | None = None) -> AsyncIterator[AsyncCall]:
         """`Vault.client` for an event loop: `call.sdk` is an `anthropic.AsyncAnthropic` or
-        `openai.AsyncOpenAI`, and `await call.record(response)` accounts for the call.
-        Example::
+        `openai.AsyncOpenAI`, bounded as `Vault.client`'s SDK client is (`timeout` the deadline
+        of everything it does, each response at most 32 MiB), and `await call.record(response)`
+        accounts for the call. Example::
 
             async with vault.client("acme") as call:
                 msg = await call.sdk.messages.create(model=call.model, max_tokens=256,

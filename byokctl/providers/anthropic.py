@@ -15,7 +15,7 @@ from byokctl.providers.base import (
     retry_after,
     should_retry,
 )
-from byokctl.providers.bounds import Bounds, ssl_context
+from byokctl.providers.bounds import Bounds
 
 if TYPE_CHECKING:
     import anthropic
@@ -38,14 +38,13 @@ class AnthropicAdapter(Adapter):
             open_telemetry={"traces": False, "propagation": False},
         )
 
-    def _async_client(self, secret: str, base_url: str, timeout: float,
-                      max_retries: int) -> anthropic.AsyncAnthropic:
+    def _async_client(self, secret: str, base_url: str, timeout: float, bounds: Bounds,
+                      max_retries: int = 0) -> anthropic.AsyncAnthropic:
         import anthropic
 
         return anthropic.AsyncAnthropic(
             api_key=secret, base_url=base_url, timeout=timeout, max_retries=max_retries,
-            http_client=anthropic.DefaultAsyncHttpxClient(
-                trust_env=self.proxies_allowed(base_url), verify=ssl_context()),
+            http_client=anthropic.DefaultAsyncHttpxClient(transport=bounds.async_transport()),
             default_headers=self.neutral_headers(secret),
             open_telemetry={"traces": False, "propagation": False},
         )

@@ -13,7 +13,7 @@ import email.utils
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
@@ -149,32 +149,21 @@ class Adapter:
         "content": text}`, which replaces `prompt`), one answer. When streaming, `on_text` gets
         each piece of text as it arrives (it is not called without streaming: use `.text`). A
         failed attempt is retried only while no text has been handed to `on_text`. `timeout`
-        bounds each network step (connecting, each read), as the SDKs define it; `latency_ms`
+        is the deadline of the whole call (every attempt, the whole stream); `latency_ms`
         spans every attempt."""
         url = self.base_url(base_url)
         turns = list(messages) if messages else [{"role": "user", "content": prompt}]
-        delivered = [False]
         bounds = Bounds(timeout)
-
-        def emit(piece: str) -> None:
-            if piece:
-                bounds.add_text(piece)
-                delivered[0] = True
-                if on_text is not None:
-                    on_text(piece)
+        reading = _Reading(bounds, on_text, stream)
 
         def attempt(client: Any) -> tuple[str, int, int, str]:
-            text, input_tokens, output_tokens, used_model = self._complete(
+            return reading.counted(self._complete(
                 client, model=model, messages=turns, system=system, max_tokens=max_tokens,
-                stream=stream, emit=emit)
-            if not stream:
-                bounds.add_text(text)
-            return (text, token_count(input_tokens, "input_tokens"),
-                    token_count(output_tokens, "output_tokens"), used_model)
+                stream=stream, emit=reading.emit))
 
         started = time.monotonic()
         text, input_tokens, output_tokens, used_model = self._run(
-            secret, url, timeout, retries, key_id, attempt, can_retry=lambda: not delivered[0],
+            secret, url, timeout, retries, key_id, attempt, can_retry=reading.can_retry,
             bounds=bounds)
         return Completion(text, input_tokens, output_tokens, used_model or model,
                           int((time.monotonic() - started) * 1000))
@@ -185,43 +174,23 @@ class Adapter:
                         retries: int = DEFAULT_RETRIES, stream: bool = True,
                         on_text: Callable[[str], None] | None = None,
                         key_id: str | None = None) -> Completion:
-        """`complete` over the SDK's async client, for an event loop. `timeout` is the deadline
-        of the whole call; the SDK's own retries (`retries` of them) retry a failure before any
-        text arrives, as `complete` does. The answer's text is capped as `complete` caps it."""
-        import asyncio
-
+        """`complete` over the SDK's async client, for an event loop, with `complete`'s retry
+        policy and bounds: `timeout` the deadline of the whole call, each response capped at
+        MAX_RESPONSE_BYTES and the text at MAX_TEXT_CHARS, no retry once text has arrived."""
         url = self.base_url(base_url)
         bounds = Bounds(timeout)
+        reading = _Reading(bounds, on_text, stream)
 
-        def emit(piece: str) -> None:
-            if piece:
-                bounds.add_text(piece)
-                if on_text is not None:
-                    on_text(piece)
+        async def attempt(client: Any) -> tuple[str, int, int, str]:
+            return reading.counted(await self._acomplete(
+                client, model=model, messages=messages, system=system, max_tokens=max_tokens,
+                stream=stream, emit=reading.emit))
 
         started = time.monotonic()
-        client = self._async_client(secret, url, timeout, retries)
-        try:
-            async with asyncio.timeout(timeout):
-                text, input_tokens, output_tokens, used_model = await self._acomplete(
-                    client, model=model, messages=messages, system=system,
-                    max_tokens=max_tokens, stream=stream, emit=emit)
-            if not stream:
-                bounds.add_text(text)
-            return Completion(text, token_count(input_tokens, "input_tokens"),
-                              token_count(output_tokens, "output_tokens"), used_model or model,
-                              int((time.monotonic() - started) * 1000))
-        except TimeoutError:
-            failure = Failure("timeout", error_type="deadline")
-        except Exception as exc:  # noqa: BLE001 - sorted below, bugs re-raised
-            failure = _own_failure(exc) or self._failure(exc)
-            if failure is None:
-                raise
-        finally:
-            await client.close()
-        # Raised outside the `except` block so the SDK exception is neither chained nor context.
-        raise to_error(self.label, failure, secret=secret, attempts=1, base_url=url,
-                       timeout=timeout, key_id=key_id) from None
+        text, input_tokens, output_tokens, used_model = await self._arun(
+            secret, url, timeout, retries, key_id, attempt, reading.can_retry, bounds)
+        return Completion(text, input_tokens, output_tokens, used_model or model,
+                          int((time.monotonic() - started) * 1000))
 
     async def _acomplete(self, client: Any, *, model: str, messages: list[dict[str, str]],
                          system: str | None, max_tokens: int, stream: bool,
@@ -239,9 +208,11 @@ class Adapter:
 
     def async_sdk_client(self, secret: str, *, base_url: str | None = None,
                          timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES) -> Any:
-        """The SDK's async client (`AsyncAnthropic` / `AsyncOpenAI`), built as `sdk_client` is;
-        `timeout` bounds each network step. The caller closes it (`await client.close()`)."""
-        return self._async_client(secret, self.base_url(base_url), timeout, retries)
+        """The SDK's async client (`AsyncAnthropic` / `AsyncOpenAI`), built and bounded as
+        `sdk_client` is: `timeout` is the deadline of everything the client does, a response
+        is capped at MAX_RESPONSE_BYTES. The caller closes it (`await client.close()`)."""
+        return self._async_client(secret, self.base_url(base_url), timeout, Bounds(timeout),
+                                  max_retries=retries)
 
     def error_for(self, exc: BaseException, *, secret: str, base_url: str | None,
                   timeout: float, key_id: str | None = None) -> ByokError | None:
@@ -255,14 +226,6 @@ class Adapter:
         return to_error(self.label, failure, secret=secret, attempts=1,
                         base_url=self.base_url(base_url), timeout=timeout, key_id=key_id)
 
-    @staticmethod
-    def proxies_allowed(base_url: str) -> bool:
-        """Whether the environment's proxies may carry requests to `base_url`: never to an
-        endpoint on this machine, where a proxy would only be a stranger seeing the key."""
-        from byokctl.providers.endpoints import is_loopback_url
-
-        return not is_loopback_url(base_url)
-
     def base_url(self, base_url: str | None) -> str:
         """The explicit base URL, else the catalog's default — never the SDK's environment variable."""
         return base_url or catalog.load().info[self.name]["default_base_url"]
@@ -273,7 +236,9 @@ class Adapter:
         """The SDK client; its `http_client` must use `bounds.transport()`."""
         raise NotImplementedError
 
-    def _async_client(self, secret: str, base_url: str, timeout: float, max_retries: int) -> Any:
+    def _async_client(self, secret: str, base_url: str, timeout: float, bounds: Bounds,
+                      max_retries: int = 0) -> Any:
+        """The SDK's async client; its `http_client` must use `bounds.async_transport()`."""
         raise NotImplementedError
 
     def _list_models(self, client: Any) -> list[str]:
@@ -321,16 +286,10 @@ class Adapter:
                 try:
                     return call(client)
                 except Exception as exc:  # noqa: BLE001 - sorted below, bugs re-raised
-                    failure = _own_failure(exc) or self._failure(exc)
-                    if failure is None:
-                        raise
-                    if failure.kind in ("connection", "timeout", "truncated") and (
-                            bounds.expired or bounds.deadline - time.monotonic() < DEADLINE_SLACK):
-                        failure = Failure("timeout", error_type="deadline")
+                    failure = self._sorted(exc, bounds)
                 attempt += 1
-                wait = _wait_before_retry(failure, attempt)
-                if (attempt > retries or not failure.retryable or wait is None or not can_retry()
-                        or wait >= bounds.deadline - time.monotonic()):
+                wait = _retry_wait(failure, attempt, retries, bounds, can_retry)
+                if wait is None:
                     break
                 time.sleep(wait)
         finally:
@@ -338,6 +297,78 @@ class Adapter:
         # Raised outside the `except` block so the SDK exception is neither chained nor context.
         raise to_error(self.label, failure, secret=secret, attempts=attempt, base_url=base_url,
                        timeout=timeout, key_id=key_id) from None
+
+    async def _arun(self, secret: str, base_url: str, timeout: float, retries: int,
+                    key_id: str | None, call: Callable[[Any], Awaitable[T]],
+                    can_retry: Callable[[], bool], bounds: Bounds) -> T:
+        """`_run` for an event loop: `await call(client)` over the SDK's async client."""
+        import asyncio
+
+        client = self._async_client(secret, base_url, timeout, bounds)
+        attempt = 0
+        try:
+            while True:
+                try:
+                    return await call(client)
+                except Exception as exc:  # noqa: BLE001 - sorted below, bugs re-raised
+                    failure = self._sorted(exc, bounds)
+                attempt += 1
+                wait = _retry_wait(failure, attempt, retries, bounds, can_retry)
+                if wait is None:
+                    break
+                await asyncio.sleep(wait)
+        finally:
+            await client.close()
+        raise to_error(self.label, failure, secret=secret, attempts=attempt, base_url=base_url,
+                       timeout=timeout, key_id=key_id) from None
+
+    def _sorted(self, exc: Exception, bounds: Bounds) -> Failure:
+        """The provider failure `exc` stands for; `exc` itself (a bug) if it is none."""
+        failure = _own_failure(exc) or self._failure(exc)
+        if failure is None:
+            raise exc
+        if failure.kind in ("connection", "timeout", "truncated") and (
+                bounds.expired or bounds.deadline - time.monotonic() < DEADLINE_SLACK):
+            return Failure("timeout", error_type="deadline")  # the deadline cut it
+        return failure
+
+
+class _Reading:
+    """One completion's text as it arrives: counted against MAX_TEXT_CHARS, handed to
+    `on_text`; once any has been, the call is not retried (the caller has shown it)."""
+
+    def __init__(self, bounds: Bounds, on_text: Callable[[str], None] | None, stream: bool) -> None:
+        self.bounds, self.on_text, self.stream = bounds, on_text, stream
+        self.delivered = False
+
+    def emit(self, piece: str) -> None:
+        if piece:
+            self.bounds.add_text(piece)
+            self.delivered = True
+            if self.on_text is not None:
+                self.on_text(piece)
+
+    def can_retry(self) -> bool:
+        return not self.delivered
+
+    def counted(self, result: tuple[str, int, int, str]) -> tuple[str, int, int, str]:
+        """An attempt's (text, input tokens, output tokens, model), its counts checked."""
+        text, input_tokens, output_tokens, used_model = result
+        if not self.stream:
+            self.bounds.add_text(text)
+        return (text, token_count(input_tokens, "input_tokens"),
+                token_count(output_tokens, "output_tokens"), used_model)
+
+
+def _retry_wait(failure: Failure, attempt: int, retries: int, bounds: Bounds,
+                can_retry: Callable[[], bool]) -> float | None:
+    """Seconds to wait before retrying after `attempt` attempts, or None to give up: no retries
+    left, a failure not worth one, a pause too long or past the deadline, text already shown."""
+    wait = _wait_before_retry(failure, attempt)
+    if (attempt > retries or not failure.retryable or wait is None or not can_retry()
+            or wait >= bounds.deadline - time.monotonic()):
+        return None
+    return wait
 
 
 def _own_failure(exc: BaseException) -> Failure | None:

@@ -3,20 +3,18 @@ attempt, every byte of a stream), and a response is capped in size.
 
 The SDKs' own `timeout` bounds each network step, so a server that keeps sending (pings, an
 endless answer) would hold a call and grow its memory forever. Both SDKs take an `http_client`;
-byokctl gives them one whose transport (httpx's public extension point) sets every step's
-timeout to what is left of the deadline, counts the bytes of each response against the cap,
-and shuts the connection's socket when the deadline passes, so even a read in progress ends.
+byokctl gives them, sync and async alike, one whose transport (httpx's public extension point,
+in transports.py) sets every step's timeout to what is left of the deadline, counts the bytes
+of each response against the cap, and ends a read still in progress at the deadline. The rules
+live here, once, for both transports: the deadline, the byte cap, the proxy rule, the TLS
+context.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import socket
+from collections.abc import Mapping
+from typing import Any
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # wire bytes of one HTTP response (a stream's included)
 MAX_TEXT_CHARS = 1024 * 1024           # characters of answer text in one call
@@ -42,8 +40,7 @@ class Bounds:
     def remaining(self) -> float:
         left = self.deadline - time.monotonic()
         if left <= 0:
-            self.expired = True
-            raise DeadlinePassed
+            raise self.expire()
         return left
 
     def add_text(self, piece: str) -> None:
@@ -51,77 +48,60 @@ class Bounds:
         if self.text_chars > MAX_TEXT_CHARS:
             raise ResponseTooLarge(f"more than {MAX_TEXT_CHARS // 1024 // 1024} MiB of text")
 
+    def expire(self) -> DeadlinePassed:
+        """The deadline cut the call (a connection, a read in progress): the error to raise."""
+        self.expired = True
+        return DeadlinePassed()
+
+    def step_timeouts(self, steps: Mapping[str, float | None] | None) -> dict[str, float]:
+        """A request's step timeouts (connect, read, write, pool), each capped at what is left
+        of the deadline; raises DeadlinePassed once it has passed."""
+        left = self.remaining()
+        steps = steps or {}
+        return {k: left if (step := steps.get(k)) is None else min(step, left)
+                for k in ("connect", "read", "write", "pool")}
+
     def transport(self) -> Any:
-        """An httpx transport that keeps every request of the call within these bounds."""
-        import threading
-        import urllib.request
+        """An httpx transport that keeps every request of the call within these bounds (the
+        sync SDK clients: `http_client=DefaultHttpxClient(transport=...)`)."""
+        from byokctl.providers.transports import BoundedTransport
 
-        import httpx2
+        return BoundedTransport(self)
 
-        bounds = self
+    def async_transport(self) -> Any:
+        """`transport()` for the async SDK clients (`DefaultAsyncHttpxClient(transport=...)`)."""
+        from byokctl.providers.transports import AsyncBoundedTransport
 
-        class BoundedStream(httpx2.SyncByteStream):
-            def __init__(self, inner: Any, watchdog: Any) -> None:
-                self.inner, self.watchdog, self.received = inner, watchdog, 0
+        return AsyncBoundedTransport(self)
 
-            def __iter__(self) -> Iterator[bytes]:
-                try:
-                    for chunk in self.inner:
-                        self.received += len(chunk)
-                        if self.received > MAX_RESPONSE_BYTES:
-                            raise ResponseTooLarge(
-                                f"a response of more than {MAX_RESPONSE_BYTES // 1024 // 1024} MiB")
-                        bounds.remaining()
-                        yield chunk
-                except httpx2.TransportError:
-                    if bounds.expired:  # the watchdog cut the socket at the deadline
-                        raise DeadlinePassed from None
-                    raise
 
-            def close(self) -> None:
-                self.watchdog.cancel()
-                self.inner.close()
+class ResponseMeter:
+    """One response's wire bytes as they arrive, against MAX_RESPONSE_BYTES and the deadline."""
 
-        class BoundedTransport(httpx2.BaseTransport):
-            def __init__(self) -> None:
-                self.inner: dict[str | None, Any] = {}
+    def __init__(self, bounds: Bounds) -> None:
+        self.bounds, self.received = bounds, 0
 
-            def _for(self, url: Any) -> Any:
-                # A custom transport turns off httpx's proxies from the environment: keep them,
-                # except for an endpoint on this machine (the emulator, a local gateway): a
-                # proxy would see the key sent there, so HTTP(S)_PROXY never gets that request.
-                from byokctl.providers.endpoints import is_loopback
+    def took(self, chunk: bytes) -> None:
+        """Count `chunk`: ResponseTooLarge past the cap, DeadlinePassed past the deadline."""
+        self.received += len(chunk)
+        if self.received > MAX_RESPONSE_BYTES:
+            raise ResponseTooLarge(f"a response of more than {MAX_RESPONSE_BYTES // 1024 // 1024} MiB")
+        self.bounds.remaining()
 
-                proxy = None
-                if not is_loopback(url.host) and not urllib.request.proxy_bypass(url.host):
-                    found = urllib.request.getproxies()
-                    proxy = found.get(url.scheme) or found.get("all")
-                if proxy not in self.inner:
-                    self.inner[proxy] = httpx2.HTTPTransport(proxy=proxy, verify=ssl_context())
-                return self.inner[proxy]
 
-            def handle_request(self, request: Any) -> Any:
-                left = bounds.remaining()
-                steps = request.extensions.get("timeout") or {}
-                request.extensions["timeout"] = {
-                    k: left if steps.get(k) is None else min(steps[k], left)
-                    for k in ("connect", "read", "write", "pool")}
-                response = self._for(request.url).handle_request(request)
-                stream = response.extensions.get("network_stream")
-                sock = stream.get_extra_info("socket") if stream is not None else None
-                watchdog = threading.Timer(max(0.0, bounds.deadline - time.monotonic()),
-                                           _cut, (bounds, sock))
-                watchdog.daemon = True
-                watchdog.start()
-                return httpx2.Response(response.status_code, headers=response.headers,
-                                       stream=BoundedStream(response.stream, watchdog),
-                                       extensions=response.extensions, request=request)
+def proxy_for(url: Any) -> str | None:
+    """The environment's proxy (HTTP(S)_PROXY, ALL_PROXY, minus NO_PROXY) for `url`, an httpx
+    URL, or None to go direct. A custom transport turns off httpx's own proxies from the
+    environment, so byokctl keeps them itself, except for an endpoint on this machine (the
+    emulator, a local gateway): a proxy would see the key sent there."""
+    import urllib.request
 
-            def close(self) -> None:
-                for t in self.inner.values():
-                    t.close()
+    from byokctl.providers.endpoints import is_loopback
 
-        return BoundedTransport()
+    if is_loopback(url.host) or urllib.request.proxy_bypass(url.host):
+        return None
+    found = urllib.request.getproxies()
+    return found.get(url.scheme) or found.get("all")
 
 
 _SSL: list[Any] = []  # the process's one TLS context, made on first use
@@ -136,13 +116,3 @@ def ssl_context() -> Any:
 
         _SSL.append(httpx2.create_ssl_context())
     return _SSL[0]
-
-
-def _cut(bounds: Bounds, sock: socket.socket | None) -> None:
-    """At the deadline: end the read in progress by shutting the socket down."""
-    import socket
-
-    bounds.expired = True
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)

@@ -8,7 +8,8 @@ formats, so the official SDKs talk to it through `base_url`:
 
 Replies and token counts are deterministic (a token is a whitespace-separated word), keys are
 checked against a configured list (`Authorization: Bearer` or `x-api-key`), and `Fault`s make it
-answer errors, stall, send malformed JSON or drop the connection mid-stream. Stdlib only.
+answer errors, stall, send malformed JSON, drop the connection mid-stream, or send more than a
+client should read (an oversized body, bytes that trickle without end). Stdlib only.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class Fault:
     reset_mid_stream: bool = False   # reset the connection after the first delta (non-streaming:
                                      # after half the body)
     end_mid_stream: bool = False     # end the stream cleanly right after the first delta
+    oversized: int = 0               # pad a 200 answer with this many bytes the API ignores:
+                                     # whitespace before a JSON body, SSE comments in a stream
+    trickle: float = 0.0             # a 200 answer that never ends: one ignorable byte every
+                                     # this many seconds (a stream: after its first delta)
     provider: str | None = None
     key: str | None = None
     endpoint: str | None = None      # "models" or "completions"
@@ -375,20 +380,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_json(self, status: int, data: Any, call: _Call, headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(data).encode()
-        if call.fault and call.fault.malformed and status == 200:
+        fault = call.fault if status == 200 else None
+        if fault and fault.malformed:
             payload = payload[: len(payload) // 2]  # cut mid-value: no parser accepts it
         call.status = status
         self._log(call)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
+        if fault and fault.trickle:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str((fault.oversized if fault else 0) + len(payload)))
         self.send_header("request-id", self.server.emulator._new_id("req_emu_"))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        if call.fault and call.fault.reset_mid_stream and status == 200:
+        if fault and fault.trickle:
+            self._trickle(b" ", fault.trickle)  # JSON allows whitespace before the value
+            return
+        if fault and fault.reset_mid_stream:
             self.wfile.write(payload[: len(payload) // 2])
             self._abort()
+        if fault and fault.oversized:
+            self._pad(fault.oversized, sse=False)
         self.wfile.write(payload)
 
     def _stream(self, call: _Call, answer: wire.Answer) -> None:
@@ -414,11 +428,35 @@ class _Handler(BaseHTTPRequestHandler):
                     self._abort()
                 if fault.end_mid_stream:
                     break
+                if fault.oversized:
+                    self._pad(fault.oversized, sse=True)
+                if fault.trickle:
+                    self._trickle(b":\n\n", fault.trickle)
+                    break
                 emu._sleep(fault.stall_mid_stream)
         self.wfile.write(b"0\r\n\r\n")
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _pad(self, total: int, *, sse: bool) -> None:
+        """`total` bytes the API ignores, 1 MiB at a time: spaces (before a JSON value), or
+        SSE comment lines (as chunks of a stream)."""
+        piece = 1 << 20
+        for start in range(0, total, piece):
+            size = min(piece, total - start)
+            if sse:
+                self._chunk(b":" + b" " * max(0, size - 3) + b"\n\n")
+            else:
+                self.wfile.write(b" " * size)
+
+    def _trickle(self, piece: bytes, every: float) -> None:
+        """One chunk of `piece` every `every` seconds, until the client hangs up (the write
+        fails) or the emulator stops."""
+        emu = self.server.emulator
+        while not emu._stopping.is_set():
+            self._chunk(piece)
+            emu._sleep(every)
 
     def _abort(self) -> None:
         """Reset the TCP connection (RST, not a clean close) and end this request."""

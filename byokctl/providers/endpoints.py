@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
 
 
 def is_loopback(host: str) -> bool:
@@ -12,12 +11,5 @@ def is_loopback(host: str) -> bool:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def is_loopback_url(url: str) -> bool:
-    try:
-        return is_loopback(urlsplit(url).hostname or "")
     except ValueError:
         return False

@@ -15,7 +15,7 @@ from byokctl.providers.base import (
     retry_after,
     should_retry,
 )
-from byokctl.providers.bounds import Bounds, ssl_context
+from byokctl.providers.bounds import Bounds
 
 if TYPE_CHECKING:
     import openai
@@ -39,15 +39,14 @@ class OpenAIAdapter(Adapter):
         )
         return client
 
-    def _async_client(self, secret: str, base_url: str, timeout: float,
-                      max_retries: int) -> openai.AsyncOpenAI:
+    def _async_client(self, secret: str, base_url: str, timeout: float, bounds: Bounds,
+                      max_retries: int = 0) -> openai.AsyncOpenAI:
         import openai
 
         return openai.AsyncOpenAI(
             api_key=secret, admin_api_key="", base_url=base_url, timeout=timeout,
             max_retries=max_retries,
-            http_client=openai.DefaultAsyncHttpxClient(
-                trust_env=self.proxies_allowed(base_url), verify=ssl_context()),
+            http_client=openai.DefaultAsyncHttpxClient(transport=bounds.async_transport()),
             default_headers=self._headers(secret),
         )
 

@@ -5,6 +5,7 @@ loopback base_url, `--as` is normalised, `--until` obeys the grace cap, and an e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pwd
 import sqlite3
@@ -131,6 +132,35 @@ def test_a_proxy_in_the_environment_never_sees_a_loopback_request(cli, vault, em
         assert r.exit_code == 0, r.output
     assert proxy.seen == []
     assert len(emulator.requests) >= 4  # they went straight to the emulator
+
+
+def test_the_async_clients_keep_the_proxy_rule(emulator, proxy):
+    """The async SDK clients (AsyncVault's) go through the same transport rule as the sync
+    ones: an endpoint on this machine never through the environment's proxy, any other one
+    through it (a custom transport turns httpx's own proxy handling off)."""
+    import openai
+
+    from byokctl.providers import registry
+
+    async def main() -> None:
+        for provider in ("anthropic", "openai"):
+            sdk = registry.get(provider).async_sdk_client(
+                EMULATOR_KEYS[provider], base_url=emulator.base_url(provider), retries=0)
+            try:
+                await sdk.models.list()
+            finally:
+                await sdk.close()
+        sdk = registry.get("openai").async_sdk_client("sk-elsewhere", retries=0,
+                                                      base_url="http://gateway.invalid/v1")
+        try:
+            with pytest.raises(openai.InternalServerError):  # the proxy answers 502
+                await sdk.models.list()
+        finally:
+            await sdk.close()
+
+    asyncio.run(main())
+    assert [r.endpoint for r in emulator.requests] == ["models", "models"]  # straight there
+    assert [s.split()[:2] for s in proxy.seen] == [["GET", "http://gateway.invalid/v1/models"]]
 
 
 # ---- --as, --until, the OS user in the audit -----------------------------------------------------

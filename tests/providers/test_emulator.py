@@ -293,6 +293,49 @@ def test_stop_ends_a_stalled_request_and_frees_the_port(emulator):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+def _post(emulator, path: str, body: dict, key: str = OPENAI_TEST_KEY) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=5)
+    conn.request("POST", path, body=json.dumps(body), headers={"Authorization": f"Bearer {key}",
+                                                               "Content-Type": "application/json"})
+    return conn.getresponse()
+
+
+def test_oversized_pads_an_answer_with_bytes_the_sdks_ignore(emulator):
+    emulator.inject(endpoint="completions", oversized=3 << 20)
+    chat = {"model": NANO, "messages": [{"role": "user", "content": "hi"}]}
+    raw = _post(emulator, "/openai/v1/chat/completions", chat).read()
+    assert len(raw) > 3 << 20 and raw[: 3 << 20].strip() == b""
+    assert json.loads(raw)["choices"][0]["message"]["content"]
+    done = openai_client(emulator).chat.completions.create(**chat)
+    assert done.choices[0].message.content and done.usage.completion_tokens > 0
+    streamed = _post(emulator, "/openai/v1/chat/completions", {**chat, "stream": True}).read()
+    assert len(streamed) > 3 << 20 and b"\n:   " in streamed  # SSE comment lines
+    with anthropic_client(emulator).messages.stream(
+            model=HAIKU, max_tokens=32, messages=[{"role": "user", "content": "hi"}]) as s:
+        assert "".join(s.text_stream) and s.get_final_message().usage.output_tokens > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_trickle_sends_an_ignorable_byte_at_a_time_without_end(emulator, stream):
+    emulator.inject(endpoint="completions", trickle=0.05)
+    chat = {"model": NANO, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    response = _post(emulator, "/openai/v1/chat/completions", chat)
+    assert response.status == 200 and response.getheader("Transfer-Encoding") == "chunked"
+    if stream:  # the first text delta, then comments
+        first = response.readline() + response.readline()
+        assert b'"content"' in first or b"role" in first
+        while response.readline() not in (b":\n", b""):  # up to the first comment's end
+            pass
+        assert response.readline() == b"\n"
+    piece = b":\n\n" if stream else b" "  # an SSE comment; whitespace before a JSON value
+    started = time.monotonic()
+    got = b"".join(response.read(len(piece)) for _ in range(6))
+    assert time.monotonic() - started >= 0.2  # one piece every 0.05 s
+    assert got == piece * 6
+    response.close()
+    assert emulator.requests[-1].fault and emulator.requests[-1].status == 200
+
+
 # -- `byokctl emulator serve` ------------------------------------------------------------------
 # Runs the real CLI entry; registers the command group itself only if the root app lacks it.
 _SERVE = ("import sys\n"

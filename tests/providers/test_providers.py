@@ -4,6 +4,8 @@ no ambient configuration, lazy imports."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import subprocess
 import sys
 import threading
@@ -270,6 +272,45 @@ def test_a_reset_before_any_text_is_retried(emulator, provider):
     emulator.inject(reset_mid_stream=True, times=1)
     done = ask(emulator, provider, stream=False, retries=1)
     assert done.text.startswith("Emulated") and len(emulator.requests) == 2
+
+
+def aask(emulator, provider: str, *, stream: bool, retries: int, on_text=None) -> Completion:
+    """`ask` through the adapter's async path (`acomplete`, the SDK's async client)."""
+    return asyncio.run(registry.get(provider).acomplete(
+        EMULATOR_KEYS[provider], model=MODELS[provider], max_tokens=100, timeout=5,
+        messages=[{"role": "user", "content": "hello brave new world"}], retries=retries,
+        base_url=emulator.base_url(provider), stream=stream, on_text=on_text))
+
+
+RETRY_CASES = {  # fault, stream, retries
+    "500-then-ok": ({"status": 500, "times": 1}, False, 1),
+    "529-exhausted": ({"status": 529}, False, 1),
+    "retry-after-too-long": ({"status": 429, "retry_after": 3600}, False, 2),
+    "reset-after-text": ({"reset_mid_stream": True, "times": 1}, True, 2),
+}
+
+
+@pytest.mark.slow  # backoff pauses, twice
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("case", RETRY_CASES)
+def test_acomplete_retries_as_complete_does(emulator, provider, case):
+    """The async path retries by byokctl's own policy, not the SDK's: the same attempts, the
+    same answer or error (a 1-hour retry-after is not waited out, text shown is not repeated)."""
+    fault, stream, retries = RETRY_CASES[case]
+    seen = []
+    for run in (ask, aask):
+        emulator.clear_faults()
+        emulator.clear_log()
+        emulator.inject(**fault)
+        pieces: list[str] = []
+        try:
+            outcome = run(emulator, provider, stream=stream, retries=retries,
+                          on_text=pieces.append).text
+        except (ProviderDown, RateLimited) as exc:
+            # the OS's words for a reset ("[Errno 104] ...") reach the sync socket's error only
+            outcome = f"{type(exc).__name__}: {re.sub(r'failed [(][^)]*[)]', 'failed', str(exc))}"
+        seen.append((outcome, pieces, [r.status for r in emulator.requests]))
+    assert seen[0] == seen[1]
 
 
 # -- secrets -----------------------------------------------------------------------------------
