@@ -58,6 +58,9 @@ class Vault:
         self._numbers = itertools.count()
         self._lock = threading.Lock()
         self._closed = False
+        from byokctl.providers.pool import Pool
+
+        self._clients = Pool()  # SDK clients kept for the next call with the same key
 
     def __repr__(self) -> str:  # the location only: never the master key or a password
         from byokctl.store import describe, target
@@ -105,6 +108,7 @@ class Vault:
             # that thread's reference goes (the thread ends, or its next call finds it closed).
             with contextlib.suppress(Exception):
                 ctx.close()
+        self._clients.close()
         self._local = threading.local()
 
     def __enter__(self) -> Vault:
@@ -125,7 +129,8 @@ class Vault:
             store = open_any(self._db)
             if self._busy_ms is not None:
                 store.set_busy_timeout(self._busy_ms)
-            ctx = Context(store, operator=self._actor, master_key=self._master_key)
+            ctx = Context(store, operator=self._actor, master_key=self._master_key,
+                          clients=self._clients)
             self._local.ctx = ctx
             with self._lock:
                 self._contexts[next(self._numbers)] = ctx
@@ -206,15 +211,17 @@ class Vault:
         d = admitted.decision
         assert d.provider is not None
         adapter = registry.get(d.provider)
+        lease = contextlib.ExitStack()
         try:
-            sdk = adapter.sdk_client(admitted.secret, base_url=d.base_url, timeout=timeout,
-                                     retries=retries)
+            sdk, _ = lease.enter_context(self._clients.lease(
+                adapter, admitted.secret, base_url=adapter.base_url(d.base_url), timeout=timeout,
+                retries=retries))
         except BaseException:
             self._fail(admitted, member, None, "internal")
             raise
         call = Call(self, admitted, member, sdk, timeout, warn)
         try:
-            with _closing(sdk):
+            with lease:  # the client serves this block only, then waits for the next one
                 yield call
         except BaseException as exc:
             error = call._left(exc)
@@ -339,15 +346,6 @@ def _request(prompt: str | Messages, system: str | None, max_tokens: int, timeou
     if isinstance(prompt, Sequence) and not isinstance(prompt, bytes | bytearray):
         return Request("", system, max_tokens, stream, timeout, retries, messages=list(prompt))
     raise UsageError(f"The prompt must be text or a list of messages, not {type(prompt).__name__}")
-
-
-@contextlib.contextmanager
-def _closing(sdk: Any) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            sdk.close()
 
 
 class Call:

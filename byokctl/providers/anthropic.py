@@ -25,7 +25,8 @@ class AnthropicAdapter(Adapter):
     name = "anthropic"
 
     def _client(self, secret: str, base_url: str, timeout: float,
-                bounds: Bounds | None = None, max_retries: int = 0) -> anthropic.Anthropic:
+                bounds: Bounds | None = None, max_retries: int = 0,
+                transport: Any = None) -> anthropic.Anthropic:
         import anthropic
 
         # An explicit api_key makes the SDK skip ANTHROPIC_API_KEY/AUTH_TOKEN, profiles and
@@ -33,7 +34,8 @@ class AnthropicAdapter(Adapter):
         # prompt reaches an OpenTelemetry exporter configured in the environment.
         return anthropic.Anthropic(
             api_key=secret, base_url=base_url, timeout=timeout, max_retries=max_retries,
-            http_client=anthropic.DefaultHttpxClient(transport=(bounds or Bounds(timeout)).transport()),
+            http_client=anthropic.DefaultHttpxClient(
+                transport=transport or (bounds or Bounds(timeout)).transport()),
             default_headers=self.neutral_headers(secret),
             open_telemetry={"traces": False, "propagation": False},
         )

@@ -9,6 +9,7 @@ responses → ProviderDown (11); 404 → NotFound (3: model or endpoint unknown)
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import os
 import random
@@ -16,12 +17,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from byokctl.errors import ByokError, KeyRejected, NotFound, ProviderDown, RateLimited, UsageError
 from byokctl.providers import catalog, registry
 from byokctl.providers.bounds import MAX_RESPONSE_BYTES, Bounds, DeadlinePassed, ResponseTooLarge
 from byokctl.providers.redact import provider_text, redact, safe_url
+
+if TYPE_CHECKING:
+    from byokctl.providers.pool import Pool
+    from byokctl.providers.transports import LeasedTransport
 
 T = TypeVar("T")
 
@@ -144,13 +149,15 @@ class Adapter:
                  max_tokens: int = 1024, base_url: str | None = None,
                  timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES, stream: bool = True,
                  on_text: Callable[[str], None] | None = None, key_id: str | None = None,
-                 messages: list[dict[str, str]] | None = None) -> Completion:
+                 messages: list[dict[str, str]] | None = None,
+                 clients: Pool | None = None) -> Completion:
         """One prompt (or a conversation: `messages`, each `{"role": "user"|"assistant",
         "content": text}`, which replaces `prompt`), one answer. When streaming, `on_text` gets
         each piece of text as it arrives (it is not called without streaming: use `.text`). A
         failed attempt is retried only while no text has been handed to `on_text`. `timeout`
         is the deadline of the whole call (every attempt, the whole stream); `latency_ms`
-        spans every attempt."""
+        spans every attempt. `clients`: a pool to take the SDK client from and give it back
+        to (a long-lived process), else one is built for the call and closed."""
         url = self.base_url(base_url)
         turns = list(messages) if messages else [{"role": "user", "content": prompt}]
         bounds = Bounds(timeout)
@@ -164,7 +171,7 @@ class Adapter:
         started = time.monotonic()
         text, input_tokens, output_tokens, used_model = self._run(
             secret, url, timeout, retries, key_id, attempt, can_retry=reading.can_retry,
-            bounds=bounds)
+            bounds=bounds, clients=clients)
         return Completion(text, input_tokens, output_tokens, used_model or model,
                           int((time.monotonic() - started) * 1000))
 
@@ -206,6 +213,16 @@ class Adapter:
         return self._client(secret, self.base_url(base_url), timeout, Bounds(timeout),
                             max_retries=retries)
 
+    def pooled_client(self, secret: str, *, base_url: str, timeout: float,
+                      retries: int) -> tuple[Any, LeasedTransport]:
+        """An SDK client for a pool (providers/pool.py) and its transport, whose `bounds`
+        the pool sets for each call it lends the client to (and clears after: refused)."""
+        from byokctl.providers.transports import LeasedTransport
+
+        transport = LeasedTransport()
+        return self._client(secret, base_url, timeout, max_retries=retries,
+                            transport=transport), transport
+
     def async_sdk_client(self, secret: str, *, base_url: str | None = None,
                          timeout: float = DEFAULT_TIMEOUT, retries: int = DEFAULT_RETRIES) -> Any:
         """The SDK's async client (`AsyncAnthropic` / `AsyncOpenAI`), built and bounded as
@@ -232,8 +249,8 @@ class Adapter:
 
     # -- for subclasses -----------------------------------------------------------------------
     def _client(self, secret: str, base_url: str, timeout: float, bounds: Bounds | None = None,
-                max_retries: int = 0) -> Any:
-        """The SDK client; its `http_client` must use `bounds.transport()`."""
+                max_retries: int = 0, transport: Any = None) -> Any:
+        """The SDK client; its `http_client` must use `transport`, else `bounds.transport()`."""
         raise NotImplementedError
 
     def _async_client(self, secret: str, base_url: str, timeout: float, bounds: Bounds,
@@ -271,17 +288,23 @@ class Adapter:
     # -- the retry loop -----------------------------------------------------------------------
     def _run(self, secret: str, base_url: str, timeout: float, retries: int, key_id: str | None,
              call: Callable[[Any], T], can_retry: Callable[[], bool] = lambda: True,
-             bounds: Bounds | None = None) -> T:
+             bounds: Bounds | None = None, clients: Pool | None = None) -> T:
         """`call(client)` with byokctl's retry policy (the SDK's own is off: `max_retries=0`).
 
         Retries 408/409/429/5xx, timeouts and connection errors with exponential backoff, or
         after the provider's `retry-after` when that is at most MAX_RETRY_WAIT seconds, while
-        the deadline (`timeout` from now, for every attempt together) leaves time to.
+        the deadline (`timeout` from now, for every attempt together) leaves time to. The
+        client comes from `clients` (and goes back there), else it is built and closed here.
         """
         bounds = bounds or Bounds(timeout)
-        client = self._client(secret, base_url, timeout, bounds)
         attempt = 0
-        try:
+        with contextlib.ExitStack() as held:
+            if clients is None:
+                client = self._client(secret, base_url, timeout, bounds)
+                held.callback(client.close)
+            else:
+                client, _ = held.enter_context(clients.lease(
+                    self, secret, base_url=base_url, timeout=timeout, retries=0, bounds=bounds))
             while True:
                 try:
                     return call(client)
@@ -292,8 +315,6 @@ class Adapter:
                 if wait is None:
                     break
                 time.sleep(wait)
-        finally:
-            client.close()
         # Raised outside the `except` block so the SDK exception is neither chained nor context.
         raise to_error(self.label, failure, secret=secret, attempts=attempt, base_url=base_url,
                        timeout=timeout, key_id=key_id) from None

@@ -114,6 +114,7 @@ class LoggedRequest:
     status: int
     fault: bool            # a Fault decided (part of) the answer
     header_names: tuple[str, ...] = ()  # lower-cased names of the request headers (no values)
+    client_port: int = 0  # the client's side of its TCP connection: one port per connection
 
 
 class Emulator:
@@ -273,7 +274,7 @@ class _Call:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms wait on a kept-alive connection
+    disable_nagle_algorithm = True  # headers, then body: no wait for a delayed ACK on a kept-alive connection
     server: _Server
     server_version = "byokctl-emulator"
 
@@ -350,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.emulator._record(LoggedRequest(
             call.provider, self.command, urlsplit(self.path).path, call.endpoint, call.auth,
             key[-4:] if key else None, call.stream, call.status, call.fault is not None,
-            tuple(sorted({k.lower() for k in self.headers}))))
+            tuple(sorted({k.lower() for k in self.headers})), self.client_address[1]))
 
     def _route(self, path: str) -> tuple[str | None, str]:
         for provider, prefix in PREFIXES.items():

@@ -25,7 +25,8 @@ class OpenAIAdapter(Adapter):
     name = "openai"
 
     def _client(self, secret: str, base_url: str, timeout: float,
-                bounds: Bounds | None = None, max_retries: int = 0) -> openai.OpenAI:
+                bounds: Bounds | None = None, max_retries: int = 0,
+                transport: Any = None) -> openai.OpenAI:
         import openai
 
         client = openai.OpenAI(
@@ -33,7 +34,8 @@ class OpenAIAdapter(Adapter):
             # constructor's own argument) keeps it out. byokctl calls no admin endpoint.
             api_key=secret, admin_api_key="", base_url=base_url, timeout=timeout,
             max_retries=max_retries,
-            http_client=openai.DefaultHttpxClient(transport=(bounds or Bounds(timeout)).transport()),
+            http_client=openai.DefaultHttpxClient(
+                transport=transport or (bounds or Bounds(timeout)).transport()),
             # OPENAI_ORG_ID / OPENAI_PROJECT_ID would bill another tenant's org or project.
             default_headers=self._headers(secret),
         )

@@ -64,6 +64,24 @@ class BoundedTransport(_Routes[httpx2.HTTPTransport], httpx2.BaseTransport):
             inner.close()
 
 
+class LeasedTransport(BoundedTransport):
+    """The transport of a pooled SDK client (providers/pool.py): the bounds of the call it is
+    lent to, set by the pool for that call; between calls none, and every request is refused,
+    so a client kept past its call's block makes no call that nobody records. Its connections
+    stay open from call to call."""
+
+    def __init__(self) -> None:
+        super().__init__(None)  # type: ignore[arg-type] - set for each call by the pool
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        if self.bounds is None:
+            from byokctl.providers.pool import LeaseEnded
+
+            raise LeaseEnded("this SDK client belongs to a call whose `with vault.client()` block "
+                             "has ended: make provider calls inside the block")
+        return super().handle_request(request)
+
+
 class AsyncBoundedTransport(_Routes[httpx2.AsyncHTTPTransport], httpx2.AsyncBaseTransport):
     """The async transport: the response's head, then each read of its body, awaited under an
     asyncio timeout that ends at the deadline."""

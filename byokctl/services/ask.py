@@ -162,7 +162,8 @@ def _call(ctx: Context, d: Decision, req: Request, system: str | None, convo: li
             result = registry.get(d.provider).complete(
                 secret=call.secret, model=d.model, messages=convo, system=system,
                 max_tokens=req.max_tokens, base_url=d.base_url, timeout=req.timeout,
-                retries=req.retries, stream=req.stream, on_text=on_text, key_id=d.key.id)
+                retries=req.retries, stream=req.stream, on_text=on_text, key_id=d.key.id,
+                clients=ctx.clients)
         except ByokError as exc:
             calls.fail(ctx, call, exc)
             raise

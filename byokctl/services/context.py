@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from byokctl.store import Store, open_any
 
 if TYPE_CHECKING:
+    from byokctl.providers.pool import Pool
     from byokctl.vault.envelope import Vault
 
 UNSEEN = object()  # Context.recall: not read by this request
@@ -67,6 +68,8 @@ class Context:
     # The rows a request was decided from (`resolution.remember`): (table, primary key) → row,
     # ("meta", key) → value. Used by `recall` outside a transaction; forgotten at each write.
     seen: dict[tuple[str, object], Any] = field(default_factory=dict, repr=False)
+    # SDK clients kept for reuse by a long-lived process (byokctl.Vault); None: one per call.
+    clients: Pool | None = field(default=None, repr=False)
 
     def recall(self, table: str, key: object) -> Any:
         """What this request read of `table`'s row `key` (a primary key; for "meta", a meta
