@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,6 +21,7 @@ class HostileServer:
     def __init__(self, answer: Answer) -> None:
         outer = self
         self.requests: list[str] = []
+        self.arrivals: list[float] = []  # time.monotonic() as each request arrived
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -28,6 +30,7 @@ class HostileServer:
                 pass
 
             def do_POST(self) -> None:
+                outer.arrivals.append(time.monotonic())
                 size = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(size) or b"{}")
                 outer.requests.append(self.path)
