@@ -100,7 +100,11 @@ class PgRow(tuple):
 
 
 def _row_factory(cursor: psycopg.Cursor[Any]) -> Any:
-    index = {c.name: i for i, c in enumerate(cursor.description or ())}
+    # The names straight from the result (`cursor.description` builds a Column, with its type
+    # looked up, for each column of each result: ~70 per API call); one index per column list.
+    result = cursor.pgresult
+    names = () if result is None else tuple(result.fname(i) or b"" for i in range(result.nfields))
+    index = _index(names)
 
     def make(values: Sequence[Any]) -> PgRow:
         row = PgRow(values)
@@ -108,6 +112,11 @@ def _row_factory(cursor: psycopg.Cursor[Any]) -> Any:
         return row
 
     return make
+
+
+@lru_cache(maxsize=256)
+def _index(names: tuple[bytes, ...]) -> dict[str, int]:
+    return {n.decode(): i for i, n in enumerate(names)}
 
 
 class _IntegralNumeric(Loader):
