@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -54,7 +55,8 @@ class Vault:
         self._busy_ms = None if busy_timeout is None else int(busy_timeout * 1000)
         self._local = threading.local()
         # every thread's context, by number; a thread's goes when the thread does
-        self._contexts: weakref.WeakValueDictionary[int, Context] = weakref.WeakValueDictionary()
+        self._contexts: weakref.WeakValueDictionary[tuple[int, int], Context] = \
+            weakref.WeakValueDictionary()  # by (process id, number)
         self._numbers = itertools.count()
         self._lock = threading.Lock()
         self._closed = False
@@ -101,7 +103,8 @@ class Vault:
         """Close every thread's connection; the vault cannot be used afterwards."""
         with self._lock:
             self._closed = True
-            contexts = list(self._contexts.values())
+            pid = os.getpid()  # a forked child closes its own connections, not its parent's
+            contexts = [c for (p, _), c in self._contexts.items() if p == pid]
             self._contexts.clear()
         for ctx in contexts:
             # Another thread's SQLite connection refuses to be closed here; it closes when
@@ -122,6 +125,11 @@ class Vault:
         if self._closed:
             raise UsageError("This byokctl.Vault is closed", "open it again with byokctl.Vault.open")
         ctx: Context | None = getattr(self._local, "ctx", None)
+        if ctx is not None and self._local.pid != os.getpid():
+            # A process forked from the one that opened it (a pre-fork server): the parent's
+            # connection is not this process's to use, nor to close (that would end the
+            # parent's session). Left alone; this process opens its own.
+            ctx = None
         if ctx is None:
             from byokctl.services.context import Context
             from byokctl.store import open_any
@@ -131,9 +139,9 @@ class Vault:
                 store.set_busy_timeout(self._busy_ms)
             ctx = Context(store, operator=self._actor, master_key=self._master_key,
                           clients=self._clients)
-            self._local.ctx = ctx
+            self._local.ctx, self._local.pid = ctx, os.getpid()
             with self._lock:
-                self._contexts[next(self._numbers)] = ctx
+                self._contexts[(os.getpid(), next(self._numbers))] = ctx
         if member is not None and not isinstance(member, str):
             raise UsageError(f"member must be an email address, not {type(member).__name__}")
         # "" stays "" (refused as an email), never None: an empty `--as` is not the operator.

@@ -14,6 +14,7 @@ Vault's) closes them all.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -51,15 +52,18 @@ class Pool:
         self._size = size
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._every: list[OrderedDict[tuple, _Pooled]] = []  # each thread's, for close()
+        self._every: list[tuple[int, OrderedDict[tuple, _Pooled]]] = []  # (pid, a thread's)
         self._closed = False
 
     def _mine(self) -> OrderedDict[tuple, _Pooled]:
         mine = getattr(self._local, "clients", None)
-        if mine is None:
+        if mine is None or self._local.pid != os.getpid():
+            # New, or inherited by a forked child (a pre-fork server): the parent's connections
+            # are not this process's to use, nor to close (its TLS sessions would end). Left.
             mine = self._local.clients = OrderedDict()
+            self._local.pid = os.getpid()
             with self._lock:
-                self._every.append(mine)
+                self._every.append((os.getpid(), mine))
         return mine
 
     @contextmanager
@@ -112,6 +116,7 @@ class Pool:
         with self._lock:
             self._closed = True
             every, self._every = self._every, []
-            idle = [mine.pop(k) for mine in every for k, e in list(mine.items()) if not e.leased]
+            idle = [mine.pop(k) for pid, mine in every if pid == os.getpid()
+                    for k, e in list(mine.items()) if not e.leased]
         for entry in idle:
             entry.close()

@@ -135,3 +135,33 @@ def test_a_kept_client_s_deadline_starts_with_each_block(byok, api):
         assert call.sdk is first
         rec = call.record(_say(call.sdk))
     assert rec.output_tokens > 0
+
+
+def test_a_forked_process_uses_neither_its_parent_s_clients_nor_its_connection(byok, api, emulator):
+    """A pre-fork server opens its Vault, then forks workers: a worker must not send requests
+    over its parent's kept-alive connection (the answers would cross) nor use or close the
+    parent's database connection. It gets its own; the parent's go on working."""
+    import os
+
+    with api.client("acme") as call:
+        call.record(_say(call.sdk))
+    parent_sdk, parent_store = call.sdk, api._context(None).store
+    pid = os.fork()
+    if pid == 0:  # the child: its own client and connection, then exit without cleanup
+        ok = False
+        try:
+            with api.client("acme") as call:
+                ok = call.sdk is not parent_sdk and api._context(None).store is not parent_store
+                call.record(_say(call.sdk))
+            api.close()  # closes what is its own only
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with api.client("acme") as call:
+        assert call.sdk is parent_sdk and not parent_sdk.is_closed()
+        call.record(_say(call.sdk))
+    ports = [r.client_port for r in emulator.requests]
+    assert len(ports) == 3 and ports[0] == ports[2] != ports[1]
+    r = api.resolve("acme")
+    assert r.mode == "byok"  # the parent's database connection still answers
