@@ -11,6 +11,7 @@ import contextlib
 import socket
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -44,20 +45,52 @@ class _Routes(Generic[Inner]):
 
 
 class BoundedTransport(_Routes[httpx2.HTTPTransport], httpx2.BaseTransport):
-    """The sync transport: a watchdog shuts the connection's socket at the deadline."""
+    """The sync transport: a watchdog, armed as each request starts, shuts the sockets of its
+    connections down at the deadline, so whatever read or write is in progress then ends:
+    the response's head (a server may send it a byte at a time, each within the step
+    timeout), or its body. The sockets are learnt from httpcore's `trace` extension as each
+    connection opens; a transport serves one call at a time (its own, or a pooled client's
+    lease), so every one of them belongs to the call whose deadline passed."""
 
     def __init__(self, bounds: Bounds) -> None:
         super().__init__(bounds, httpx2.HTTPTransport)
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = self._route(request).handle_request(request)
-        stream = response.extensions.get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        watchdog = threading.Timer(max(0.0, self.bounds.deadline - time.monotonic()),
-                                   _cut, (self.bounds, sock))
+        inner = self._route(request)  # DeadlinePassed if it has passed already
+        bounds = self.bounds
+        request.extensions["trace"] = self._tracer(request.extensions.get("trace"))
+        watchdog = threading.Timer(max(0.0, bounds.deadline - time.monotonic()), _cut,
+                                   (bounds, self._sockets))
         watchdog.daemon = True
         watchdog.start()
-        return self._bounded(request, response, _BoundedStream(self.bounds, response.stream, watchdog))
+        try:
+            response = inner.handle_request(request)
+        except httpx2.TransportError:
+            watchdog.cancel()
+            if bounds.expired:  # the watchdog cut the head (or the request) short
+                raise DeadlinePassed from None
+            raise
+        except BaseException:
+            watchdog.cancel()
+            raise
+        return self._bounded(request, response, _BoundedStream(bounds, response.stream, watchdog))
+
+    def _tracer(self, outer: Callable[[str, dict], Any] | None) -> Callable[[str, dict], None]:
+        """httpcore's `trace` callback: keeps the socket of each connection it opens (TCP,
+        then TLS over it), then hands the event on to the caller's own callback, if any."""
+        sockets = self._sockets
+
+        def trace(name: str, info: dict) -> None:
+            if name.endswith((".connect_tcp.complete", ".start_tls.complete")):
+                stream = info.get("return_value")
+                sock = stream.get_extra_info("socket") if stream is not None else None
+                if sock is not None:
+                    sockets.add(sock)
+            if outer is not None:
+                outer(name, info)
+
+        return trace
 
     def close(self) -> None:
         for inner in self.inner.values():
@@ -152,9 +185,10 @@ async def _until_deadline(bounds: Bounds) -> AsyncIterator[None]:
         raise
 
 
-def _cut(bounds: Bounds, sock: socket.socket | None) -> None:
-    """At the deadline: end the blocking read in progress by shutting the socket down."""
+def _cut(bounds: Bounds, sockets: weakref.WeakSet[socket.socket]) -> None:
+    """At the deadline: end the blocking read or write in progress by shutting the sockets of
+    the call's connections down."""
     bounds.expired = True
-    if sock is not None:
+    for sock in list(sockets):
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)

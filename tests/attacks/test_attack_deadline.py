@@ -140,6 +140,29 @@ def test_endless_answer_ends_at_the_deadline_when_it_trickles(cli, platform_at, 
     assert took < 2 + MARGIN, took
 
 
+def test_a_head_sent_a_byte_at_a_time_ends_at_the_deadline(cli, platform_at, tmp_path):
+    """Old code: the watchdog started once the response's head had arrived, and each byte of
+    a head came well within the step timeout: the call never ended (until h11's 16 KiB cap on
+    a head, one byte every 0.2 s: about an hour)."""
+    def trickled_head(handler, body):
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nx-pad: ")
+        while True:
+            handler.wfile.write(b"a")
+            handler.wfile.flush()
+            time.sleep(0.2)
+
+    with HostileServer(trickled_head) as gw:
+        platform_at("anthropic", "haiku", gw.url)
+        # A deadline long enough for the request to go even on a loaded machine (the SDK's
+        # import counts against it): the attack needs the server to hold the call.
+        code, took, _, err = run_bounded(["ask", "acme", PROMPT, "--timeout", "8"], tmp_path,
+                                         kill_after=40, arrivals=gw.arrivals)
+        assert gw.arrivals, err
+    assert code == ExitCode.PROVIDER_DOWN, err
+    assert took < 8 + MARGIN, took
+    assert "did not answer within 8 s" in err and "Traceback" not in err
+
+
 def test_retries_stay_within_the_deadline(cli, platform_at, tmp_path, emulator):
     """Old code: each of the 6 attempts waited the whole --timeout, plus backoff: ~15 s."""
     emulator.inject(endpoint="completions", stall=30)
