@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from byokctl.store.members import Members
     from byokctl.store.rows import Rows
     from byokctl.store.transfer import Transfer
+    from byokctl.store.usage import Usage
 
 WRITE_LOCK = 0x62796F6B  # "byok": the advisory lock every write transaction holds
 IDLE_IN_TX_TIMEOUT_MS = 120_000  # a client that hangs mid-transaction frees the lock after this
@@ -119,6 +120,13 @@ def _index(names: tuple[bytes, ...]) -> dict[str, int]:
     return {n.decode(): i for i, n in enumerate(names)}
 
 
+def make_row(names: Sequence[str], values: Sequence[Any]) -> PgRow:
+    """A row of `values` by these column names (part of a result's row, split)."""
+    row = PgRow(values)
+    row._index = _index(tuple(n.encode() for n in names))
+    return row
+
+
 class _IntegralNumeric(Loader):
     """`numeric` (what PostgreSQL's sum of integers is) as `int` when whole, else `float`: the
     types SQLite gives for the same sums."""
@@ -189,6 +197,12 @@ class PostgresStore(Store):
         from byokctl.store.postgres_families import PgMembers
 
         return PgMembers(self)
+
+    @cached_property
+    def usage(self) -> Usage:
+        from byokctl.store.postgres_families import PgUsage
+
+        return PgUsage(self)
 
     @cached_property
     def transfer(self) -> Transfer:

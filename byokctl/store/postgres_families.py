@@ -15,6 +15,7 @@ from byokctl.store.keys import SEALED_COLUMNS, Keys
 from byokctl.store.members import Members
 from byokctl.store.rows import Rows, _select, _where
 from byokctl.store.transfer import Transfer
+from byokctl.store.usage import _INSERT, _ROLLUP, _ROLLUP_ALL, Usage, _rollup, _values, _without_org
 from byokctl.vault import rowmac
 
 if TYPE_CHECKING:
@@ -90,19 +91,36 @@ class PgRows(Rows):
 
     def checked_change(self, table: str, pk: tuple,
                        values: Mapping[str, Any]) -> tuple[Row, Row] | None:
-        """The row read (locked) and changed in one pipeline: one round trip."""
+        """One statement: the row as it was (read under its row lock) and as it is after."""
+        from byokctl.store.postgres import make_row
+
+        columns = (*rowmac.COLUMNS[table], "mac")
+        keys = rowmac.PRIMARY_KEYS[table]
         sets = ", ".join(f"{c} = ?" for c in values)
-        returning = ", ".join((*rowmac.COLUMNS[table], "mac"))
-        where = _where(table)
-        before, after = self.store.batch([
-            (f"{_select(table)} WHERE {where} FOR UPDATE", pk),
-            (f"UPDATE {table} SET {sets} WHERE {where} RETURNING {returning}",  # noqa: S608
-             (*values.values(), *pk))])
-        if not before:
+        found = self.store.one(
+            f"UPDATE {table} AS new SET {sets} "  # noqa: S608 - names from rowmac
+            f"FROM ({_select(table)} WHERE {_where(table)} FOR UPDATE) AS old "
+            f"WHERE {' AND '.join(f'new.{k} = old.{k}' for k in keys)} "
+            f"RETURNING {', '.join(f'old.{c}' for c in columns)}, "
+            f"{', '.join(f'new.{c}' for c in columns)}", (*values.values(), *pk))
+        if found is None:
             return None
-        if not after:
-            raise KeyError(pk)
-        return before[0], after[0]
+        n = len(columns)
+        return make_row(columns, found[:n]), make_row(columns, found[n:])
+
+
+class PgUsage(Usage):
+    """Usage records: a record and its two day totals in one statement."""
+
+    def insert(self, record: Mapping[str, Any]) -> None:
+        totals = _rollup(record)
+        self.store.execute_later(_INSERT_WITH_TOTALS,
+                                 (*_values(record), *totals, *_without_org(totals)))
+
+
+# The record, its org's day totals and the totals across orgs: data-modifying CTEs, one
+# statement (three cost psycopg's per-statement work three times over on every call).
+_INSERT_WITH_TOTALS = f"WITH r AS ({_INSERT}), d AS ({_ROLLUP}) {_ROLLUP_ALL}"
 
 
 class PgAudit(Audit):
