@@ -129,10 +129,7 @@ def resolve_for(ctx: Context, org: str, at: datetime | None = None) -> tuple[Dec
     seen = ctx.store.requests.rows(org, email, PLATFORM_RECORD)
     if seen.org is None:
         org_exists(ctx, org)  # an unknown org is NotFound before any membership is looked at
-        seen = ctx.store.requests.rows(org, email, PLATFORM_RECORD)  # created just now
-        if seen.org is None:
-            org_exists(ctx, org)
-    assert seen.org is not None
+        return resolve_for(ctx, org, at)  # created since the read: read again
     actor = require_in(ctx, org, rules.KEY_OWN,
                        actor=acting_in(ctx, org, email, seen.member["role"] if seen.member else None))
     f = facts(ctx, Org.from_row(seen.org), actor.email, at, seen)
