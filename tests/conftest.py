@@ -257,11 +257,24 @@ def under_pty(args: list[str], env: dict[str, str]) -> str:
     return out.decode(errors="replace")
 
 
+def added_key(cli, *args: str, secret: str) -> dict:  # noqa: ANN001 - the `cli` fixture
+    """`key add ARGS --from-stdin --json` with the secret on stdin, which must succeed; the
+    new key's JSON."""
+    r = cli("key", "add", *args, "--from-stdin", "--json", input=secret + "\n")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
 def add_key(cli, *args: str, secret: str) -> str:  # noqa: ANN001 - the `cli` fixture
     """`key add ARGS` with the secret on stdin; the new key's id."""
-    r = cli("key", "add", *args, "--from-stdin", "--json", input=secret)
+    return added_key(cli, *args, secret=secret)["id"]
+
+
+def listed_keys(cli, *args: str) -> list[dict]:  # noqa: ANN001 - the `cli` fixture
+    """`key list ARGS --json`, which must succeed."""
+    r = cli("key", "list", *args, "--json")
     assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)["id"]
+    return json.loads(r.stdout)
 
 
 def provision_byok(cli, emulator) -> dict:  # noqa: ANN001 - the `cli` and `emulator` fixtures

@@ -13,6 +13,8 @@ import time
 
 import pytest
 from conftest import ANTHROPIC_TEST_KEY, EMULATOR_KEYS, OPENAI_TEST_KEY, REPO, master_key_b64
+from conftest import added_key as add
+from conftest import listed_keys as listed
 
 from byokctl.errors import Denied
 from byokctl.providers import catalog
@@ -52,18 +54,6 @@ def org_by_provider(cli, vault, emulator) -> dict[str, str]:
         r = cli("member", "add", "acme", email, "--role", role)
         assert r.exit_code == 0, r.output
     return {"anthropic": "acme", "openai": "beta"}
-
-
-def add(cli, *args: str, secret: str) -> dict:
-    r = cli("key", "add", *args, "--from-stdin", "--json", input=secret + "\n")
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
-
-
-def listed(cli, *args: str) -> list[dict]:
-    r = cli("key", "list", *args, "--json")
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
 def entries(action: str) -> list[audit.Entry]:

@@ -9,21 +9,11 @@ import socket
 
 import pytest
 from conftest import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY
+from conftest import added_key as add
+from conftest import listed_keys as listed
 
 from byokctl.services import audit
 from byokctl.services.context import open_context
-
-
-def add(cli, *args: str, secret: str) -> dict:
-    r = cli("key", "add", *args, "--from-stdin", "--json", input=secret + "\n")
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
-
-
-def listed(cli, *args: str) -> list[dict]:
-    r = cli("key", "list", *args, "--json")
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
 
 
 def audited_tests() -> list[audit.Entry]:

@@ -8,6 +8,8 @@ import secrets
 import string
 
 import pytest
+from conftest import added_key
+from conftest import listed_keys as listed
 
 from byokctl.services import audit, keys
 from byokctl.services.context import open_context
@@ -43,16 +45,9 @@ def acme_with_members(cli, vault) -> str:
 
 
 def add(cli, *args: str, secret: str | None = None) -> dict:
-    """`key add ... --from-stdin --json` that must succeed; returns the key's JSON."""
-    r = cli("key", "add", *args, "--from-stdin", "--json", input=(secret or ant()) + "\n")
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
-
-
-def listed(cli, *args: str) -> list[dict]:
-    r = cli("key", "list", *args, "--json")
-    assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
+    """`key add ... --from-stdin --json` that must succeed (an Anthropic key unless `secret`);
+    returns the key's JSON."""
+    return added_key(cli, *args, secret=secret or ant())
 
 
 def reveal(key_id: str) -> str:
@@ -423,6 +418,7 @@ def test_members_cannot_touch_platform_or_other_orgs_keys(cli, acme_with_members
 # ---- the vault locked ---------------------------------------------------------------------------
 
 def test_listing_needs_no_master_key_but_adding_does(cli, acme_with_members, monkeypatch, isolated):
+    from conftest import listed_keys as listed
     from conftest import master_key_b64
 
     k = add(cli, "acme", "--provider", "anthropic")
