@@ -66,23 +66,30 @@ DRIVER = textwrap.dedent("""
 
 
 @pytest.mark.slow  # half a second or more: CI runs it, the quick loop does not
-def test_init_then_commands_use_the_real_keyring(tmp_path: Path) -> None:
+def in_keyring_session(tmp_path: Path, driver_text: str, **env_extra: str) -> dict:
+    """Run `driver_text` (a Python script printing one JSON line last) in its own D-Bus session
+    with an unlocked gnome-keyring, a fresh HOME and no master key in the environment; its
+    JSON."""
     home = tmp_path / "home"
     home.mkdir()
     driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
+    driver.write_text(driver_text)
     env = {k: v for k, v in os.environ.items()
            if k not in ("BYOKCTL_MASTER_KEY", "BYOKCTL_DB", "DBUS_SESSION_BUS_ADDRESS")}
     env.update(HOME=str(home), BYOKCTL_HOME=str(tmp_path / "data"), TEST_SECRET=SECRET,
                PYTHON_KEYRING_BACKEND="keyring.backends.SecretService.Keyring",
-               XDG_RUNTIME_DIR=str(tmp_path / "run"), PYTHONPATH=str(REPO))
+               XDG_RUNTIME_DIR=str(tmp_path / "run"), PYTHONPATH=str(REPO), **env_extra)
     (tmp_path / "run").mkdir(mode=0o700)
     script = ("echo -n pw | gnome-keyring-daemon --unlock --components=secrets >/dev/null; "
               f"exec {sys.executable} {driver}")
     proc = subprocess.run(["dbus-run-session", "--", "sh", "-c", script], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_init_then_commands_use_the_real_keyring(tmp_path: Path) -> None:
+    out = in_keyring_session(tmp_path, DRIVER)
     steps = out["steps"]
     assert out["backend"] == "Keyring"  # keyring.backends.SecretService.Keyring
     for name in ("init", "org", "key", "check", "rotate", "check2", "rekey"):
@@ -148,23 +155,9 @@ KMS_DRIVER = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_moving_between_the_real_keyring_and_transit(tmp_path: Path, bao_server) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    driver = tmp_path / "driver.py"
-    driver.write_text(KMS_DRIVER)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("BYOKCTL_MASTER_KEY", "BYOKCTL_DB", "DBUS_SESSION_BUS_ADDRESS")}
-    env.update(HOME=str(home), BYOKCTL_HOME=str(tmp_path / "data"), TEST_SECRET=SECRET,
-               PYTHON_KEYRING_BACKEND="keyring.backends.SecretService.Keyring",
-               XDG_RUNTIME_DIR=str(tmp_path / "run"), PYTHONPATH=str(REPO),
-               TEST_REF=f"vault-transit:transit/{bao_server.new_key()}", **bao_server.env())
-    (tmp_path / "run").mkdir(mode=0o700)
-    script = ("echo -n pw | gnome-keyring-daemon --unlock --components=secrets >/dev/null; "
-              f"exec {sys.executable} {driver}")
-    proc = subprocess.run(["dbus-run-session", "--", "sh", "-c", script], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = in_keyring_session(tmp_path, KMS_DRIVER,
+                             TEST_REF=f"vault-transit:transit/{bao_server.new_key()}",
+                             **bao_server.env())
     steps = out["steps"]
     for name in ("init", "key", "to_kms", "check_kms", "to_keyring", "check_keyring", "status"):
         assert steps[name]["code"] == 0, (name, steps[name]["stderr"])
