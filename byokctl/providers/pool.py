@@ -37,9 +37,6 @@ class _Pooled:
     def __init__(self, sdk: Any, transport: Any) -> None:
         self.sdk, self.transport, self.leased = sdk, transport, False
 
-    def usable(self) -> bool:
-        return not self.leased and not self.sdk.is_closed()
-
     def close(self) -> None:
         self.transport.bounds = None
         self.sdk.close()
