@@ -13,13 +13,16 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from byokctl import clock
 from byokctl.domain.credits import credits_for
 from byokctl.domain.resolution import Decision, Facts
 from byokctl.errors import ByokError, Integrity, VaultLocked
 from byokctl.providers import catalog, registry
 from byokctl.services import admission, credits, endpoints, integrity, keys, usage
 from byokctl.services.context import UNSEEN, Context
+from byokctl.vault import rowmac
 
 DEFAULT_CREDIT_USD = 0.01
 RECORD_ATTEMPTS = 10  # busy timeouts to wait through before an answered call goes unrecorded
@@ -42,6 +45,9 @@ class Admitted:
     held: admission.Reservation | None
     started: float  # time.monotonic() when admitted: the record's latency starts here
     secret: str = field(repr=False)  # for the SDK client only; never shown, never stored
+    # The key's row (MACed columns and mac) as admission read and checked it, if nothing was
+    # written since: what lets a plain BYOK call be recorded without the whole write lock.
+    key_row: dict[str, Any] | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:  # the dataclass's own would be safe too; this says so
         d = self.decision
@@ -120,7 +126,9 @@ def admit(ctx: Context, d: Decision, *, estimate_usd: Callable[[str, str], float
     except BaseException:
         release(ctx, held)
         raise
-    return Admitted(d, record, held, started, secret)
+    row = ctx.recall("keys", (d.key.id,))  # the row verified and opened just now
+    key_row = None if row is UNSEEN else {c: row[c] for c in (*rowmac.KEY_COLUMNS, "mac")}
+    return Admitted(d, record, held, started, secret, key_row)
 
 
 def _reserve(ctx: Context, d: Decision, estimate: float,
@@ -187,11 +195,37 @@ def settle(ctx: Context, call: Admitted, input_tokens: int, output_tokens: int, 
         if not keys.mark_used(ctx, key_id, status=keys.ACTIVE, why="it answered a request"):
             notes.append(f"key {key_id} was removed while the call ran; the call is recorded")
 
-    _record_answered(ctx, account, on_warning)
+    if not _recorded_alone(ctx, call):
+        _record_answered(ctx, account, on_warning)
     for note in notes:
         on_warning(note)
     return Settled(priced.id, input_tokens, output_tokens, round(cost, 8), record.credits_charged,
                    record.latency_ms)
+
+
+def _recorded_alone(ctx: Context, call: Admitted) -> bool:
+    """Record a BYOK call that reserved nothing and whose key stays active: its usage record
+    and the key's last use, in one transaction that reads nothing first, written only if the
+    key's row is still the one admission checked (else False, nothing written, and the call is
+    recorded the usual way). Nothing else changes: no credits, no reservation, no key status,
+    no audit entry, so PostgreSQL runs these beside each other, in one round trip each."""
+    from byokctl.store import is_busy
+
+    d, row = call.decision, call.key_row
+    if d.mode != "byok" or call.held is not None or row is None or \
+            row["status"] != keys.ACTIVE or ctx.store.in_transaction:
+        return False
+    values = integrity.guarded(ctx, "keys", row, {"last_used_at": clock.stamp()})
+    if values is None:
+        return False
+    ctx.seen = {}  # the key's row changes
+    try:
+        return ctx.store.usage.insert_if_unchanged(vars(call.record), "keys", (row["id"],),
+                                                   row["mac"], values)
+    except Exception as exc:
+        if is_busy(exc):  # a writer holds the vault: the usual way waits for it
+            return False
+        raise
 
 
 def _record_answered(ctx: Context, account: Callable[[], None],

@@ -131,6 +131,19 @@ def update(ctx: Context, table: str, pk: tuple, change: Change) -> tuple[Row, Ro
     return before, _seal(ctx, table, pk, after)
 
 
+def guarded(ctx: Context, table: str, row: Row, values: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`values` and the MAC of `row` once they are set, for a change the store makes only
+    where the stored row is still `row`, the row as this request read it (a guarded update:
+    `Usage.insert_if_unchanged`). None if `row` fails its own MAC: a row changed outside
+    byokctl is never re-MACed into legitimacy (`update`, the checked way, then reports it).
+    `values` must be as the store keeps them (text, integers), since no row is read back."""
+    key = ctx.vault().row_key
+    if not _intact(key, table, row):
+        return None
+    after = {c: row[c] for c in rowmac.COLUMNS[table]} | dict(values)
+    return {**values, "mac": rowmac.mac(key, table, [after[c] for c in rowmac.COLUMNS[table]])}
+
+
 def update_org(ctx: Context, slug: str, change: Change) -> tuple[Row, Row] | None:
     """THE way to change an org row (settings, plan, grace, budget, credits): checked, changed
     and re-MACed in the caller's write transaction. `change` may be a function of the checked

@@ -15,7 +15,19 @@ from byokctl.store.keys import SEALED_COLUMNS, Keys
 from byokctl.store.members import Members
 from byokctl.store.rows import Rows, _select, _where
 from byokctl.store.transfer import Transfer
-from byokctl.store.usage import _INSERT, _ROLLUP, _ROLLUP_ALL, Usage, _rollup, _values, _without_org
+from byokctl.store.usage import (
+    _INSERT,
+    _ROLLUP,
+    _ROLLUP_ALL,
+    DAY_KEYS,
+    DAY_KEYS_ALL,
+    Usage,
+    _insert,
+    _rollup,
+    _upsert,
+    _values,
+    _without_org,
+)
 from byokctl.vault import rowmac
 
 if TYPE_CHECKING:
@@ -118,9 +130,38 @@ class PgUsage(Usage):
                                  (*_values(record), *totals, *_without_org(totals)))
 
 
+    def insert_if_unchanged(self, record: Mapping[str, Any], table: str, pk: tuple, mac: str,
+                            values: Mapping[str, Any]) -> bool:
+        """One statement in one round trip: the row's guarded update, and the record with its
+        day totals written only if that update changed the row. A connection lost on the way
+        is False (nothing kept) only where the row shows that the write never happened."""
+        from byokctl.store import is_disconnect
+        from byokctl.store.rows import guarded_update
+
+        update, params = guarded_update(table, pk, mac, values)
+        totals = _rollup(record)
+        try:
+            found = self.store.shared_write(
+                f"WITH g AS ({update} RETURNING 1), {_IF_GUARDED}",
+                (*params, *_values(record), *totals, *_without_org(totals)))
+        except Exception as exc:
+            # A lost connection leaves unknown whether the write was kept, unless the row
+            # (read on a new connection) still carries the MAC the write would have replaced.
+            if is_disconnect(exc) and self.store.scalar(
+                    f"SELECT mac FROM {table} WHERE {_where(table)}", pk) == mac:  # noqa: S608
+                return False
+            raise
+        return found[0][0] == 1
+
+
 # The record, its org's day totals and the totals across orgs: data-modifying CTEs, one
 # statement (three cost psycopg's per-statement work three times over on every call).
 _INSERT_WITH_TOTALS = f"WITH r AS ({_INSERT}), d AS ({_ROLLUP}) {_ROLLUP_ALL}"
+# The same, each written only if the guarded update `g` before them changed its row; the
+# statement answers how many rows it changed (1 or 0).
+_GUARDED = "SELECT {} WHERE EXISTS (SELECT FROM g)"
+_IF_GUARDED = (f"r AS ({_insert(_GUARDED)}), d AS ({_upsert('usage_daily', DAY_KEYS, _GUARDED)}), "
+               f"a AS ({_upsert('usage_daily_all', DAY_KEYS_ALL, _GUARDED)}) SELECT count(*) FROM g")
 
 
 class PgAudit(Audit):

@@ -15,8 +15,15 @@ if TYPE_CHECKING:
 COLUMNS = ("org", "actor", "mode", "outcome", "member", "provider", "model", "key_id", "fingerprint",
            "fallback_reason", "input_tokens", "output_tokens", "cost_usd", "catalog_version",
            "credits_charged", "latency_ms", "ts")
-_INSERT = (f"INSERT INTO usage ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed column list
-           f"VALUES ({', '.join('?' * len(COLUMNS))})")
+
+
+def _insert(source: str = "VALUES ({})") -> str:
+    """Append one record; `source`: what gives the row, its placeholders put at `{}`."""
+    return (f"INSERT INTO usage ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed column list
+            f"{source.format(', '.join('?' * len(COLUMNS)))}")
+
+
+_INSERT = _insert()
 _values = operator.itemgetter(*COLUMNS)
 
 # The per-day totals (table usage_daily, migration m007), added to in the same statement
@@ -24,16 +31,19 @@ _values = operator.itemgetter(*COLUMNS)
 _SUMS = ("calls", "errors", "input_tokens", "output_tokens", "cost_usd", "credits_charged")
 
 
-def _upsert(table: str, keys: tuple[str, ...]) -> str:
-    """Add one record's figures to its row of day totals in `table` (keyed by `keys`)."""
+def _upsert(table: str, keys: tuple[str, ...], source: str = "VALUES ({})") -> str:
+    """Add one record's figures to its row of day totals in `table` (keyed by `keys`);
+    `source`: what gives the row, its placeholders put at `{}`."""
     columns = (*keys, *_SUMS)
     adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _SUMS)
-    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+    return (f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"{source.format(', '.join('?' * len(columns)))} "
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {adds}")
 
 
-_ROLLUP = _upsert("usage_daily", ("day", "org", "mode", "provider", "model"))
-_ROLLUP_ALL = _upsert("usage_daily_all", ("day", "mode", "provider", "model"))
+DAY_KEYS, DAY_KEYS_ALL = ("day", "org", "mode", "provider", "model"), ("day", "mode", "provider", "model")
+_ROLLUP = _upsert("usage_daily", DAY_KEYS)
+_ROLLUP_ALL = _upsert("usage_daily_all", DAY_KEYS_ALL)
 _FORGET = ("UPDATE usage_daily_all SET "  # an org's day totals taken out of those across orgs
            + ", ".join(f"{c} = usage_daily_all.{c} - d.{c}" for c in _SUMS)
            + " FROM usage_daily AS d WHERE d.org = ? AND "
@@ -80,6 +90,21 @@ class Usage(Family):
         totals = _rollup(record)
         self.store.execute_later(_ROLLUP, totals)
         self.store.execute_later(_ROLLUP_ALL, _without_org(totals))
+
+    def insert_if_unchanged(self, record: Mapping[str, Any], table: str, pk: tuple, mac: str,
+                            values: Mapping[str, Any]) -> bool:
+        """Append one record (as `insert`) and set `values` on the row of `table` at `pk`, in a
+        transaction of their own, only if that row still carries `mac`, the MAC it had when it
+        was read (`guarded_update`); False, with nothing written, if it was changed meanwhile
+        or is gone. No other row is read first: PostgreSQL runs such transactions beside each
+        other (their rows locked one by one), never beside a writer's whole transaction."""
+        from byokctl.store.rows import guarded_update
+
+        with self.store.tx():
+            if self.store.execute(*guarded_update(table, pk, mac, values)).rowcount != 1:
+                return False
+            self.insert(record)
+        return True
 
     def insert_many(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Append many records (as `insert`) in the caller's transaction; returns the count."""

@@ -367,7 +367,9 @@ def test_a_call_reads_the_rows_it_rests_on_once(byok, api):
         conn.set_trace_callback(None)
     assert [s.split(" WHERE")[0] for s in before] == [
         "SELECT * FROM orgs", "SELECT key, value FROM meta", "SELECT * FROM keys"]
-    assert sent[len(before)] == "BEGIN IMMEDIATE"
+    assert [s.split(" SET")[0].split(" (")[0] for s in sent[len(before):]] == [
+        "BEGIN IMMEDIATE", "UPDATE keys", "INSERT INTO usage", "INSERT INTO usage_daily",
+        "INSERT INTO usage_daily_all", "COMMIT"]  # a plain BYOK record: nothing read first
 
 
 def _anthropic_response(byok):

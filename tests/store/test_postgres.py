@@ -311,11 +311,11 @@ def test_a_credit_change_costs_five_round_trips(pg_url, monkeypatch, cli):
     assert cli("--db", pg_url, "vault", "check").exit_code == 0
 
 
-def test_a_platform_s_own_call_waits_for_the_server_four_times(pg_url, monkeypatch, cli, emulator):
+def test_a_platform_s_own_call_waits_for_the_server_twice(pg_url, monkeypatch, cli, emulator):
     """`Vault.client()` + `record()` on an org's own key: the request's rows (org, platform
     settings, every key it may use) in one pipeline, checked and opened without being read
-    again; the record in three (BEGIN with the lock; the usage rows with the key read and
-    changed; its new MAC with COMMIT). Fourteen before."""
+    again; the record in one more (BEGIN, the write lock shared, the key's guarded update
+    with the usage rows in one statement, COMMIT). Fourteen at first, then four."""
     import base64
 
     from conftest import provision_byok
@@ -340,7 +340,7 @@ def test_a_platform_s_own_call_waits_for_the_server_four_times(pg_url, monkeypat
 
         call()  # warm: the vault unlocked, statements prepared
         conn = v._context(None).store.conn
-        assert _round_trips(conn, call) <= 4
+        assert _round_trips(conn, call) <= 2
     usage = json.loads(cli("usage", "show", "acme", "--json").stdout)
     assert usage["totals"]["calls"] == 2
     keys = json.loads(cli("key", "list", "acme", "--json").stdout)
