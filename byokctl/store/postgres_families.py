@@ -132,16 +132,19 @@ class PgUsage(Usage):
 
     def insert_if_unchanged(self, record: Mapping[str, Any], table: str, pk: tuple, mac: str,
                             values: Mapping[str, Any]) -> bool:
-        """One statement in one round trip: the row's guarded update, and the record with its
-        day totals written only if that update changed the row. A connection lost on the way
-        is False (nothing kept) only where the row shows that the write never happened."""
+        """One statement, its own transaction: the row's guarded update, joined with the write
+        lock taken shared (so after the lock, and only if the row is found), then the record
+        with its day totals, written only if that update changed the row. A connection lost on
+        the way is False (nothing kept) only where the row shows that the write never
+        happened."""
         from byokctl.store import is_disconnect
+        from byokctl.store.postgres import SHARED_LOCK
         from byokctl.store.rows import guarded_update
 
-        update, params = guarded_update(table, pk, mac, values)
+        update, params = guarded_update(table, pk, mac, values, joined=SHARED_LOCK)
         totals = _rollup(record)
         try:
-            found = self.store.shared_write(
+            found = self.store.write_alone(
                 f"WITH g AS ({update} RETURNING 1), {_IF_GUARDED}",
                 (*params, *_values(record), *totals, *_without_org(totals)))
         except Exception as exc:
