@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -255,6 +256,24 @@ def under_pty(args: list[str], env: dict[str, str]) -> str:
         out += chunk
     os.waitpid(pid, 0)
     return out.decode(errors="replace")
+
+
+def in_threads(n: int, work) -> list[BaseException]:  # noqa: ANN001 - a callable of no arguments
+    """Run `work` in `n` threads at once and wait for them all: what any of them raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def added_key(cli, *args: str, secret: str) -> dict:  # noqa: ANN001 - the `cli` fixture

@@ -12,7 +12,7 @@ import time
 
 import anthropic
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, WriteLock, connect
+from conftest import ANTHROPIC_TEST_KEY, WriteLock, connect, in_threads
 from test_api_vault import PROMPT, setup_byok, usage
 
 from byokctl import Vault
@@ -72,22 +72,13 @@ def test_a_key_row_forged_during_the_call_is_not_made_valid_by_its_record(cli, b
 def test_calls_on_one_key_from_many_threads_are_each_recorded_once(cli, byok, response):
     """16 threads recording calls on the same key at once: their guards collide (each record
     changes the row the others read), and every call is still recorded exactly once."""
-    errors: list[BaseException] = []
     with Vault.open(byok["db"], master_key=byok["master"]) as v:
         def work() -> None:
-            try:
-                for _ in range(4):
-                    with v.client("acme") as call:
-                        call.record(response)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            for _ in range(4):
+                with v.client("acme") as call:
+                    call.record(response)
 
-        threads = [threading.Thread(target=work) for _ in range(16)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert errors == []
+        assert in_threads(16, work) == []
     totals = usage(cli, byok, "acme")["totals"]
     assert totals["calls"] == 64 and totals["errors"] == 0
     assert totals["input_tokens"] == 64 * response.usage.input_tokens

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 
 import anthropic
 import openai
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, provision_byok
+from conftest import ANTHROPIC_TEST_KEY, in_threads, provision_byok
 
 import byokctl
 from byokctl import Vault
@@ -281,27 +280,18 @@ def test_32_threads_share_one_vault_in_platform_mode(cli, byok):
     """Credits exact, no lock error: every thread's call is charged once, none is lost."""
     r = cli("credits", "add", "plat", "1000", env=byok["env"])
     assert r.exit_code == 0, r.output
-    errors: list[BaseException] = []
     answers = []
     with Vault.open(byok["db"], master_key=byok["master"]) as v:
         def work() -> None:
-            try:
-                for _ in range(2):
-                    answers.append(v.ask("plat", PROMPT))
-                with v.client("plat") as call:
-                    call.record(call.sdk.chat.completions.create(
-                        model=call.model, max_completion_tokens=32,
-                        messages=[{"role": "user", "content": PROMPT}]))
-                    answers.append(call.recorded)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+            for _ in range(2):
+                answers.append(v.ask("plat", PROMPT))
+            with v.client("plat") as call:
+                call.record(call.sdk.chat.completions.create(
+                    model=call.model, max_completion_tokens=32,
+                    messages=[{"role": "user", "content": PROMPT}]))
+                answers.append(call.recorded)
 
-        threads = [threading.Thread(target=work) for _ in range(32)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert errors == []
+        assert in_threads(32, work) == []
     assert len(answers) == 96
     charged = sum(a.credits_charged for a in answers)
     assert charged >= 96

@@ -1,11 +1,10 @@
 """`credits add|show`: positive whole amounts only, atomic balance updates, audit."""
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import audit_rows
+from conftest import audit_rows, in_threads
 
 from byokctl.services import audit, credits
 from byokctl.services.context import open_context
@@ -78,24 +77,15 @@ def test_unknown_org(cli, vault):
 
 def test_concurrent_adds_never_lose_a_credit(acme_with_credits):
     """Four writers on their own connections: every grant lands, and the audit chain holds."""
-    errors = []
-
     def worker() -> None:
         ctx = open_context(acme_with_credits)
         try:
             for _ in range(10):
                 credits.add(ctx, "acme", 3)
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
         finally:
             ctx.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert in_threads(4, worker) == []
     ctx = open_context(acme_with_credits)
     try:
         assert credits.show(ctx, "acme").balance == 10 + 4 * 10 * 3
