@@ -57,6 +57,8 @@ _BEGIN_LOCKED_KEYS = f"{_BEGIN_LOCKED}; SELECT id, purpose, state, wrapped FROM 
 # once the row is found and before it is changed, held to the statement's end (its own
 # transaction), beside other holders and never beside a writer's transaction (`write_alone`).
 SHARED_LOCK = f"(SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})) AS held"
+
+
 def display(dsn: str) -> str:
     """The database as a URL fit for messages: user, host, port and name; a password, from
     wherever it came, shown as `***`."""

@@ -129,7 +129,6 @@ class PgUsage(Usage):
         self.store.execute_later(_INSERT_WITH_TOTALS,
                                  (*_values(record), *totals, *_without_org(totals)))
 
-
     def insert_if_unchanged(self, record: Mapping[str, Any], table: str, pk: tuple, mac: str,
                             values: Mapping[str, Any]) -> bool:
         """One statement, its own transaction: the row's guarded update, joined with the write
