@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from byokctl import clock
 from byokctl.domain.credits import credits_for
@@ -26,6 +26,7 @@ from byokctl.vault import rowmac
 
 DEFAULT_CREDIT_USD = 0.01
 RECORD_ATTEMPTS = 10  # busy timeouts to wait through before an answered call goes unrecorded
+BUSY_WARNING = "the vault is busy (another byokctl is writing); still waiting to record this call"
 
 
 def credit_usd(ctx: Context) -> float:
@@ -169,6 +170,7 @@ def settle(ctx: Context, call: Admitted, input_tokens: int, output_tokens: int, 
     record.latency_ms = int((time.monotonic() - call.started) * 1000)
     key_id = d.key.id
     notes: list[str] = []
+    kept_if: str | None = None  # the key's MAC that shows a record sent alone was kept
 
     def account() -> None:
         # The call is recorded whatever happened to its org or key meanwhile (the tokens are
@@ -176,6 +178,12 @@ def settle(ctx: Context, call: Admitted, input_tokens: int, output_tokens: int, 
         # plus the shortfall it left, or, for an org deleted during the call, nothing could be
         # taken (said on stderr). A retried transaction starts afresh.
         notes.clear()
+        if kept_if is not None:  # sent alone, then the connection was lost: was it kept?
+            # Under the lock: a record that reaches the server after this one is written finds
+            # the key's row changed by it, and writes nothing.
+            found = ctx.store.rows.get("keys", (key_id,))
+            if found is not None and found["mac"] == kept_if:
+                return
         admission.release(ctx, held)
         record.credits_charged = 0
         if d.mode == "platform":
@@ -195,47 +203,65 @@ def settle(ctx: Context, call: Admitted, input_tokens: int, output_tokens: int, 
         if not keys.mark_used(ctx, key_id, status=keys.ACTIVE, why="it answered a request"):
             notes.append(f"key {key_id} was removed while the call ran; the call is recorded")
 
-    if not _recorded_alone(ctx, call):
-        _record_answered(ctx, account, on_warning)
+    alone = _recorded_alone(ctx, call)
+    if not alone.done:
+        kept_if = alone.kept_if
+        if alone.busy:  # one busy timeout waited through already
+            on_warning(BUSY_WARNING)
+        _record_answered(ctx, account, on_warning, waited=int(alone.busy))
     for note in notes:
         on_warning(note)
     return Settled(priced.id, input_tokens, output_tokens, round(cost, 8), record.credits_charged,
                    record.latency_ms)
 
 
-def _recorded_alone(ctx: Context, call: Admitted) -> bool:
+class _Alone(NamedTuple):
+    """What `_recorded_alone` did."""
+
+    done: bool  # recorded
+    busy: bool = False  # not: a writer held the vault for a whole busy timeout
+    # Not known: the connection was lost after the record was sent. It was kept if the key's
+    # row carries this MAC, which the usual way looks at under the lock before it records (a
+    # record that reaches the server later finds the row changed, and writes nothing).
+    kept_if: str | None = None
+
+
+def _recorded_alone(ctx: Context, call: Admitted) -> _Alone:
     """Record a BYOK call that reserved nothing and whose key stays active: its usage record
     and the key's last use, in one transaction that reads nothing first, written only if the
-    key's row is still the one admission checked (else False, nothing written, and the call is
-    recorded the usual way). Nothing else changes: no credits, no reservation, no key status,
-    no audit entry, so PostgreSQL runs these beside each other, in one round trip each."""
+    key's row still carries the MAC admission checked (so it is the row admission read).
+    Nothing else changes: no credits, no reservation, no key status, no audit entry, so
+    PostgreSQL runs these beside each other, in one round trip each. Not done (the row
+    changed, the vault was busy, or the call is not such a call): the usual way records it."""
     from byokctl.store import is_busy
 
     d, row = call.decision, call.key_row
     if d.mode != "byok" or call.held is not None or row is None or \
             row["status"] != keys.ACTIVE or ctx.store.in_transaction:
-        return False
+        return _Alone(False)
     values = integrity.guarded(ctx, "keys", row, {"last_used_at": clock.stamp()})
     if values is None:
-        return False
+        return _Alone(False)
     ctx.seen = {}  # the key's row changes
     try:
-        return ctx.store.usage.insert_if_unchanged(vars(call.record), "keys", (row["id"],),
+        done = ctx.store.usage.insert_if_unchanged(vars(call.record), "keys", (row["id"],),
                                                    row["mac"], values)
     except Exception as exc:
-        if is_busy(exc):  # a writer holds the vault: the usual way waits for it
-            return False
-        raise
+        if not is_busy(exc):
+            raise
+        return _Alone(False, busy=True)
+    return _Alone(False, kept_if=values["mac"]) if done is None else _Alone(done)
 
 
 def _record_answered(ctx: Context, account: Callable[[], None],
-                     on_warning: Callable[[str], None]) -> None:
+                     on_warning: Callable[[str], None], waited: int = 0) -> None:
     """Record and charge a call the provider has answered. Its tokens are spent by now, so a
     vault busy past one busy timeout (a long `rekey` or `apply` elsewhere) is waited for, up
-    to RECORD_ATTEMPTS of them, rather than letting the call go unrecorded and unbilled."""
+    to RECORD_ATTEMPTS of them (`waited` of them already spent), rather than letting the call
+    go unrecorded and unbilled."""
     from byokctl.store import is_busy
 
-    for attempt in range(1, RECORD_ATTEMPTS + 1):
+    for attempt in range(min(waited, RECORD_ATTEMPTS - 1) + 1, RECORD_ATTEMPTS + 1):
         try:
             with ctx.write():
                 account()
@@ -243,8 +269,7 @@ def _record_answered(ctx: Context, account: Callable[[], None],
         except Exception as exc:  # only a busy vault is waited through; anything else stands
             if not is_busy(exc) or attempt == RECORD_ATTEMPTS:
                 raise
-            on_warning("the vault is busy (another byokctl is writing); still waiting to "
-                       "record this call")
+            on_warning(BUSY_WARNING)
 
 
 def fail(ctx: Context, call: Admitted, exc: ByokError | None, *, outcome: str | None = None) -> None:

@@ -9,7 +9,7 @@ Writers are serialised as SQLite's BEGIN IMMEDIATE serialises them: every write 
 first takes one transaction-level advisory lock, so the audit chain's head, credits and
 reservations are read and changed by one writer at a time, on any machine. The one write that
 reads nothing first (a BYOK call's record and its key's last use, guarded by the key row as the
-call read it: `SHARED_LOCK`) holds that lock shared, beside others like it. The wait for it
+call read it: `shared_write`) holds that lock shared, beside others like it. The wait for it
 (and for any row lock) is bounded by `lock_timeout`, after which the command fails as busy
 (exit 12), never hangs. Reads take no lock.
 """
@@ -53,10 +53,9 @@ ITER_SIZE = 2_000  # rows a streamed query fetches at a time
 # BEGIN, the write lock, and (once the schema exists) the data keys as the lock holder sees them.
 _BEGIN_LOCKED = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 _BEGIN_LOCKED_KEYS = f"{_BEGIN_LOCKED}; SELECT id, purpose, state, wrapped FROM data_keys ORDER BY id"
-# The write lock held shared, as a FROM item a statement joins its guarded row with: taken
-# once the row is found and before it is changed, held to the statement's end (its own
-# transaction), beside other holders and never beside a writer's transaction (`write_alone`).
-SHARED_LOCK = f"(SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})) AS held"
+# The write lock held shared, by a transaction of one statement that reads nothing before it
+# writes (`shared_write`): beside others like it, never beside a writer's transaction.
+_LOCKED_SHARED = f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})"
 
 
 def display(dsn: str) -> str:
@@ -328,15 +327,29 @@ class PostgresStore(Store):
 
         return self._retrying(run)
 
-    def write_alone(self, sql: str, params: Any) -> list[PgRow]:
-        """One statement as a transaction of its own (autocommit), outside `tx()`: for a
-        statement that takes the write lock itself (`SHARED_LOCK`) and checks every row it
-        changes. Never run again on a new connection: whether a lost one kept it is the
-        caller's to find out."""
+    def shared_write(self, sql: str, params: Any) -> list[PgRow]:
+        """One statement in a transaction of its own that holds the write lock shared, so
+        such transactions run beside each other but never beside a writer's whole transaction
+        (which holds it alone); BEGIN, the lock, the statement and COMMIT in one round trip.
+        The lock comes first, as in every write transaction: the statement's tables are
+        locked, and its snapshot taken, only once it is held (a writer's DDL never waits on
+        it). Only for a statement that checks, itself, every row it changes (a guarded
+        update): nothing was read under the lock before it. Its rows; on a failure nothing is
+        kept, except where the connection was lost: the server may then still commit what it
+        was sent (its COMMIT went with it), so the caller must find out whether it did."""
         if self._tx_open or self._later:
-            raise RuntimeError("write_alone runs outside any transaction")
+            raise RuntimeError("shared_write runs in a transaction of its own")
         self.begun_data_keys = None
-        return self.conn.execute(_paramstyle(sql), params).fetchall()
+        try:
+            with self.conn.pipeline():
+                self.conn.execute("BEGIN")
+                self.conn.execute(_LOCKED_SHARED)
+                cur = self.conn.execute(_paramstyle(sql), params)
+                self.conn.execute("COMMIT")
+            return cur.fetchall()
+        except BaseException:
+            self.rollback()
+            raise
 
     def executemany(self, sql: str, rows: Any) -> psycopg.Cursor[Any]:
         self._flush()

@@ -130,28 +130,22 @@ class PgUsage(Usage):
                                  (*_values(record), *totals, *_without_org(totals)))
 
     def insert_if_unchanged(self, record: Mapping[str, Any], table: str, pk: tuple, mac: str,
-                            values: Mapping[str, Any]) -> bool:
-        """One statement, its own transaction: the row's guarded update, joined with the write
-        lock taken shared (so after the lock, and only if the row is found), then the record
-        with its day totals, written only if that update changed the row. A connection lost on
-        the way is False (nothing kept) only where the row shows that the write never
-        happened."""
+                            values: Mapping[str, Any]) -> bool | None:
+        """One statement, with the write lock held shared (`shared_write`), one round trip:
+        the row's guarded update, then the record with its day totals, written only if that
+        update changed the row."""
         from byokctl.store import is_disconnect
-        from byokctl.store.postgres import SHARED_LOCK
         from byokctl.store.rows import guarded_update
 
-        update, params = guarded_update(table, pk, mac, values, joined=SHARED_LOCK)
+        update, params = guarded_update(table, pk, mac, values)
         totals = _rollup(record)
         try:
-            found = self.store.write_alone(
+            found = self.store.shared_write(
                 f"WITH g AS ({update} RETURNING 1), {_IF_GUARDED}",
                 (*params, *_values(record), *totals, *_without_org(totals)))
         except Exception as exc:
-            # A lost connection leaves unknown whether the write was kept, unless the row
-            # (read on a new connection) still carries the MAC the write would have replaced.
-            if is_disconnect(exc) and self.store.scalar(
-                    f"SELECT mac FROM {table} WHERE {_where(table)}", pk) == mac:  # noqa: S608
-                return False
+            if is_disconnect(exc):  # sent, perhaps kept (or kept later): nobody can say here
+                return None
             raise
         return found[0][0] == 1
 

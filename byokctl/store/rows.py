@@ -24,17 +24,14 @@ def _select(table: str) -> str:
     return f"SELECT {', '.join(rowmac.COLUMNS[table])}, mac FROM {table}"  # noqa: S608 - fixed names
 
 
-def guarded_update(table: str, pk: tuple, mac: str, values: Mapping[str, Any],
-                   joined: str = "") -> tuple[str, tuple]:
+def guarded_update(table: str, pk: tuple, mac: str, values: Mapping[str, Any]) -> tuple[str, tuple]:
     """An UPDATE setting `values` on the row at `pk` only if it still carries `mac`, the MAC it
     had when it was read: SQL and parameters. Any change byokctl makes to a MACed column
     changes the MAC, so an unchanged MAC means an unchanged row (or one changed outside
     byokctl, which the new MAC, computed over the row as read, then does not cover). The
-    statement changes one row, or none if the row changed since it was read. `joined`: a
-    FROM item the row is joined with (one row, evaluated before the row is changed)."""
+    statement changes one row, or none if the row changed since it was read."""
     sets = ", ".join(f"{c} = ?" for c in values)
-    also = f" FROM {joined}" if joined else ""
-    return (f"UPDATE {table} SET {sets}{also} WHERE {_where(table)} AND mac = ?",  # noqa: S608
+    return (f"UPDATE {table} SET {sets} WHERE {_where(table)} AND mac = ?",  # noqa: S608
             (*values.values(), *pk, mac))
 
 

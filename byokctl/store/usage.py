@@ -92,12 +92,13 @@ class Usage(Family):
         self.store.execute_later(_ROLLUP_ALL, _without_org(totals))
 
     def insert_if_unchanged(self, record: Mapping[str, Any], table: str, pk: tuple, mac: str,
-                            values: Mapping[str, Any]) -> bool:
+                            values: Mapping[str, Any]) -> bool | None:
         """Append one record (as `insert`) and set `values` on the row of `table` at `pk`, in a
         transaction of their own, only if that row still carries `mac`, the MAC it had when it
-        was read (`guarded_update`); False, with nothing written, if it was changed meanwhile
-        or is gone. No other row is read first: PostgreSQL runs such transactions beside each
-        other (their rows locked one by one), never beside a writer's whole transaction."""
+        was read (`guarded_update`). True: written; False: nothing written (the row was
+        changed meanwhile, or is gone); None (a database vault only): the connection was lost
+        after the statement was sent, so it may have been kept, now or later. The engine may
+        run such transactions beside each other, never beside a writer's transaction."""
         from byokctl.store.rows import guarded_update
 
         with self.store.tx():

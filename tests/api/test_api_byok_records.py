@@ -112,6 +112,179 @@ def test_a_record_waits_for_a_writer_holding_the_vault(cli, byok, response):
     assert _key(cli, byok)["last_used_at"] is not None
 
 
+def test_a_key_changed_by_a_writer_the_record_waited_for_keeps_its_change(cli, byok, response,
+                                                                            monkeypatch):
+    """A writer changes the key's row (a test result) and holds the vault while the record
+    waits for it: the record, once it runs, finds the row changed, and the usual way records
+    the call over the writer's change (a MAC computed from the row as admission read it
+    would have undone the change's MAC: `vault check` would fail)."""
+    from byokctl.services import keys
+    from byokctl.services.context import open_context
+
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", byok["env"]["BYOKCTL_MASTER_KEY"])
+    holding, go = threading.Event(), threading.Event()
+
+    def change() -> None:
+        writer = open_context(byok["db"])  # its own connection, in its own thread
+        try:
+            with writer.write():
+                keys.mark_tested(writer, byok["org_key"], result="ok", status="active")
+                holding.set()
+                go.wait(10)
+        finally:
+            writer.close()
+
+    with Vault.open(byok["db"], master_key=byok["master"]) as v, v.client("acme") as call:
+        t = threading.Thread(target=change)
+        t.start()
+        assert holding.wait(10)
+        threading.Timer(0.5, go.set).start()  # the record is waiting by then
+        started = time.monotonic()
+        call.record(response)
+        waited = time.monotonic() - started
+        t.join(10)
+    assert waited >= 0.4, waited
+    key = _key(cli, byok)
+    assert key["test_result"] == "ok" and key["last_used_at"] >= key["last_tested_at"]
+    assert usage(cli, byok, "acme")["totals"]["calls"] == 1
+    r = cli("vault", "check", env=byok["env"])
+    assert r.exit_code == 0, r.output
+
+
+def _pg_byok(pg_url, monkeypatch, cli, emulator) -> tuple[bytes, dict, object]:
+    """A PostgreSQL vault with provision_byok's orgs: (master key, what it made, an answer)."""
+    import base64
+
+    from conftest import provision_byok
+
+    master = base64.b64encode(b"k" * 32).decode()
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", master)
+    monkeypatch.setenv("BYOKCTL_DB", pg_url)
+    assert cli("init").exit_code == 0
+    made = provision_byok(cli, emulator)
+    with anthropic.Anthropic(api_key=ANTHROPIC_TEST_KEY, base_url=emulator.anthropic_base_url) as sdk:
+        answer = sdk.messages.create(model="claude-haiku-5-5", max_tokens=16,
+                                     messages=[{"role": "user", "content": PROMPT}])
+    return base64.b64decode(master), made, answer
+
+
+def _calls(cli) -> dict:
+    r = cli("usage", "show", "acme", "--json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)["totals"]
+
+
+def _waiting_for_the_lock(pg_url: str, n: int) -> None:
+    """Until `n` requests for the vault's write lock wait on the server."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        for _ in range(200):
+            if c.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                         "AND NOT granted").fetchone()[0] >= n:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"{n} waiting lock requests never showed")
+
+
+def test_a_writer_s_schema_change_does_not_deadlock_with_a_waiting_record(pg_url, monkeypatch,
+                                                                          cli, emulator):
+    """PostgreSQL: a writer holding the vault (a migration) changes a table's schema while a
+    record waits for the lock. The record takes the lock before it touches any table, as
+    every write transaction does, so the writer's DDL goes through and so does the record."""
+    import psycopg
+
+    from byokctl.store.postgres import WRITE_LOCK
+
+    master, _, answer = _pg_byok(pg_url, monkeypatch, cli, emulator)
+    writer = psycopg.connect(pg_url, autocommit=True)
+    # Were the record to hold a table lock while it waits, the server would find the cycle
+    # only after deadlock_timeout, and end either side: set past the writer's lock timeout,
+    # the writer's DDL fails, whichever side the server would have picked.
+    name = writer.execute("SELECT current_database()").fetchone()[0]
+    writer.execute(f'ALTER DATABASE "{name}" SET deadlock_timeout = \'60s\'')
+    writer.execute("SET deadlock_timeout = '60s'")
+    writer.execute("SET lock_timeout = 5000")
+    errors: list[BaseException] = []
+    with Vault.open(pg_url, master_key=master, busy_timeout=10) as v, v.client("acme") as call:
+        writer.execute("BEGIN")
+        writer.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+
+        def record() -> None:
+            try:
+                call.record(answer)
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                errors.append(exc)
+
+        t = threading.Thread(target=record)
+        t.start()
+        _waiting_for_the_lock(pg_url, 1)
+        writer.execute("CREATE INDEX keys_probe ON keys (hint)")  # a deadlock raises here
+        writer.execute("COMMIT")
+        t.join(20)
+    writer.close()
+    assert errors == []
+    assert _calls(cli)["calls"] == 1
+
+
+def test_a_record_whose_connection_was_lost_while_it_waited_is_counted_once(
+        pg_url, monkeypatch, cli, emulator):
+    """PostgreSQL: the record is sent (BEGIN, lock, statement and COMMIT together) and waits
+    for a writer; its connection is lost meanwhile. The server still runs what it was sent
+    once the writer is done, and byokctl, on a new connection, must not record the call a
+    second time: it looks at the key's row under the lock first."""
+    import os
+    import socket
+
+    master, _, answer = _pg_byok(pg_url, monkeypatch, cli, emulator)
+    holder = WriteLock(pg_url)
+    with Vault.open(pg_url, master_key=master, busy_timeout=10) as v, v.client("acme") as call:
+        conn = v._context(None).store.conn  # this thread's: the one the record goes through
+        holder.take()
+
+        def cut_then_release() -> None:
+            _waiting_for_the_lock(pg_url, 1)  # the record, sent, waits
+            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as s:
+                s.shutdown(socket.SHUT_RDWR)
+            time.sleep(0.3)
+            holder.release()
+
+        t = threading.Thread(target=cut_then_release)
+        t.start()
+        call.record(answer)
+        t.join(20)
+    holder.close()
+    totals = _calls(cli)
+    assert (totals["calls"], totals["errors"]) == (1, 0)
+    assert totals["input_tokens"] == answer.usage.input_tokens
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_record_whose_answer_was_lost_is_counted_once(pg_url, monkeypatch, cli, emulator, kept):
+    """PostgreSQL: the connection is lost after the record was sent, either once the server
+    kept it (its answer never came) or before it got there. Either way the call is recorded
+    once, and no error comes out: the usual way finds the record kept, or writes it."""
+    import psycopg
+
+    from byokctl.store.postgres import PostgresStore
+
+    master, _, answer = _pg_byok(pg_url, monkeypatch, cli, emulator)
+    sent = PostgresStore.shared_write
+
+    def lost(self, sql, params):  # noqa: ANN001, ANN202 - PostgresStore.shared_write's
+        if kept:
+            sent(self, sql, params)
+        self.conn.close()  # the network failed: this connection is gone
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(PostgresStore, "shared_write", lost)
+    with Vault.open(pg_url, master_key=master) as v, v.client("acme") as call:
+        call.record(answer)
+    totals = _calls(cli)
+    assert (totals["calls"], totals["errors"]) == (1, 0)
+    assert cli("vault", "check").exit_code == 0
+
+
 def test_a_record_does_not_wait_for_another_record(pg_url, monkeypatch, cli, emulator):
     """PostgreSQL: a plain BYOK record holds the write lock shared, so another one holding it
     (the lock held shared elsewhere, as a record in flight holds it) does not stop it."""
