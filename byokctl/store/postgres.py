@@ -330,22 +330,21 @@ class PostgresStore(Store):
     def shared_write(self, sql: str, params: Any) -> list[PgRow]:
         """One statement in a transaction of its own that holds the write lock shared, so
         such transactions run beside each other but never beside a writer's whole transaction
-        (which holds it alone); BEGIN, the lock, the statement and COMMIT in one round trip.
-        The lock comes first, as in every write transaction: the statement's tables are
-        locked, and its snapshot taken, only once it is held (a writer's DDL never waits on
-        it). Only for a statement that checks, itself, every row it changes (a guarded
-        update): nothing was read under the lock before it. Its rows; on a failure nothing is
-        kept, except where the connection was lost: the server may then still commit what it
-        was sent (its COMMIT went with it), so the caller must find out whether it did."""
+        (which holds it alone): the lock and the statement in one pipeline, one round trip.
+        Without BEGIN, the two are one implicit transaction, which the server commits at the
+        pipeline's Sync (an error aborts both). The lock comes first, as in every write
+        transaction: the statement's tables are locked, and its snapshot taken, only once it
+        is held (a writer's DDL never waits on it). Only for a statement that checks, itself,
+        every row it changes (a guarded update): nothing was read under the lock before it.
+        Its rows; on a failure nothing is kept, except where the connection was lost: the
+        server may then still commit what it was sent, so the caller must find out."""
         if self._tx_open or self._later:
             raise RuntimeError("shared_write runs in a transaction of its own")
         self.begun_data_keys = None
         try:
             with self.conn.pipeline():
-                self.conn.execute("BEGIN")
                 self.conn.execute(_LOCKED_SHARED)
                 cur = self.conn.execute(_paramstyle(sql), params)
-                self.conn.execute("COMMIT")
             return cur.fetchall()
         except BaseException:
             self.rollback()

@@ -187,6 +187,36 @@ def _waiting_for_the_lock(pg_url: str, n: int) -> None:
     raise AssertionError(f"{n} waiting lock requests never showed")
 
 
+def test_a_record_holds_the_write_lock_shared_until_it_is_written(pg_url, monkeypatch, cli,
+                                                                  emulator):
+    """PostgreSQL: the write lock is held, shared, while the record's statement writes (a
+    trigger makes the usage insert slow enough to look), not only while it is taken."""
+    import psycopg
+
+    from byokctl.store.postgres import WRITE_LOCK
+
+    master, _, answer = _pg_byok(pg_url, monkeypatch, cli, emulator)
+    watcher = psycopg.connect(pg_url, autocommit=True)
+    watcher.execute("CREATE FUNCTION slow_insert() RETURNS trigger AS $$ BEGIN "
+                    "PERFORM pg_sleep(0.5); RETURN NEW; END $$ LANGUAGE plpgsql")
+    watcher.execute("CREATE TRIGGER slow BEFORE INSERT ON usage FOR EACH ROW "
+                    "EXECUTE FUNCTION slow_insert()")
+    held = []
+    with Vault.open(pg_url, master_key=master) as v, v.client("acme") as call:
+        t = threading.Thread(target=call.record, args=(answer,))
+        t.start()
+        while t.is_alive() and not held:
+            held = watcher.execute(
+                "SELECT mode FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE "
+                "l.locktype = 'advisory' AND l.objid = %s AND l.granted AND a.wait_event = "
+                "'PgSleep'", (WRITE_LOCK,)).fetchall()
+            time.sleep(0.02)
+        t.join(10)
+    watcher.close()
+    assert [m for (m,) in held] == ["ShareLock"]
+    assert _calls(cli)["calls"] == 1
+
+
 def test_a_writer_s_schema_change_does_not_deadlock_with_a_waiting_record(pg_url, monkeypatch,
                                                                           cli, emulator):
     """PostgreSQL: a writer holding the vault (a migration) changes a table's schema while a

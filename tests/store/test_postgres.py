@@ -314,9 +314,8 @@ def test_a_credit_change_costs_five_round_trips(pg_url, monkeypatch, cli):
 def test_a_platform_s_own_call_waits_for_the_server_twice(pg_url, monkeypatch, cli, emulator):
     """`Vault.client()` + `record()` on an org's own key: the request's rows (org, platform
     settings, every key it may use) in one pipeline, checked and opened without being read
-    again; the record in one more: one statement, its own transaction, that takes the write
-    lock shared and writes the key's guarded update and the usage rows. Fourteen at first,
-    then four."""
+    again; the record in one more: the write lock taken shared, then one statement with the
+    key's guarded update and the usage rows, one transaction. Fourteen at first, then four."""
     import base64
 
     from conftest import provision_byok
