@@ -318,24 +318,14 @@ def test_a_record_whose_answer_was_lost_is_counted_once(pg_url, monkeypatch, cli
 def test_a_record_does_not_wait_for_another_record(pg_url, monkeypatch, cli, emulator):
     """PostgreSQL: a plain BYOK record holds the write lock shared, so another one holding it
     (the lock held shared elsewhere, as a record in flight holds it) does not stop it."""
-    import base64
-
     import psycopg
-    from conftest import provision_byok
 
     from byokctl.store.postgres import WRITE_LOCK
 
-    master = base64.b64encode(b"k" * 32).decode()
-    monkeypatch.setenv("BYOKCTL_MASTER_KEY", master)
-    monkeypatch.setenv("BYOKCTL_DB", pg_url)
-    assert cli("init").exit_code == 0
-    provision_byok(cli, emulator)
-    with anthropic.Anthropic(api_key=ANTHROPIC_TEST_KEY, base_url=emulator.anthropic_base_url) as sdk:
-        answer = sdk.messages.create(model="claude-haiku-5-5", max_tokens=16,
-                                     messages=[{"role": "user", "content": PROMPT}])
+    master, _, answer = _pg_byok(pg_url, monkeypatch, cli, emulator)
     other = psycopg.connect(pg_url, autocommit=True)
     try:
-        with Vault.open(pg_url, master_key=base64.b64decode(master), busy_timeout=5) as v, \
+        with Vault.open(pg_url, master_key=master, busy_timeout=5) as v, \
                 v.client("acme") as call:
             other.execute("BEGIN")
             other.execute(f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})")
@@ -346,5 +336,4 @@ def test_a_record_does_not_wait_for_another_record(pg_url, monkeypatch, cli, emu
     finally:
         other.close()
     assert took < 2, took  # not the 5 s busy timeout
-    r = cli("usage", "show", "acme", "--json")
-    assert json.loads(r.stdout)["totals"]["calls"] == 1
+    assert _calls(cli)["calls"] == 1
