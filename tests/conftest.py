@@ -312,6 +312,26 @@ def provision_byok(cli, emulator) -> dict:  # noqa: ANN001 - the `cli` and `emul
     return {"org_key": org_key, "platform_key": plat_key, "emulator": emulator}
 
 
+def anthropic_answer(emulator, prompt: str = "hi"):  # noqa: ANN001, ANN201 - emulator; a Message
+    """An Anthropic answer from the emulator, to hand to `call.record()` (the call itself is
+    the platform's)."""
+    import anthropic
+
+    with anthropic.Anthropic(api_key=ANTHROPIC_TEST_KEY, base_url=emulator.anthropic_base_url) as sdk:
+        return sdk.messages.create(model="claude-haiku-5-5", max_tokens=16,
+                                   messages=[{"role": "user", "content": prompt}])
+
+
+def pg_byok(pg_url: str, monkeypatch: pytest.MonkeyPatch, cli, emulator) -> tuple[bytes, dict]:  # noqa: ANN001
+    """A PostgreSQL vault (`$BYOKCTL_DB`, a fixed master key in `$BYOKCTL_MASTER_KEY`) with
+    provision_byok's orgs: (the master key's bytes, what provision_byok made)."""
+    master = base64.b64encode(b"k" * 32).decode()
+    monkeypatch.setenv("BYOKCTL_MASTER_KEY", master)
+    monkeypatch.setenv("BYOKCTL_DB", pg_url)
+    assert cli("init").exit_code == 0
+    return base64.b64decode(master), provision_byok(cli, emulator)
+
+
 def meta_value(key: str) -> str | None:
     """One value of the vault's meta table, read behind byokctl's back (None if absent)."""
     conn = connect(vault_db())

@@ -10,9 +10,8 @@ import json
 import threading
 import time
 
-import anthropic
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, WriteLock, connect, in_threads
+from conftest import WriteLock, anthropic_answer, connect, in_threads, pg_byok
 from test_api_vault import PROMPT, setup_byok, usage
 
 from byokctl import Vault
@@ -25,11 +24,7 @@ def byok(cli, env_key, emulator, monkeypatch) -> dict:
 
 @pytest.fixture
 def response(byok):
-    """An Anthropic answer to hand to `call.record()` (the call itself is the platform's)."""
-    with anthropic.Anthropic(api_key=ANTHROPIC_TEST_KEY,
-                             base_url=byok["emulator"].anthropic_base_url) as sdk:
-        return sdk.messages.create(model="claude-haiku-5-5", max_tokens=16,
-                                   messages=[{"role": "user", "content": PROMPT}])
+    return anthropic_answer(byok["emulator"], PROMPT)
 
 
 def _key(cli, byok) -> dict:
@@ -151,21 +146,10 @@ def test_a_key_changed_by_a_writer_the_record_waited_for_keeps_its_change(cli, b
     assert r.exit_code == 0, r.output
 
 
-def _pg_byok(pg_url, monkeypatch, cli, emulator) -> tuple[bytes, dict, object]:
+def _pg_byok(pg_url, monkeypatch, cli, emulator) -> tuple[bytes, dict, object]:  # noqa: ANN001
     """A PostgreSQL vault with provision_byok's orgs: (master key, what it made, an answer)."""
-    import base64
-
-    from conftest import provision_byok
-
-    master = base64.b64encode(b"k" * 32).decode()
-    monkeypatch.setenv("BYOKCTL_MASTER_KEY", master)
-    monkeypatch.setenv("BYOKCTL_DB", pg_url)
-    assert cli("init").exit_code == 0
-    made = provision_byok(cli, emulator)
-    with anthropic.Anthropic(api_key=ANTHROPIC_TEST_KEY, base_url=emulator.anthropic_base_url) as sdk:
-        answer = sdk.messages.create(model="claude-haiku-5-5", max_tokens=16,
-                                     messages=[{"role": "user", "content": PROMPT}])
-    return base64.b64decode(master), made, answer
+    master, made = pg_byok(pg_url, monkeypatch, cli, emulator)
+    return master, made, anthropic_answer(emulator, PROMPT)
 
 
 def _calls(cli) -> dict:

@@ -9,7 +9,7 @@ import json
 import anthropic
 import openai
 import pytest
-from conftest import ANTHROPIC_TEST_KEY, in_threads, provision_byok
+from conftest import ANTHROPIC_TEST_KEY, anthropic_answer, in_threads, provision_byok
 
 import byokctl
 from byokctl import Vault
@@ -352,7 +352,7 @@ def test_a_call_reads_the_rows_it_rests_on_once(byok, api):
     try:
         with api.client("acme") as call:
             before = list(sent)
-            call.record(_anthropic_response(byok))
+            call.record(anthropic_answer(byok["emulator"], PROMPT))
     finally:
         conn.set_trace_callback(None)
     assert [s.split(" WHERE")[0] for s in before] == [
@@ -360,13 +360,6 @@ def test_a_call_reads_the_rows_it_rests_on_once(byok, api):
     assert [s.split(" SET")[0].split(" (")[0] for s in sent[len(before):]] == [
         "BEGIN IMMEDIATE", "UPDATE keys", "INSERT INTO usage", "INSERT INTO usage_daily",
         "INSERT INTO usage_daily_all", "COMMIT"]  # a plain BYOK record: nothing read first
-
-
-def _anthropic_response(byok):
-    sdk = anthropic.Anthropic(api_key=ANTHROPIC_TEST_KEY, base_url=byok["emulator"].anthropic_base_url)
-    with sdk:
-        return sdk.messages.create(model="claude-haiku-5-5", max_tokens=16,
-                                   messages=[{"role": "user", "content": PROMPT}])
 
 
 def test_what_a_request_read_is_forgotten_at_its_first_write(byok, api):

@@ -316,24 +316,13 @@ def test_a_platform_s_own_call_waits_for_the_server_twice(pg_url, monkeypatch, c
     settings, every key it may use) in one pipeline, checked and opened without being read
     again; the record in one more: the write lock taken shared, then one statement with the
     key's guarded update and the usage rows, one transaction. Fourteen at first, then four."""
-    import base64
-
-    from conftest import provision_byok
+    from conftest import anthropic_answer, pg_byok
 
     from byokctl import Vault
-    from byokctl.providers import registry
 
-    master = base64.b64encode(b"k" * 32).decode()
-    monkeypatch.setenv("BYOKCTL_MASTER_KEY", master)
-    monkeypatch.setenv("BYOKCTL_DB", pg_url)
-    assert cli("init").exit_code == 0
-    byok = provision_byok(cli, emulator)
-    sdk = registry.get("anthropic").sdk_client(
-        next(iter(emulator.config.valid_keys["anthropic"])), base_url=emulator.anthropic_base_url)
-    with sdk:
-        response = sdk.messages.create(model="claude-haiku-5-5", max_tokens=16,
-                                       messages=[{"role": "user", "content": "hi"}])
-    with Vault.open(pg_url, master_key=base64.b64decode(master)) as v:
+    master, byok = pg_byok(pg_url, monkeypatch, cli, emulator)
+    response = anthropic_answer(emulator)
+    with Vault.open(pg_url, master_key=master) as v:
         def call() -> None:
             with v.client("acme") as c:
                 c.record(response)
