@@ -45,8 +45,8 @@ def _read(ctx: Context, table: str, pk: tuple) -> Row | None:
     return ctx.store.rows.get(table, pk, lenient=True)
 
 
-def _intact(key: bytes, table: str, row: Row) -> bool:
-    return rowmac.matches(key, table, _values(table, row), row["mac"])
+def _intact(ctx: Context, table: str, row: Row) -> bool:
+    return ctx.vault().row_intact(table, _values(table, row), row["mac"])
 
 
 def tampered(table: str, pk: tuple) -> Integrity:
@@ -84,7 +84,7 @@ def tampered(table: str, pk: tuple) -> Integrity:
 def verify(ctx: Context, table: str, pk: tuple) -> Row | None:
     """The row, if its MAC matches; Integrity if not; None if there is no such row."""
     row = _read(ctx, table, pk)
-    if row is not None and not _intact(ctx.vault().row_key, table, row):
+    if row is not None and not _intact(ctx, table, row):
         raise tampered(table, pk)
     return row
 
@@ -101,7 +101,7 @@ def seal(ctx: Context, table: str, pk: tuple) -> Row:
 
 def _seal(ctx: Context, table: str, pk: tuple, row: Row) -> Row:
     """MAC `row`, the row at `pk` as the store just gave it back."""
-    ctx.store.rows.set_mac(table, pk, rowmac.mac(ctx.vault().row_key, table, _values(table, row)))
+    ctx.store.rows.set_mac(table, pk, ctx.vault().row_mac(table, _values(table, row)))
     return row
 
 
@@ -126,7 +126,7 @@ def update(ctx: Context, table: str, pk: tuple, change: Change) -> tuple[Row, Ro
     if found is None:
         return None
     before, after = found
-    if not _intact(ctx.vault().row_key, table, before):
+    if not _intact(ctx, table, before):
         raise tampered(table, pk)
     return before, _seal(ctx, table, pk, after)
 
@@ -137,11 +137,10 @@ def guarded(ctx: Context, table: str, row: Row, values: Mapping[str, Any]) -> di
     `Usage.insert_if_unchanged`). None if `row` fails its own MAC: a row changed outside
     byokctl is never re-MACed into legitimacy (`update`, the checked way, then reports it).
     `values` must be as the store keeps them (text, integers), since no row is read back."""
-    key = ctx.vault().row_key
-    if not _intact(key, table, row):
+    if not _intact(ctx, table, row):
         return None
     after = {c: row[c] for c in rowmac.COLUMNS[table]} | dict(values)
-    return {**values, "mac": rowmac.mac(key, table, [after[c] for c in rowmac.COLUMNS[table]])}
+    return {**values, "mac": ctx.vault().row_mac(table, [after[c] for c in rowmac.COLUMNS[table]])}
 
 
 def update_org(ctx: Context, slug: str, change: Change) -> tuple[Row, Row] | None:
@@ -186,14 +185,14 @@ def verify_platform(ctx: Context) -> None:
     stored = {k: ctx.recall("meta", k) for k in names}
     if UNSEEN in stored.values():
         stored = ctx.store.metas(*names)
-    if not rowmac.matches(ctx.vault().row_key, PLATFORM, [stored[k] for k in rowmac.PLATFORM_META],
-                          stored[rowmac.PLATFORM_MAC]):
+    if not ctx.vault().row_intact(PLATFORM, [stored[k] for k in rowmac.PLATFORM_META],
+                                  stored[rowmac.PLATFORM_MAC]):
         raise tampered(PLATFORM, ())
 
 
 def seal_platform(ctx: Context) -> None:
     ctx.store.set_meta(rowmac.PLATFORM_MAC,
-                       rowmac.mac(ctx.vault().row_key, PLATFORM, _platform_values(ctx)))
+                       ctx.vault().row_mac(PLATFORM, _platform_values(ctx)))
 
 
 def set_platform(ctx: Context, values: Mapping[str, str | None]) -> None:

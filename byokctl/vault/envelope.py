@@ -8,7 +8,8 @@ without a master key (and never import `cryptography` or `keyring`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import hmac
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -17,6 +18,7 @@ from byokctl.vault import crypto, macs
 from byokctl.vault.master import MasterKey
 
 FINGERPRINT_PREFIX = "fp_"
+INTACT_ROWS_KEPT = 4096  # rows a vault remembers as checked (Vault.row_intact)
 
 WrappedKey = tuple[int, str, str, bytes]  # a data key as stored: (id, purpose, state, wrapped)
 
@@ -35,6 +37,12 @@ class Vault:
     _ciphers: dict[bytes, crypto.AESGCM] = field(default_factory=dict, repr=False)
     # This unlock finished a pending rotation (`stage_pending`): the caller audits it.
     rotation_finished: bool = field(default=False, repr=False)
+    # Rows whose MAC this vault has checked or made, as (table, values, mac): a row read again
+    # unchanged (an org and the platform settings at every request, a key's row as its last
+    # record left it) is known intact without hashing it again. Only a match is kept, and
+    # only a MAC made under this vault's row key can match, so the memo answers what the
+    # hash would. Cleared when full.
+    _intact_rows: dict[tuple, None] = field(default_factory=dict, repr=False)
 
     @cached_property
     def audit_key(self) -> bytes:
@@ -46,6 +54,39 @@ class Vault:
         from byokctl.vault import rowmac
 
         return rowmac.row_key(self.mac_root)
+
+    @cached_property
+    def _row_sign(self) -> Callable[[bytes], str]:
+        return macs.hmac_sha256_hex(self.row_key)
+
+    def row_mac(self, table: str, values: Sequence) -> str:
+        """The MAC of a row (`rowmac.mac` under this vault's row key): its table and its
+        authenticated values in `rowmac.COLUMNS` order. TypeError/ValueError for a value no
+        row byokctl writes can hold."""
+        mac = self._row_sign(macs.canonical([table, *values]))
+        self._remember(table, values, mac)
+        return mac
+
+    def row_intact(self, table: str, values: Sequence, stored: object) -> bool:
+        """Whether `stored` is the MAC of these values (`rowmac.matches`, constant time); a
+        missing MAC never is."""
+        if not isinstance(stored, str):
+            return False
+        try:
+            if (table, tuple(values), stored) in self._intact_rows:
+                return True
+            expected = self._row_sign(macs.canonical([table, *values]))
+        except (TypeError, ValueError):
+            return False
+        if not hmac.compare_digest(expected, stored):
+            return False
+        self._remember(table, values, stored)
+        return True
+
+    def _remember(self, table: str, values: Sequence, mac: str) -> None:
+        if len(self._intact_rows) >= INTACT_ROWS_KEPT:
+            self._intact_rows.clear()
+        self._intact_rows[(table, tuple(values), mac)] = None
 
     @cached_property
     def fingerprint_key(self) -> bytes:

@@ -371,3 +371,28 @@ def test_integrity_is_the_one_org_update_helper(cli, acme_and_plat):
     finally:
         ctx.close()
     assert cli("vault", "check").exit_code == 0
+
+
+# ---- a server's long-lived Vault ----------------------------------------------------------------
+
+@pytest.mark.parametrize(("org", "sql"), [
+    ("acme", "UPDATE orgs SET base_url = ? WHERE slug = 'acme'"),
+    ("acme", "UPDATE keys SET hint = 'forged' WHERE scope = 'org' AND org = 'acme'"),
+    ("plat", "UPDATE meta SET value = ? WHERE key = 'platform_base_url'"),
+])
+def test_a_long_lived_vault_refuses_a_row_tampered_after_it_checked_it(acme_and_plat,
+                                                                        attacker_emulator, org, sql):
+    """A server's `Vault` checks the same org, key and platform rows at every request, and
+    remembers the rows it found intact (envelope.Vault.row_intact): a row changed behind its
+    back afterwards, MAC left in place, is refused at its next request all the same, and
+    nothing reaches the attacker's server."""
+    import byokctl
+
+    url = attacker_emulator.anthropic_base_url if org == "acme" else attacker_emulator.openai_base_url
+    with byokctl.Vault.open(acme_and_plat["db"]) as v:
+        for _ in range(2):  # checked, then found again among the rows it remembers
+            assert v.ask(org, "hello", retries=0).input_tokens > 0
+        tamper(acme_and_plat["db"], sql, (url,) if "?" in sql else ())
+        with pytest.raises(byokctl.Integrity, match="changed outside byokctl"):
+            v.ask(org, "hello", retries=0)
+    assert attacker_emulator.requests == []

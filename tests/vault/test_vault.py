@@ -651,3 +651,34 @@ def test_check_reports_a_file_check_that_raises_on_damage(tmp_path: Path) -> Non
     check.error = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
         _storage_problems(str(db), check)
+
+
+def test_a_vault_s_row_macs_are_the_plain_hash_and_its_memo_only_remembers_matches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """envelope.Vault.row_mac / row_intact answer what rowmac.mac / matches answer, whatever
+    the vault remembers: a changed value, another table, another MAC or a missing one never
+    match because the same row matched before, and the memo stays bounded."""
+    from byokctl.vault import envelope, rowmac
+    from byokctl.vault.master import MasterKey
+
+    monkeypatch.setattr(envelope, "INTACT_ROWS_KEPT", 8)
+    v = envelope.Vault("v", MasterKey(b"\0" * 32, "env", "$X"), {1: os.urandom(32)}, 1, None,
+                       os.urandom(32))
+    row = ["acme", "Acme", "growth", 5, 0, "anthropic", None, None, "never", 5.0, None, None,
+           "2026-01-01T00:00:00Z"]
+    mac = v.row_mac("orgs", row)
+    assert mac == rowmac.mac(v.row_key, "orgs", row)
+    for _ in range(2):  # made, then remembered
+        assert v.row_intact("orgs", row, mac)
+    assert rowmac.matches(v.row_key, "orgs", row, mac)
+    forged = [*row[:3], 10**6, *row[4:]]
+    assert not v.row_intact("orgs", forged, mac)
+    assert not v.row_intact("members", row, mac)
+    assert not v.row_intact("orgs", row, mac[:-1] + ("0" if mac[-1] != "0" else "1"))
+    assert not v.row_intact("orgs", row, None)
+    assert not v.row_intact("orgs", [b"\xff"], mac)  # a value no row byokctl wrote holds
+    for n in range(20):  # many rows: the memo is cleared when full, the answers stay right
+        other = [f"org{n}", *row[1:]]
+        assert v.row_intact("orgs", other, v.row_mac("orgs", other))
+        assert len(v._intact_rows) <= 8
+    assert v.row_intact("orgs", row, mac) and not v.row_intact("orgs", forged, mac)
