@@ -115,7 +115,7 @@ def admit(ctx: Context, d: Decision, *, estimate_usd: Callable[[str, str], float
     registry.prefetch(d.provider)  # the SDK loads while the key is decrypted
     started = time.monotonic()
     try:
-        held = _reserve(ctx, d, estimate_usd(d.provider, d.model), deadline_s)
+        held = _reserve(ctx, d, estimate_usd, deadline_s)
     except ByokError as exc:
         fail_record(ctx, record, exc)
         raise
@@ -132,15 +132,19 @@ def admit(ctx: Context, d: Decision, *, estimate_usd: Callable[[str, str], float
     return Admitted(d, record, held, started, secret, key_row)
 
 
-def _reserve(ctx: Context, d: Decision, estimate: float,
+def _reserve(ctx: Context, d: Decision, estimate_usd: Callable[[str, str], float],
              deadline_s: float) -> admission.Reservation | None:
-    """Admit the call against what calls in flight have reserved (SPEC §1 Credits)."""
+    """Admit the call against what calls in flight have reserved (SPEC §1 Credits); a BYOK
+    call with no budget reserves nothing, and nothing is estimated for it."""
     from byokctl.services.resolution import month_start_iso
 
-    assert d.mode
+    assert d.mode and d.provider and d.model
     org = ctx.recall("orgs", (d.org,))  # the row the decision was made from, if it was read
     budget = ctx.store.orgs.budget_monthly_usd(d.org) if org is UNSEEN else org["budget_monthly_usd"]
-    return admission.reserve(ctx, org=d.org, mode=d.mode, estimate_usd=estimate,
+    if d.mode != "platform" and budget is None:
+        return None
+    return admission.reserve(ctx, org=d.org, mode=d.mode,
+                             estimate_usd=estimate_usd(d.provider, d.model),
                              credit_value=credit_usd(ctx), deadline_s=deadline_s,
                              budget_usd=budget if d.mode == "byok" else None,
                              month_start=month_start_iso())
