@@ -37,12 +37,12 @@ class Vault:
     _ciphers: dict[bytes, crypto.AESGCM] = field(default_factory=dict, repr=False)
     # This unlock finished a pending rotation (`stage_pending`): the caller audits it.
     rotation_finished: bool = field(default=False, repr=False)
-    # Rows whose MAC this vault has checked or made, as (table, values, mac): a row read again
-    # unchanged (an org and the platform settings at every request, a key's row as its last
-    # record left it) is known intact without hashing it again. Only a match is kept, and
-    # only a MAC made under this vault's row key can match, so the memo answers what the
-    # hash would. Cleared when full.
-    _intact_rows: dict[tuple, None] = field(default_factory=dict, repr=False)
+    # Rows whose MAC this vault has checked or made, as (the bytes the MAC covers, the MAC): a
+    # row read again unchanged (an org and the platform settings at every request, a key's
+    # row as its last record left it) is known intact without its HMAC computed again. Keyed
+    # by those exact bytes, not by the values (5 == 5.0 == True in Python, not in the MAC), so
+    # the memo answers what the HMAC would. Only matches are kept; cleared when full.
+    _intact_rows: dict[tuple[bytes, str], None] = field(default_factory=dict, repr=False)
 
     @cached_property
     def audit_key(self) -> bytes:
@@ -63,8 +63,9 @@ class Vault:
         """The MAC of a row (`rowmac.mac` under this vault's row key): its table and its
         authenticated values in `rowmac.COLUMNS` order. TypeError/ValueError for a value no
         row byokctl writes can hold."""
-        mac = self._row_sign(macs.canonical([table, *values]))
-        self._remember(table, values, mac)
+        body = macs.canonical([table, *values])
+        mac = self._row_sign(body)
+        self._remember(body, mac)
         return mac
 
     def row_intact(self, table: str, values: Sequence, stored: object) -> bool:
@@ -73,20 +74,20 @@ class Vault:
         if not isinstance(stored, str):
             return False
         try:
-            if (table, tuple(values), stored) in self._intact_rows:
-                return True
-            expected = self._row_sign(macs.canonical([table, *values]))
+            body = macs.canonical([table, *values])
         except (TypeError, ValueError):
             return False
-        if not hmac.compare_digest(expected, stored):
+        if (body, stored) in self._intact_rows:
+            return True
+        if not hmac.compare_digest(self._row_sign(body), stored):
             return False
-        self._remember(table, values, stored)
+        self._remember(body, stored)
         return True
 
-    def _remember(self, table: str, values: Sequence, mac: str) -> None:
+    def _remember(self, body: bytes, mac: str) -> None:
         if len(self._intact_rows) >= INTACT_ROWS_KEPT:
             self._intact_rows.clear()
-        self._intact_rows[(table, tuple(values), mac)] = None
+        self._intact_rows[(body, mac)] = None
 
     @cached_property
     def fingerprint_key(self) -> bytes:

@@ -19,6 +19,7 @@ from conftest import (
     add_key,
     audit_rows,
     connect,
+    pg_byok,
     provision_byok,
 )
 
@@ -396,3 +397,25 @@ def test_a_long_lived_vault_refuses_a_row_tampered_after_it_checked_it(acme_and_
         with pytest.raises(byokctl.Integrity, match="changed outside byokctl"):
             v.ask(org, "hello", retries=0)
     assert attacker_emulator.requests == []
+
+
+def test_a_long_lived_vault_refuses_a_value_whose_type_was_changed_behind_it(pg_url, monkeypatch,
+                                                                             cli, emulator):
+    """PostgreSQL: the attacker changes the credits column's type, so the org's 100 credits
+    read back as 100.0: equal in Python, but not the value its MAC covers. A long-lived
+    `Vault` that found the row intact before must refuse it as a new one does, and must not
+    charge the call and MAC the row again (which would hide it from `vault check`)."""
+    import byokctl
+
+    master, _ = pg_byok(pg_url, monkeypatch, cli, emulator)
+    assert cli("org", "create", "plat", "--credits", "100").exit_code == 0
+    with byokctl.Vault.open(pg_url, master_key=master) as v:
+        for _ in range(2):
+            assert v.ask("plat", "hello", retries=0).input_tokens > 0
+        conn = connect(pg_url)
+        conn.execute("ALTER TABLE orgs ALTER COLUMN credits TYPE double precision")
+        conn.close()
+        with pytest.raises(byokctl.Integrity, match="changed outside byokctl"):
+            v.ask("plat", "hello", retries=0)
+    assert {"org": "plat", "problem": "org settings changed outside byokctl (MAC mismatch)"} \
+        in check_problems(cli)

@@ -656,8 +656,9 @@ def test_check_reports_a_file_check_that_raises_on_damage(tmp_path: Path) -> Non
 def test_a_vault_s_row_macs_are_the_plain_hash_and_its_memo_only_remembers_matches(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """envelope.Vault.row_mac / row_intact answer what rowmac.mac / matches answer, whatever
-    the vault remembers: a changed value, another table, another MAC or a missing one never
-    match because the same row matched before, and the memo stays bounded."""
+    the vault remembers: a changed value (one Python finds equal, too), another table,
+    another MAC or a missing one never match because the same row matched before, and the
+    memo stays bounded."""
     from byokctl.vault import envelope, rowmac
     from byokctl.vault.master import MasterKey
 
@@ -677,6 +678,9 @@ def test_a_vault_s_row_macs_are_the_plain_hash_and_its_memo_only_remembers_match
     assert not v.row_intact("orgs", row, mac[:-1] + ("0" if mac[-1] != "0" else "1"))
     assert not v.row_intact("orgs", row, None)
     assert not v.row_intact("orgs", [b"\xff"], mac)  # a value no row byokctl wrote holds
+    # Equal in Python, not in the MAC: the memo must not take one for the other.
+    for at, other in ((3, 5.0), (3, True), (9, 5), (4, False), (4, -0.0)):
+        assert not v.row_intact("orgs", [*row[:at], other, *row[at + 1:]], mac), (at, other)
     for n in range(20):  # many rows: the memo is cleared when full, the answers stay right
         other = [f"org{n}", *row[1:]]
         assert v.row_intact("orgs", other, v.row_mac("orgs", other))
