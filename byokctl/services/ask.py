@@ -68,6 +68,18 @@ class Answer(Recorded):
 
 def turns(req: Request) -> tuple[str | None, list[dict[str, str]]]:
     """(system prompt, the conversation) the provider is sent; UsageError for a malformed one."""
+    system, convo = _turns(req)
+    for what, text in (("The system prompt", system), *(("The prompt", m["content"]) for m in convo)):
+        try:
+            if isinstance(text, str):
+                text.encode()
+        except UnicodeEncodeError:  # a lone surrogate: bytes that were not UTF-8, decoded leniently
+            raise rules.UsageError(f"{what} is not valid text (it holds bytes that are not UTF-8)",
+                                   "pass it as UTF-8 text") from None
+    return system, convo
+
+
+def _turns(req: Request) -> tuple[str | None, list[dict[str, str]]]:
     if req.messages is None:
         if not isinstance(req.prompt, str) or not req.prompt.strip():
             raise rules.UsageError("The prompt is empty", "pass it as an argument or on stdin with -")

@@ -123,6 +123,23 @@ def test_a_malformed_conversation_is_a_usage_error_before_any_call(byok, api, ba
     assert not byok["emulator"].requests
 
 
+@pytest.mark.parametrize(("prompt", "kwargs"), [
+    ("hello \udcff", {}),  # bytes that were not UTF-8, decoded leniently (argv, a file)
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\ud800"},
+      {"role": "user", "content": "more"}], {}),
+    (PROMPT, {"system": "be \udcff brief"}),
+])
+def test_text_that_is_not_utf8_is_a_usage_error_before_the_key_is_opened(cli, byok, api, prompt,
+                                                                          kwargs):
+    """A BYOK org without a budget estimates nothing, so nothing encodes the prompt before
+    the SDK would: byokctl checks the text itself, with the request's other limits, before
+    anything is resolved or decrypted, and no request reaches the provider."""
+    with pytest.raises(byokctl.UsageError, match="not valid text") as info:
+        api.ask("acme", prompt, **kwargs)
+    assert info.value.code == byokctl.ExitCode.USAGE
+    assert not byok["emulator"].requests
+
+
 def test_client_and_record_anthropic(cli, byok, api):
     with api.client("acme") as call:
         assert isinstance(call.sdk, anthropic.Anthropic)
