@@ -53,16 +53,6 @@ def _judge(ok: bool, tiny: bool) -> str:
     return "n/a" if tiny else ("PASS" if ok else "FAIL")
 
 
-def median_ms(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm: first-use imports and caches
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
-
-
 def resolve_rows(factor: float, runs: int, cache: Path, progress: bool) -> list[Row]:
     from byokctl import Vault
 
@@ -204,7 +194,7 @@ def _floor(db: str | None, home: str) -> Iterator[tuple[str, Callable[[], object
     durable commit (WAL, synchronous FULL, as the vault's: one fsync) of a scratch file beside
     the vault; on PostgreSQL a bare round trip (`SELECT 1`, on a connection of its own). A
     record makes one commit on SQLite and two round trips on PostgreSQL, and what these cost
-    here is most of what moves the figure: this VM's fsync took 0.27 to 1.0 ms, a day apart,
+    here is most of what moves the figure: this VM's fsync took 0.23 to 1.3 ms within an hour,
     and a PostgreSQL server woken on the other CPU answers in 0.15 to 0.7 ms, depending on
     the host (0.05 ms on the same CPU)."""
     if db is None:
